@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: MIT */
+/* Helpers shared by the test suites. */
+#ifndef MIGRAM_TEST_UTIL_H
+#define MIGRAM_TEST_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <glib.h>
+
+/*
+ * Format the set bits of map[0, nbits) as a range list ("0-63,79-97").
+ * Returns a newly allocated string.
+ */
+char *migram_test_ranges(const unsigned long *map, size_t nbits);
+
+void migram_test_assert_ranges_at(const char *file, int line,
+				  const unsigned long *map, size_t nbits,
+				  const char *expected);
+
+/* Fail with file:line and both range lists when map does not match. */
+#define migram_test_assert_ranges(map, nbits, expected)                        \
+	migram_test_assert_ranges_at(__FILE__, __LINE__, (map), (nbits),       \
+				     (expected))
+
+/* Scale an iteration count by -m quick / -m thorough. */
+unsigned int migram_test_scale(unsigned int normal);
+
+#endif
