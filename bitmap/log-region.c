@@ -61,14 +61,18 @@ static size_t region_bytes(uint64_t pages)
 	return (bytes + pg - 1) / pg * pg;
 }
 
+/*
+ * 2^52 bytes is the largest physical address space x86-64 and arm64
+ * define; its log is 128 GiB of sparse memfd.  Anything bigger is a bug.
+ */
+#define MAX_COVERED_BYTES (UINT64_C(1) << 52)
+
 static bool check_size(uint64_t covered_bytes, GError **error)
 {
-	/* Bound the bitmap to what a size_t mapping can hold. */
-	if (covered_bytes == 0 ||
-	    covered_bytes / MIGRAM_LOG_PAGE_SIZE / 8 > SIZE_MAX / 2) {
+	if (covered_bytes == 0 || covered_bytes > MAX_COVERED_BYTES) {
 		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
 			    "log region: cannot track %" G_GUINT64_FORMAT
-			    " bytes",
+			    " bytes (1 to 2^52 allowed)",
 			    covered_bytes);
 		return false;
 	}
