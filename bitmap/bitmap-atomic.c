@@ -126,8 +126,12 @@ MIGRAM_EXPORT size_t migram_bitmap_exchange_collect(unsigned long *dst,
 		return 0;
 	s = bit_span_of(start, nr);
 	for (size_t w = s.first; w <= s.last; w++) {
-		unsigned long got = take_word(&src[w], span_mask(&s, w));
+		unsigned long got;
 
+		/* Interior words: skip zero runs without atomics. */
+		if (w > s.first)
+			w = skip_words(src, w, s.last, 0);
+		got = take_word(&src[w], span_mask(&s, w));
 		if (!got)
 			continue;
 		fresh += popcount_word(got & ~dst[w]);
@@ -148,9 +152,12 @@ MIGRAM_EXPORT size_t migram_bitmap_exchange_collect_atomic(unsigned long *dst,
 		return 0;
 	s = bit_span_of(start, nr);
 	for (size_t w = s.first; w <= s.last; w++) {
-		unsigned long got = take_word(&src[w], span_mask(&s, w));
-		unsigned long old;
+		unsigned long got, old;
 
+		/* Interior words: skip zero runs without atomics. */
+		if (w > s.first)
+			w = skip_words(src, w, s.last, 0);
+		got = take_word(&src[w], span_mask(&s, w));
 		if (!got)
 			continue;
 		old = __atomic_fetch_or(&dst[w], got, __ATOMIC_RELEASE);

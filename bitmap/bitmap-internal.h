@@ -58,6 +58,26 @@ static inline unsigned long load_relaxed(const unsigned long *p)
 	return __atomic_load_n(p, __ATOMIC_RELAXED);
 }
 
+/*
+ * From word w, skip whole groups of four words that hold nothing of interest
+ * (all zero, or all one when invert is ~0UL), stopping before word limit.
+ * Returns the first word not skipped (possibly limit or a bit before it).
+ */
+static inline size_t skip_words(const unsigned long *map, size_t w,
+				size_t limit, unsigned long invert)
+{
+	while (w + 4 <= limit) {
+		unsigned long any = (load_relaxed(&map[w]) ^ invert) |
+				    (load_relaxed(&map[w + 1]) ^ invert) |
+				    (load_relaxed(&map[w + 2]) ^ invert) |
+				    (load_relaxed(&map[w + 3]) ^ invert);
+		if (any)
+			break;
+		w += 4;
+	}
+	return w;
+}
+
 static inline unsigned int popcount_word(unsigned long w)
 {
 	return (unsigned int)__builtin_popcountl(w);

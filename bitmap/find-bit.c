@@ -16,22 +16,6 @@
 #include "migram-common.h"
 #include "bitmap-internal.h"
 
-/* Skip whole words that hold nothing of interest, four at a time. */
-static inline size_t skip_words(const unsigned long *map, size_t w,
-				size_t nwords, unsigned long invert)
-{
-	while (w + 4 <= nwords) {
-		unsigned long any = (load_relaxed(&map[w]) ^ invert) |
-				    (load_relaxed(&map[w + 1]) ^ invert) |
-				    (load_relaxed(&map[w + 2]) ^ invert) |
-				    (load_relaxed(&map[w + 3]) ^ invert);
-		if (any)
-			break;
-		w += 4;
-	}
-	return w;
-}
-
 static inline size_t find_next(const unsigned long *map, size_t nbits,
 			       size_t start, unsigned long invert)
 {

@@ -363,7 +363,7 @@ static void test_concurrent_drain(void)
 		w[i] = (Writer){ .db = db,
 				 .written = migram_bitmap_new(STRESS_PAGES),
 				 .seed = g_test_rand_int(),
-				 .ops = migram_test_scale(200000) };
+				 .ops = migram_test_scale(1000000) };
 		wt[i] = g_thread_new("writer", writer_main, &w[i]);
 	}
 	for (int i = 0; i < N_WRITERS; i++)

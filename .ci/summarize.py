@@ -1,0 +1,37 @@
+#!/usr/bin/env python3
+"""Count TAP test cases across meson build directories' testlog.json."""
+import json
+import re
+import sys
+from pathlib import Path
+
+passed = failed = skipped = 0
+for build in sys.argv[1:]:
+    log = Path(build) / "meson-logs" / "testlog.json"
+    if not log.exists():
+        continue
+    for line in log.read_text().splitlines():
+        entry = json.loads(line)
+        out = entry.get("stdout") or ""
+        cases = re.findall(r"^(ok|not ok)\b.*?(# SKIP.*)?$", out, re.M)
+        if not cases:
+            # a non-TAP test counts as one case
+            res = entry.get("result", "")
+            if res == "OK":
+                passed += 1
+            elif res == "SKIP":
+                skipped += 1
+            else:
+                failed += 1
+            continue
+        for verdict, skip in cases:
+            if skip:
+                skipped += 1
+            elif verdict == "ok":
+                passed += 1
+            else:
+                failed += 1
+        if entry.get("result") not in ("OK", "SKIP", "EXPECTEDFAIL"):
+            if not any(v == "not ok" for v, _ in cases):
+                failed += 1  # crashed after its last case
+print(f"ci: {passed} passed, {failed} failed, {skipped} skipped")

@@ -1,0 +1,62 @@
+# Thin wrapper around meson: every target does its own set-up first.
+#
+#   make run     install what is missing, build, run the default demo
+#   make test    install what is missing, build, run every test suite
+#   make help    list the targets
+#
+# Knobs: BUILD=<dir> (default build), MESON_ARGS=<extra meson setup args>.
+
+BUILD ?= build
+MESON_ARGS ?=
+SANITIZE_BUILD ?= build-asan
+TSAN_BUILD ?= build-tsan
+
+.PHONY: all help setup build run test bench test-asan test-tsan clean
+
+all: build
+
+help:
+	@echo "make run        set up, build, run the default demo and print its report"
+	@echo "make test       set up, build, run every test suite (meson test)"
+	@echo "make bench      set up, build, run the benchmarks (meson test --benchmark)"
+	@echo "make test-asan  the suites again under AddressSanitizer + UBSan ($(SANITIZE_BUILD)/)"
+	@echo "make test-tsan  the concurrency suites under ThreadSanitizer ($(TSAN_BUILD)/)"
+	@echo "make setup      only install missing Debian packages"
+	@echo "make clean      remove the build directories"
+
+setup:
+	@./scripts/setup.sh
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD) $(MESON_ARGS)
+
+build: setup $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+run: build
+	./$(BUILD)/tools/migram-bitmap-demo
+
+test: build
+	meson test -C $(BUILD) --print-errorlogs
+
+bench: build
+	meson test -C $(BUILD) --benchmark --verbose
+
+test-asan: setup
+	@[ -f $(SANITIZE_BUILD)/build.ninja ] || meson setup $(SANITIZE_BUILD) \
+		-Db_sanitize=address,undefined -Db_lundef=false \
+		-Dc_args=-fno-sanitize-recover=all $(MESON_ARGS)
+	ninja -C $(SANITIZE_BUILD)
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		meson test -C $(SANITIZE_BUILD) --print-errorlogs --no-suite gates
+
+test-tsan: setup
+	@[ -f $(TSAN_BUILD)/build.ninja ] || meson setup $(TSAN_BUILD) \
+		-Db_sanitize=thread -Db_lundef=false $(MESON_ARGS)
+	ninja -C $(TSAN_BUILD)
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+		meson test -C $(TSAN_BUILD) --print-errorlogs --suite concurrency
+
+clean:
+	rm -rf $(BUILD) $(SANITIZE_BUILD) $(TSAN_BUILD)
