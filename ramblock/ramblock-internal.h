@@ -1,0 +1,94 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ramblock/ private structures.  White-box tests include this header to
+ * check canaries; nothing outside ramblock/ and its tests may.
+ */
+#ifndef MIGRAM_RAMBLOCK_INTERNAL_H
+#define MIGRAM_RAMBLOCK_INTERNAL_H
+
+#include <glib.h>
+
+#define URCU_INLINE_SMALL_FUNCTIONS
+#include <urcu/urcu-memb.h>
+#include <urcu/rculist.h>
+
+#include "migram/ramblock.h"
+
+#define RAM_BLOCK_MAGIC 0x72616d626c6b2121ULL /* "ramblk!!" */
+#define RAM_BLOCK_DEAD 0xdeadb10cdeadb10cULL
+
+/* Offsets are aligned to this many target pages (one bitmap word). */
+#define RAM_OFFSET_ALIGN_PAGES 64
+
+struct MigramRamBlock {
+	uint64_t magic; /* RAM_BLOCK_MAGIC while alive; DEAD once freed */
+
+	/* RCU list link: published under list->mutex, read under RCU. */
+	struct cds_list_head node;
+	struct rcu_head rcu;
+	MigramRamList *list;
+
+	/* Identity: fixed from creation to free. */
+	char idstr[MIGRAM_RAM_IDSTR_MAX + 1];
+	MigramRamBackend backend;
+	uint32_t flags;
+	uint8_t *host;     /* max_length bytes mapped */
+	uint64_t offset;   /* start in the global RAM address space */
+	uint64_t max_length;
+	uint64_t page_size;
+	int fd;            /* -1 for anonymous memory */
+	MigramRamResizedFunc resized;
+	void *resized_opaque;
+
+	/* Written under list->mutex with release stores, read with acquire. */
+	uint64_t used_length;
+	/* Migration thread only (destination). */
+	uint64_t postcopy_length;
+
+	/*
+	 * Migration bitmaps: allocated by bitmaps_init and freed by
+	 * bitmaps_free (both under list->mutex), or by the block's reclaim.
+	 * Pointers are published with release stores; the bits themselves
+	 * follow each accessor's contract.
+	 */
+	unsigned long *bmap;
+	unsigned long *receivedmap;
+	unsigned long *clear_bmap;
+	unsigned int clear_bmap_shift;
+
+	uint64_t canary; /* RAM_BLOCK_MAGIC ^ offset, for stress tests */
+};
+
+typedef struct {
+	guint id;
+	MigramRamListenerFunc fn;
+	void *opaque;
+} RamListener;
+
+struct MigramRamList {
+	/* Serializes updaters; guards everything below but blocks/mru. */
+	GMutex mutex;
+	GArray *listeners;  /* of RamListener */
+	guint next_listener_id;
+	bool bitmaps_active;
+	unsigned int clear_bmap_shift;
+
+	/* RCU: written under mutex, read lock-free. */
+	struct cds_list_head blocks;
+	/* RCU: any reader may write it (a cache); see ram-list.c. */
+	MigramRamBlock *mru;
+	/* Atomic: bumped (release) after each change. */
+	uint64_t version;
+	guint count; /* atomic */
+};
+
+/* ram-backend.c */
+bool migram_ram_backend_map(MigramRamBlock *block,
+			    const MigramRamBlockConfig *config,
+			    GError **error);
+void migram_ram_backend_unmap(MigramRamBlock *block);
+
+/* ram-bitmaps.c */
+void migram_ram_block_free_bitmaps(MigramRamBlock *block);
+
+#endif /* MIGRAM_RAMBLOCK_INTERNAL_H */
