@@ -11,7 +11,7 @@ MESON_ARGS ?=
 SANITIZE_BUILD ?= build-asan
 TSAN_BUILD ?= build-tsan
 
-.PHONY: all help setup build run test bench test-asan test-tsan clean
+.PHONY: all help setup build run test bench test-asan test-tsan valgrind clean
 
 all: build
 
@@ -21,6 +21,7 @@ help:
 	@echo "make bench      set up, build, run the benchmarks (meson test --benchmark)"
 	@echo "make test-asan  the suites again under AddressSanitizer + UBSan ($(SANITIZE_BUILD)/)"
 	@echo "make test-tsan  the concurrency suites under ThreadSanitizer ($(TSAN_BUILD)/)"
+	@echo "make valgrind   the concurrency suites under valgrind (memcheck)"
 	@echo "make setup      only install missing Debian packages"
 	@echo "make clean      remove the build directories"
 
@@ -57,6 +58,11 @@ test-tsan: setup
 	ninja -C $(TSAN_BUILD)
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 		meson test -C $(TSAN_BUILD) --print-errorlogs --suite concurrency
+
+valgrind: build
+	meson test -C $(BUILD) --print-errorlogs --suite concurrency \
+		--timeout-multiplier 10 \
+		--wrap='valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite'
 
 clean:
 	rm -rf $(BUILD) $(SANITIZE_BUILD) $(TSAN_BUILD)

@@ -12,8 +12,8 @@ packages=(
 	clang clang-tidy clang-format cppcheck binutils
 	# sanitizer and fuzzer runtimes for clang
 	libclang-rt-14-dev
-	# python3 for the CI summary
-	python3
+	# python3 for the CI summary; valgrind for make valgrind
+	python3 valgrind
 )
 
 missing=()
