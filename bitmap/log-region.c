@@ -28,11 +28,8 @@
 #include <unistd.h>
 #include <fcntl.h>
 
-#define URCU_INLINE_SMALL_FUNCTIONS
-#include <urcu/urcu-memb.h>
-#include <urcu/pointer.h>
-
 #include "migram-common.h"
+#include "migram-rcu.h"
 #include "migram/migram.h"
 #include "migram/shared-log.h"
 #include "bitmap-internal.h"
@@ -246,7 +243,7 @@ MIGRAM_EXPORT void migram_shared_log_free(MigramSharedLog *log)
 		return;
 	MIGRAM_ASSERT_NOT_RCU_READER();
 	/* Readers that raced with the caller's last use must be gone. */
-	urcu_memb_synchronize_rcu();
+	migram_rcu_synchronize();
 	migram_log_region_free(log->current);
 	g_mutex_clear(&log->replace_lock);
 	g_free(log);
@@ -258,11 +255,11 @@ MIGRAM_EXPORT uint64_t migram_shared_log_mark(MigramSharedLog *log,
 	MigramLogRegion *r;
 	uint64_t n = 0;
 
-	urcu_memb_read_lock();
-	r = rcu_dereference(log->current);
+	migram_rcu_read_lock();
+	r = migram_rcu_dereference(log->current);
 	if (r)
 		n = migram_log_region_mark(r, offset, len);
-	urcu_memb_read_unlock();
+	migram_rcu_read_unlock();
 	return n;
 }
 
@@ -273,11 +270,11 @@ MIGRAM_EXPORT uint64_t migram_shared_log_collect_words(MigramSharedLog *log,
 	MigramLogRegion *r;
 	uint64_t n = 0;
 
-	urcu_memb_read_lock();
-	r = rcu_dereference(log->current);
+	migram_rcu_read_lock();
+	r = migram_rcu_dereference(log->current);
 	if (r)
 		n = migram_log_region_collect_words(r, dst, npages);
-	urcu_memb_read_unlock();
+	migram_rcu_read_unlock();
 	return n;
 }
 
@@ -290,8 +287,8 @@ MIGRAM_EXPORT uint64_t migram_shared_log_collect(MigramSharedLog *log,
 	g_return_val_if_fail(migram_dirty_bitmap_page_size(dst) ==
 				     MIGRAM_LOG_PAGE_SIZE,
 			     0);
-	urcu_memb_read_lock();
-	r = rcu_dereference(log->current);
+	migram_rcu_read_lock();
+	r = migram_rcu_dereference(log->current);
 	if (r) {
 		uint64_t pages = MIN(r->page_count,
 				     migram_dirty_bitmap_page_count(dst));
@@ -300,7 +297,7 @@ MIGRAM_EXPORT uint64_t migram_shared_log_collect(MigramSharedLog *log,
 			migram_dirty_bitmap_words(dst), r->words, 0,
 			(size_t)pages);
 	}
-	urcu_memb_read_unlock();
+	migram_rcu_read_unlock();
 	return n;
 }
 
@@ -322,9 +319,9 @@ MIGRAM_EXPORT bool migram_shared_log_replace(MigramSharedLog *log,
 			    next->page_count, old->page_count);
 		return false;
 	}
-	rcu_xchg_pointer(&log->current, next);
+	migram_rcu_xchg_pointer(&log->current, next);
 	/* After this no writer or collector can still hold old. */
-	urcu_memb_synchronize_rcu();
+	migram_rcu_synchronize();
 	if (old) {
 		migram_bitmap_exchange_collect_atomic(next->words, old->words, 0,
 						      (size_t)old->page_count);

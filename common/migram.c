@@ -1,9 +1,19 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Library-wide definitions: the error domain and the version string.
+ * Library-wide definitions: the error domain, the version string, and (in
+ * ThreadSanitizer builds only) the grace-period key of migram-rcu.h.
  */
 #include "migram-common.h"
+#include "migram-rcu.h"
 #include "migram/migram.h"
+
+#if MIGRAM_TSAN
+/*
+ * Only its address matters: TSan keys the grace-period happens-before edge
+ * on it (see migram-rcu.h).  Const, so it is not mutable state.
+ */
+const char migram_rcu_grace_key = 0;
+#endif
 
 /*
  * G_DEFINE_QUARK keeps the quark in a function-local static: the only

@@ -209,6 +209,92 @@ static void test_replace_under_writers(void)
 	migram_bitmap_free(collected);
 }
 
+/*
+ * Collectors racing with replace: several threads collect while this one
+ * marks every page once and keeps replacing the region.  Exchange-and-
+ * collect hands each mark to exactly one collector (or, for a mark left in a
+ * retired region, to the replacement, and then to one collector), so across
+ * all collectors and a final collection every page turns up exactly once.
+ *
+ * Under ThreadSanitizer this is also the test for the grace-period edge of
+ * migram-rcu.h: a collector only acquires (it never releases anything the
+ * replacer acquires), so nothing but that edge orders its reads of the old
+ * region before replace() frees it.
+ */
+#define N_COLLECTORS 2
+
+typedef struct {
+	MigramSharedLog *log;
+	unsigned long *got;
+	int *stop;
+} Collector;
+
+static gpointer collector_main(gpointer p)
+{
+	Collector *c = p;
+
+	urcu_memb_register_thread();
+	while (!g_atomic_int_get(c->stop))
+		migram_shared_log_collect_words(c->log, c->got, LOG_PAGES);
+	urcu_memb_unregister_thread();
+	return NULL;
+}
+
+static void test_collectors_during_replace(void)
+{
+	MigramSharedLog *log = migram_shared_log_new(
+		migram_log_region_new((uint64_t)LOG_PAGES * PAGE, NULL));
+	unsigned long *all = migram_bitmap_new(LOG_PAGES);
+	unsigned long *rest = migram_bitmap_new(LOG_PAGES);
+	Collector c[N_COLLECTORS];
+	GThread *t[N_COLLECTORS];
+	size_t total;
+	int stop = 0;
+
+	urcu_memb_register_thread();
+	for (unsigned int i = 0; i < N_COLLECTORS; i++) {
+		c[i] = (Collector){ .log = log,
+				    .got = migram_bitmap_new(LOG_PAGES),
+				    .stop = &stop };
+		t[i] = g_thread_new("log-collector", collector_main, &c[i]);
+	}
+	for (uint64_t pfn = 0; pfn < LOG_PAGES; pfn++) {
+		g_assert_cmpuint(migram_shared_log_mark(log, pfn * PAGE, 1), ==,
+				 1);
+		/* Let every collector run (2 cores, 3 threads). */
+		if (pfn % 256 == 0)
+			g_usleep(20);
+		if (pfn % 2048 == 2047)
+			g_assert_true(migram_shared_log_replace(
+				log,
+				migram_log_region_new(
+					(uint64_t)LOG_PAGES * PAGE, NULL),
+				NULL));
+	}
+	g_atomic_int_set(&stop, 1);
+	for (unsigned int i = 0; i < N_COLLECTORS; i++)
+		g_thread_join(t[i]);
+	migram_shared_log_collect_words(log, rest, LOG_PAGES);
+
+	/* Disjoint and complete: the counts add up to the size of the union. */
+	total = migram_bitmap_count(rest, 0, LOG_PAGES);
+	migram_bitmap_copy(all, rest, LOG_PAGES);
+	for (unsigned int i = 0; i < N_COLLECTORS; i++) {
+		size_t n = migram_bitmap_count(c[i].got, 0, LOG_PAGES);
+
+		g_test_message("collector %u took %zu pages", i, n);
+		total += n;
+		migram_bitmap_exchange_collect(all, c[i].got, 0, LOG_PAGES);
+		migram_bitmap_free(c[i].got);
+	}
+	g_assert_cmpuint(migram_bitmap_count(all, 0, LOG_PAGES), ==, LOG_PAGES);
+	g_assert_cmpuint(total, ==, LOG_PAGES);
+	urcu_memb_unregister_thread();
+	migram_shared_log_free(log);
+	migram_bitmap_free(rest);
+	migram_bitmap_free(all);
+}
+
 static void test_collect_into_dirty_bitmap(void)
 {
 	g_autoptr(MigramDirtyBitmap) db =
@@ -243,6 +329,8 @@ int main(int argc, char **argv)
 	g_test_add_func("/bitmap/shared-log/other-process", test_other_process);
 	g_test_add_func("/bitmap/shared-log/replace-under-writers",
 			test_replace_under_writers);
+	g_test_add_func("/bitmap/shared-log/collectors-during-replace",
+			test_collectors_during_replace);
 	g_test_add_func("/bitmap/shared-log/collect-into-dirty-bitmap",
 			test_collect_into_dirty_bitmap);
 	return g_test_run();
