@@ -43,18 +43,16 @@ static double now(void)
 }
 
 /* density of set bits, placed in runs of run bits at random positions */
-static void fill(unsigned long *map, double density, size_t run,
-		 guint32 seed)
+static void fill(unsigned long *map, double density, size_t run, guint32 seed)
 {
 	GRand *r = g_rand_new_with_seed(seed);
 	uint64_t n = (uint64_t)(density * NBITS) / run;
 
 	memset(map, 0, BYTES);
 	for (uint64_t i = 0; i < n; i++)
-		migram_bitmap_set(map,
-				  (size_t)g_rand_double_range(r, 0,
-							      NBITS - run),
-				  run);
+		migram_bitmap_set(
+			map, (size_t)g_rand_double_range(r, 0, NBITS - run),
+			run);
 	g_rand_free(r);
 }
 
@@ -66,7 +64,7 @@ static double bench_plain_read_once(const unsigned long *map)
 		double t0 = now();
 		unsigned long a0 = 0, a1 = 0, a2 = 0, a3 = 0;
 
-		/* Four independent chains: bounded by bandwidth, not latency. */
+		/* Four independent chains: bound by bandwidth, not latency. */
 		for (size_t i = 0; i < NWORDS; i += 4) {
 			a0 |= map[i];
 			a1 |= map[i + 1];

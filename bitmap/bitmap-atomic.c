@@ -22,8 +22,7 @@
 #include "migram-common.h"
 #include "bitmap-internal.h"
 
-MIGRAM_EXPORT void migram_bitmap_set_bit_atomic(unsigned long *map,
-						size_t bit)
+MIGRAM_EXPORT void migram_bitmap_set_bit_atomic(unsigned long *map, size_t bit)
 {
 	__atomic_fetch_or(&map[bit / BPL], 1UL << (bit % BPL),
 			  __ATOMIC_RELEASE);
@@ -54,8 +53,8 @@ MIGRAM_EXPORT bool migram_bitmap_test_and_clear_bit_atomic(unsigned long *map,
 		m) != 0;
 }
 
-MIGRAM_EXPORT size_t migram_bitmap_set_atomic(unsigned long *map,
-					      size_t start, size_t nr)
+MIGRAM_EXPORT size_t migram_bitmap_set_atomic(unsigned long *map, size_t start,
+					      size_t nr)
 {
 	struct bit_span s;
 	size_t fresh = 0;
@@ -73,8 +72,8 @@ MIGRAM_EXPORT size_t migram_bitmap_set_atomic(unsigned long *map,
 	return fresh;
 }
 
-MIGRAM_EXPORT void migram_bitmap_clear_atomic(unsigned long *map,
-					      size_t start, size_t nr)
+MIGRAM_EXPORT void migram_bitmap_clear_atomic(unsigned long *map, size_t start,
+					      size_t nr)
 {
 	struct bit_span s;
 

@@ -44,8 +44,7 @@ MIGRAM_EXPORT void migram_bitmap_clear_bit(unsigned long *map, size_t bit)
 	map[bit / BPL] &= ~(1UL << (bit % BPL));
 }
 
-MIGRAM_EXPORT bool migram_bitmap_test_bit(const unsigned long *map,
-					  size_t bit)
+MIGRAM_EXPORT bool migram_bitmap_test_bit(const unsigned long *map, size_t bit)
 {
 	return (load_relaxed(&map[bit / BPL]) >> (bit % BPL)) & 1;
 }
@@ -85,8 +84,8 @@ MIGRAM_EXPORT void migram_bitmap_clear(unsigned long *map, size_t start,
 		map[w] &= ~span_mask(&s, w);
 }
 
-MIGRAM_EXPORT size_t migram_bitmap_count(const unsigned long *map,
-					 size_t start, size_t nr)
+MIGRAM_EXPORT size_t migram_bitmap_count(const unsigned long *map, size_t start,
+					 size_t nr)
 {
 	struct bit_span s;
 	size_t n = 0;
@@ -154,8 +153,7 @@ static uint64_t gather64(const unsigned long *map, size_t i, size_t nwords)
 	return lo | (hi << 32);
 }
 
-static void scatter64(unsigned long *map, size_t i, size_t nwords,
-		      uint64_t v)
+static void scatter64(unsigned long *map, size_t i, size_t nwords, uint64_t v)
 {
 	if (BPL == 64) {
 		map[i] = (unsigned long)v;
@@ -172,8 +170,7 @@ static uint64_t last_le64_mask(size_t nbits)
 }
 
 MIGRAM_EXPORT void migram_bitmap_to_le64(uint64_t *out,
-					 const unsigned long *map,
-					 size_t nbits)
+					 const unsigned long *map, size_t nbits)
 {
 	size_t n = migram_bitmap_le64_words(nbits);
 	size_t nwords = MIGRAM_BITS_TO_LONGS(nbits);
@@ -227,8 +224,7 @@ MIGRAM_EXPORT void migram_bitmap_fold(unsigned long *coarse,
 	}
 }
 
-MIGRAM_EXPORT void migram_bitmap_expand(unsigned long *fine,
-					size_t fine_nbits,
+MIGRAM_EXPORT void migram_bitmap_expand(unsigned long *fine, size_t fine_nbits,
 					const unsigned long *coarse,
 					unsigned int shift)
 {

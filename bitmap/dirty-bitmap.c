@@ -106,12 +106,14 @@ migram_dirty_bitmap_page_shift(const MigramDirtyBitmap *db)
 	return db->page_shift;
 }
 
-MIGRAM_EXPORT uint64_t migram_dirty_bitmap_page_size(const MigramDirtyBitmap *db)
+MIGRAM_EXPORT uint64_t
+migram_dirty_bitmap_page_size(const MigramDirtyBitmap *db)
 {
 	return db->page_size;
 }
 
-MIGRAM_EXPORT uint64_t migram_dirty_bitmap_ram_start(const MigramDirtyBitmap *db)
+MIGRAM_EXPORT uint64_t
+migram_dirty_bitmap_ram_start(const MigramDirtyBitmap *db)
 {
 	return db->ram_start;
 }
@@ -121,9 +123,9 @@ MIGRAM_EXPORT uint64_t migram_dirty_bitmap_ram_size(const MigramDirtyBitmap *db)
 	return db->ram_size;
 }
 
-MIGRAM_EXPORT bool migram_dirty_bitmap_page_index_of(const MigramDirtyBitmap *db,
-						     uint64_t addr,
-						     uint64_t *pfn)
+MIGRAM_EXPORT bool
+migram_dirty_bitmap_page_index_of(const MigramDirtyBitmap *db, uint64_t addr,
+				  uint64_t *pfn)
 {
 	uint64_t off = addr - db->ram_start;
 
@@ -154,8 +156,7 @@ MIGRAM_EXPORT bool migram_dirty_bitmap_set_dirty(MigramDirtyBitmap *db,
 }
 
 MIGRAM_EXPORT bool
-migram_dirty_bitmap_is_dirty_by_index(const MigramDirtyBitmap *db,
-				      uint64_t pfn)
+migram_dirty_bitmap_is_dirty_by_index(const MigramDirtyBitmap *db, uint64_t pfn)
 {
 	if (pfn >= db->page_count)
 		return false;

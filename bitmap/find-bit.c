@@ -9,9 +9,10 @@
  * close to memory bandwidth: this is the page-search hot path of every
  * migration pass, and for a 1 TiB guest its bitmap is 32 MiB.
  *
- * Loads are relaxed atomics (plain moves on x86): against concurrent atomic writers the search returns a
- * bit that was set (or clear) at some instant during the call.  The callers
- * that must not miss a bit (sync) use exchange-and-collect instead.
+ * Loads are relaxed atomics (plain moves on x86): against concurrent atomic
+ * writers the search returns a bit that was set (or clear) at some instant
+ * during the call.  The callers that must not miss a bit (sync) use
+ * exchange-and-collect instead.
  */
 #include "migram-common.h"
 #include "bitmap-internal.h"

@@ -142,9 +142,8 @@ MIGRAM_EXPORT MigramLogRegion *migram_log_region_new(uint64_t covered_bytes,
 	return r;
 }
 
-MIGRAM_EXPORT MigramLogRegion *migram_log_region_open(int fd,
-						      uint64_t covered_bytes,
-						      GError **error)
+MIGRAM_EXPORT MigramLogRegion *
+migram_log_region_open(int fd, uint64_t covered_bytes, GError **error)
 {
 	MigramLogRegion *r;
 	struct stat st;
@@ -284,9 +283,8 @@ MIGRAM_EXPORT uint64_t migram_shared_log_collect(MigramSharedLog *log,
 	MigramLogRegion *r;
 	uint64_t n = 0;
 
-	g_return_val_if_fail(migram_dirty_bitmap_page_size(dst) ==
-				     MIGRAM_LOG_PAGE_SIZE,
-			     0);
+	g_return_val_if_fail(
+		migram_dirty_bitmap_page_size(dst) == MIGRAM_LOG_PAGE_SIZE, 0);
 	migram_rcu_read_lock();
 	r = migram_rcu_dereference(log->current);
 	if (r) {
@@ -323,7 +321,8 @@ MIGRAM_EXPORT bool migram_shared_log_replace(MigramSharedLog *log,
 	/* After this no writer or collector can still hold old. */
 	migram_rcu_synchronize();
 	if (old) {
-		migram_bitmap_exchange_collect_atomic(next->words, old->words, 0,
+		migram_bitmap_exchange_collect_atomic(next->words, old->words,
+						      0,
 						      (size_t)old->page_count);
 		migram_log_region_free(old);
 	}

@@ -6,7 +6,8 @@
 /* Naive on purpose: it checks the library, so it must not rely on it. */
 static bool bit(const unsigned long *map, size_t b)
 {
-	return (map[b / MIGRAM_BITS_PER_LONG] >> (b % MIGRAM_BITS_PER_LONG)) & 1;
+	return (map[b / MIGRAM_BITS_PER_LONG] >> (b % MIGRAM_BITS_PER_LONG)) &
+	       1;
 }
 
 char *migram_test_ranges(const unsigned long *map, size_t nbits)

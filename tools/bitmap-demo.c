@@ -51,10 +51,10 @@ static gpointer writer_main(gpointer p)
 
 	while (!g_atomic_int_get(w->stop)) {
 		/* 80 % of the writes go to a hot 1/16 of memory. */
-		uint64_t pfn = g_rand_int_range(r, 0, 5)
-				       ? (uint64_t)g_rand_double_range(r, 0, hot)
-				       : (uint64_t)g_rand_double_range(
-						 r, 0, w->pages);
+		uint64_t pfn =
+			g_rand_int_range(r, 0, 5)
+				? (uint64_t)g_rand_double_range(r, 0, hot)
+				: (uint64_t)g_rand_double_range(r, 0, w->pages);
 		guint64 stamp = ((guint64)w->index << 56) | ++w->writes;
 
 		/* Write first, then mark: the dirty log's ordering rule. */
@@ -76,8 +76,8 @@ static uint64_t collect_and_copy(Collector *c)
 	while (b < c->pages) {
 		migram_bitmap_clear_bit(c->collected, b);
 		/* The page's stamp word is written atomically by writers. */
-		guint64 v = __atomic_load_n((const guint64 *)(c->src + b * PAGE),
-					    __ATOMIC_RELAXED);
+		guint64 v = __atomic_load_n(
+			(const guint64 *)(c->src + b * PAGE), __ATOMIC_RELAXED);
 		memcpy(c->dst + b * PAGE, &v, sizeof(v));
 		n++;
 		b = migram_bitmap_find_next_set(c->collected, c->pages, b + 1);

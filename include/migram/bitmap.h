@@ -15,8 +15,8 @@
  *     migram_bitmap_test_bit(map, b)         return map[b]
  *     migram_bitmap_set(map, s, n)           map[s, s+n) = 1
  *     migram_bitmap_clear(map, s, n)         map[s, s+n) = 0
- *     migram_bitmap_find_next_set(map, N, s) first b in [s, N) with map[b], else N
- *     migram_bitmap_find_next_zero(map, N, s) first b in [s, N) with !map[b], else N
+ *     migram_bitmap_find_next_set(map, N, s) first set b in [s, N), else N
+ *     migram_bitmap_find_next_zero(map, N, s) first clear b in [s, N), else N
  *     migram_bitmap_count(map, s, n)         number of set bits in [s, s+n)
  *     migram_bitmap_range_empty(map, s, n)   no bit set in [s, s+n)
  *     migram_bitmap_range_full(map, s, n)    every bit set in [s, s+n)

@@ -240,8 +240,9 @@ static void test_find(void)
 		Case c;
 		double density[] = { 0.0, 0.002, 0.05, 0.5, 0.95, 0.998, 1.0 };
 
-		case_init(&c, r, pick_nbits(r),
-			  density[g_rand_int_range(r, 0, G_N_ELEMENTS(density))]);
+		case_init(
+			&c, r, pick_nbits(r),
+			density[g_rand_int_range(r, 0, G_N_ELEMENTS(density))]);
 		for (int k = 0; k < 8; k++) {
 			size_t start = (size_t)g_rand_int_range(
 				r, 0, (gint32)c.nbits + 3);
@@ -274,8 +275,8 @@ static void test_count_empty_full(void)
 		Case c;
 		size_t start, nr, n = 0;
 		/* Extreme densities make empty and full ranges common. */
-		double p = (double[]){ 0.0, 0.01, 0.5, 0.99, 1.0 }
-			[g_rand_int_range(r, 0, 5)];
+		double p = (double[]){ 0.0, 0.01, 0.5, 0.99,
+				       1.0 }[g_rand_int_range(r, 0, 5)];
 
 		case_init(&c, r, pick_nbits(r), p);
 		pick_range(r, c.nbits, &start, &nr);
@@ -457,8 +458,8 @@ int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
 	g_test_add_func("/bitmap/bitmap/single-bits", test_single_bits);
-	g_test_add_data_func("/bitmap/bitmap/set-range", (gconstpointer)plain_set,
-			     test_set_range);
+	g_test_add_data_func("/bitmap/bitmap/set-range",
+			     (gconstpointer)plain_set, test_set_range);
 	g_test_add_data_func("/bitmap/bitmap/set-range-atomic",
 			     (gconstpointer)migram_bitmap_set_atomic,
 			     test_set_range);
@@ -475,9 +476,10 @@ int main(int argc, char **argv)
 	g_test_add_data_func("/bitmap/bitmap/exchange-collect",
 			     (gconstpointer)migram_bitmap_exchange_collect,
 			     test_exchange_collect);
-	g_test_add_data_func("/bitmap/bitmap/exchange-collect-atomic",
-			     (gconstpointer)migram_bitmap_exchange_collect_atomic,
-			     test_exchange_collect);
+	g_test_add_data_func(
+		"/bitmap/bitmap/exchange-collect-atomic",
+		(gconstpointer)migram_bitmap_exchange_collect_atomic,
+		test_exchange_collect);
 	g_test_add_func("/bitmap/bitmap/le64", test_le64);
 	g_test_add_func("/bitmap/bitmap/fold-expand", test_fold_expand);
 	g_test_add_func("/bitmap/bitmap/fixed-ranges", test_fixed_ranges);

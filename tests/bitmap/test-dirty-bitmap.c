@@ -65,8 +65,8 @@ static void test_index_mapping(void)
 	g_assert_true(migram_dirty_bitmap_page_index_of(db, 0x101000, &pfn));
 	g_assert_cmpuint(pfn, ==, 1);
 	/* Last byte: the partial page 10. */
-	g_assert_true(migram_dirty_bitmap_page_index_of(db, 0x100000 + 10 * 4096,
-							&pfn));
+	g_assert_true(migram_dirty_bitmap_page_index_of(
+		db, 0x100000 + 10 * 4096, &pfn));
 	g_assert_cmpuint(pfn, ==, 10);
 	/* One byte either side of the range. */
 	pfn = 77;
@@ -83,7 +83,8 @@ static void test_transitions(void)
 		migram_dirty_bitmap_new(0x10000, 64 * 4096, 4096, NULL);
 
 	g_assert_false(migram_dirty_bitmap_is_dirty_by_index(db, 5));
-	g_assert_true(migram_dirty_bitmap_set_dirty(db, 0x10000 + 5 * 4096 + 7));
+	g_assert_true(
+		migram_dirty_bitmap_set_dirty(db, 0x10000 + 5 * 4096 + 7));
 	g_assert_true(migram_dirty_bitmap_is_dirty_by_index(db, 5));
 	/* Idempotent: the second mark is not a transition. */
 	g_assert_false(migram_dirty_bitmap_set_dirty(db, 0x10000 + 5 * 4096));
@@ -118,8 +119,8 @@ static void test_mark_range(void)
 	g_assert_cmpuint(migram_dirty_bitmap_mark_range(db, 3 * 4096 - 1, 2),
 			 ==, 2);
 	/* Overlap with page 3 already dirty: only page 4 is new. */
-	g_assert_cmpuint(migram_dirty_bitmap_mark_range(db, 3 * 4096, 4097),
-			 ==, 1);
+	g_assert_cmpuint(migram_dirty_bitmap_mark_range(db, 3 * 4096, 4097), ==,
+			 1);
 	/* Past the end: clamped to pages 98..100. */
 	g_assert_cmpuint(migram_dirty_bitmap_mark_range(db, 98 * 4096,
 							UINT64_MAX),
@@ -224,7 +225,8 @@ static void test_fold_into_finer(void)
 		migram_dirty_bitmap_set_dirty_by_index(f, fn / 3);
 		migram_bitmap_set_bit(want, fn / 3);
 
-		g_assert_true(migram_dirty_bitmap_fold_into_finer(c, f, &error));
+		g_assert_true(
+			migram_dirty_bitmap_fold_into_finer(c, f, &error));
 		g_assert_no_error(error);
 		migram_dirty_bitmap_collect(f, got, 0, fn);
 		g_assert_cmpmem(got, MIGRAM_BITS_TO_LONGS(fn) * sizeof(long),
@@ -242,10 +244,10 @@ static void test_fold_errors(void)
 								 8192, NULL);
 	g_autoptr(MigramDirtyBitmap) same = migram_dirty_bitmap_new(0, 1 << 20,
 								    8192, NULL);
-	g_autoptr(MigramDirtyBitmap) other = migram_dirty_bitmap_new(
-		4096, 1 << 20, 4096, NULL);
-	g_autoptr(MigramDirtyBitmap) shorter = migram_dirty_bitmap_new(
-		0, 1 << 19, 4096, NULL);
+	g_autoptr(MigramDirtyBitmap) other =
+		migram_dirty_bitmap_new(4096, 1 << 20, 4096, NULL);
+	g_autoptr(MigramDirtyBitmap) shorter =
+		migram_dirty_bitmap_new(0, 1 << 19, 4096, NULL);
 	GError *error = NULL;
 
 	g_assert_false(migram_dirty_bitmap_fold_into_finer(c, same, &error));

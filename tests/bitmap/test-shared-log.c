@@ -166,7 +166,9 @@ static void test_replace_under_writers(void)
 
 	urcu_memb_register_thread();
 	for (unsigned int i = 0; i < N_WRITERS; i++) {
-		w[i] = (Writer){ .log = log, .index = i, .finished = &finished };
+		w[i] = (Writer){ .log = log,
+				 .index = i,
+				 .finished = &finished };
 		t[i] = g_thread_new("log-writer", writer_main, &w[i]);
 	}
 	while (g_atomic_int_get(&finished) < N_WRITERS) {
@@ -175,19 +177,20 @@ static void test_replace_under_writers(void)
 
 		/* Now and then, a region smaller than the current one. */
 		if (rounds % 5 == 4) {
-			next = migram_log_region_new(LOG_PAGES / 2 * PAGE, NULL);
-			g_assert_false(migram_shared_log_replace(log, next,
-								 &error));
+			next = migram_log_region_new(LOG_PAGES / 2 * PAGE,
+						     NULL);
+			g_assert_false(
+				migram_shared_log_replace(log, next, &error));
 			g_assert_error(error, MIGRAM_ERROR,
 				       MIGRAM_ERROR_INVALID);
 			migram_log_region_free(next);
 			refused++;
 		} else {
-			next = migram_log_region_new(
-				(uint64_t)LOG_PAGES * PAGE, &error);
+			next = migram_log_region_new((uint64_t)LOG_PAGES * PAGE,
+						     &error);
 			g_assert_no_error(error);
-			g_assert_true(migram_shared_log_replace(log, next,
-								&error));
+			g_assert_true(
+				migram_shared_log_replace(log, next, &error));
 			g_assert_no_error(error);
 		}
 		rounds++;
@@ -297,8 +300,8 @@ static void test_collectors_during_replace(void)
 
 static void test_collect_into_dirty_bitmap(void)
 {
-	g_autoptr(MigramDirtyBitmap) db =
-		migram_dirty_bitmap_new(0, 100 * PAGE, PAGE, NULL);
+	g_autoptr(MigramDirtyBitmap) db = migram_dirty_bitmap_new(0, 100 * PAGE,
+								  PAGE, NULL);
 	MigramSharedLog *log = migram_shared_log_new(NULL);
 	g_autoptr(GArray) pages = NULL;
 
