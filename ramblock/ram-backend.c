@@ -59,8 +59,10 @@ static bool set_io_error(GError **error, const char *idstr, const char *what,
 
 static bool map_anon(MigramRamBlock *b, GError **error)
 {
-	void *p = mmap(NULL, b->max_length, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	void *p =
+		mmap(NULL, b->max_length, PROT_READ | PROT_WRITE,
+		     /* cppcheck-suppress invalidFunctionArg ; anon takes -1 */
+		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 
 	if (p == MAP_FAILED)
 		return set_io_error(error, b->idstr, "mmap", errno);
@@ -94,8 +96,7 @@ static bool map_memfd(MigramRamBlock *b, bool huge, GError **error)
 		if (huge && err == ENOMEM) {
 			close(b->fd);
 			b->fd = -1;
-			g_set_error(error, MIGRAM_ERROR,
-				    MIGRAM_ERROR_NO_MEMORY,
+			g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_NO_MEMORY,
 				    "ram block '%s': needs %" G_GUINT64_FORMAT
 				    " hugetlb pages of 2 MiB, the host has "
 				    "%ld free (reserve more with "
@@ -139,8 +140,7 @@ static bool check_lengths(MigramRamBlock *b, uint64_t used, GError **error)
 }
 
 bool migram_ram_backend_map(MigramRamBlock *b,
-			    const MigramRamBlockConfig *config,
-			    GError **error)
+			    const MigramRamBlockConfig *config, GError **error)
 {
 	uint64_t used = config->used_length;
 
@@ -163,8 +163,7 @@ bool migram_ram_backend_map(MigramRamBlock *b,
 	case MIGRAM_RAM_BACKEND_CALLER:
 		b->page_size = config->page_size ? config->page_size
 						 : host_page_size();
-		if (!config->host ||
-		    (b->page_size & (b->page_size - 1)) != 0 ||
+		if (!config->host || (b->page_size & (b->page_size - 1)) != 0 ||
 		    b->page_size < MIGRAM_TARGET_PAGE_SIZE ||
 		    (uintptr_t)config->host % b->page_size != 0) {
 			g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,

@@ -87,8 +87,7 @@ MIGRAM_EXPORT bool migram_ram_list_bitmaps_init(MigramRamList *list,
 			for (guint i = 0; i < sets->len; i++)
 				free_set(&g_array_index(sets, BitmapSet, i));
 			g_mutex_unlock(&list->mutex);
-			g_set_error(error, MIGRAM_ERROR,
-				    MIGRAM_ERROR_NO_MEMORY,
+			g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_NO_MEMORY,
 				    "ram block '%s': cannot allocate migration "
 				    "bitmaps for %" G_GUINT64_FORMAT " pages",
 				    b->idstr, pages);
@@ -127,9 +126,8 @@ MIGRAM_EXPORT void migram_ram_list_bitmaps_free(MigramRamList *list)
 			.block = b,
 			.bmap = __atomic_exchange_n(&b->bmap, NULL,
 						    __ATOMIC_ACQ_REL),
-			.receivedmap = __atomic_exchange_n(&b->receivedmap,
-							   NULL,
-							   __ATOMIC_ACQ_REL),
+			.receivedmap = __atomic_exchange_n(
+				&b->receivedmap, NULL, __ATOMIC_ACQ_REL),
 			.clear_bmap = __atomic_exchange_n(&b->clear_bmap, NULL,
 							  __ATOMIC_ACQ_REL),
 		};
@@ -139,7 +137,7 @@ MIGRAM_EXPORT void migram_ram_list_bitmaps_free(MigramRamList *list)
 	list->bitmaps_active = false;
 	g_mutex_unlock(&list->mutex);
 
-	urcu_memb_synchronize_rcu();
+	migram_rcu_synchronize();
 	for (guint i = 0; i < sets->len; i++)
 		free_set(&g_array_index(sets, BitmapSet, i));
 }
@@ -159,8 +157,7 @@ MIGRAM_EXPORT uint64_t migram_ram_block_offset(const MigramRamBlock *block)
 	return block->offset;
 }
 
-MIGRAM_EXPORT uint64_t
-migram_ram_block_used_length(const MigramRamBlock *block)
+MIGRAM_EXPORT uint64_t migram_ram_block_used_length(const MigramRamBlock *block)
 {
 	return __atomic_load_n(&block->used_length, __ATOMIC_ACQUIRE);
 }

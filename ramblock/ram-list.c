@@ -3,7 +3,7 @@
  * The RCU-protected RAM list.
  *
  * Readers (vCPU, device and migration threads) walk list->blocks with
- * cds_list_for_each_entry_rcu() inside an RCU read-side section and take no
+ * acquire loads of `next` inside an RCU read-side section and take no
  * lock.  Updaters take list->mutex, change the list with the RCU list
  * primitives, bump list->version with a release store, and call the
  * listeners before dropping the mutex.  A removed block is freed by
@@ -56,8 +56,7 @@ static void bump_version(MigramRamList *list)
 	__atomic_add_fetch(&list->version, 1, __ATOMIC_RELEASE);
 }
 
-static void notify(MigramRamList *list, MigramRamEvent event,
-		   MigramRamBlock *b)
+static void notify(MigramRamList *list, MigramRamEvent event, MigramRamBlock *b)
 {
 	for (guint i = 0; i < list->listeners->len; i++) {
 		RamListener *l = &g_array_index(list->listeners, RamListener,
@@ -71,6 +70,12 @@ static void reclaim_block(struct rcu_head *head)
 {
 	MigramRamBlock *b = caa_container_of(head, MigramRamBlock, rcu);
 
+	/*
+	 * TSan's view of what liburcu guarantees: the updater's handover
+	 * (release on b in remove) and the grace period that call_rcu ran.
+	 */
+	migram_tsan_acquire(b);
+	migram_tsan_acquire(&migram_rcu_grace_key);
 	migram_ram_block_free_bitmaps(b);
 	migram_ram_backend_unmap(b);
 	b->magic = RAM_BLOCK_DEAD;
@@ -113,14 +118,14 @@ MIGRAM_EXPORT void migram_ram_list_free(MigramRamList *list)
 	g_mutex_lock(&list->mutex);
 	cds_list_for_each_entry_safe(b, tmp, &list->blocks, node) {
 		/* b->node.next stays valid for readers: keep b elsewhere. */
-		cds_list_del_rcu(&b->node);
+		ram_list_unlink(&b->node);
 		g_ptr_array_add(dead, b);
 	}
 	store_mru(list, NULL);
 	g_mutex_unlock(&list->mutex);
 
 	/* No reader may still hold a block; then free them here. */
-	urcu_memb_synchronize_rcu();
+	migram_rcu_synchronize();
 	for (guint i = 0; i < dead->len; i++) {
 		b = g_ptr_array_index(dead, i);
 		reclaim_block(&b->rcu);
@@ -198,12 +203,11 @@ static void insert_sorted_locked(MigramRamList *list, MigramRamBlock *nb)
 
 	cds_list_for_each_entry(b, &list->blocks, node) {
 		if (b->max_length < nb->max_length) {
-			/* add before b */
-			cds_list_add_tail_rcu(&nb->node, &b->node);
+			ram_list_insert_before(&nb->node, &b->node);
 			return;
 		}
 	}
-	cds_list_add_tail_rcu(&nb->node, &list->blocks);
+	ram_list_insert_before(&nb->node, &list->blocks);
 }
 
 MIGRAM_EXPORT MigramRamBlock *
@@ -273,7 +277,7 @@ MIGRAM_EXPORT bool migram_ram_list_remove(MigramRamList *list,
 			    "no ram block '%s' to remove", idstr);
 		return false;
 	}
-	cds_list_del_rcu(&b->node);
+	ram_list_unlink(&b->node);
 	clear_mru_if(list, b);
 	__atomic_sub_fetch(&list->count, 1, __ATOMIC_RELAXED);
 	bump_version(list);
@@ -281,8 +285,9 @@ MIGRAM_EXPORT bool migram_ram_list_remove(MigramRamList *list,
 	g_mutex_unlock(&list->mutex);
 
 	/* See the file comment: why the cache is cleared twice. */
-	urcu_memb_synchronize_rcu();
+	migram_rcu_synchronize();
 	clear_mru_if(list, b);
+	migram_tsan_release(b); /* pairs with reclaim_block's acquire */
 	urcu_memb_call_rcu(&b->rcu, reclaim_block);
 	return true;
 }
@@ -306,15 +311,16 @@ MIGRAM_EXPORT bool migram_ram_list_resize(MigramRamList *list,
 	if (!(b->flags & MIGRAM_RAM_RESIZEABLE) || new_length == 0 ||
 	    new_length > b->max_length || new_length % b->page_size) {
 		g_mutex_unlock(&list->mutex);
-		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
-			    "ram block '%s': cannot resize to %#" G_GINT64_MODIFIER
-			    "x (%s; max_length %#" G_GINT64_MODIFIER
-			    "x, page size %#" G_GINT64_MODIFIER "x)",
-			    idstr, new_length,
-			    (b->flags & MIGRAM_RAM_RESIZEABLE)
-				    ? "out of bounds or unaligned"
-				    : "not resizeable",
-			    b->max_length, b->page_size);
+		g_set_error(
+			error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
+			"ram block '%s': cannot resize to %#" G_GINT64_MODIFIER
+			"x (%s; max_length %#" G_GINT64_MODIFIER
+			"x, page size %#" G_GINT64_MODIFIER "x)",
+			idstr, new_length,
+			(b->flags & MIGRAM_RAM_RESIZEABLE)
+				? "out of bounds or unaligned"
+				: "not resizeable",
+			b->max_length, b->page_size);
 		return false;
 	}
 	old = b->used_length;
@@ -373,11 +379,16 @@ MIGRAM_EXPORT MigramRamBlock *migram_ram_list_find(MigramRamList *list,
 	MigramRamBlock *b;
 
 	MIGRAM_ASSERT_RCU_READER();
-	cds_list_for_each_entry_rcu(b, &list->blocks, node) {
+	for (struct cds_list_head *n = ram_list_next_rcu(&list->blocks);
+	     n != &list->blocks; n = ram_list_next_rcu(n)) {
+		b = caa_container_of(n, MigramRamBlock, node);
 		if (strcmp(b->idstr, idstr) == 0)
-			return b;
+			goto out;
 	}
-	return NULL;
+	b = NULL;
+out:
+	ram_reader_done();
+	return b;
 }
 
 static inline bool holds_addr(const MigramRamBlock *b, uint64_t addr)
@@ -396,16 +407,20 @@ MIGRAM_EXPORT MigramRamBlock *migram_ram_list_find_by_addr(MigramRamList *list,
 	b = load_mru(list);
 	if (b && holds_addr(b, ram_addr))
 		goto found;
-	cds_list_for_each_entry_rcu(b, &list->blocks, node) {
+	for (struct cds_list_head *n = ram_list_next_rcu(&list->blocks);
+	     n != &list->blocks; n = ram_list_next_rcu(n)) {
+		b = caa_container_of(n, MigramRamBlock, node);
 		if (holds_addr(b, ram_addr)) {
 			store_mru(list, b);
 			goto found;
 		}
 	}
+	ram_reader_done();
 	return NULL;
 found:
 	if (offset)
 		*offset = ram_addr - b->offset;
+	ram_reader_done();
 	return b;
 }
 
@@ -414,18 +429,21 @@ MIGRAM_EXPORT MigramRamBlock *migram_ram_list_find_by_host(MigramRamList *list,
 							   uint64_t *offset)
 {
 	uintptr_t p = (uintptr_t)host;
-	MigramRamBlock *b;
 
 	MIGRAM_ASSERT_RCU_READER();
-	cds_list_for_each_entry_rcu(b, &list->blocks, node) {
+	for (struct cds_list_head *n = ram_list_next_rcu(&list->blocks);
+	     n != &list->blocks; n = ram_list_next_rcu(n)) {
+		MigramRamBlock *b = caa_container_of(n, MigramRamBlock, node);
 		uintptr_t h = (uintptr_t)b->host;
 
 		if (p >= h && p - h < migram_ram_block_used_length(b)) {
 			if (offset)
 				*offset = p - h;
+			ram_reader_done();
 			return b;
 		}
 	}
+	ram_reader_done();
 	return NULL;
 }
 
@@ -436,8 +454,8 @@ MIGRAM_EXPORT MigramRamBlock *migram_ram_list_next(MigramRamList *list,
 
 	MIGRAM_ASSERT_RCU_READER();
 	/* A removed block keeps its next pointer, so iteration goes on. */
-	n = prev ? rcu_dereference(prev->node.next)
-		 : rcu_dereference(list->blocks.next);
+	n = ram_list_next_rcu(prev ? &prev->node : &list->blocks);
+	ram_reader_done();
 	if (n == &list->blocks)
 		return NULL;
 	return caa_container_of(n, MigramRamBlock, node);

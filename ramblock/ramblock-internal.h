@@ -8,9 +8,9 @@
 
 #include <glib.h>
 
-#define URCU_INLINE_SMALL_FUNCTIONS
-#include <urcu/urcu-memb.h>
-#include <urcu/rculist.h>
+#include <urcu/list.h>
+
+#include "migram-rcu.h"
 
 #include "migram/ramblock.h"
 
@@ -32,11 +32,11 @@ struct MigramRamBlock {
 	char idstr[MIGRAM_RAM_IDSTR_MAX + 1];
 	MigramRamBackend backend;
 	uint32_t flags;
-	uint8_t *host;     /* max_length bytes mapped */
-	uint64_t offset;   /* start in the global RAM address space */
+	uint8_t *host;   /* max_length bytes mapped */
+	uint64_t offset; /* start in the global RAM address space */
 	uint64_t max_length;
 	uint64_t page_size;
-	int fd;            /* -1 for anonymous memory */
+	int fd; /* -1 for anonymous memory */
 	MigramRamResizedFunc resized;
 	void *resized_opaque;
 
@@ -68,7 +68,7 @@ typedef struct {
 struct MigramRamList {
 	/* Serializes updaters; guards everything below but blocks/mru. */
 	GMutex mutex;
-	GArray *listeners;  /* of RamListener */
+	GArray *listeners; /* of RamListener */
 	guint next_listener_id;
 	bool bitmaps_active;
 	unsigned int clear_bmap_shift;
@@ -82,10 +82,48 @@ struct MigramRamList {
 	guint count; /* atomic */
 };
 
+/*
+ * The RCU list, with C11-style atomics instead of liburcu's inline helpers
+ * (whose volatile stores ThreadSanitizer cannot pair with the readers'
+ * loads).  Readers follow only `next`, with acquire loads; updaters, under
+ * list->mutex, publish with release stores and keep `prev` for themselves.
+ * A removed node keeps its `next`, so a reader standing on it goes on.
+ */
+static inline struct cds_list_head *ram_list_next_rcu(struct cds_list_head *n)
+{
+	return __atomic_load_n(&n->next, __ATOMIC_ACQUIRE);
+}
+
+/* Insert node before pos.  Mutex held. */
+static inline void ram_list_insert_before(struct cds_list_head *node,
+					  struct cds_list_head *pos)
+{
+	node->next = pos;
+	node->prev = pos->prev;
+	__atomic_store_n(&pos->prev->next, node, __ATOMIC_RELEASE);
+	pos->prev = node;
+}
+
+/* Unlink node; node->next stays valid for readers.  Mutex held. */
+static inline void ram_list_unlink(struct cds_list_head *node)
+{
+	__atomic_store_n(&node->prev->next, node->next, __ATOMIC_RELEASE);
+	node->next->prev = node->prev;
+}
+
+/*
+ * A reader is done with what it read so far (TSan builds only): the reader
+ * APIs call it before returning, so an embedder's own read_unlock, which
+ * migram cannot annotate, still orders the reader before a later free.
+ */
+static inline void ram_reader_done(void)
+{
+	migram_tsan_release(&migram_rcu_grace_key);
+}
+
 /* ram-backend.c */
 bool migram_ram_backend_map(MigramRamBlock *block,
-			    const MigramRamBlockConfig *config,
-			    GError **error);
+			    const MigramRamBlockConfig *config, GError **error);
 void migram_ram_backend_unmap(MigramRamBlock *block);
 
 /* ram-bitmaps.c */

@@ -103,7 +103,8 @@ typedef enum {
 	MIGRAM_RAM_BACKEND_MEMFD,
 	/** A hugetlb memfd with 2 MiB pages, mapped shared. */
 	MIGRAM_RAM_BACKEND_HUGETLB,
-	/** Memory the embedder mapped and passes in (MigramRamBlockConfig.host). */
+	/** Memory the embedder mapped and passes in
+	 * (MigramRamBlockConfig.host). */
 	MIGRAM_RAM_BACKEND_CALLER,
 } MigramRamBackend;
 
@@ -132,9 +133,8 @@ typedef struct MigramRamList MigramRamList;
  * @param new_length used_length now.
  * @param opaque MigramRamBlockConfig.resized_opaque.
  */
-typedef void (*MigramRamResizedFunc)(MigramRamBlock *block,
-				     uint64_t old_length, uint64_t new_length,
-				     void *opaque);
+typedef void (*MigramRamResizedFunc)(MigramRamBlock *block, uint64_t old_length,
+				     uint64_t new_length, void *opaque);
 
 /**
  * A list listener.
@@ -374,8 +374,7 @@ MigramRamBlock *migram_ram_list_find_by_host(MigramRamList *list,
  * Context: RCU reader.  A block removed concurrently may or may not be
  * visited; a block added concurrently may or may not be visited.
  */
-MigramRamBlock *migram_ram_list_next(MigramRamList *list,
-				     MigramRamBlock *prev);
+MigramRamBlock *migram_ram_list_next(MigramRamList *list, MigramRamBlock *prev);
 
 /**
  * As migram_ram_list_next(), skipping blocks without

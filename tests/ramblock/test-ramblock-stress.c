@@ -47,7 +47,7 @@ static void fail(Reader *r, const char *what, const MigramRamBlock *b)
 
 static void check_block(Reader *r, MigramRamBlock *b)
 {
-	uint64_t used, max, off, page;
+	uint64_t used, max, off, page, stamp;
 	MigramRamBlock *again;
 	const uint64_t *host;
 	unsigned long *bmap;
@@ -70,9 +70,10 @@ static void check_block(Reader *r, MigramRamBlock *b)
 	 * memory migram mapped is zero until the updater stamps it.
 	 */
 	host = migram_ram_block_host(b);
-	if (host[0] != STAMP((uint64_t)(uintptr_t)host) &&
+	stamp = __atomic_load_n(&host[0], __ATOMIC_RELAXED);
+	if (stamp != STAMP((uint64_t)(uintptr_t)host) &&
 	    ((migram_ram_block_flags(b) & MIGRAM_RAM_CALLER_OWNED) ||
-	     host[0] != 0))
+	     stamp != 0))
 		return fail(r, "memory stamp", b);
 
 	/* Every lookup path finds this very block, or (raced) nothing. */
@@ -145,12 +146,16 @@ static void add_block(MigramRamList *list, GRand *rand, unsigned int round,
 	}
 	/* The stamp derives from the host address, known before the add. */
 	if (out->mem)
-		((uint64_t *)out->mem)[0] = STAMP((uint64_t)(uintptr_t)out->mem);
+		((uint64_t *)out->mem)[0] =
+			STAMP((uint64_t)(uintptr_t)out->mem);
 	b = migram_ram_list_add(list, &c, &error);
 	g_assert_no_error(error);
+	/* Readers may look already: the late stamp is an atomic store. */
 	if (!out->mem)
-		((uint64_t *)migram_ram_block_host(b))[0] =
-			STAMP((uint64_t)(uintptr_t)migram_ram_block_host(b));
+		__atomic_store_n(
+			(uint64_t *)migram_ram_block_host(b),
+			STAMP((uint64_t)(uintptr_t)migram_ram_block_host(b)),
+			__ATOMIC_RELAXED);
 	out->id = g_strdup(migram_ram_block_idstr(b));
 }
 
@@ -213,9 +218,8 @@ static void test_stress(void)
 			urcu_memb_read_unlock();
 			len = page * (uint64_t)g_rand_int_range(
 					     rand, 1, (gint32)(max / page) + 1);
-			g_assert_cmpint(migram_ram_list_resize(list,
-							       slots[s].id,
-							       len, &error),
+			g_assert_cmpint(migram_ram_list_resize(
+						list, slots[s].id, len, &error),
 					==, resizeable);
 			break;
 		}
@@ -240,8 +244,8 @@ static void test_stress(void)
 		errors += r[i].errors;
 		g_string_free(r[i].first_error, TRUE);
 	}
-	g_test_message("%u rounds, %" G_GUINT64_FORMAT " block checks",
-		       rounds, checks);
+	g_test_message("%u rounds, %" G_GUINT64_FORMAT " block checks", rounds,
+		       checks);
 	g_assert_cmpuint(errors, ==, 0);
 	g_assert_cmpuint(checks, >, 1000);
 	for (unsigned int s = 0; s < SLOTS; s++)
