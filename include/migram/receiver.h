@@ -1,0 +1,123 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @file receiver.h
+ * MigramReceiver: load a migration stream into destination RAM blocks.
+ *
+ * The receiver reads a QEMU-format stream from a channel (socket, pipe or
+ * file: the same code) and places its pages into the blocks of a
+ * MigramRamList:
+ *
+ *  - the block list in the START section is matched against the list by
+ *    idstr; a length that differs resizes a resizeable block (within
+ *    max_length) and is an error naming the block otherwise; with
+ *    @c create_blocks, a block the list lacks is created (anonymous memory);
+ *  - a PAGE is read straight into the block's memory at its offset;
+ *  - a ZERO page is applied only where the page is not already zero, so
+ *    untouched destination memory stays unpopulated;
+ *  - every placed page sets its bit in the block's receivedmap (the
+ *    receiver allocates the list's migration bitmaps if they are not).
+ *
+ * The stream is hostile: before any write, a page's block must exist and be
+ * migratable, its offset must be page aligned and the page must lie inside
+ * used_length.  A violation ends the load with a GError naming the block,
+ * the offset and the byte position in the stream; no byte outside the named
+ * page is ever written, and no size from the stream drives an allocation.
+ */
+#ifndef MIGRAM_RECEIVER_H
+#define MIGRAM_RECEIVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <glib.h>
+
+#include <migram/channel.h>
+#include <migram/ramblock.h>
+
+G_BEGIN_DECLS
+
+/** Options; zero-initialize for the defaults. */
+typedef struct {
+	/** Create blocks the stream lists but the destination lacks. */
+	bool create_blocks;
+	/**
+	 * The machine type the configuration section must name, or NULL to
+	 * accept any (QEMU destinations insist on their own).
+	 */
+	const char *machine_type;
+	/**
+	 * Stop, successfully, at the first non-RAM section once the RAM END
+	 * section is complete (a QEMU stream's device state follows its RAM).
+	 * Without it such a section is an error.
+	 */
+	bool stop_at_devices;
+} MigramReceiverConfig;
+
+/** What a load did. */
+typedef struct {
+	uint64_t normal_pages;       /**< PAGE records placed */
+	uint64_t zero_pages;         /**< ZERO records applied */
+	uint64_t zero_pages_written; /**< of which found non-zero, cleared */
+	uint64_t sections;           /**< RAM sections read */
+	uint64_t bytes;              /**< stream bytes consumed */
+	bool stopped_at_device;      /**< stop_at_devices took effect */
+	char device[256];            /**< the section it stopped at */
+} MigramReceiverStats;
+
+/** Opaque; single owner. */
+typedef struct MigramReceiver MigramReceiver;
+
+/**
+ * Create a receiver that loads into @p list.
+ *
+ * @param list the destination blocks; borrowed, must outlive the receiver.
+ * @param config options, or NULL for the defaults; copied.
+ * @return a new receiver; caller frees with migram_receiver_free().
+ *
+ * Context: Any thread.
+ */
+MigramReceiver *migram_receiver_new(MigramRamList *list,
+				    const MigramReceiverConfig *config);
+
+/**
+ * Free a receiver.  The list's migration bitmaps stay (the receivedmap is
+ * the caller's to read); free them with migram_ram_list_bitmaps_free().
+ *
+ * @param r the receiver, or NULL.
+ *
+ * Context: The thread that used it.
+ */
+void migram_receiver_free(MigramReceiver *r);
+
+/**
+ * Load a whole stream from @p ch: header to EOF (and the vmdesc, if any).
+ *
+ * @param r the receiver.
+ * @param ch the channel to read; borrowed.
+ * @param error MIGRAM_ERROR_PROTOCOL for a malformed or hostile stream,
+ *        MIGRAM_ERROR_NOT_FOUND for an unknown block, MIGRAM_ERROR_INVALID
+ *        for a block whose size or page size does not match,
+ *        MIGRAM_ERROR_UNSUPPORTED, MIGRAM_ERROR_IO, MIGRAM_ERROR_CANCELLED.
+ *        Each message names the byte offset in the stream.
+ * @return true when the stream loaded completely.
+ *
+ * Context: Migration thread only; the thread must be registered with RCU
+ * (it takes the read lock around each record).  May block.  Updaters of
+ * @p list may run concurrently; a block removed under the load fails it.
+ */
+bool migram_receiver_load(MigramReceiver *r, MigramChannel *ch, GError **error);
+
+/**
+ * What the last load did.
+ *
+ * @param r the receiver.
+ * @param stats where to store the figures.
+ *
+ * Context: The thread that used it.
+ */
+void migram_receiver_get_stats(const MigramReceiver *r,
+			       MigramReceiverStats *stats);
+
+G_END_DECLS
+
+#endif /* MIGRAM_RECEIVER_H */

@@ -1,0 +1,15 @@
+/* SPDX-License-Identifier: MIT */
+/* migration/ private helpers.  Never installed. */
+#ifndef MIGRAM_MIGRATION_INTERNAL_H
+#define MIGRAM_MIGRATION_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/*
+ * Whether len bytes at buf are all zero (buffer.c): zero-page detection on
+ * both ends of a migration.  Any thread; reads only.
+ */
+bool migram_buffer_is_zero(const void *buf, size_t len);
+
+#endif /* MIGRAM_MIGRATION_INTERNAL_H */

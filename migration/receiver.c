@@ -1,0 +1,381 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Loading a migration stream into destination RAM blocks.
+ *
+ * The reader (stream-reader.c) turns bytes into records and checks their
+ * syntax; this file checks what they mean against the destination:
+ *
+ *  - block list entries must name migratable blocks whose length matches
+ *    (a resizeable block is resized; with create_blocks a missing block is
+ *    created); every page record must come after the list;
+ *  - a page's block must exist, and [offset, offset + page) must lie inside
+ *    the block's used_length before a single byte is written; the payload
+ *    is then read straight into the block's memory, so a truncated stream
+ *    can only leave that one page partly written;
+ *  - a zero page must have fill byte 0 (as current QEMU insists) and is
+ *    written only where the page is not already zero.
+ *
+ * Each record is handled inside one RCU read-side section.  The block found
+ * for one record is reused for the next while the list's version is
+ * unchanged: a removal bumps the version before it waits for readers, so a
+ * block seen at an unchanged version cannot be freed during the section
+ * that checked the version.
+ */
+#include <string.h>
+
+#include <urcu/urcu-memb.h>
+
+#include "migram-common.h"
+#include "migram/bitmap.h"
+#include "migram/migram.h"
+#include "migram/receiver.h"
+#include "migram/stream.h"
+#include "migration-internal.h"
+
+struct MigramReceiver {
+	MigramRamList *list;
+	MigramReceiverConfig cfg;
+	char *machine_type;
+	MigramReceiverStats stats;
+	MigramStreamReader *reader;
+	uint64_t page_size;
+	bool list_done; /* the block list was read and bitmaps exist */
+	bool in_end;    /* inside the RAM END section */
+	bool ram_done;  /* the RAM END section is complete */
+
+	/* Block cache: valid while the list version equals last_version. */
+	MigramRamBlock *last;
+	uint64_t last_version;
+	char last_name[256];
+};
+
+MIGRAM_EXPORT MigramReceiver *
+migram_receiver_new(MigramRamList *list, const MigramReceiverConfig *config)
+{
+	MigramReceiver *r = g_new0(MigramReceiver, 1);
+
+	r->list = list;
+	if (config)
+		r->cfg = *config;
+	r->machine_type = g_strdup(r->cfg.machine_type);
+	r->cfg.machine_type = r->machine_type;
+	return r;
+}
+
+MIGRAM_EXPORT void migram_receiver_free(MigramReceiver *r)
+{
+	if (!r)
+		return;
+	g_free(r->machine_type);
+	g_free(r);
+}
+
+MIGRAM_EXPORT void migram_receiver_get_stats(const MigramReceiver *r,
+					     MigramReceiverStats *stats)
+{
+	*stats = r->stats;
+}
+
+static bool fail(GError **error, int code, const MigramStreamRecord *rec,
+		 const char *fmt, ...) G_GNUC_PRINTF(4, 5);
+
+static bool fail(GError **error, int code, const MigramStreamRecord *rec,
+		 const char *fmt, ...)
+{
+	g_autofree char *msg = NULL;
+	va_list ap;
+
+	va_start(ap, fmt);
+	msg = g_strdup_vprintf(fmt, ap);
+	va_end(ap);
+	g_set_error(error, MIGRAM_ERROR, code,
+		    "stream byte %" G_GUINT64_FORMAT ": %s", rec->stream_offset,
+		    msg);
+	return false;
+}
+
+/* Inside a read-side section. */
+static MigramRamBlock *resolve(MigramReceiver *r, const char *name)
+{
+	uint64_t v = migram_ram_list_version(r->list);
+
+	if (r->last && v == r->last_version && strcmp(name, r->last_name) == 0)
+		return r->last;
+	r->last = migram_ram_list_find(r->list, name);
+	r->last_version = v;
+	g_strlcpy(r->last_name, name, sizeof(r->last_name));
+	return r->last;
+}
+
+static bool create_block(MigramReceiver *r, const MigramStreamRecord *rec,
+			 GError **error)
+{
+	MigramRamBlockConfig c = { .idstr = rec->name,
+				   .backend = MIGRAM_RAM_BACKEND_ANON,
+				   .used_length = rec->length };
+	GError *err = NULL;
+
+	if (migram_ram_list_add(r->list, &c, &err))
+		return true;
+	fail(error, err->code, rec, "cannot create block '%s': %s", rec->name,
+	     err->message);
+	g_error_free(err);
+	return false;
+}
+
+static bool handle_block(MigramReceiver *r, const MigramStreamRecord *rec,
+			 GError **error)
+{
+	MigramRamBlock *b;
+	uint64_t used, max, page;
+	uint32_t flags;
+
+	urcu_memb_read_lock();
+	b = migram_ram_list_find(r->list, rec->name);
+	if (b) {
+		used = migram_ram_block_used_length(b);
+		max = migram_ram_block_max_length(b);
+		page = migram_ram_block_page_size(b);
+		flags = migram_ram_block_flags(b);
+	}
+	urcu_memb_read_unlock();
+
+	if (!b) {
+		if (r->cfg.create_blocks)
+			return create_block(r, rec, error);
+		return fail(error, MIGRAM_ERROR_NOT_FOUND, rec,
+			    "unknown ramblock '%s' in the block list",
+			    rec->name);
+	}
+	if (!(flags & MIGRAM_RAM_MIGRATABLE))
+		return fail(error, MIGRAM_ERROR_INVALID, rec,
+			    "ramblock '%s' is not migratable", rec->name);
+	if (rec->page_size && rec->page_size != page)
+		return fail(error, MIGRAM_ERROR_INVALID, rec,
+			    "ramblock '%s': page size %#" G_GINT64_MODIFIER
+			    "x in the stream, %#" G_GINT64_MODIFIER "x here",
+			    rec->name, rec->page_size, page);
+	if (rec->length != used) {
+		GError *err = NULL;
+
+		if (!(flags & MIGRAM_RAM_RESIZEABLE) || rec->length > max)
+			return fail(
+				error, MIGRAM_ERROR_INVALID, rec,
+				"size mismatch: ramblock '%s' is %#" G_GINT64_MODIFIER
+				"x in the stream, %#" G_GINT64_MODIFIER
+				"x here (max %#" G_GINT64_MODIFIER "x)",
+				rec->name, rec->length, used, max);
+		if (!migram_ram_list_resize(r->list, rec->name, rec->length,
+					    &err)) {
+			fail(error, err->code, rec, "%s", err->message);
+			g_error_free(err);
+			return false;
+		}
+	}
+	urcu_memb_read_lock();
+	b = migram_ram_list_find(r->list, rec->name);
+	if (b)
+		migram_ram_block_set_postcopy_length(b, rec->length);
+	urcu_memb_read_unlock();
+	return true;
+}
+
+/* After the block list: make sure every migratable block has bitmaps. */
+static bool finish_block_list(MigramReceiver *r, GError **error)
+{
+	bool missing = false;
+
+	urcu_memb_read_lock();
+	for (MigramRamBlock *b = migram_ram_list_next_migratable(r->list, NULL);
+	     b; b = migram_ram_list_next_migratable(r->list, b))
+		missing |= migram_ram_block_receivedmap(b) == NULL;
+	urcu_memb_read_unlock();
+	if (missing && !migram_ram_list_bitmaps_init(
+			       r->list, MIGRAM_CLEAR_BMAP_SHIFT_DEFAULT, error))
+		return false;
+	r->list_done = true;
+	return true;
+}
+
+/*
+ * Find the page's block and check the page lies inside it.  Inside a
+ * read-side section; returns the page's host address or NULL.
+ */
+static guint8 *target_page(MigramReceiver *r, const MigramStreamRecord *rec,
+			   MigramRamBlock **block, GError **error)
+{
+	MigramRamBlock *b;
+	uint64_t used;
+
+	if (!r->list_done) {
+		fail(error, MIGRAM_ERROR_PROTOCOL, rec,
+		     "page record before the block list");
+		return NULL;
+	}
+	b = resolve(r, rec->name);
+	if (!b) {
+		fail(error, MIGRAM_ERROR_NOT_FOUND, rec,
+		     "page for unknown ramblock '%s'", rec->name);
+		return NULL;
+	}
+	if (!migram_ram_block_receivedmap(b)) {
+		fail(error, MIGRAM_ERROR_INVALID, rec,
+		     "page for ramblock '%s', which is not migratable",
+		     rec->name);
+		return NULL;
+	}
+	used = migram_ram_block_used_length(b);
+	if (rec->offset >= used || used - rec->offset < r->page_size) {
+		fail(error, MIGRAM_ERROR_PROTOCOL, rec,
+		     "page at offset %#" G_GINT64_MODIFIER
+		     "x is outside ramblock '%s' (used length %#" G_GINT64_MODIFIER
+		     "x)",
+		     rec->offset, rec->name, used);
+		return NULL;
+	}
+	*block = b;
+	return (guint8 *)migram_ram_block_host(b) + rec->offset;
+}
+
+static void mark_received(MigramReceiver *r, MigramRamBlock *b, uint64_t offset)
+{
+	migram_bitmap_set_atomic(migram_ram_block_receivedmap(b),
+				 (size_t)(offset >> MIGRAM_TARGET_PAGE_BITS),
+				 (size_t)(r->page_size >>
+					  MIGRAM_TARGET_PAGE_BITS));
+}
+
+static bool place_page(MigramReceiver *r, const MigramStreamRecord *rec,
+		       GError **error)
+{
+	MigramRamBlock *b = NULL;
+	guint8 *dst;
+	bool ok = false;
+
+	urcu_memb_read_lock();
+	dst = target_page(r, rec, &b, error);
+	if (dst && migram_stream_reader_read_page(r->reader, dst, error)) {
+		mark_received(r, b, rec->offset);
+		r->stats.normal_pages++;
+		ok = true;
+	}
+	urcu_memb_read_unlock();
+	return ok;
+}
+
+static bool place_zero(MigramReceiver *r, const MigramStreamRecord *rec,
+		       GError **error)
+{
+	MigramRamBlock *b = NULL;
+	guint8 *dst;
+
+	if (rec->fill != 0)
+		return fail(error, MIGRAM_ERROR_PROTOCOL, rec,
+			    "zero page record with fill byte 0x%02x",
+			    rec->fill);
+	urcu_memb_read_lock();
+	dst = target_page(r, rec, &b, error);
+	if (dst) {
+		if (!migram_buffer_is_zero(dst, r->page_size)) {
+			memset(dst, 0, r->page_size);
+			r->stats.zero_pages_written++;
+		}
+		mark_received(r, b, rec->offset);
+		r->stats.zero_pages++;
+	}
+	urcu_memb_read_unlock();
+	return dst != NULL;
+}
+
+/* A section header; false with *done when loading should stop. */
+static bool handle_section(MigramReceiver *r, const MigramStreamRecord *rec,
+			   bool *done, GError **error)
+{
+	if (rec->is_ram) {
+		r->in_end = rec->type == MIGRAM_STREAM_REC_SECTION_END;
+		return true;
+	}
+	if (r->cfg.stop_at_devices && r->ram_done) {
+		r->stats.stopped_at_device = true;
+		g_strlcpy(r->stats.device,
+			  rec->name[0] ? rec->name : "(continued section)",
+			  sizeof(r->stats.device));
+		*done = true;
+		return true;
+	}
+	return fail(error, MIGRAM_ERROR_UNSUPPORTED, rec,
+		    "device section '%s' (id %u): migram loads RAM only",
+		    rec->name, rec->section_id);
+}
+
+static bool handle(MigramReceiver *r, const MigramStreamRecord *rec, bool *done,
+		   GError **error)
+{
+	switch (rec->type) {
+	case MIGRAM_STREAM_REC_CONFIGURATION:
+		if (r->cfg.machine_type &&
+		    strcmp(rec->name, r->cfg.machine_type) != 0)
+			return fail(error, MIGRAM_ERROR_INVALID, rec,
+				    "machine type received is '%s', local is "
+				    "'%s'",
+				    rec->name, r->cfg.machine_type);
+		return true;
+	case MIGRAM_STREAM_REC_SECTION_START:
+	case MIGRAM_STREAM_REC_SECTION_PART:
+	case MIGRAM_STREAM_REC_SECTION_END:
+	case MIGRAM_STREAM_REC_SECTION_FULL:
+		return handle_section(r, rec, done, error);
+	case MIGRAM_STREAM_REC_BLOCK:
+		return handle_block(r, rec, error);
+	case MIGRAM_STREAM_REC_PAGE:
+		return place_page(r, rec, error);
+	case MIGRAM_STREAM_REC_ZERO_PAGE:
+		return place_zero(r, rec, error);
+	case MIGRAM_STREAM_REC_SECTION_DONE:
+		r->stats.sections++;
+		if (!r->list_done && !finish_block_list(r, error))
+			return false;
+		r->ram_done |= r->in_end;
+		return true;
+	case MIGRAM_STREAM_REC_COMMAND:
+		return fail(error, MIGRAM_ERROR_UNSUPPORTED, rec,
+			    "command %u: not supported yet", rec->command);
+	case MIGRAM_STREAM_REC_EOF:
+	case MIGRAM_STREAM_REC_VMDESC:
+		return true;
+	case MIGRAM_STREAM_REC_END:
+		*done = true;
+		return true;
+	}
+	return fail(error, MIGRAM_ERROR_PROTOCOL, rec, "unexpected record %d",
+		    (int)rec->type);
+}
+
+MIGRAM_EXPORT bool migram_receiver_load(MigramReceiver *r, MigramChannel *ch,
+					GError **error)
+{
+	MigramStreamRecord rec;
+	bool done = false, ok = true;
+
+	memset(&r->stats, 0, sizeof(r->stats));
+	r->list_done = r->in_end = r->ram_done = false;
+	r->last = NULL;
+	r->reader = migram_stream_reader_new(ch);
+	r->page_size = migram_stream_reader_page_size(r->reader);
+	while (ok && !done) {
+		ok = migram_stream_reader_next(r->reader, &rec, error);
+		r->page_size = migram_stream_reader_page_size(r->reader);
+		if (ok && r->page_size != MIGRAM_TARGET_PAGE_SIZE)
+			ok = fail(error, MIGRAM_ERROR_UNSUPPORTED, &rec,
+				  "target page size %" G_GUINT64_FORMAT
+				  ": only %u is supported",
+				  r->page_size, MIGRAM_TARGET_PAGE_SIZE);
+		if (ok)
+			ok = handle(r, &rec, &done, error);
+	}
+	r->stats.bytes = migram_channel_read_offset(ch);
+	migram_stream_reader_free(r->reader);
+	r->reader = NULL;
+	r->last = NULL;
+	return ok;
+}
