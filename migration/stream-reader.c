@@ -476,6 +476,7 @@ static bool read_ram(MigramStreamReader *r, MigramStreamRecord *rec,
 				    "block list outside the START section");
 		r->in_ram_start = false; /* one list per stream */
 		r->blocks_left = rec->offset;
+		rec->offset = 0; /* the total is not an offset */
 		if (r->blocks_left == 0)
 			return fail(error, MIGRAM_ERROR_PROTOCOL,
 				    rec->stream_offset, "empty block list");
