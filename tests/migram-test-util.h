@@ -26,4 +26,14 @@ void migram_test_assert_ranges_at(const char *file, int line,
 /* Scale an iteration count by -m quick / -m thorough. */
 unsigned int migram_test_scale(unsigned int normal);
 
+/* Building streams by hand: big-endian integers and counted strings. */
+void migram_test_put8(GByteArray *a, guint8 v);
+void migram_test_put32(GByteArray *a, guint32 v);
+void migram_test_put64(GByteArray *a, guint64 v);
+void migram_test_putstr(GByteArray *a, const char *s);
+
+/* A new channel (owning its fd) over a memfd holding bytes, at offset 0. */
+struct MigramChannel;
+struct MigramChannel *migram_test_channel_over(const void *bytes, gsize len);
+
 #endif

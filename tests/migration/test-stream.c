@@ -17,17 +17,6 @@
 
 #define P 4096
 
-/* A channel over a memfd holding bytes, positioned at 0. */
-static MigramChannel *channel_over(const void *bytes, size_t len)
-{
-	int fd = memfd_create("stream", MFD_CLOEXEC);
-
-	g_assert_cmpint(fd, >=, 0);
-	g_assert_cmpint(write(fd, bytes, len), ==, (ssize_t)len);
-	lseek(fd, 0, SEEK_SET);
-	return migram_channel_new(fd, true);
-}
-
 /* Run a writer into a memfd; return what it wrote. */
 typedef void (*WriteFn)(MigramStreamWriter *w, gpointer data);
 
@@ -51,30 +40,10 @@ static GBytes *written(WriteFn fn, gpointer data)
 	return g_bytes_new_take(buf, st.st_size);
 }
 
-static void put64(GByteArray *a, uint64_t v)
-{
-	guint64 be = GUINT64_TO_BE(v);
-
-	g_byte_array_append(a, (guint8 *)&be, 8);
-}
-
-static void put32(GByteArray *a, uint32_t v)
-{
-	guint32 be = GUINT32_TO_BE(v);
-
-	g_byte_array_append(a, (guint8 *)&be, 4);
-}
-
-static void put8(GByteArray *a, uint8_t v)
-{
-	g_byte_array_append(a, &v, 1);
-}
-
-static void putstr(GByteArray *a, const char *s)
-{
-	put8(a, (uint8_t)strlen(s));
-	g_byte_array_append(a, (const guint8 *)s, strlen(s));
-}
+#define put8 migram_test_put8
+#define put32 migram_test_put32
+#define put64 migram_test_put64
+#define putstr migram_test_putstr
 
 static guint8 page_a[P], page_b[P];
 
@@ -166,7 +135,7 @@ typedef struct {
 /* Read every record (and page payloads) of bytes; NULL on error. */
 static GArray *read_records(const void *bytes, size_t len, GError **error)
 {
-	MigramChannel *ch = channel_over(bytes, len);
+	MigramChannel *ch = migram_test_channel_over(bytes, len);
 	MigramStreamReader *r = migram_stream_reader_new(ch);
 	GArray *out = g_array_new(FALSE, TRUE, sizeof(Rec));
 	MigramStreamRecord rec;

@@ -1,0 +1,616 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * MigramReceiver: loading streams into destination blocks, and refusing
+ * hostile ones without touching memory outside the named page.
+ */
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <urcu/urcu-memb.h>
+
+#include <migram/bitmap.h>
+#include <migram/migram.h>
+#include <migram/ramblock.h>
+#include <migram/receiver.h>
+#include <migram/stream.h>
+
+#include "migram-test-util.h"
+
+#define P 4096u
+#define KiB (UINT64_C(1) << 10)
+#define MiB (UINT64_C(1) << 20)
+
+#define put8 migram_test_put8
+#define put32 migram_test_put32
+#define put64 migram_test_put64
+#define putstr migram_test_putstr
+
+static MigramRamBlock *add(MigramRamList *l, const char *id,
+			   MigramRamBackend backend, uint64_t used,
+			   uint64_t max)
+{
+	g_autoptr(GError) error = NULL;
+	MigramRamBlock *b = migram_ram_list_add(l,
+						&(MigramRamBlockConfig){
+							.idstr = id,
+							.backend = backend,
+							.used_length = used,
+							.max_length = max },
+						&error);
+
+	g_assert_no_error(error);
+	return b;
+}
+
+/* Fill a block: page i holds a pattern, every 5th page is left zero. */
+static void fill(MigramRamBlock *b, guint8 seed)
+{
+	guint8 *h = migram_ram_block_host(b);
+	uint64_t n = migram_ram_block_used_length(b) / P;
+
+	for (uint64_t i = 0; i < n; i++) {
+		if (i % 5 == 4)
+			continue;
+		for (unsigned int k = 0; k < P; k += 64)
+			h[i * P + k] = (guint8)(seed + i + k / 64);
+	}
+}
+
+/*
+ * The simplest sender: every used page of every migratable block, zero
+ * pages as ZERO records, in two PART sections and an END section.
+ */
+static void send_list(MigramChannel *ch, MigramRamList *list,
+		      const char *machine)
+{
+	MigramStreamWriter *w = migram_stream_writer_new(ch);
+	GArray *blocks = g_array_new(FALSE, FALSE, sizeof(MigramStreamBlock));
+	g_autoptr(GError) error = NULL;
+
+	urcu_memb_read_lock();
+	for (MigramRamBlock *b = migram_ram_list_next_migratable(list, NULL); b;
+	     b = migram_ram_list_next_migratable(list, b)) {
+		MigramStreamBlock sb = { migram_ram_block_idstr(b),
+					 migram_ram_block_used_length(b), 0 };
+
+		g_array_append_val(blocks, sb);
+	}
+	migram_stream_writer_begin(w, machine);
+	migram_stream_writer_ram_start(w, (MigramStreamBlock *)blocks->data,
+				       blocks->len);
+	for (int part = 0; part < 3; part++) {
+		migram_stream_writer_ram_open(w, part == 2);
+		for (guint i = 0; i < blocks->len; i++) {
+			MigramStreamBlock *sb =
+				&g_array_index(blocks, MigramStreamBlock, i);
+			MigramRamBlock *b = migram_ram_list_find(list,
+								 sb->idstr);
+			const guint8 *h = migram_ram_block_host(b);
+			uint64_t n = sb->used_length / P;
+
+			/* Part k sends pages k, k+3, k+6, ... */
+			for (uint64_t p = (uint64_t)part; p < n; p += 3) {
+				if (migram_bitmap_range_empty(
+					    (const unsigned long *)(h + p * P),
+					    0, P * 8))
+					migram_stream_writer_zero_page(
+						w, sb->idstr, p * P);
+				else
+					migram_stream_writer_page(w, sb->idstr,
+								  p * P,
+								  h + p * P);
+			}
+			/* Flush within the read section: refs point here. */
+			g_assert_true(migram_channel_flush(ch, NULL));
+		}
+		migram_stream_writer_ram_close(w);
+	}
+	urcu_memb_read_unlock();
+	g_assert_true(migram_stream_writer_finish(w, &error));
+	g_assert_no_error(error);
+	migram_stream_writer_free(w);
+	g_array_unref(blocks);
+}
+
+/* A stream of list's RAM, as a channel ready to read. */
+static MigramChannel *stream_of(MigramRamList *list, const char *machine)
+{
+	int fd = memfd_create("stream", MFD_CLOEXEC);
+	MigramChannel *ch = migram_channel_new(fd, false);
+
+	send_list(ch, list, machine);
+	migram_channel_free(ch);
+	lseek(fd, 0, SEEK_SET);
+	return migram_channel_new(fd, true);
+}
+
+static void assert_same(MigramRamList *src, MigramRamList *dst)
+{
+	urcu_memb_read_lock();
+	for (MigramRamBlock *s = migram_ram_list_next_migratable(src, NULL); s;
+	     s = migram_ram_list_next_migratable(src, s)) {
+		MigramRamBlock *d =
+			migram_ram_list_find(dst, migram_ram_block_idstr(s));
+		uint64_t len = migram_ram_block_used_length(s);
+		unsigned long *recv;
+
+		g_assert_nonnull(d);
+		g_assert_cmpuint(migram_ram_block_used_length(d), ==, len);
+		g_assert_cmpmem(migram_ram_block_host(d), len,
+				migram_ram_block_host(s), len);
+		recv = migram_ram_block_receivedmap(d);
+		g_assert_nonnull(recv);
+		g_assert_true(migram_bitmap_range_full(recv, 0, len / P));
+		g_assert_true(migram_bitmap_range_empty(
+			recv, len / P,
+			(migram_ram_block_max_length(d) - len) / P));
+	}
+	urcu_memb_read_unlock();
+}
+
+static MigramRamList *source_list(void)
+{
+	MigramRamList *src = migram_ram_list_new();
+
+	fill(add(src, "pc.ram", MIGRAM_RAM_BACKEND_ANON, 4 * MiB, 0), 1);
+	fill(add(src, "vga.vram", MIGRAM_RAM_BACKEND_MEMFD, 1 * MiB, 0), 2);
+	fill(add(src, "small", MIGRAM_RAM_BACKEND_ANON, 64 * KiB, 0), 3);
+	return src;
+}
+
+static void test_roundtrip(void)
+{
+	MigramRamList *src = source_list();
+	MigramRamList *dst = migram_ram_list_new();
+	MigramReceiver *r = migram_receiver_new(dst, NULL);
+	MigramChannel *ch = stream_of(src, "none");
+	g_autoptr(GError) error = NULL;
+	MigramReceiverStats st;
+
+	add(dst, "pc.ram", MIGRAM_RAM_BACKEND_ANON, 4 * MiB, 0);
+	add(dst, "vga.vram", MIGRAM_RAM_BACKEND_MEMFD, 1 * MiB, 0);
+	add(dst, "small", MIGRAM_RAM_BACKEND_ANON, 64 * KiB, 0);
+	g_assert_true(migram_receiver_load(r, ch, &error));
+	g_assert_no_error(error);
+	assert_same(src, dst);
+	migram_receiver_get_stats(r, &st);
+	g_assert_cmpuint(st.normal_pages + st.zero_pages, ==,
+			 (4 * MiB + 1 * MiB + 64 * KiB) / P);
+	g_assert_cmpuint(st.zero_pages, ==, 1024 / 5 + 256 / 5 + 16 / 5);
+	g_assert_cmpuint(st.zero_pages_written, ==, 0);
+	g_assert_cmpuint(st.sections, ==, 4);
+	g_assert_cmpuint(st.bytes, ==, migram_channel_read_offset(ch));
+	migram_channel_free(ch);
+	migram_receiver_free(r);
+	migram_ram_list_free(src);
+	migram_ram_list_free(dst);
+}
+
+static void test_create_blocks(void)
+{
+	MigramRamList *src = source_list();
+	MigramRamList *dst = migram_ram_list_new();
+	MigramReceiver *r = migram_receiver_new(
+		dst, &(MigramReceiverConfig){ .create_blocks = true });
+	MigramChannel *ch = stream_of(src, "none");
+	g_autoptr(GError) error = NULL;
+
+	g_assert_true(migram_receiver_load(r, ch, &error));
+	g_assert_no_error(error);
+	g_assert_cmpuint(migram_ram_list_count(dst), ==, 3);
+	assert_same(src, dst);
+	migram_channel_free(ch);
+	migram_receiver_free(r);
+	migram_ram_list_free(src);
+	migram_ram_list_free(dst);
+}
+
+static void test_resize_from_stream(void)
+{
+	MigramRamList *src = migram_ram_list_new();
+	MigramRamList *dst = migram_ram_list_new();
+	MigramReceiver *r = migram_receiver_new(dst, NULL);
+	MigramChannel *ch;
+	g_autoptr(GError) error = NULL;
+
+	fill(add(src, "acpi", MIGRAM_RAM_BACKEND_ANON, 128 * KiB, 0), 9);
+	add(dst, "acpi", MIGRAM_RAM_BACKEND_ANON, 64 * KiB, 256 * KiB);
+	ch = stream_of(src, "none");
+	g_assert_true(migram_receiver_load(r, ch, &error));
+	g_assert_no_error(error);
+	assert_same(src, dst);
+	migram_channel_free(ch);
+	migram_receiver_free(r);
+	migram_ram_list_free(src);
+	migram_ram_list_free(dst);
+}
+
+/* Load src's stream into dst; expect this error. */
+static void expect_load_error(MigramRamList *src, MigramRamList *dst,
+			      const MigramReceiverConfig *cfg, int code,
+			      const char *needle)
+{
+	MigramReceiver *r = migram_receiver_new(dst, cfg);
+	MigramChannel *ch = stream_of(src, "none");
+	g_autoptr(GError) error = NULL;
+
+	g_assert_false(migram_receiver_load(r, ch, &error));
+	g_assert_error(error, MIGRAM_ERROR, code);
+	if (!strstr(error->message, needle))
+		g_error("\"%s\" lacks \"%s\"", error->message, needle);
+	g_assert_nonnull(strstr(error->message, "stream byte"));
+	migram_channel_free(ch);
+	migram_receiver_free(r);
+}
+
+static void test_block_list_errors(void)
+{
+	MigramRamList *src = migram_ram_list_new();
+	MigramRamList *dst = migram_ram_list_new();
+
+	fill(add(src, "pc.ram", MIGRAM_RAM_BACKEND_ANON, 1 * MiB, 0), 1);
+	/* Unknown block. */
+	expect_load_error(src, dst, NULL, MIGRAM_ERROR_NOT_FOUND,
+			  "unknown ramblock 'pc.ram'");
+	/* Size mismatch on a fixed-size block. */
+	add(dst, "pc.ram", MIGRAM_RAM_BACKEND_ANON, 2 * MiB, 0);
+	expect_load_error(src, dst, NULL, MIGRAM_ERROR_INVALID,
+			  "size mismatch: ramblock 'pc.ram' is 0x100000 in "
+			  "the stream, 0x200000 here");
+	/* Machine type. */
+	migram_ram_list_resize(dst, "pc.ram", 1 * MiB, NULL);
+	expect_load_error(
+		src, dst,
+		&(MigramReceiverConfig){ .machine_type = "pc-q35-7.2" },
+		MIGRAM_ERROR_INVALID,
+		"machine type received is 'none', local is 'pc-q35-7.2'");
+	migram_ram_list_free(dst);
+
+	/* A block the destination keeps out of migration. */
+	dst = migram_ram_list_new();
+	migram_ram_list_add(dst,
+			    &(MigramRamBlockConfig){ .idstr = "pc.ram",
+						     .used_length = 1 * MiB,
+						     .not_migratable = true },
+			    NULL);
+	expect_load_error(src, dst, NULL, MIGRAM_ERROR_INVALID,
+			  "'pc.ram' is not migratable");
+	migram_ram_list_free(dst);
+	migram_ram_list_free(src);
+}
+
+/* Header, configuration, START with one block of len bytes, then PART. */
+static GByteArray *hostile_prefix(const char *block, uint64_t len)
+{
+	GByteArray *a = g_byte_array_new();
+
+	put32(a, 0x5145564d);
+	put32(a, 3);
+	put8(a, 0x07);
+	put32(a, 4);
+	g_byte_array_append(a, (const guint8 *)"none", 4);
+	put8(a, 0x01);
+	put32(a, 2);
+	putstr(a, "ram");
+	put32(a, 0);
+	put32(a, 4);
+	put64(a, len | 4);
+	putstr(a, block);
+	put64(a, len);
+	put64(a, 0x10);
+	put8(a, 0x7e);
+	put32(a, 2);
+	put8(a, 0x02);
+	put32(a, 2);
+	return a;
+}
+
+static void page_record(GByteArray *a, const char *block, uint64_t off,
+			guint8 fill_byte)
+{
+	guint8 page[P];
+
+	put64(a, off | 0x08);
+	putstr(a, block);
+	memset(page, fill_byte, P);
+	g_byte_array_append(a, page, P);
+}
+
+/*
+ * A hostile page must fail the load with an error naming the block, the
+ * offset and the stream position, and leave every byte of the destination
+ * except the named page untouched (here: all of it, since the named page is
+ * outside the block).
+ */
+static void test_hostile_pages(void)
+{
+	MigramRamList *dst = migram_ram_list_new();
+	MigramRamBlock *b = add(dst, "vram", MIGRAM_RAM_BACKEND_ANON, 64 * KiB,
+				256 * KiB);
+	guint8 *h = migram_ram_block_host(b);
+	g_autofree guint8 *before = NULL;
+	const struct {
+		uint64_t off;
+		const char *needle;
+	} cases[] = {
+		{ 64 * KiB, "page at offset 0x10000 is outside ramblock 'vram' "
+			    "(used length 0x10000)" },
+		{ 128 * KiB, "outside ramblock 'vram'" }, /* reserved tail */
+		{ UINT64_MAX & ~(uint64_t)(P - 1), "outside ramblock" },
+	};
+
+	memset(h, 0x11, 256 * KiB);
+	before = g_memdup2(h, 256 * KiB);
+	for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+		g_autoptr(GByteArray) a = hostile_prefix("vram", 64 * KiB);
+		g_autoptr(GError) error = NULL;
+		MigramReceiver *r = migram_receiver_new(dst, NULL);
+		MigramChannel *ch;
+		uint64_t rec_at;
+
+		page_record(a, "vram", 0, 0x22); /* one good page first */
+		rec_at = a->len;
+		page_record(a, "vram", cases[i].off, 0x33);
+		ch = migram_test_channel_over(a->data, a->len);
+		g_assert_false(migram_receiver_load(r, ch, &error));
+		g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_PROTOCOL);
+		if (!strstr(error->message, cases[i].needle))
+			g_error("\"%s\" lacks \"%s\"", error->message,
+				cases[i].needle);
+		{
+			g_autofree char *where = g_strdup_printf(
+				"stream byte %" G_GUINT64_FORMAT ":", rec_at);
+
+			g_assert_nonnull(strstr(error->message, where));
+		}
+		/* The good page landed, nothing else changed. */
+		g_assert_cmpuint(h[0], ==, 0x22);
+		g_assert_cmpmem(h + P, 256 * KiB - P, before + P,
+				256 * KiB - P);
+		memset(h, 0x11, P);
+		migram_channel_free(ch);
+		migram_receiver_free(r);
+	}
+	migram_ram_list_free(dst);
+}
+
+static void test_hostile_records(void)
+{
+	MigramRamList *dst = migram_ram_list_new();
+	struct {
+		const char *what;
+		int code;
+		const char *needle;
+	} cases[] = {
+		{ "fill", MIGRAM_ERROR_PROTOCOL, "fill byte 0x55" },
+		{ "unknown", MIGRAM_ERROR_NOT_FOUND,
+		  "page for unknown ramblock 'nope'" },
+		{ "early", MIGRAM_ERROR_PROTOCOL,
+		  "page record before the block list" },
+	};
+
+	add(dst, "pc.ram", MIGRAM_RAM_BACKEND_ANON, 64 * KiB, 0);
+	for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+		g_autoptr(GByteArray) a = NULL;
+		g_autoptr(GError) error = NULL;
+		MigramReceiver *r = migram_receiver_new(dst, NULL);
+		MigramChannel *ch;
+
+		if (i == 2) {
+			/* START section: a page before MEM_SIZE. */
+			a = g_byte_array_new();
+			put32(a, 0x5145564d);
+			put32(a, 3);
+			put8(a, 0x01);
+			put32(a, 2);
+			putstr(a, "ram");
+			put32(a, 0);
+			put32(a, 4);
+			page_record(a, "pc.ram", 0, 1);
+		} else {
+			a = hostile_prefix("pc.ram", 64 * KiB);
+			if (i == 0) {
+				put64(a, 0x1000 | 0x02);
+				putstr(a, "pc.ram");
+				put8(a, 0x55);
+			} else {
+				page_record(a, "nope", 0, 1);
+			}
+		}
+		ch = migram_test_channel_over(a->data, a->len);
+		g_assert_false(migram_receiver_load(r, ch, &error));
+		g_assert_error(error, MIGRAM_ERROR, cases[i].code);
+		if (!strstr(error->message, cases[i].needle))
+			g_error("%s: \"%s\" lacks \"%s\"", cases[i].what,
+				error->message, cases[i].needle);
+		migram_channel_free(ch);
+		migram_receiver_free(r);
+	}
+	migram_ram_list_free(dst);
+}
+
+/* kB of anonymous memory in the mapping that starts at addr. */
+static long anon_kb(const void *addr)
+{
+	g_autofree char *smaps = NULL;
+	char start[32];
+	const char *p, *a;
+
+	g_assert_true(
+		g_file_get_contents("/proc/self/smaps", &smaps, NULL, NULL));
+	g_snprintf(start, sizeof(start), "\n%lx-", (unsigned long)addr);
+	p = strstr(smaps, start);
+	g_assert_nonnull(p);
+	a = strstr(p, "\nAnonymous:");
+	g_assert_nonnull(a);
+	return strtol(a + strlen("\nAnonymous:"), NULL, 10);
+}
+
+static void zero_stream(GByteArray *a, const char *block, uint64_t pages)
+{
+	for (uint64_t i = 0; i < pages; i++) {
+		put64(a, i * P | 0x02 | (i ? 0x20 : 0));
+		if (i == 0)
+			putstr(a, block);
+		put8(a, 0);
+	}
+	put64(a, 0x10);
+	put8(a, 0x00);
+}
+
+static void test_zero_pages_stay_unpopulated(void)
+{
+	MigramRamList *dst = migram_ram_list_new();
+	MigramRamBlock *b = add(dst, "pc.ram", MIGRAM_RAM_BACKEND_ANON, 8 * MiB,
+				0);
+	g_autoptr(GByteArray) a = hostile_prefix("pc.ram", 8 * MiB);
+	g_autoptr(GError) error = NULL;
+	MigramReceiver *r = migram_receiver_new(dst, NULL);
+	guint8 *h = migram_ram_block_host(b);
+	MigramReceiverStats st;
+	MigramChannel *ch;
+
+	/* One page already dirty: it must be cleared. */
+	h[5 * P + 7] = 1;
+	zero_stream(a, "pc.ram", 8 * MiB / P);
+	ch = migram_test_channel_over(a->data, a->len);
+	g_assert_true(migram_receiver_load(r, ch, &error));
+	g_assert_no_error(error);
+	migram_receiver_get_stats(r, &st);
+	g_assert_cmpuint(st.zero_pages, ==, 8 * MiB / P);
+	g_assert_cmpuint(st.zero_pages_written, ==, 1);
+	g_assert_cmpuint(h[5 * P + 7], ==, 0);
+	/* 2048 zero pages placed, at most the one we touched populated. */
+	g_assert_cmpint(anon_kb(h), <=, 4);
+	migram_channel_free(ch);
+	migram_receiver_free(r);
+	migram_ram_list_free(dst);
+}
+
+static void device_after_ram(GByteArray *a)
+{
+	put8(a, 0x03); /* END */
+	put32(a, 2);
+	put64(a, 0x10);
+	put8(a, 0x7e);
+	put32(a, 2);
+	put8(a, 0x04); /* FULL "timer" */
+	put32(a, 0);
+	putstr(a, "timer");
+	put32(a, 0);
+	put32(a, 2);
+	put64(a, 0x1234); /* device state the receiver cannot parse */
+}
+
+static void test_device_sections(void)
+{
+	MigramRamList *dst = migram_ram_list_new();
+	g_autoptr(GByteArray) a = hostile_prefix("pc.ram", 64 * KiB);
+	g_autoptr(GError) error = NULL;
+	MigramReceiver *r;
+	MigramReceiverStats st;
+	MigramChannel *ch;
+
+	add(dst, "pc.ram", MIGRAM_RAM_BACKEND_ANON, 64 * KiB, 0);
+	page_record(a, "pc.ram", 0, 0x5a);
+	put64(a, 0x10);
+	put8(a, 0x7e);
+	put32(a, 2);
+	device_after_ram(a);
+
+	r = migram_receiver_new(dst, &(MigramReceiverConfig){
+					     .stop_at_devices = true });
+	ch = migram_test_channel_over(a->data, a->len);
+	g_assert_true(migram_receiver_load(r, ch, &error));
+	g_assert_no_error(error);
+	migram_receiver_get_stats(r, &st);
+	g_assert_true(st.stopped_at_device);
+	g_assert_cmpstr(st.device, ==, "timer");
+	g_assert_cmpuint(st.normal_pages, ==, 1);
+	migram_channel_free(ch);
+	migram_receiver_free(r);
+
+	r = migram_receiver_new(dst, NULL);
+	ch = migram_test_channel_over(a->data, a->len);
+	g_assert_false(migram_receiver_load(r, ch, &error));
+	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_UNSUPPORTED);
+	g_assert_nonnull(strstr(error->message, "device section 'timer'"));
+	migram_channel_free(ch);
+	migram_receiver_free(r);
+	migram_ram_list_free(dst);
+}
+
+typedef struct {
+	MigramRamList *list;
+	int fd;
+} SendJob;
+
+static gpointer send_main(gpointer p)
+{
+	SendJob *j = p;
+	MigramChannel *ch = migram_channel_new(j->fd, true);
+
+	urcu_memb_register_thread();
+	send_list(ch, j->list, "none");
+	urcu_memb_unregister_thread();
+	migram_channel_free(ch);
+	return NULL;
+}
+
+/* 1 GiB through a socketpair, compared byte for byte. */
+static void test_socketpair_1g(void)
+{
+	MigramRamList *src = migram_ram_list_new();
+	MigramRamList *dst = migram_ram_list_new();
+	MigramReceiver *r = migram_receiver_new(dst, NULL);
+	g_autoptr(GError) error = NULL;
+	SendJob job = { .list = src };
+	MigramChannel *ch;
+	GThread *t;
+	int fds[2];
+	gint64 t0;
+
+	fill(add(src, "pc.ram", MIGRAM_RAM_BACKEND_ANON, 1024 * MiB, 0), 7);
+	add(dst, "pc.ram", MIGRAM_RAM_BACKEND_ANON, 1024 * MiB, 0);
+	g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), ==, 0);
+	job.fd = fds[0];
+	ch = migram_channel_new(fds[1], true);
+	t0 = g_get_monotonic_time();
+	t = g_thread_new("sender", send_main, &job);
+	g_assert_true(migram_receiver_load(r, ch, &error));
+	g_assert_no_error(error);
+	g_thread_join(t);
+	g_test_message("1 GiB loaded in %.2f s",
+		       (g_get_monotonic_time() - t0) / 1e6);
+	assert_same(src, dst);
+	migram_channel_free(ch);
+	migram_receiver_free(r);
+	migram_ram_list_free(src);
+	migram_ram_list_free(dst);
+}
+
+int main(int argc, char **argv)
+{
+	g_test_init(&argc, &argv, NULL);
+	urcu_memb_register_thread();
+	g_test_add_func("/migration/receiver/roundtrip", test_roundtrip);
+	g_test_add_func("/migration/receiver/create-blocks",
+			test_create_blocks);
+	g_test_add_func("/migration/receiver/resize-from-stream",
+			test_resize_from_stream);
+	g_test_add_func("/migration/receiver/block-list-errors",
+			test_block_list_errors);
+	g_test_add_func("/migration/receiver/hostile-pages",
+			test_hostile_pages);
+	g_test_add_func("/migration/receiver/hostile-records",
+			test_hostile_records);
+	g_test_add_func("/migration/receiver/zero-pages-stay-unpopulated",
+			test_zero_pages_stay_unpopulated);
+	g_test_add_func("/migration/receiver/device-sections",
+			test_device_sections);
+	g_test_add_func("/migration/receiver/socketpair-1g",
+			test_socketpair_1g);
+	return g_test_run();
+}
