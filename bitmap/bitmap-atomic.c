@@ -164,3 +164,45 @@ MIGRAM_EXPORT size_t migram_bitmap_exchange_collect_atomic(unsigned long *dst,
 	}
 	return fresh;
 }
+
+MIGRAM_EXPORT size_t migram_bitmap_or_collect(unsigned long *dst,
+					      const unsigned long *src,
+					      size_t start, size_t nr)
+{
+	struct bit_span s;
+	size_t fresh = 0;
+
+	if (nr == 0)
+		return 0;
+	s = bit_span_of(start, nr);
+	for (size_t w = s.first; w <= s.last; w++) {
+		unsigned long got;
+
+		if (w > s.first)
+			w = skip_words(src, w, s.last, 0);
+		got = __atomic_load_n(&src[w], __ATOMIC_ACQUIRE) &
+		      span_mask(&s, w);
+		if (!got)
+			continue;
+		fresh += popcount_word(got & ~dst[w]);
+		dst[w] |= got;
+	}
+	return fresh;
+}
+
+MIGRAM_EXPORT void migram_bitmap_andnot_atomic(unsigned long *map,
+					       const unsigned long *mask,
+					       size_t start, size_t nr)
+{
+	struct bit_span s;
+
+	if (nr == 0)
+		return;
+	s = bit_span_of(start, nr);
+	for (size_t w = s.first; w <= s.last; w++) {
+		unsigned long m = mask[w] & span_mask(&s, w);
+
+		if (m)
+			__atomic_fetch_and(&map[w], ~m, __ATOMIC_ACQ_REL);
+	}
+}

@@ -39,6 +39,10 @@
  *         return the number of bits newly set in dst (dst written plainly)
  *     migram_bitmap_exchange_collect_atomic(dst, src, s, n)
  *         the same with an atomic OR into dst
+ *     migram_bitmap_or_collect(dst, src, s, n)
+ *         dst |= src[s, s+n) without taking; bits newly set in dst
+ *     migram_bitmap_andnot_atomic(map, mask, s, n)
+ *         map[s, s+n) &= ~mask, atomically per word
  *
  * Tail bits.  Bits past the bitmap's size in its last word are "don't care"
  * on input: every operation that returns a bit, a position or a count masks
@@ -439,6 +443,42 @@ size_t migram_bitmap_exchange_collect(unsigned long *dst, unsigned long *src,
 size_t migram_bitmap_exchange_collect_atomic(unsigned long *dst,
 					     unsigned long *src, size_t start,
 					     size_t nr);
+
+/**
+ * Collect without taking: OR the set bits of @p src in [@p start,
+ * @p start + @p nr) into @p dst, leaving @p src unchanged, and count the
+ * bits newly set in @p dst.  The sync of a manual-protect dirty log: what
+ * was written is read, tracking is not re-armed.
+ *
+ * @param dst destination bitmap, written with plain stores.
+ * @param src source bitmap (relaxed atomic loads; may be marked
+ *        concurrently).
+ * @param start first bit.
+ * @param nr number of bits.
+ * @return the number of bits that went from clear to set in @p dst.
+ *
+ * Context: Any thread; @p dst is owned by the caller.
+ * Ordering: acquire on each non-zero word read from @p src.
+ */
+size_t migram_bitmap_or_collect(unsigned long *dst, const unsigned long *src,
+				size_t start, size_t nr);
+
+/**
+ * Atomically clear, in [@p start, @p start + @p nr) of @p map, exactly the
+ * bits set in @p mask (one atomic AND per word that has any): the log-clear
+ * of a manual-protect dirty log, which re-arms only what a sync collected.
+ *
+ * @param map the bitmap, possibly marked concurrently.
+ * @param mask which bits to clear (same numbering).
+ * @param start first bit.
+ * @param nr number of bits.
+ *
+ * Context: Any thread.
+ * Ordering: acquire and release on every word changed: page contents read
+ * after this call include every write whose mark it cleared.
+ */
+void migram_bitmap_andnot_atomic(unsigned long *map, const unsigned long *mask,
+				 size_t start, size_t nr);
 
 G_END_DECLS
 

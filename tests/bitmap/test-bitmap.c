@@ -419,6 +419,42 @@ static void test_fold_expand(void)
 	g_rand_free(r);
 }
 
+static void test_or_collect_andnot(void)
+{
+	GRand *r = g_rand_new_with_seed(g_test_rand_int());
+
+	for (unsigned int i = 0; i < iterations(); i++) {
+		Case src, dst, mask;
+		size_t nbits = pick_nbits(r), start, nr, fresh = 0;
+
+		/* or_collect: dst |= src in range, src untouched */
+		case_init(&src, r, nbits, g_rand_double(r) * 0.3);
+		case_init(&dst, r, nbits, g_rand_double(r) * 0.3);
+		pick_range(r, nbits, &start, &nr);
+		for (size_t b = start; b < start + nr; b++) {
+			fresh += src.ref[b] && !dst.ref[b];
+			dst.ref[b] |= src.ref[b];
+		}
+		g_assert_cmpuint(migram_bitmap_or_collect(dst.map, src.map,
+							  start, nr),
+				 ==, fresh);
+		case_check(&src, "or_collect source");
+		case_check(&dst, "or_collect destination");
+
+		/* andnot: src &= ~mask in range, only there */
+		case_init(&mask, r, nbits, 0.5);
+		pick_range(r, nbits, &start, &nr);
+		for (size_t b = start; b < start + nr; b++)
+			src.ref[b] = src.ref[b] && !mask.ref[b];
+		migram_bitmap_andnot_atomic(src.map, mask.map, start, nr);
+		case_check(&src, "andnot");
+		case_clear(&src);
+		case_clear(&dst);
+		case_clear(&mask);
+	}
+	g_rand_free(r);
+}
+
 /* Hand-written cases, as range lists: cross-word runs and edges. */
 static void test_fixed_ranges(void)
 {
@@ -480,6 +516,8 @@ int main(int argc, char **argv)
 		"/bitmap/bitmap/exchange-collect-atomic",
 		(gconstpointer)migram_bitmap_exchange_collect_atomic,
 		test_exchange_collect);
+	g_test_add_func("/bitmap/bitmap/or-collect-andnot",
+			test_or_collect_andnot);
 	g_test_add_func("/bitmap/bitmap/le64", test_le64);
 	g_test_add_func("/bitmap/bitmap/fold-expand", test_fold_expand);
 	g_test_add_func("/bitmap/bitmap/fixed-ranges", test_fixed_ranges);
