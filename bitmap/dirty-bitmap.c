@@ -262,3 +262,31 @@ migram_dirty_bitmap_fold_into_finer(const MigramDirtyBitmap *coarse,
 	}
 	return true;
 }
+
+MIGRAM_EXPORT uint64_t migram_dirty_bitmap_peek(const MigramDirtyBitmap *db,
+						uint64_t window,
+						uint64_t npages,
+						unsigned long *dst)
+{
+	g_return_val_if_fail(window % MIGRAM_BITS_PER_LONG == 0, 0);
+	g_return_val_if_fail(window <= db->page_count &&
+				     npages <= db->page_count - window,
+			     0);
+	return migram_bitmap_or_collect(dst,
+					db->words +
+						window / MIGRAM_BITS_PER_LONG,
+					0, (size_t)npages);
+}
+
+MIGRAM_EXPORT void migram_dirty_bitmap_clear_masked(MigramDirtyBitmap *db,
+						    uint64_t window,
+						    const unsigned long *mask,
+						    uint64_t first,
+						    uint64_t npages)
+{
+	g_return_if_fail(window % MIGRAM_BITS_PER_LONG == 0);
+	g_return_if_fail(window <= db->page_count && first <= db->page_count &&
+			 npages <= db->page_count - window - first);
+	migram_bitmap_andnot_atomic(db->words + window / MIGRAM_BITS_PER_LONG,
+				    mask, (size_t)first, (size_t)npages);
+}

@@ -241,6 +241,44 @@ uint64_t migram_dirty_bitmap_collect(MigramDirtyBitmap *db, unsigned long *dst,
 				     uint64_t first_pfn, uint64_t npages);
 
 /**
+ * Read the dirty pages of a window without taking them: OR pages
+ * [@p window, @p window + @p npages) into @p dst (bit i of @p dst is page
+ * @p window + i), leaving them dirty.  The sync of a manual-protect log.
+ *
+ * @param db the bitmap.
+ * @param window first page of the window; a multiple of
+ *        MIGRAM_BITS_PER_LONG (so the window starts on a word).
+ * @param npages pages in the window; must lie inside the bitmap.
+ * @param dst destination, @p npages bits, owned by the caller.
+ * @return the number of bits newly set in @p dst.
+ *
+ * Context: Any thread; lock-free, never allocates.
+ * Ordering: acquire on each non-zero word.
+ */
+uint64_t migram_dirty_bitmap_peek(const MigramDirtyBitmap *db, uint64_t window,
+				  uint64_t npages, unsigned long *dst);
+
+/**
+ * Clear exactly the pages of @p mask: within the window starting at page
+ * @p window, every page @p window + i with i in [@p first, @p first +
+ * @p npages) and bit i set in @p mask.  Pages marked but not in the mask
+ * stay dirty.  The log-clear of a manual-protect log.
+ *
+ * @param db the bitmap.
+ * @param window first page of the window, a multiple of
+ *        MIGRAM_BITS_PER_LONG.
+ * @param mask the pages to clear, numbered from @p window.
+ * @param first first bit of @p mask to consider.
+ * @param npages how many; the range must lie inside the bitmap.
+ *
+ * Context: Any thread; lock-free, never allocates.
+ * Ordering: acquire and release on each word changed.
+ */
+void migram_dirty_bitmap_clear_masked(MigramDirtyBitmap *db, uint64_t window,
+				      const unsigned long *mask, uint64_t first,
+				      uint64_t npages);
+
+/**
  * Make every page of @p fine under a dirty page of @p coarse dirty.
  *
  * Used when tracking steps down from a coarse granularity (say 2 MiB) to a

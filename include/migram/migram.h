@@ -52,6 +52,7 @@ typedef enum {
 	MIGRAM_ERROR_NOT_FOUND = 6,   /**< no such object */
 	MIGRAM_ERROR_PROTOCOL = 7,    /**< the peer broke the stream rules */
 	MIGRAM_ERROR_CANCELLED = 8,   /**< the operation was cancelled */
+	MIGRAM_ERROR_NOT_CONVERGED = 9, /**< a migration cannot finish */
 } MigramError;
 
 /**

@@ -14,6 +14,10 @@ on any writable data symbol, global or local:
 
 Read-only data (R r) and code (T t) are fine.  Thread-local variables also
 land in b/d/B/D and count: per-thread state is still hidden global state.
+A const table holding pointers (an ops table, an array of string pointers)
+lands in .data.rel.ro, which nm also marks d; the dynamic linker makes it
+read-only after relocation (RELRO), so a d symbol in .data.rel.ro* is a
+const table and passes.  nm's sysv format says the section.
 
 usage: no-mutable-globals.py LIBMIGRAM_A NM
 """
@@ -51,6 +55,21 @@ def main():
     # -A: prefix each line with archive[member]; -P: "name type value size".
     out = subprocess.run([nm, "-A", "-P", "--defined-only", archive],
                          check=True, capture_output=True, text=True).stdout
+    # (object, symbol) -> section, from nm's sysv format
+    sysv = subprocess.run([nm, "-A", "--format=sysv", "--defined-only",
+                           archive],
+                          check=True, capture_output=True, text=True).stdout
+    section = {}
+    for line in sysv.splitlines():
+        # "archive:member:symbol   |value|class|type|size|line|section"
+        fields = line.split("|")
+        if len(fields) < 7:
+            continue
+        head = fields[0].strip().rsplit(":", 2)
+        if len(head) < 2:
+            continue
+        obj = head[-2].split("[")[-1].rstrip("]")
+        section[(Path(obj).name, head[-1])] = fields[-1].strip()
     found = []
     allowed = []
     objects = set()
@@ -64,6 +83,8 @@ def main():
         name, kind = m.group("name"), m.group("kind")
         if kind not in WRITABLE:
             continue
+        if section.get((obj, name), "").startswith(".data.rel.ro"):
+            continue  # const table, read-only after relocation
         if any(re.fullmatch(o, obj) and re.fullmatch(s, name)
                for o, s in ALLOWED):
             allowed.append(f"{obj}: {name} ({kind})")

@@ -1,0 +1,134 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @file dirty-log.h
+ * Dirty-log sources: where a migration learns which pages the guest wrote.
+ *
+ * One small interface, the shape of KVM's manual-protect dirty log, that
+ * every source implements (software marks, KVM, userfaultfd write-protect):
+ *
+ *     start(block)                  begin tracking the block
+ *     sync(block, collected)        OR the pages written since tracking
+ *                                   began or since their last clear into
+ *                                   @c collected; do NOT re-arm tracking
+ *     clear(block, first, n, mask)  re-arm tracking for exactly the pages
+ *                                   set in @c mask within [first, first+n)
+ *     stop(block)                   end tracking
+ *
+ * Pages are target pages (4 KiB) numbered from the block's start.  The
+ * contract that makes "no write is lost" hold:
+ *
+ *  - sync only reads: a page stays dirty in the source until cleared;
+ *  - clear re-arms only pages a sync collected (the mask), never others:
+ *    a page first written after the sync keeps its mark for the next sync;
+ *  - the sender clears a chunk before it reads any page of the chunk, so a
+ *    write that lands between the sync and the clear is in the page it
+ *    sends, and a write after the clear is marked again.
+ *
+ * Threads: the source's functions are called by the migration thread only.
+ * How the guest's writes reach a source is the source's business (for the
+ * software source: the embedder's vCPU and device threads mark it).
+ */
+#ifndef MIGRAM_DIRTY_LOG_H
+#define MIGRAM_DIRTY_LOG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <glib.h>
+
+#include <migram/dirty-bitmap.h>
+#include <migram/ramblock.h>
+
+G_BEGIN_DECLS
+
+/** A source's operations; see the file comment for the contract. */
+typedef struct {
+	/** Short name for statistics and errors ("software", "kvm"). */
+	const char *name;
+	/**
+	 * Begin tracking @p block.
+	 * @return false with @p error set on failure.
+	 */
+	bool (*start)(void *opaque, MigramRamBlock *block, GError **error);
+	/**
+	 * OR the block's dirty pages into @p collected (max_length / 4 KiB
+	 * bits), without re-arming; store how many bits became set in
+	 * @p collected in @p newly.
+	 * @return false with @p error set on failure.
+	 */
+	bool (*sync)(void *opaque, MigramRamBlock *block,
+		     unsigned long *collected, uint64_t *newly, GError **error);
+	/**
+	 * Re-arm exactly the pages set in @p mask within
+	 * [@p first, @p first + @p npages).
+	 * @return false with @p error set on failure.
+	 */
+	bool (*clear)(void *opaque, MigramRamBlock *block, uint64_t first,
+		      uint64_t npages, const unsigned long *mask,
+		      GError **error);
+	/** End tracking @p block. */
+	void (*stop)(void *opaque, MigramRamBlock *block);
+} MigramLogSourceOps;
+
+/** A source: its operations and its state.  Owned by the embedder. */
+typedef struct {
+	const MigramLogSourceOps *ops; /**< the operations */
+	void *opaque;                  /**< passed to each of them */
+} MigramLogSource;
+
+/** Opaque; the software source.  Single owner. */
+typedef struct MigramSoftLog MigramSoftLog;
+
+/**
+ * Create a software dirty log over the global RAM address space
+ * [0, @p ram_space_bytes) at 4 KiB pages, for an embedder that marks
+ * writes itself (its vCPU exit handler, its device DMA path).
+ *
+ * Address it by RAM address: a block's pages start at its offset
+ * (migram_ram_block_offset()), which the RAM list aligns to 64 pages, so
+ * each block's bits start on a word.
+ *
+ * @param ram_space_bytes the end of the highest block's max_length.
+ * @param error as migram_dirty_bitmap_new().
+ * @return a new log; caller frees with migram_soft_log_free().
+ *
+ * Context: Any thread.
+ */
+MigramSoftLog *migram_soft_log_new(uint64_t ram_space_bytes, GError **error);
+
+/**
+ * Free a software log.
+ *
+ * @param log the log, or NULL.
+ *
+ * Context: Any thread, once no thread marks it and no migration uses it.
+ */
+void migram_soft_log_free(MigramSoftLog *log);
+
+/**
+ * The dirty bitmap writers mark: page i is RAM address i * 4 KiB.  Mark
+ * with migram_dirty_bitmap_set_dirty() (by RAM address) or
+ * migram_dirty_bitmap_mark_range(), **after** the write.
+ *
+ * @param log the log.
+ * @return the bitmap; borrowed, lives as long as @p log.
+ *
+ * Context: Any thread.
+ */
+MigramDirtyBitmap *migram_soft_log_bitmap(MigramSoftLog *log);
+
+/**
+ * The log as a source for a migration.
+ *
+ * @param log the log.
+ * @param source filled with the software operations and @p log.
+ *
+ * Context: Any thread.
+ */
+void migram_soft_log_source(MigramSoftLog *log, MigramLogSource *source);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(MigramSoftLog, migram_soft_log_free)
+
+G_END_DECLS
+
+#endif /* MIGRAM_DIRTY_LOG_H */

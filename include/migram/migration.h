@@ -1,0 +1,221 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @file migration.h
+ * MigramMigration: the precopy sender.
+ *
+ * A migration sends the migratable blocks of a MigramRamList over a
+ * MigramChannel while the guest keeps running, and converges:
+ *
+ *     setup     migration bitmaps (every page dirty), start the dirty-log
+ *               source on every block, header + block list, first sync
+ *     iterate   PART sections: find the next dirty page (round robin over
+ *               blocks, resuming where the last search stopped), clear the
+ *               log of its chunk if a clear is owed, send it (zero pages as
+ *               ZERO records, others by reference), honour the rate limit;
+ *               a pass that finds nothing left syncs the log again
+ *     converge  when what remains can be sent within the downtime limit at
+ *               the bandwidth achieved: pause the guest (callback), final
+ *               sync, send everything left in the END section, EOF
+ *
+ * Postponed, shifted log-clear.  Each sync marks every chunk of
+ * 2^clear_bmap_shift pages of every block "clear owed" in clear_bmap
+ * instead of re-arming the dirty log at once.  Just before the first page
+ * of a chunk is sent, the chunk's log is cleared with the mask of pages
+ * the syncs collected there, and the owed bit dropped.  Chunks never sent
+ * are never cleared.  @c clear_at_sync re-arms everything right after each
+ * sync instead (the classic mode, for comparison).
+ *
+ * Threads.  migram_migration_run() runs on the caller's thread (the
+ * migration thread), which must be registered with RCU.
+ * migram_migration_cancel() and migram_migration_get_stats() may be called
+ * from any thread at any time.  The callbacks run on the migration thread.
+ */
+#ifndef MIGRAM_MIGRATION_H
+#define MIGRAM_MIGRATION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <glib.h>
+
+#include <migram/channel.h>
+#include <migram/dirty-log.h>
+#include <migram/ramblock.h>
+
+G_BEGIN_DECLS
+
+/** Where a migration is. */
+typedef enum {
+	MIGRAM_MIGRATION_SETUP = 0, /**< bitmaps, header, first sync */
+	MIGRAM_MIGRATION_ACTIVE,    /**< iterating while the guest runs */
+	MIGRAM_MIGRATION_DEVICE,    /**< guest paused, sending the rest */
+	MIGRAM_MIGRATION_COMPLETED, /**< everything sent */
+	MIGRAM_MIGRATION_FAILED,    /**< stopped with an error */
+	MIGRAM_MIGRATION_CANCELLED, /**< stopped by migram_migration_cancel() */
+} MigramMigrationStatus;
+
+/** Options and callbacks; zero-initialize, then set what you need. */
+typedef struct {
+	/** Longest acceptable pause, ms; 0 means QEMU's 300. */
+	uint64_t downtime_limit_ms;
+	/** Bytes per second on the channel; 0 means unlimited. */
+	uint64_t max_bandwidth;
+	/**
+	 * clear_bmap chunk exponent (MIGRAM_CLEAR_BMAP_SHIFT_MIN..MAX);
+	 * @c clear_bmap_shift_set must be true to use it, otherwise QEMU's
+	 * default of 18 applies.
+	 */
+	unsigned int clear_bmap_shift;
+	/** Use @c clear_bmap_shift (a zero shift is a valid choice). */
+	bool clear_bmap_shift_set;
+	/** Re-arm the whole log right after each sync (no postponed clear). */
+	bool clear_at_sync;
+	/** Throttle the guest (callback) when iterations stop converging. */
+	bool auto_converge;
+	/** First throttle percentage; 0 means QEMU's 20. */
+	unsigned int throttle_initial;
+	/** Throttle step; 0 means QEMU's 10. */
+	unsigned int throttle_increment;
+	/**
+	 * Syncs in a row without a new lowest remainder before the migration
+	 * counts as not converging; 0 means 8.  Without auto-converge (or at
+	 * a 99 % throttle) it then fails with MIGRAM_ERROR_NOT_CONVERGED and
+	 * the guest keeps running.
+	 */
+	unsigned int stall_syncs;
+	/** Give up after this long, ms (MIGRAM_ERROR_NOT_CONVERGED); 0: never.
+	 */
+	uint64_t max_time_ms;
+	/** Machine type for the configuration section; NULL means "none". */
+	const char *machine_type;
+
+	/**
+	 * Stop every writer of guest memory (vCPUs, device DMA) and return
+	 * once they are quiet.  Required.
+	 */
+	void (*pause_guest)(void *opaque);
+	/** Let the guest run again when a migration fails after pausing it. */
+	void (*resume_guest)(void *opaque);
+	/** Auto-converge: slow the guest to @p percent % of its time throttled.
+	 */
+	void (*throttle_guest)(void *opaque, unsigned int percent);
+	/** Passed to the callbacks. */
+	void *opaque;
+} MigramMigrationConfig;
+
+/** QEMU's `query-migrate` RAM figures, and a few of migram's own. */
+typedef struct {
+	MigramMigrationStatus status; /**< where the migration is */
+	uint64_t total_bytes;         /**< RAM to migrate (used lengths) */
+	uint64_t transferred_bytes;   /**< stream bytes written */
+	uint64_t remaining_bytes;     /**< dirty pages not yet sent, in bytes */
+	uint64_t duplicate_pages;     /**< zero pages sent as ZERO records */
+	uint64_t normal_pages;        /**< pages sent whole */
+	uint64_t normal_bytes;        /**< their bytes */
+	uint64_t dirty_sync_count;    /**< syncs of the dirty log */
+	uint64_t dirty_pages_rate; /**< pages dirtied per second, last period */
+	uint64_t dirty_bytes_rate; /**< the same in bytes per second */
+	double mbps;               /**< bandwidth achieved, megabits/s */
+	uint64_t expected_downtime_ms; /**< remaining / bandwidth */
+	uint64_t downtime_ms;          /**< pause to the last byte written */
+	uint64_t setup_time_ms;        /**< start to the first iteration */
+	uint64_t total_time_ms;        /**< start to now, or to the end */
+	uint64_t iterations;           /**< complete passes over RAM */
+	uint64_t log_clear_calls;      /**< clear calls to the source */
+	uint64_t log_clear_pages;      /**< pages those calls covered */
+	unsigned int throttle_percent; /**< current auto-converge throttle */
+	bool not_converging; /**< iterations stopped making progress */
+} MigramMigrationStats;
+
+/** Opaque; single owner. */
+typedef struct MigramMigration MigramMigration;
+
+/**
+ * Create a migration of @p list's migratable blocks.
+ *
+ * @param list the blocks; borrowed, must outlive the migration.
+ * @param source the dirty-log source; copied (its opaque is borrowed).
+ * @param config options and callbacks; copied.
+ * @return a new migration; caller frees with migram_migration_free().
+ *
+ * Context: Any thread.
+ */
+MigramMigration *migram_migration_new(MigramRamList *list,
+				      const MigramLogSource *source,
+				      const MigramMigrationConfig *config);
+
+/**
+ * Free a migration (not while migram_migration_run() runs).
+ *
+ * @param m the migration, or NULL.
+ *
+ * Context: Any thread, after run returned.
+ */
+void migram_migration_free(MigramMigration *m);
+
+/**
+ * Run the whole migration on @p ch: setup, iterations, convergence, the
+ * final pause and the end of the stream.  Returns when it completed,
+ * failed or was cancelled; the list's migration bitmaps are freed and the
+ * source stopped in every case.
+ *
+ * @param m the migration.
+ * @param ch the channel to the destination; borrowed, not closed.
+ * @param error MIGRAM_ERROR_CANCELLED, MIGRAM_ERROR_NOT_CONVERGED (the guest
+ *        was never paused and keeps running), MIGRAM_ERROR_INVALID when the
+ *        block list changed (the message names the block), MIGRAM_ERROR_IO
+ *        from the channel, or a source's error.
+ * @return true when the migration completed.
+ *
+ * Context: Migration thread only; registered with RCU; not inside a
+ * read-side section.  May block.
+ */
+bool migram_migration_run(MigramMigration *m, MigramChannel *ch,
+			  GError **error);
+
+/**
+ * Ask a running migration to stop.  It stops promptly (the channel is
+ * cancelled so a blocked write returns), the destination sees the stream
+ * end without EOF, and the source's memory and bitmaps stay consistent.
+ *
+ * @param m the migration.
+ *
+ * Context: Any thread.
+ */
+void migram_migration_cancel(MigramMigration *m);
+
+/**
+ * A consistent snapshot of the statistics.
+ *
+ * @param m the migration.
+ * @param stats where to store it.
+ *
+ * Context: Any thread.  Takes and releases the migration's stats lock.
+ */
+void migram_migration_get_stats(MigramMigration *m,
+				MigramMigrationStats *stats);
+
+/**
+ * The statistics as a JSON object (QEMU's names, in snake_case).
+ *
+ * @param stats a snapshot.
+ * @return a new string; caller frees with g_free().
+ *
+ * Context: Any thread.
+ */
+char *migram_migration_stats_to_json(const MigramMigrationStats *stats);
+
+/**
+ * The status's name ("setup", "active", "device", "completed", "failed",
+ * "cancelled").
+ *
+ * @param status the status.
+ * @return a static string.
+ *
+ * Context: Any thread.
+ */
+const char *migram_migration_status_name(MigramMigrationStatus status);
+
+G_END_DECLS
+
+#endif /* MIGRAM_MIGRATION_H */

@@ -1,0 +1,88 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * When to stop iterating: convergence, auto-converge and giving up.
+ *
+ * After every sync the sender asks one question: can what is still dirty
+ * be sent within the downtime limit at the bandwidth the last period
+ * achieved?  If yes, pause the guest and finish.  If not, two counters
+ * watch for trouble:
+ *
+ *  - dirty_high: like QEMU's auto-converge trigger, the period dirtied
+ *    more than half of what it sent; two such syncs in a row raise the
+ *    guest throttle (first to throttle_initial, then by throttle_increment,
+ *    at most 99 %), when auto-converge is on;
+ *  - stalls: syncs since the remainder last reached a new low.  At
+ *    stall_syncs the migration is "not converging": with auto-converge the
+ *    throttle goes up once more; without it (or at 99 %) the sender gives
+ *    up instead of looping forever, and the guest keeps running.
+ */
+#include "migram-common.h"
+#include "migration-internal.h"
+
+#define MAX_THROTTLE 99
+
+void migram_policy_init(PolicyState *ps, uint64_t downtime_limit_ms,
+			unsigned int stall_syncs, bool auto_converge,
+			unsigned int throttle_initial,
+			unsigned int throttle_increment)
+{
+	*ps = (PolicyState){
+		.downtime_limit_ms = downtime_limit_ms,
+		.stall_syncs = stall_syncs,
+		.auto_converge = auto_converge,
+		.throttle_initial = throttle_initial,
+		.throttle_increment = throttle_increment,
+		.best_remaining = UINT64_MAX,
+	};
+}
+
+static bool raise_throttle(PolicyState *ps)
+{
+	if (!ps->auto_converge || ps->throttle_percent >= MAX_THROTTLE)
+		return false;
+	ps->throttle_percent =
+		ps->throttle_percent
+			? MIN(ps->throttle_percent + ps->throttle_increment,
+			      MAX_THROTTLE)
+			: MIN(ps->throttle_initial, MAX_THROTTLE);
+	return true;
+}
+
+PolicyDecision migram_policy_after_sync(PolicyState *ps,
+					uint64_t remaining_bytes,
+					uint64_t sent_bytes,
+					uint64_t dirtied_bytes,
+					uint64_t period_us)
+{
+	double bw = period_us ? (double)sent_bytes * 1e6 / (double)period_us
+			      : 0.0;
+
+	ps->expected_downtime_ms =
+		bw > 0 ? (uint64_t)((double)remaining_bytes * 1000.0 / bw)
+		       : (remaining_bytes ? UINT64_MAX : 0);
+	if (remaining_bytes == 0 ||
+	    ps->expected_downtime_ms <= ps->downtime_limit_ms)
+		return POLICY_COMPLETE;
+
+	if (remaining_bytes < ps->best_remaining) {
+		ps->best_remaining = remaining_bytes;
+		ps->stalls = 0;
+	} else {
+		ps->stalls++;
+	}
+	ps->dirty_high = dirtied_bytes * 2 > sent_bytes ? ps->dirty_high + 1
+							: 0;
+
+	if (ps->stalls >= ps->stall_syncs) {
+		ps->not_converging = true;
+		ps->stalls = 0;
+		ps->dirty_high = 0;
+		return raise_throttle(ps) ? POLICY_THROTTLE : POLICY_GIVE_UP;
+	}
+	if (ps->dirty_high >= 2) {
+		ps->dirty_high = 0;
+		if (raise_throttle(ps))
+			return POLICY_THROTTLE;
+	}
+	return POLICY_CONTINUE;
+}

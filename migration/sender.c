@@ -1,0 +1,312 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The precopy sender: setup, the iteration loop, convergence, the final
+ * pause and cleanup.  The page path is in send-pages.c, the convergence
+ * decisions in policy.c, the statistics in stats.c.
+ *
+ * Threads.  Everything runs on the caller's (migration) thread.  Other
+ * threads touch only: `cancelled` and the channel's cancel (cancel), the
+ * published stats under stats_lock (get_stats), and `changed` /
+ * `changed_block` from the list listener, which runs on whichever thread
+ * updates the list (with the list mutex held).
+ *
+ * Block pointers in `blocks` were taken at setup.  They are used only
+ * inside read-side sections that first check the list version is still
+ * the one seen at setup: a removal bumps the version before it waits for
+ * readers, so an unchanged version means no block was freed (the same
+ * argument as the receiver's block cache).
+ */
+#include <string.h>
+
+#include <urcu/urcu-memb.h>
+
+#include "migram-common.h"
+#include "migram/bitmap.h"
+#include "migram/migram.h"
+#include "migration-internal.h"
+
+#define DEFAULT_DOWNTIME_MS 300
+#define DEFAULT_STALL_SYNCS 8
+
+MIGRAM_EXPORT MigramMigration *
+migram_migration_new(MigramRamList *list, const MigramLogSource *source,
+		     const MigramMigrationConfig *config)
+{
+	MigramMigration *m = g_new0(MigramMigration, 1);
+
+	g_return_val_if_fail(source && source->ops && config, m);
+	m->list = list;
+	m->source = *source;
+	m->cfg = *config;
+	m->machine_type = g_strdup(config->machine_type ? config->machine_type
+							: "none");
+	if (!m->cfg.downtime_limit_ms)
+		m->cfg.downtime_limit_ms = DEFAULT_DOWNTIME_MS;
+	if (!m->cfg.stall_syncs)
+		m->cfg.stall_syncs = DEFAULT_STALL_SYNCS;
+	if (!m->cfg.throttle_initial)
+		m->cfg.throttle_initial = 20;
+	if (!m->cfg.throttle_increment)
+		m->cfg.throttle_increment = 10;
+	m->shift = m->cfg.clear_bmap_shift_set
+			   ? m->cfg.clear_bmap_shift
+			   : MIGRAM_CLEAR_BMAP_SHIFT_DEFAULT;
+	m->blocks = g_array_new(FALSE, TRUE, sizeof(SendBlock));
+	g_mutex_init(&m->stats_lock);
+	return m;
+}
+
+MIGRAM_EXPORT void migram_migration_free(MigramMigration *m)
+{
+	if (!m)
+		return;
+	g_array_unref(m->blocks);
+	g_mutex_clear(&m->stats_lock);
+	g_free(m->machine_type);
+	g_free(m);
+}
+
+MIGRAM_EXPORT void migram_migration_cancel(MigramMigration *m)
+{
+	MigramChannel *ch;
+
+	g_atomic_int_set(&m->cancelled, 1);
+	ch = __atomic_load_n(&m->ch, __ATOMIC_ACQUIRE);
+	if (ch)
+		migram_channel_cancel(ch);
+}
+
+/* Any list change fails the migration; remember the first block named. */
+static void on_list_change(MigramRamList *list, MigramRamEvent event,
+			   MigramRamBlock *block, void *opaque)
+{
+	MigramMigration *m = opaque;
+
+	(void)list;
+	(void)event;
+	if (g_atomic_int_get(&m->changed))
+		return;
+	g_strlcpy(m->changed_block, migram_ram_block_idstr(block),
+		  sizeof(m->changed_block));
+	g_atomic_int_set(&m->changed, 1);
+}
+
+static bool start_blocks(MigramMigration *m, GError **error)
+{
+	GArray *list = g_array_new(FALSE, FALSE, sizeof(MigramStreamBlock));
+	bool ok = true;
+
+	urcu_memb_read_lock();
+	m->version = migram_ram_list_version(m->list);
+	for (MigramRamBlock *b = migram_ram_list_next_migratable(m->list, NULL);
+	     b && ok; b = migram_ram_list_next_migratable(m->list, b)) {
+		SendBlock sb = {
+			.block = b,
+			.idstr = migram_ram_block_idstr(b),
+			.host = migram_ram_block_host(b),
+			.bmap = migram_ram_block_bmap(b),
+			.clear_bmap = migram_ram_block_clear_bmap(b),
+			.pages = migram_ram_block_used_length(b) /
+				 MIGRAM_TARGET_PAGE_SIZE,
+		};
+		MigramStreamBlock wb = { sb.idstr,
+					 migram_ram_block_used_length(b), 0 };
+
+		sb.synced = migram_bitmap_new(
+			(size_t)(migram_ram_block_max_length(b) /
+				 MIGRAM_TARGET_PAGE_SIZE));
+		g_array_append_val(m->blocks, sb);
+		g_array_append_val(list, wb);
+		m->dirty_pages += sb.pages;
+		m->st.total_bytes += wb.used_length;
+		ok = sb.synced && sb.bmap &&
+		     m->source.ops->start(m->source.opaque, b, error);
+	}
+	if (ok)
+		migram_stream_writer_ram_start(m->w,
+					       (MigramStreamBlock *)list->data,
+					       list->len);
+	urcu_memb_read_unlock();
+	g_array_unref(list);
+	if (ok && m->version != migram_ram_list_version(m->list))
+		g_atomic_int_set(&m->changed, 1);
+	return ok && migram_sender_check(m, error);
+}
+
+static bool setup(MigramMigration *m, GError **error)
+{
+	m->listener = migram_ram_list_add_listener(m->list, on_list_change, m);
+	if (!migram_ram_list_bitmaps_init(m->list, m->shift, error))
+		return false;
+	migram_channel_set_rate_limit(m->ch, m->cfg.max_bandwidth);
+	m->w = migram_stream_writer_new(m->ch);
+	migram_stream_writer_begin(m->w, m->machine_type);
+	if (!start_blocks(m, error) || !migram_sender_sync(m, error))
+		return false;
+	/* bmap started all set: the first sync's finds are not new. */
+	m->dirtied_in_period = 0;
+	m->t_sync = g_get_monotonic_time();
+	m->sent_at_sync = migram_channel_bytes_sent(m->ch);
+	m->st.setup_time_ms = (uint64_t)(m->t_sync - m->t_start) / 1000;
+	return migram_channel_flush(m->ch, error);
+}
+
+static void cleanup(MigramMigration *m)
+{
+	if (m->listener)
+		migram_ram_list_remove_listener(m->list, m->listener);
+	urcu_memb_read_lock();
+	if (migram_ram_list_version(m->list) == m->version) {
+		for (guint i = 0; i < m->blocks->len; i++)
+			m->source.ops->stop(
+				m->source.opaque,
+				g_array_index(m->blocks, SendBlock, i).block);
+	}
+	urcu_memb_read_unlock();
+	for (guint i = 0; i < m->blocks->len; i++)
+		migram_bitmap_free(
+			g_array_index(m->blocks, SendBlock, i).synced);
+	g_array_set_size(m->blocks, 0);
+	migram_ram_list_bitmaps_free(m->list);
+	migram_stream_writer_free(m->w);
+	m->w = NULL;
+}
+
+/* After a pass: sync, account the period, decide. */
+static bool after_pass(MigramMigration *m, bool *complete, GError **error)
+{
+	gint64 now;
+	uint64_t sent, period;
+	PolicyDecision d;
+
+	m->st.iterations++;
+	if (!migram_sender_sync(m, error))
+		return false;
+	now = g_get_monotonic_time();
+	period = (uint64_t)MAX(now - m->t_sync, 1);
+	sent = migram_channel_bytes_sent(m->ch) - m->sent_at_sync;
+	m->st.dirty_pages_rate = m->dirtied_in_period * G_USEC_PER_SEC / period;
+	m->st.dirty_bytes_rate = m->st.dirty_pages_rate *
+				 MIGRAM_TARGET_PAGE_SIZE;
+	m->st.mbps = (double)sent * 8.0 / (double)period;
+	m->st.remaining_bytes = m->dirty_pages * MIGRAM_TARGET_PAGE_SIZE;
+	d = migram_policy_after_sync(&m->policy, m->st.remaining_bytes, sent,
+				     m->dirtied_in_period *
+					     MIGRAM_TARGET_PAGE_SIZE,
+				     period);
+	m->st.expected_downtime_ms = m->policy.expected_downtime_ms;
+	m->st.not_converging = m->policy.not_converging;
+	m->dirtied_in_period = 0;
+	m->t_sync = now;
+	m->sent_at_sync = migram_channel_bytes_sent(m->ch);
+	switch (d) {
+	case POLICY_COMPLETE:
+		*complete = true;
+		return true;
+	case POLICY_THROTTLE:
+		m->st.throttle_percent = m->policy.throttle_percent;
+		if (m->cfg.throttle_guest)
+			m->cfg.throttle_guest(m->cfg.opaque,
+					      m->policy.throttle_percent);
+		return true;
+	case POLICY_GIVE_UP:
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_NOT_CONVERGED,
+			    "migration does not converge: %" G_GUINT64_FORMAT
+			    " bytes still dirty after %u syncs without "
+			    "progress (%" G_GUINT64_FORMAT
+			    " ms expected downtime, limit %" G_GUINT64_FORMAT
+			    " ms)",
+			    m->st.remaining_bytes, m->cfg.stall_syncs,
+			    m->st.expected_downtime_ms,
+			    m->cfg.downtime_limit_ms);
+		return false;
+	default:
+		return true;
+	}
+}
+
+static bool iterate(MigramMigration *m, GError **error)
+{
+	bool complete = false, pass_done;
+
+	while (!complete) {
+		if (!migram_sender_check(m, error))
+			return false;
+		if (m->cfg.max_time_ms &&
+		    (uint64_t)(g_get_monotonic_time() - m->t_start) / 1000 >
+			    m->cfg.max_time_ms) {
+			g_set_error(
+				error, MIGRAM_ERROR, MIGRAM_ERROR_NOT_CONVERGED,
+				"migration did not finish within %" G_GUINT64_FORMAT
+				" ms (%" G_GUINT64_FORMAT " bytes still dirty)",
+				m->cfg.max_time_ms, m->st.remaining_bytes);
+			return false;
+		}
+		if (!migram_sender_section(m, false, &pass_done, error))
+			return false;
+		if (pass_done && !after_pass(m, &complete, error))
+			return false;
+		migram_sender_publish(m);
+	}
+	return true;
+}
+
+/* Pause, final sync, everything left in the END section, EOF. */
+static bool finish(MigramMigration *m, GError **error)
+{
+	bool pass_done;
+
+	m->st.status = MIGRAM_MIGRATION_DEVICE;
+	migram_sender_publish(m);
+	m->cfg.pause_guest(m->cfg.opaque);
+	m->t_pause = g_get_monotonic_time();
+	m->last_stage = true;
+	migram_channel_set_rate_limit(m->ch, 0);
+	if (!migram_sender_sync(m, error) ||
+	    !migram_sender_section(m, true, &pass_done, error) ||
+	    !migram_stream_writer_finish(m->w, error))
+		return false;
+	m->st.downtime_ms = (uint64_t)(g_get_monotonic_time() - m->t_pause) /
+			    1000;
+	return true;
+}
+
+MIGRAM_EXPORT bool migram_migration_run(MigramMigration *m, MigramChannel *ch,
+					GError **error)
+{
+	GError *err = NULL;
+	bool ok;
+
+	g_return_val_if_fail(m->cfg.pause_guest != NULL, false);
+	MIGRAM_ASSERT_NOT_RCU_READER();
+	m->t_start = g_get_monotonic_time();
+	__atomic_store_n(&m->ch, ch, __ATOMIC_RELEASE);
+	if (g_atomic_int_get(&m->cancelled))
+		migram_channel_cancel(ch);
+	migram_policy_init(&m->policy, m->cfg.downtime_limit_ms,
+			   m->cfg.stall_syncs, m->cfg.auto_converge,
+			   m->cfg.throttle_initial, m->cfg.throttle_increment);
+	m->st.status = MIGRAM_MIGRATION_SETUP;
+	migram_sender_publish(m);
+
+	ok = setup(m, &err);
+	if (ok) {
+		m->st.status = MIGRAM_MIGRATION_ACTIVE;
+		ok = iterate(m, &err) && finish(m, &err);
+	}
+	if (!ok && m->t_pause && m->cfg.resume_guest)
+		m->cfg.resume_guest(m->cfg.opaque);
+	cleanup(m);
+	m->st.status = ok ? MIGRAM_MIGRATION_COMPLETED
+		       : g_error_matches(err, MIGRAM_ERROR,
+					 MIGRAM_ERROR_CANCELLED)
+			       ? MIGRAM_MIGRATION_CANCELLED
+			       : MIGRAM_MIGRATION_FAILED;
+	m->st.total_time_ms = (uint64_t)(g_get_monotonic_time() - m->t_start) /
+			      1000;
+	migram_sender_publish(m);
+	__atomic_store_n(&m->ch, NULL, __ATOMIC_RELEASE);
+	if (err)
+		g_propagate_error(error, err);
+	return ok;
+}
