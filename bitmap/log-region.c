@@ -22,6 +22,7 @@
  * have switched that writer to the new fd before replace() unmaps the old
  * region.
  */
+#include <pthread.h>
 #include <errno.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -45,8 +46,8 @@ struct MigramLogRegion {
 };
 
 struct MigramSharedLog {
-	GMutex replace_lock;      /* serializes replace() */
-	MigramLogRegion *current; /* RCU; written under replace_lock */
+	pthread_mutex_t replace_lock; /* serializes replace() */
+	MigramLogRegion *current;     /* RCU; written under replace_lock */
 };
 
 static size_t region_bytes(uint64_t pages)
@@ -231,7 +232,7 @@ MIGRAM_EXPORT MigramSharedLog *migram_shared_log_new(MigramLogRegion *initial)
 {
 	MigramSharedLog *log = g_new0(MigramSharedLog, 1);
 
-	g_mutex_init(&log->replace_lock);
+	pthread_mutex_init(&log->replace_lock, NULL);
 	log->current = initial;
 	return log;
 }
@@ -244,7 +245,7 @@ MIGRAM_EXPORT void migram_shared_log_free(MigramSharedLog *log)
 	/* Readers that raced with the caller's last use must be gone. */
 	migram_rcu_synchronize();
 	migram_log_region_free(log->current);
-	g_mutex_clear(&log->replace_lock);
+	pthread_mutex_destroy(&log->replace_lock);
 	g_free(log);
 }
 
@@ -307,10 +308,10 @@ MIGRAM_EXPORT bool migram_shared_log_replace(MigramSharedLog *log,
 
 	g_return_val_if_fail(next != NULL, false);
 	MIGRAM_ASSERT_NOT_RCU_READER();
-	g_mutex_lock(&log->replace_lock);
+	pthread_mutex_lock(&log->replace_lock);
 	old = log->current;
 	if (old && next->page_count < old->page_count) {
-		g_mutex_unlock(&log->replace_lock);
+		pthread_mutex_unlock(&log->replace_lock);
 		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
 			    "shared log: new region tracks %" G_GUINT64_FORMAT
 			    " pages, fewer than the current %" G_GUINT64_FORMAT,
@@ -326,6 +327,6 @@ MIGRAM_EXPORT bool migram_shared_log_replace(MigramSharedLog *log,
 						      (size_t)old->page_count);
 		migram_log_region_free(old);
 	}
-	g_mutex_unlock(&log->replace_lock);
+	pthread_mutex_unlock(&log->replace_lock);
 	return true;
 }

@@ -63,9 +63,23 @@ extern const char migram_rcu_grace_key;
 
 #define migram_tsan_acquire(addr) __tsan_acquire((void *)(addr))
 #define migram_tsan_release(addr) __tsan_release((void *)(addr))
+
+/* Dynamic annotations exported by libtsan. */
+void AnnotateIgnoreReadsBegin(const char *file, int line);
+void AnnotateIgnoreReadsEnd(const char *file, int line);
+/*
+ * Reads that race with writers on purpose: the sender reading guest pages
+ * while the guest runs (precopy; the dirty log makes it correct).
+ */
+#define migram_tsan_ignore_reads_begin()                                       \
+	AnnotateIgnoreReadsBegin(__FILE__, __LINE__)
+#define migram_tsan_ignore_reads_end()                                         \
+	AnnotateIgnoreReadsEnd(__FILE__, __LINE__)
 #else
 #define migram_tsan_acquire(addr) ((void)0)
 #define migram_tsan_release(addr) ((void)0)
+#define migram_tsan_ignore_reads_begin() ((void)0)
+#define migram_tsan_ignore_reads_end() ((void)0)
 #endif
 
 /* Enter a read-side critical section (the thread must be registered). */

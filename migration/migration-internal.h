@@ -3,6 +3,7 @@
 #ifndef MIGRAM_MIGRATION_INTERNAL_H
 #define MIGRAM_MIGRATION_INTERNAL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -87,9 +88,15 @@ struct MigramMigration {
 	uint64_t version;
 	guint listener;
 	char changed_block[256];
-	int changed;       /* atomic: the list changed under the migration */
-	int cancelled;     /* atomic */
-	MigramChannel *ch; /* atomic pointer, for cancel */
+	int changed;   /* atomic: the list changed under the migration */
+	int cancelled; /* atomic */
+	/*
+	 * Serializes cancel against the end of run: cancel touches the
+	 * channel only while run still holds it (ch is set and cleared under
+	 * the lock), so a caller may free the channel once run returned.
+	 */
+	pthread_mutex_t cancel_lock;
+	MigramChannel *ch; /* under cancel_lock for other threads */
 	MigramStreamWriter *w;
 
 	/* page search: where the last search stopped */
@@ -105,7 +112,7 @@ struct MigramMigration {
 	PolicyState policy;
 	MigramMigrationStats st; /* working copy */
 
-	GMutex stats_lock; /* protects pub */
+	pthread_mutex_t stats_lock; /* protects pub */
 	MigramMigrationStats pub;
 };
 

@@ -16,6 +16,7 @@
  * readers, so an unchanged version means no block was freed (the same
  * argument as the receiver's block cache).
  */
+#include <pthread.h>
 #include <string.h>
 
 #include <urcu/urcu-memb.h>
@@ -52,7 +53,8 @@ migram_migration_new(MigramRamList *list, const MigramLogSource *source,
 			   ? m->cfg.clear_bmap_shift
 			   : MIGRAM_CLEAR_BMAP_SHIFT_DEFAULT;
 	m->blocks = g_array_new(FALSE, TRUE, sizeof(SendBlock));
-	g_mutex_init(&m->stats_lock);
+	pthread_mutex_init(&m->stats_lock, NULL);
+	pthread_mutex_init(&m->cancel_lock, NULL);
 	return m;
 }
 
@@ -61,19 +63,19 @@ MIGRAM_EXPORT void migram_migration_free(MigramMigration *m)
 	if (!m)
 		return;
 	g_array_unref(m->blocks);
-	g_mutex_clear(&m->stats_lock);
+	pthread_mutex_destroy(&m->stats_lock);
+	pthread_mutex_destroy(&m->cancel_lock);
 	g_free(m->machine_type);
 	g_free(m);
 }
 
 MIGRAM_EXPORT void migram_migration_cancel(MigramMigration *m)
 {
-	MigramChannel *ch;
-
+	pthread_mutex_lock(&m->cancel_lock);
 	g_atomic_int_set(&m->cancelled, 1);
-	ch = __atomic_load_n(&m->ch, __ATOMIC_ACQUIRE);
-	if (ch)
-		migram_channel_cancel(ch);
+	if (m->ch)
+		migram_channel_cancel(m->ch);
+	pthread_mutex_unlock(&m->cancel_lock);
 }
 
 /* Any list change fails the migration; remember the first block named. */
@@ -280,9 +282,11 @@ MIGRAM_EXPORT bool migram_migration_run(MigramMigration *m, MigramChannel *ch,
 	g_return_val_if_fail(m->cfg.pause_guest != NULL, false);
 	MIGRAM_ASSERT_NOT_RCU_READER();
 	m->t_start = g_get_monotonic_time();
-	__atomic_store_n(&m->ch, ch, __ATOMIC_RELEASE);
+	pthread_mutex_lock(&m->cancel_lock);
+	m->ch = ch;
 	if (g_atomic_int_get(&m->cancelled))
 		migram_channel_cancel(ch);
+	pthread_mutex_unlock(&m->cancel_lock);
 	migram_policy_init(&m->policy, m->cfg.downtime_limit_ms,
 			   m->cfg.stall_syncs, m->cfg.auto_converge,
 			   m->cfg.throttle_initial, m->cfg.throttle_increment);
@@ -305,7 +309,9 @@ MIGRAM_EXPORT bool migram_migration_run(MigramMigration *m, MigramChannel *ch,
 	m->st.total_time_ms = (uint64_t)(g_get_monotonic_time() - m->t_start) /
 			      1000;
 	migram_sender_publish(m);
-	__atomic_store_n(&m->ch, NULL, __ATOMIC_RELEASE);
+	pthread_mutex_lock(&m->cancel_lock);
+	m->ch = NULL;
+	pthread_mutex_unlock(&m->cancel_lock);
 	if (err)
 		g_propagate_error(error, err);
 	return ok;

@@ -6,6 +6,7 @@
  * stats_lock after every section and sync; readers copy the published
  * one under the same lock.  The hot path never takes the lock.
  */
+#include <pthread.h>
 #include "migram-common.h"
 #include "migration-internal.h"
 
@@ -18,17 +19,17 @@ void migram_sender_publish(MigramMigration *m)
 	    m->st.status != MIGRAM_MIGRATION_CANCELLED)
 		m->st.total_time_ms =
 			(uint64_t)(g_get_monotonic_time() - m->t_start) / 1000;
-	g_mutex_lock(&m->stats_lock);
+	pthread_mutex_lock(&m->stats_lock);
 	m->pub = m->st;
-	g_mutex_unlock(&m->stats_lock);
+	pthread_mutex_unlock(&m->stats_lock);
 }
 
 MIGRAM_EXPORT void migram_migration_get_stats(MigramMigration *m,
 					      MigramMigrationStats *stats)
 {
-	g_mutex_lock(&m->stats_lock);
+	pthread_mutex_lock(&m->stats_lock);
 	*stats = m->pub;
-	g_mutex_unlock(&m->stats_lock);
+	pthread_mutex_unlock(&m->stats_lock);
 }
 
 MIGRAM_EXPORT const char *

@@ -18,6 +18,7 @@
  *     bmap P bits, receivedmap P bits, clear_bmap ceil(P / 2^shift) bits;
  * for 1 TiB of RAM: 32 MiB + 32 MiB + 128 bytes at shift 18.
  */
+#include <pthread.h>
 #include "migram-common.h"
 #include "migram/bitmap.h"
 #include "migram/migram.h"
@@ -65,9 +66,9 @@ MIGRAM_EXPORT bool migram_ram_list_bitmaps_init(MigramRamList *list,
 			    MIGRAM_CLEAR_BMAP_SHIFT_MAX);
 		return false;
 	}
-	g_mutex_lock(&list->mutex);
+	pthread_mutex_lock(&list->mutex);
 	if (list->bitmaps_active) {
-		g_mutex_unlock(&list->mutex);
+		pthread_mutex_unlock(&list->mutex);
 		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
 			    "migration bitmaps are already allocated");
 		return false;
@@ -86,7 +87,7 @@ MIGRAM_EXPORT bool migram_ram_list_bitmaps_init(MigramRamList *list,
 		if (!s.bmap || !s.receivedmap || !s.clear_bmap) {
 			for (guint i = 0; i < sets->len; i++)
 				free_set(&g_array_index(sets, BitmapSet, i));
-			g_mutex_unlock(&list->mutex);
+			pthread_mutex_unlock(&list->mutex);
 			g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_NO_MEMORY,
 				    "ram block '%s': cannot allocate migration "
 				    "bitmaps for %" G_GUINT64_FORMAT " pages",
@@ -109,7 +110,7 @@ MIGRAM_EXPORT bool migram_ram_list_bitmaps_init(MigramRamList *list,
 	}
 	list->bitmaps_active = true;
 	list->clear_bmap_shift = clear_bmap_shift;
-	g_mutex_unlock(&list->mutex);
+	pthread_mutex_unlock(&list->mutex);
 	return true;
 }
 
@@ -120,7 +121,7 @@ MIGRAM_EXPORT void migram_ram_list_bitmaps_free(MigramRamList *list)
 
 	g_return_if_fail(list != NULL);
 	MIGRAM_ASSERT_NOT_RCU_READER();
-	g_mutex_lock(&list->mutex);
+	pthread_mutex_lock(&list->mutex);
 	cds_list_for_each_entry(b, &list->blocks, node) {
 		BitmapSet s = {
 			.block = b,
@@ -135,7 +136,7 @@ MIGRAM_EXPORT void migram_ram_list_bitmaps_free(MigramRamList *list)
 		g_array_append_val(sets, s);
 	}
 	list->bitmaps_active = false;
-	g_mutex_unlock(&list->mutex);
+	pthread_mutex_unlock(&list->mutex);
 
 	migram_rcu_synchronize();
 	for (guint i = 0; i < sets->len; i++)

@@ -27,6 +27,7 @@
  * after the last block; starts are aligned to 64 target pages (so a block's
  * bits start on a word of any global bitmap) and to the block's page size.
  */
+#include <pthread.h>
 #include <string.h>
 
 #include "migram-common.h"
@@ -99,7 +100,7 @@ MIGRAM_EXPORT MigramRamList *migram_ram_list_new(void)
 {
 	MigramRamList *list = g_new0(MigramRamList, 1);
 
-	g_mutex_init(&list->mutex);
+	pthread_mutex_init(&list->mutex, NULL);
 	CDS_INIT_LIST_HEAD(&list->blocks);
 	list->listeners = g_array_new(FALSE, FALSE, sizeof(RamListener));
 	list->next_listener_id = 1;
@@ -115,14 +116,14 @@ MIGRAM_EXPORT void migram_ram_list_free(MigramRamList *list)
 		return;
 	MIGRAM_ASSERT_NOT_RCU_READER();
 	dead = g_ptr_array_new();
-	g_mutex_lock(&list->mutex);
+	pthread_mutex_lock(&list->mutex);
 	cds_list_for_each_entry_safe(b, tmp, &list->blocks, node) {
 		/* b->node.next stays valid for readers: keep b elsewhere. */
 		ram_list_unlink(&b->node);
 		g_ptr_array_add(dead, b);
 	}
 	store_mru(list, NULL);
-	g_mutex_unlock(&list->mutex);
+	pthread_mutex_unlock(&list->mutex);
 
 	/* No reader may still hold a block; then free them here. */
 	migram_rcu_synchronize();
@@ -134,7 +135,7 @@ MIGRAM_EXPORT void migram_ram_list_free(MigramRamList *list)
 	urcu_memb_barrier();
 
 	g_array_unref(list->listeners);
-	g_mutex_clear(&list->mutex);
+	pthread_mutex_destroy(&list->mutex);
 	g_free(list);
 }
 
@@ -232,16 +233,16 @@ migram_ram_list_add(MigramRamList *list, const MigramRamBlockConfig *config,
 	b->resized = config->resized;
 	b->resized_opaque = config->resized_opaque;
 
-	g_mutex_lock(&list->mutex);
+	pthread_mutex_lock(&list->mutex);
 	if (find_locked(list, b->idstr)) {
-		g_mutex_unlock(&list->mutex);
+		pthread_mutex_unlock(&list->mutex);
 		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_EXISTS,
 			    "ram block '%s' already exists", b->idstr);
 		g_free(b);
 		return NULL;
 	}
 	if (!migram_ram_backend_map(b, config, error)) {
-		g_mutex_unlock(&list->mutex);
+		pthread_mutex_unlock(&list->mutex);
 		g_free(b);
 		return NULL;
 	}
@@ -258,7 +259,7 @@ migram_ram_list_add(MigramRamList *list, const MigramRamBlockConfig *config,
 	__atomic_add_fetch(&list->count, 1, __ATOMIC_RELAXED);
 	bump_version(list);
 	notify(list, MIGRAM_RAM_EVENT_ADDED, b);
-	g_mutex_unlock(&list->mutex);
+	pthread_mutex_unlock(&list->mutex);
 	return b;
 }
 
@@ -269,10 +270,10 @@ MIGRAM_EXPORT bool migram_ram_list_remove(MigramRamList *list,
 
 	g_return_val_if_fail(list != NULL && idstr != NULL, false);
 	MIGRAM_ASSERT_NOT_RCU_READER();
-	g_mutex_lock(&list->mutex);
+	pthread_mutex_lock(&list->mutex);
 	b = find_locked(list, idstr);
 	if (!b) {
-		g_mutex_unlock(&list->mutex);
+		pthread_mutex_unlock(&list->mutex);
 		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_NOT_FOUND,
 			    "no ram block '%s' to remove", idstr);
 		return false;
@@ -282,7 +283,7 @@ MIGRAM_EXPORT bool migram_ram_list_remove(MigramRamList *list,
 	__atomic_sub_fetch(&list->count, 1, __ATOMIC_RELAXED);
 	bump_version(list);
 	notify(list, MIGRAM_RAM_EVENT_REMOVED, b);
-	g_mutex_unlock(&list->mutex);
+	pthread_mutex_unlock(&list->mutex);
 
 	/* See the file comment: why the cache is cleared twice. */
 	migram_rcu_synchronize();
@@ -300,17 +301,17 @@ MIGRAM_EXPORT bool migram_ram_list_resize(MigramRamList *list,
 	uint64_t old;
 
 	g_return_val_if_fail(list != NULL && idstr != NULL, false);
-	g_mutex_lock(&list->mutex);
+	pthread_mutex_lock(&list->mutex);
 	b = find_locked(list, idstr);
 	if (!b) {
-		g_mutex_unlock(&list->mutex);
+		pthread_mutex_unlock(&list->mutex);
 		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_NOT_FOUND,
 			    "no ram block '%s' to resize", idstr);
 		return false;
 	}
 	if (!(b->flags & MIGRAM_RAM_RESIZEABLE) || new_length == 0 ||
 	    new_length > b->max_length || new_length % b->page_size) {
-		g_mutex_unlock(&list->mutex);
+		pthread_mutex_unlock(&list->mutex);
 		g_set_error(
 			error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
 			"ram block '%s': cannot resize to %#" G_GINT64_MODIFIER
@@ -331,7 +332,7 @@ MIGRAM_EXPORT bool migram_ram_list_resize(MigramRamList *list,
 			b->resized(b, old, new_length, b->resized_opaque);
 		notify(list, MIGRAM_RAM_EVENT_RESIZED, b);
 	}
-	g_mutex_unlock(&list->mutex);
+	pthread_mutex_unlock(&list->mutex);
 	return true;
 }
 
@@ -342,10 +343,10 @@ MIGRAM_EXPORT guint migram_ram_list_add_listener(MigramRamList *list,
 	RamListener l = { .fn = fn, .opaque = opaque };
 
 	g_return_val_if_fail(list != NULL && fn != NULL, 0);
-	g_mutex_lock(&list->mutex);
+	pthread_mutex_lock(&list->mutex);
 	l.id = list->next_listener_id++;
 	g_array_append_val(list->listeners, l);
-	g_mutex_unlock(&list->mutex);
+	pthread_mutex_unlock(&list->mutex);
 	return l.id;
 }
 
@@ -353,14 +354,14 @@ MIGRAM_EXPORT void migram_ram_list_remove_listener(MigramRamList *list,
 						   guint id)
 {
 	g_return_if_fail(list != NULL);
-	g_mutex_lock(&list->mutex);
+	pthread_mutex_lock(&list->mutex);
 	for (guint i = 0; i < list->listeners->len; i++) {
 		if (g_array_index(list->listeners, RamListener, i).id == id) {
 			g_array_remove_index(list->listeners, i);
 			break;
 		}
 	}
-	g_mutex_unlock(&list->mutex);
+	pthread_mutex_unlock(&list->mutex);
 }
 
 MIGRAM_EXPORT uint64_t migram_ram_list_version(const MigramRamList *list)

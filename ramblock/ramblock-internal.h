@@ -6,6 +6,7 @@
 #ifndef MIGRAM_RAMBLOCK_INTERNAL_H
 #define MIGRAM_RAMBLOCK_INTERNAL_H
 
+#include <pthread.h>
 #include <glib.h>
 
 #include <urcu/list.h>
@@ -67,7 +68,7 @@ typedef struct {
 
 struct MigramRamList {
 	/* Serializes updaters; guards everything below but blocks/mru. */
-	GMutex mutex;
+	pthread_mutex_t mutex;
 	GArray *listeners; /* of RamListener */
 	guint next_listener_id;
 	bool bitmaps_active;

@@ -111,10 +111,14 @@ static gpointer writer_main(gpointer p)
 		}
 		write_page(g, b, pfn, a->id, ++seq);
 		__atomic_fetch_add(&g->writes, 1, __ATOMIC_RELAXED);
+		/*
+		 * A throttled vCPU spends most of its time asleep: the
+		 * pause per write grows with the square of the throttle
+		 * (4 ms at 20 %), so a throttle measurably slows the guest.
+		 */
 		th = g_atomic_int_get(&g->throttle);
 		if (g->rate_us || th)
-			g_usleep((gulong)(g->rate_us * (100 + th * 10) / 100 +
-					  th));
+			g_usleep((gulong)(g->rate_us + th * th * 10));
 	}
 	g_rand_free(r);
 	g_free(a);
@@ -186,12 +190,16 @@ static void guest_init(Guest *g, uint64_t main_bytes)
 						     ~(uintptr_t)(2 * MiB - 1)),
 				    .page_size = 2 * MiB,
 				    .used_length = 4 * MiB }));
-	for (guint i = 0; i < g->blocks->len; i++) {
-		MigramRamBlock *b = g_ptr_array_index(g->blocks, i);
-
+	/* A resizeable block no writer touches: hot-plug tests change it. */
+	add(g->list, &(MigramRamBlockConfig){ .idstr = "spare.ram",
+					      .used_length = 256 * 1024,
+					      .max_length = 1 * MiB });
+	urcu_memb_read_lock();
+	for (MigramRamBlock *b = migram_ram_list_next(g->list, NULL); b;
+	     b = migram_ram_list_next(g->list, b))
 		end = MAX(end, migram_ram_block_offset(b) +
 				       migram_ram_block_max_length(b));
-	}
+	urcu_memb_read_unlock();
 	g->log = migram_soft_log_new(end, NULL);
 	g->db = migram_soft_log_bitmap(g->log);
 	/* Some initial content, and some pages left zero. */
@@ -251,19 +259,19 @@ static gpointer receiver_main(gpointer p)
 	return NULL;
 }
 
-/* A destination list with the guest's blocks (plain anonymous memory). */
+/* A destination list with the source's blocks (plain anonymous memory). */
 static MigramRamList *destination_for(Guest *g)
 {
 	MigramRamList *d = migram_ram_list_new();
 
-	for (guint i = 0; i < g->blocks->len; i++) {
-		MigramRamBlock *b = g_ptr_array_index(g->blocks, i);
-
-		add(d,
-		    &(MigramRamBlockConfig){
-			    .idstr = migram_ram_block_idstr(b),
-			    .used_length = migram_ram_block_used_length(b) });
-	}
+	urcu_memb_read_lock();
+	for (MigramRamBlock *b = migram_ram_list_next(g->list, NULL); b;
+	     b = migram_ram_list_next(g->list, b))
+		add(d, &(MigramRamBlockConfig){
+			       .idstr = migram_ram_block_idstr(b),
+			       .used_length = migram_ram_block_used_length(b),
+			       .max_length = migram_ram_block_max_length(b) });
+	urcu_memb_read_unlock();
 	return d;
 }
 
@@ -378,12 +386,405 @@ static void test_end_to_end(gconstpointer data)
 	g_assert_cmpuint(st.iterations, >=, 2);
 	g_assert_cmpuint(st.log_clear_calls, >, 0);
 	g_assert_cmpuint(st.normal_pages + st.duplicate_pages, >=,
-			 (32 + 4 + 4) * MiB / P);
-	g_assert_cmpuint(st.total_bytes, ==, (32 + 4 + 4) * MiB);
+			 ((32 + 4 + 4) * MiB + 256 * 1024) / P);
+	g_assert_cmpuint(st.total_bytes, ==, (32 + 4 + 4) * MiB + 256 * 1024);
 	g_assert_cmpuint(st.remaining_bytes, ==, 0);
 	g_assert_cmpuint(st.downtime_ms, <, 10 * 1000);
 	migram_ram_list_free(dst);
 	guest_free(&g);
+}
+
+/* The software source alone: sync reads, clear re-arms only the mask. */
+static void test_soft_log_semantics(void)
+{
+	MigramRamList *list = migram_ram_list_new();
+	MigramRamBlock *b =
+		add(list, &(MigramRamBlockConfig){ .idstr = "pc.ram",
+						   .used_length = 1 * MiB });
+	g_autoptr(MigramSoftLog) log = migram_soft_log_new(1 * MiB, NULL);
+	MigramDirtyBitmap *db = migram_soft_log_bitmap(log);
+	unsigned long *collected = migram_bitmap_new(256);
+	MigramLogSource src;
+	uint64_t newly = 0;
+
+	migram_soft_log_source(log, &src);
+	g_assert_true(src.ops->start(src.opaque, b, NULL));
+	migram_dirty_bitmap_set_dirty_by_index(db, 3);
+	migram_dirty_bitmap_set_dirty_by_index(db, 70);
+	g_assert_true(src.ops->sync(src.opaque, b, collected, &newly, NULL));
+	g_assert_cmpuint(newly, ==, 2);
+	migram_test_assert_ranges(collected, 256, "3,70");
+	/* sync did not re-arm: the marks are still there */
+	g_assert_true(migram_dirty_bitmap_is_dirty_by_index(db, 3));
+	/* page 5 is written after the sync, page 3 again */
+	migram_dirty_bitmap_set_dirty_by_index(db, 5);
+	migram_dirty_bitmap_set_dirty_by_index(db, 3);
+	g_assert_true(src.ops->clear(src.opaque, b, 0, 64, collected, NULL));
+	/* 3 re-armed (cleared), 5 not in the mask keeps its mark, 70 is
+	 * outside the cleared range */
+	g_assert_false(migram_dirty_bitmap_is_dirty_by_index(db, 3));
+	g_assert_true(migram_dirty_bitmap_is_dirty_by_index(db, 5));
+	g_assert_true(migram_dirty_bitmap_is_dirty_by_index(db, 70));
+	migram_bitmap_clear(collected, 0, 256);
+	g_assert_true(src.ops->sync(src.opaque, b, collected, &newly, NULL));
+	migram_test_assert_ranges(collected, 256, "5,70");
+	src.ops->stop(src.opaque, b);
+	migram_bitmap_free(collected);
+	migram_ram_list_free(list);
+}
+
+/*
+ * The sync / owed-clear race, made deterministic: a source wrapping the
+ * software one performs guest writes at the exact moment of the first
+ * chunk clear, i.e. after the sync collected the chunk and before the
+ * sender reads any page of it:
+ *   - page A was clean at the sync and is written now: it is not in the
+ *     mask, keeps its mark, and must be sent again after the next sync;
+ *   - page B was dirty at the sync and is written again now: the sender
+ *     reads it after the clear, so the new content goes out.
+ */
+typedef struct {
+	MigramLogSource inner;
+	Guest *g;
+	MigramRamBlock *block;
+	uint64_t page_a, page_b;
+	int clears;
+	bool injected;
+} RaceSource;
+
+static bool race_start(void *o, MigramRamBlock *b, GError **e)
+{
+	RaceSource *r = o;
+
+	return r->inner.ops->start(r->inner.opaque, b, e);
+}
+
+static bool race_sync(void *o, MigramRamBlock *b, unsigned long *c, uint64_t *n,
+		      GError **e)
+{
+	RaceSource *r = o;
+
+	return r->inner.ops->sync(r->inner.opaque, b, c, n, e);
+}
+
+static bool race_clear(void *o, MigramRamBlock *b, uint64_t first, uint64_t n,
+		       const unsigned long *mask, GError **e)
+{
+	RaceSource *r = o;
+
+	r->clears++;
+	if (!r->injected && b == r->block && r->page_a >= first &&
+	    r->page_a < first + n) {
+		r->injected = true;
+		g_assert_false(migram_bitmap_test_bit(mask, r->page_a));
+		g_assert_true(migram_bitmap_test_bit(mask, r->page_b));
+		write_page(r->g, b, r->page_a, 1, 0xa11ce);
+		write_page(r->g, b, r->page_b, 1, 0xb0b);
+	}
+	return r->inner.ops->clear(r->inner.opaque, b, first, n, mask, e);
+}
+
+static void race_stop(void *o, MigramRamBlock *b)
+{
+	RaceSource *r = o;
+
+	r->inner.ops->stop(r->inner.opaque, b);
+}
+
+static const MigramLogSourceOps race_ops = {
+	"race", race_start, race_sync, race_clear, race_stop,
+};
+
+static void test_sync_clear_race(void)
+{
+	Guest g;
+	RaceSource rs = { 0 };
+	MigramLogSource src = { &race_ops, &rs };
+	MigramMigrationConfig cfg = { .clear_bmap_shift = 6,
+				      .clear_bmap_shift_set = true,
+				      .pause_guest = guest_pause,
+				      .opaque = &g };
+	MigramRamList *dst;
+	MigramReceiver *r;
+	Receiver rx;
+	MigramMigration *m;
+	g_autoptr(GError) error = NULL;
+	GThread *t;
+	int fds[2];
+
+	guest_init(&g, 1 * MiB);
+	migram_soft_log_source(g.log, &rs.inner);
+	rs.g = &g;
+	rs.block = g_ptr_array_index(g.blocks, 0);
+	/* Dirty B before the migration; A stays clean until the clear. */
+	rs.page_a = 10;
+	rs.page_b = 11;
+	write_page(&g, rs.block, rs.page_b, 2, 1);
+	dst = destination_for(&g);
+	g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), ==, 0);
+	rx = (Receiver){ .list = dst, .ch = migram_channel_new(fds[1], true) };
+	t = g_thread_new("receiver", receiver_main, &rx);
+	m = migram_migration_new(g.list, &src, &cfg);
+	{
+		MigramChannel *ch = migram_channel_new(fds[0], true);
+
+		g_assert_true(migram_migration_run(m, ch, &error));
+		g_assert_no_error(error);
+		migram_channel_free(ch);
+	}
+	g_thread_join(t);
+	g_assert_true(rx.ok);
+	g_assert_true(rs.injected);
+	/* Both writes reached the destination. */
+	assert_same_memory(&g, dst);
+	r = NULL;
+	(void)r;
+	migram_channel_free(rx.ch);
+	migram_migration_free(m);
+	migram_ram_list_free(dst);
+	guest_free(&g);
+}
+
+/* A dirty rate above the bandwidth: refused cleanly, guest not paused. */
+static void test_does_not_converge(void)
+{
+	const Pattern pats[] = { UNIFORM, UNIFORM, UNIFORM };
+	MigramMigrationConfig cfg = { .max_bandwidth = 20 * 1000 * 1000,
+				      .stall_syncs = 3,
+				      .downtime_limit_ms = 10,
+				      .max_time_ms = 60 * 1000 };
+	g_autoptr(GError) error = NULL;
+	MigramMigrationStats st;
+	Guest g;
+
+	guest_init(&g, 1 * MiB);
+	g.rate_us = 0;
+	guest_start(&g, 2, pats);
+	g_assert_false(migrate(&g, &cfg, &st, &error, NULL));
+	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_NOT_CONVERGED);
+	g_test_message("%s", error->message);
+	g_assert_cmpint(g.pause_calls, ==, 0);
+	g_assert_true(st.not_converging);
+	g_assert_cmpint(st.status, ==, MIGRAM_MIGRATION_FAILED);
+	g_assert_cmpuint(st.total_time_ms, <, 60 * 1000);
+	guest_free(&g);
+}
+
+/* The same guest converges once auto-converge throttles it. */
+static void test_auto_converge(void)
+{
+	const Pattern pats[] = { UNIFORM, UNIFORM, UNIFORM };
+	/*
+	 * Unthrottled, two writers re-dirty all 9 MiB every pass over a
+	 * 20 MB/s link; throttled, they dirty a few hundred pages a second,
+	 * which converges.
+	 */
+	MigramMigrationConfig cfg = { .max_bandwidth = 20 * 1000 * 1000,
+				      .stall_syncs = 2,
+				      .auto_converge = true,
+				      .downtime_limit_ms = 50,
+				      .max_time_ms = 120 * 1000 };
+	g_autoptr(GError) error = NULL;
+	MigramMigrationStats st;
+	MigramRamList *dst;
+	Guest g;
+
+	guest_init(&g, 1 * MiB);
+	g.rate_us = 0;
+	guest_start(&g, 2, pats);
+	g_assert_true(migrate(&g, &cfg, &st, &error, &dst));
+	g_assert_no_error(error);
+	assert_same_memory(&g, dst);
+	g_test_message("converged at %u %% throttle after %" G_GUINT64_FORMAT
+		       " iterations, %" G_GUINT64_FORMAT
+		       " writes, %" G_GUINT64_FORMAT " ms",
+		       st.throttle_percent, st.iterations,
+		       (guint64)__atomic_load_n(&g.writes, __ATOMIC_RELAXED),
+		       st.total_time_ms);
+	g_assert_cmpuint(st.throttle_percent, >=, 20);
+	g_assert_cmpint(g_atomic_int_get(&g.throttle), ==,
+			(int)st.throttle_percent);
+	migram_ram_list_free(dst);
+	guest_free(&g);
+}
+
+typedef struct {
+	Guest *g;
+	int what; /* 0 cancel, 1 add, 2 remove, 3 resize a block */
+	MigramMigration *m;
+} Disturb;
+
+static gpointer disturb_main(gpointer p)
+{
+	Disturb *d = p;
+	MigramMigrationStats st;
+
+	do {
+		g_usleep(20 * 1000);
+		migram_migration_get_stats(d->m, &st);
+	} while (st.status == MIGRAM_MIGRATION_SETUP);
+	if (d->what == 0) {
+		migram_migration_cancel(d->m);
+	} else if (d->what == 1) {
+		migram_ram_list_add(d->g->list,
+				    &(MigramRamBlockConfig){
+					    .idstr = "hotplug.ram",
+					    .used_length = 1 * MiB },
+				    NULL);
+	} else if (d->what == 2) {
+		migram_ram_list_remove(d->g->list, "spare.ram", NULL);
+	} else {
+		migram_ram_list_resize(d->g->list, "spare.ram", 512 * 1024,
+				       NULL);
+	}
+	return NULL;
+}
+
+static void disturbed(int what, int code, const char *needle)
+{
+	const Pattern pats[] = { HOTSET };
+	MigramMigrationConfig cfg = { .max_bandwidth = 20 * 1000 * 1000,
+				      .pause_guest = guest_pause,
+				      .resume_guest = guest_resume };
+	g_autoptr(GError) error = NULL;
+	MigramLogSource src;
+	Disturb d;
+	Receiver rx;
+	GThread *t, *dt;
+	MigramRamList *dst;
+	int fds[2];
+	gint64 t0;
+	Guest g;
+
+	guest_init(&g, 32 * MiB);
+	g.rate_us = 100;
+	guest_start(&g, 1, pats);
+	cfg.opaque = &g;
+	dst = destination_for(&g);
+	g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), ==, 0);
+	rx = (Receiver){ .list = dst, .ch = migram_channel_new(fds[1], true) };
+	t = g_thread_new("receiver", receiver_main, &rx);
+	migram_soft_log_source(g.log, &src);
+	d = (Disturb){ &g, what, migram_migration_new(g.list, &src, &cfg) };
+	dt = g_thread_new("disturb", disturb_main, &d);
+	t0 = g_get_monotonic_time();
+	{
+		MigramChannel *ch = migram_channel_new(fds[0], true);
+
+		g_assert_false(migram_migration_run(d.m, ch, &error));
+		migram_channel_free(ch);
+	}
+	g_thread_join(dt);
+	g_thread_join(t);
+	g_assert_error(error, MIGRAM_ERROR, code);
+	if (!strstr(error->message, needle))
+		g_error("\"%s\" lacks \"%s\"", error->message, needle);
+	/* Promptly, cleanly: the destination saw an error, the guest ran on,
+	 * the source's migration bitmaps are gone. */
+	g_assert_cmpint(g_get_monotonic_time() - t0, <, 10 * G_USEC_PER_SEC);
+	g_assert_false(rx.ok);
+	g_clear_error(&rx.error);
+	g_assert_cmpint(g.pause_calls, ==, 0);
+	urcu_memb_read_lock();
+	g_assert_null(migram_ram_block_bmap(g_ptr_array_index(g.blocks, 0)));
+	urcu_memb_read_unlock();
+	migram_channel_free(rx.ch);
+	migram_migration_free(d.m);
+	migram_ram_list_free(dst);
+	guest_free(&g);
+}
+
+static void test_cancel(void)
+{
+	disturbed(0, MIGRAM_ERROR_CANCELLED, "cancelled");
+}
+
+static void test_block_added(void)
+{
+	disturbed(1, MIGRAM_ERROR_INVALID,
+		  "ramblock 'hotplug.ram' changed during migration");
+}
+
+static void test_block_removed(void)
+{
+	disturbed(2, MIGRAM_ERROR_INVALID,
+		  "ramblock 'spare.ram' changed during migration");
+}
+
+static void test_block_resized(void)
+{
+	disturbed(3, MIGRAM_ERROR_INVALID,
+		  "ramblock 'spare.ram' changed during migration");
+}
+
+/* The destination goes away mid-stream: an I/O error, not a hang. */
+static void test_destination_closes(void)
+{
+	MigramMigrationConfig cfg = { .pause_guest = guest_pause,
+				      .max_bandwidth = 50 * 1000 * 1000 };
+	g_autoptr(GError) error = NULL;
+	MigramLogSource src;
+	MigramMigration *m;
+	MigramChannel *ch;
+	int fds[2];
+	Guest g;
+
+	guest_init(&g, 64 * MiB);
+	cfg.opaque = &g;
+	g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), ==, 0);
+	close(fds[1]);
+	migram_soft_log_source(g.log, &src);
+	m = migram_migration_new(g.list, &src, &cfg);
+	ch = migram_channel_new(fds[0], true);
+	g_assert_false(migram_migration_run(m, ch, &error));
+	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO);
+	g_assert_cmpint(g.pause_calls, ==, 0);
+	migram_channel_free(ch);
+	migram_migration_free(m);
+	guest_free(&g);
+}
+
+/*
+ * Shift 18 over a 1 GiB block: one chunk, so at most one clear call per
+ * pass for it (plus the three small blocks' one chunk each).  A count, not
+ * a time.
+ */
+static void test_clear_calls_per_chunk(void)
+{
+	MigramMigrationConfig cfg = { .clear_bmap_shift = 18,
+				      .clear_bmap_shift_set = true };
+	g_autoptr(GError) error = NULL;
+	MigramMigrationStats st;
+	MigramRamList *dst;
+	Guest g;
+
+	guest_init(&g, 1024 * MiB);
+	g_assert_true(migrate(&g, &cfg, &st, &error, &dst));
+	g_assert_no_error(error);
+	g_test_message("%" G_GUINT64_FORMAT " passes, %" G_GUINT64_FORMAT
+		       " clear calls",
+		       st.iterations, st.log_clear_calls);
+	g_assert_cmpuint(st.log_clear_calls, >, 0);
+	g_assert_cmpuint(st.log_clear_calls, <=, 4 * (st.iterations + 1));
+	assert_same_memory(&g, dst);
+	migram_ram_list_free(dst);
+	guest_free(&g);
+}
+
+static void test_stats_json(void)
+{
+	MigramMigrationStats st = { .status = MIGRAM_MIGRATION_ACTIVE,
+				    .total_bytes = 42,
+				    .mbps = 1.5 };
+	g_autofree char *j = migram_migration_stats_to_json(&st);
+
+	g_assert_nonnull(strstr(j, "\"status\": \"active\""));
+	g_assert_nonnull(strstr(j, "\"total\": 42"));
+	g_assert_nonnull(strstr(j, "\"mbps\": 1.500"));
+	g_assert_nonnull(strstr(j, "\"log_clear_calls\": 0"));
+	g_assert_cmpstr(migram_migration_status_name(
+				MIGRAM_MIGRATION_CANCELLED),
+			==, "cancelled");
 }
 
 int main(int argc, char **argv)
@@ -405,5 +806,21 @@ int main(int argc, char **argv)
 
 		g_test_add_data_func(path, &shifts[i], test_end_to_end);
 	}
+	g_test_add_func("/migration/sender/soft-log-semantics",
+			test_soft_log_semantics);
+	g_test_add_func("/migration/sender/sync-clear-race",
+			test_sync_clear_race);
+	g_test_add_func("/migration/sender/does-not-converge",
+			test_does_not_converge);
+	g_test_add_func("/migration/sender/auto-converge", test_auto_converge);
+	g_test_add_func("/migration/sender/cancel", test_cancel);
+	g_test_add_func("/migration/sender/block-added", test_block_added);
+	g_test_add_func("/migration/sender/block-removed", test_block_removed);
+	g_test_add_func("/migration/sender/block-resized", test_block_resized);
+	g_test_add_func("/migration/sender/destination-closes",
+			test_destination_closes);
+	g_test_add_func("/migration/sender/clear-calls-per-chunk",
+			test_clear_calls_per_chunk);
+	g_test_add_func("/migration/sender/stats-json", test_stats_json);
 	return g_test_run();
 }

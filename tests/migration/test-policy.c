@@ -1,0 +1,126 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The convergence policy as pure functions: no threads, no guest.
+ */
+#include <migram/migram.h>
+
+#include "migration-internal.h"
+#include "migram-test-util.h"
+
+#define MB (UINT64_C(1000) * 1000)
+#define SEC (UINT64_C(1000) * 1000)
+
+static void test_completes_within_downtime(void)
+{
+	PolicyState ps;
+
+	migram_policy_init(&ps, 300, 5, false, 20, 10);
+	/* 10 MB left at 100 MB/s: 100 ms expected, under 300 ms. */
+	g_assert_cmpint(migram_policy_after_sync(&ps, 10 * MB, 100 * MB, 0,
+						 SEC),
+			==, POLICY_COMPLETE);
+	g_assert_cmpuint(ps.expected_downtime_ms, ==, 100);
+	/* Nothing left is always complete, even with no bandwidth seen. */
+	migram_policy_init(&ps, 300, 5, false, 20, 10);
+	g_assert_cmpint(migram_policy_after_sync(&ps, 0, 0, 0, SEC), ==,
+			POLICY_COMPLETE);
+	/* Something left but nothing sent: keep going. */
+	g_assert_cmpint(migram_policy_after_sync(&ps, 4096, 0, 0, SEC), ==,
+			POLICY_CONTINUE);
+}
+
+static void test_gives_up_after_stalls(void)
+{
+	PolicyState ps;
+
+	migram_policy_init(&ps, 300, 3, false, 20, 10);
+	/* 1 GB left at 100 MB/s, never shrinking. */
+	g_assert_cmpint(migram_policy_after_sync(&ps, 1000 * MB, 100 * MB,
+						 10 * MB, SEC),
+			==, POLICY_CONTINUE); /* first: a new best */
+	g_assert_cmpint(migram_policy_after_sync(&ps, 1000 * MB, 100 * MB,
+						 10 * MB, SEC),
+			==, POLICY_CONTINUE);
+	g_assert_cmpint(migram_policy_after_sync(&ps, 1000 * MB, 100 * MB,
+						 10 * MB, SEC),
+			==, POLICY_CONTINUE);
+	g_assert_false(ps.not_converging);
+	g_assert_cmpint(migram_policy_after_sync(&ps, 1000 * MB, 100 * MB,
+						 10 * MB, SEC),
+			==, POLICY_GIVE_UP);
+	g_assert_true(ps.not_converging);
+}
+
+static void test_progress_resets_stalls(void)
+{
+	PolicyState ps;
+	uint64_t left = 1000 * MB;
+
+	migram_policy_init(&ps, 300, 2, false, 20, 10);
+	/* Shrinking a little every time is progress: never gives up. */
+	for (int i = 0; i < 50; i++) {
+		left -= MB;
+		g_assert_cmpint(migram_policy_after_sync(&ps, left, 100 * MB,
+							 10 * MB, SEC),
+				==, POLICY_CONTINUE);
+	}
+}
+
+static void test_auto_converge_steps(void)
+{
+	PolicyState ps;
+	unsigned int want[] = { 20, 30, 40, 50, 60, 70, 80, 90, 99 };
+	size_t n = 0;
+
+	migram_policy_init(&ps, 300, 100, true, 20, 10);
+	/*
+	 * Dirtying more than half of what is sent: every second sync in a
+	 * row raises the throttle, up to 99 %.
+	 */
+	for (int i = 0; i < 40 && n < G_N_ELEMENTS(want); i++) {
+		PolicyDecision d = migram_policy_after_sync(
+			&ps, 1000 * MB - (uint64_t)i, 100 * MB, 60 * MB, SEC);
+
+		if (d == POLICY_THROTTLE)
+			g_assert_cmpuint(ps.throttle_percent, ==, want[n++]);
+		else
+			g_assert_cmpint(d, ==, POLICY_CONTINUE);
+	}
+	g_assert_cmpuint(n, ==, G_N_ELEMENTS(want));
+	/* At 99 % a stall ends it: nothing left to try. */
+	migram_policy_init(&ps, 300, 1, true, 20, 10);
+	ps.throttle_percent = 99;
+	migram_policy_after_sync(&ps, 1000 * MB, 100 * MB, 0, SEC);
+	g_assert_cmpint(migram_policy_after_sync(&ps, 1000 * MB, 100 * MB, 0,
+						 SEC),
+			==, POLICY_GIVE_UP);
+}
+
+static void test_low_dirty_rate_no_throttle(void)
+{
+	PolicyState ps;
+
+	migram_policy_init(&ps, 300, 100, true, 20, 10);
+	for (int i = 0; i < 10; i++)
+		g_assert_cmpint(migram_policy_after_sync(
+					&ps, 1000 * MB - (uint64_t)i * MB,
+					100 * MB, 40 * MB, SEC),
+				==, POLICY_CONTINUE);
+	g_assert_cmpuint(ps.throttle_percent, ==, 0);
+}
+
+int main(int argc, char **argv)
+{
+	g_test_init(&argc, &argv, NULL);
+	g_test_add_func("/migration/policy/completes-within-downtime",
+			test_completes_within_downtime);
+	g_test_add_func("/migration/policy/gives-up-after-stalls",
+			test_gives_up_after_stalls);
+	g_test_add_func("/migration/policy/progress-resets-stalls",
+			test_progress_resets_stalls);
+	g_test_add_func("/migration/policy/auto-converge-steps",
+			test_auto_converge_steps);
+	g_test_add_func("/migration/policy/low-dirty-rate-no-throttle",
+			test_low_dirty_rate_no_throttle);
+	return g_test_run();
+}
