@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Build the receiver fuzz target with clang + libFuzzer + ASan + UBSan, and
+# the seed corpus, into build-fuzz/ (meson's gcc build in build/ is not
+# touched).  See docs/fuzzing.md.
+#
+#   tests/fuzz/build.sh            build-fuzz/fuzz-receiver, make-corpus,
+#                                  corpus/ (regenerated every time)
+#   BUILD_FUZZ=<dir> CC=<clang>    other output directory / compiler
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+out=${BUILD_FUZZ:-build-fuzz}
+cc=${CC:-}
+if [ -z "$cc" ]; then
+	cc=$(command -v clang-14 || command -v clang || true)
+fi
+if [ -z "$cc" ]; then
+	echo "fuzz: clang not found; run scripts/setup.sh (make setup)" >&2
+	exit 1
+fi
+mkdir -p "$out"
+
+# The library's sources, as meson builds them, and the shared fuzz code.
+lib_src=(common/*.c bitmap/*.c ramblock/*.c migration/*.c)
+common=(-std=c11 -g -Wall -Wextra
+	-D_GNU_SOURCE -DG_LOG_DOMAIN=\"migram\"
+	-DGLIB_VERSION_MIN_REQUIRED=GLIB_VERSION_2_66
+	-Iinclude -Icommon -Ibitmap -Iramblock -Imigration -Itests/fuzz)
+# shellcheck disable=SC2207
+pkg=($(pkg-config --cflags --libs glib-2.0 liburcu-memb))
+
+echo "fuzz: $cc -> $out/fuzz-receiver"
+"$cc" "${common[@]}" -O1 \
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	-fno-omit-frame-pointer \
+	"${lib_src[@]}" tests/fuzz/fuzz-harness.c tests/fuzz/fuzz-receiver.c \
+	"${pkg[@]}" -pthread -lm -o "$out/fuzz-receiver"
+
+echo "fuzz: $cc -> $out/make-corpus"
+"$cc" "${common[@]}" -O1 \
+	"${lib_src[@]}" tests/fuzz/stream-samples.c tests/fuzz/make-corpus.c \
+	"${pkg[@]}" -pthread -lm -o "$out/make-corpus"
+
+rm -rf "$out/corpus"
+"$out/make-corpus" "$out/corpus"

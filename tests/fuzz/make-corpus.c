@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Write the seed corpus of the receiver fuzz target into a directory:
+ * every sample of stream-samples.c (valid streams from migram's writer,
+ * and hand-made hostile variants) as "<name>", plus truncated copies of
+ * the valid ones as "<name>.cut<bytes>".
+ *
+ * usage: make-corpus DIR
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <glib.h>
+
+#include "stream-samples.h"
+
+/* Where to cut a valid stream: inside the header, config, list, pages. */
+static const size_t cuts[] = { 1, 5, 9, 14, 30, 60, 100, 150, 4200 };
+
+static void save(const char *dir, const char *name, const guint8 *data,
+		 size_t len)
+{
+	g_autofree char *path = g_build_filename(dir, name, NULL);
+	g_autoptr(GError) error = NULL;
+
+	if (!g_file_set_contents(path, (const char *)data, (gssize)len,
+				 &error)) {
+		fprintf(stderr, "make-corpus: %s\n", error->message);
+		exit(1);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	const StreamSample *s;
+	size_t n, files = 0;
+
+	if (argc != 2) {
+		fprintf(stderr, "usage: %s DIR\n", argv[0]);
+		return 2;
+	}
+	if (g_mkdir_with_parents(argv[1], 0755) != 0) {
+		fprintf(stderr, "make-corpus: %s: %s\n", argv[1],
+			g_strerror(errno));
+		return 1;
+	}
+	s = stream_samples(&n);
+	for (size_t i = 0; i < n; i++) {
+		g_autoptr(GBytes) b = stream_sample_bytes(&s[i]);
+		size_t len;
+		const guint8 *data = g_bytes_get_data(b, &len);
+
+		save(argv[1], s[i].name, data, len);
+		files++;
+		if (s[i].code != 0)
+			continue;
+		for (size_t k = 0; k < G_N_ELEMENTS(cuts) && cuts[k] < len;
+		     k++) {
+			g_autofree char *name = g_strdup_printf("%s.cut%zu",
+								s[i].name,
+								cuts[k]);
+
+			save(argv[1], name, data, cuts[k]);
+			files++;
+		}
+	}
+	printf("make-corpus: %zu files in %s\n", files, argv[1]);
+	return 0;
+}
