@@ -13,7 +13,12 @@
  *    is then read straight into the block's memory, so a truncated stream
  *    can only leave that one page partly written;
  *  - a zero page must have fill byte 0 (as current QEMU insists) and is
- *    written only where the page is not already zero.
+ *    written only where the page is not already zero;
+ *  - with create_blocks, the blocks one load creates may not add up to
+ *    more than the host's physical memory.  Their memory is mapped lazily,
+ *    but their migration bitmaps are not: without the bound, a 20-byte
+ *    block list entry of 2^46 bytes made the receiver allocate (and half
+ *    fill) 4 GiB of bitmaps.
  *
  * Each record is handled inside one RCU read-side section.  The block found
  * for one record is reused for the next while the list's version is
@@ -22,6 +27,7 @@
  * that checked the version.
  */
 #include <string.h>
+#include <unistd.h>
 
 #include <urcu/urcu-memb.h>
 
@@ -39,9 +45,10 @@ struct MigramReceiver {
 	MigramReceiverStats stats;
 	MigramStreamReader *reader;
 	uint64_t page_size;
-	bool list_done; /* the block list was read and bitmaps exist */
-	bool in_end;    /* inside the RAM END section */
-	bool ram_done;  /* the RAM END section is complete */
+	bool list_done;         /* the block list was read and bitmaps exist */
+	bool in_end;            /* inside the RAM END section */
+	bool ram_done;          /* the RAM END section is complete */
+	uint64_t created_bytes; /* blocks created by this load */
 
 	/* Block cache: valid while the list version equals last_version. */
 	MigramRamBlock *last;
@@ -107,16 +114,37 @@ static MigramRamBlock *resolve(MigramReceiver *r, const char *name)
 	return r->last;
 }
 
+/* The host's physical memory: the most one load may create. */
+static uint64_t create_limit(void)
+{
+	long pages = sysconf(_SC_PHYS_PAGES);
+	long page = sysconf(_SC_PAGESIZE);
+
+	if (pages <= 0 || page <= 0)
+		return UINT64_C(1) << 30;
+	return (uint64_t)pages * (uint64_t)page;
+}
+
 static bool create_block(MigramReceiver *r, const MigramStreamRecord *rec,
 			 GError **error)
 {
 	MigramRamBlockConfig c = { .idstr = rec->name,
 				   .backend = MIGRAM_RAM_BACKEND_ANON,
 				   .used_length = rec->length };
+	uint64_t limit = create_limit();
 	GError *err = NULL;
 
-	if (migram_ram_list_add(r->list, &c, &err))
+	if (rec->length > limit || r->created_bytes > limit - rec->length)
+		return fail(error, MIGRAM_ERROR_INVALID, rec,
+			    "cannot create block '%s' of %#" G_GINT64_MODIFIER
+			    "x bytes: blocks created by this stream would "
+			    "exceed the host's %#" G_GINT64_MODIFIER
+			    "x bytes of memory",
+			    rec->name, rec->length, limit);
+	if (migram_ram_list_add(r->list, &c, &err)) {
+		r->created_bytes += rec->length;
 		return true;
+	}
 	fail(error, err->code, rec, "cannot create block '%s': %s", rec->name,
 	     err->message);
 	g_error_free(err);
@@ -181,8 +209,10 @@ static bool handle_block(MigramReceiver *r, const MigramStreamRecord *rec,
 }
 
 /* After the block list: make sure every migratable block has bitmaps. */
-static bool finish_block_list(MigramReceiver *r, GError **error)
+static bool finish_block_list(MigramReceiver *r, const MigramStreamRecord *rec,
+			      GError **error)
 {
+	GError *err = NULL;
 	bool missing = false;
 
 	urcu_memb_read_lock();
@@ -190,9 +220,17 @@ static bool finish_block_list(MigramReceiver *r, GError **error)
 	     b; b = migram_ram_list_next_migratable(r->list, b))
 		missing |= migram_ram_block_receivedmap(b) == NULL;
 	urcu_memb_read_unlock();
-	if (missing && !migram_ram_list_bitmaps_init(
-			       r->list, MIGRAM_CLEAR_BMAP_SHIFT_DEFAULT, error))
+	if (missing &&
+	    !migram_ram_list_bitmaps_init(
+		    r->list, MIGRAM_CLEAR_BMAP_SHIFT_DEFAULT, &err)) {
+		/* Say where in the stream, as every other failure does. */
+		fail(error, err->code, rec,
+		     "cannot set up the migration bitmaps after the block "
+		     "list: %s",
+		     err->message);
+		g_error_free(err);
 		return false;
+	}
 	r->list_done = true;
 	return true;
 }
@@ -333,7 +371,7 @@ static bool handle(MigramReceiver *r, const MigramStreamRecord *rec, bool *done,
 		return place_zero(r, rec, error);
 	case MIGRAM_STREAM_REC_SECTION_DONE:
 		r->stats.sections++;
-		if (!r->list_done && !finish_block_list(r, error))
+		if (!r->list_done && !finish_block_list(r, rec, error))
 			return false;
 		r->ram_done |= r->in_end;
 		return true;
@@ -359,6 +397,7 @@ MIGRAM_EXPORT bool migram_receiver_load(MigramReceiver *r, MigramChannel *ch,
 
 	memset(&r->stats, 0, sizeof(r->stats));
 	r->list_done = r->in_end = r->ram_done = false;
+	r->created_bytes = 0;
 	r->last = NULL;
 	r->reader = migram_stream_reader_new(ch);
 	r->page_size = migram_stream_reader_page_size(r->reader);

@@ -110,15 +110,33 @@ static uint64_t here(const MigramStreamReader *r)
 	return migram_channel_read_offset(r->ch);
 }
 
-/* Read len bytes into the reader's buffer (grown as needed). */
-static bool read_blob(MigramStreamReader *r, size_t len, GError **error)
+static void reserve(MigramStreamReader *r, size_t need)
 {
-	if (len + 1 > r->buf_cap) {
-		r->buf_cap = len + 1;
+	if (need > r->buf_cap) {
+		r->buf_cap = need;
 		r->buf = g_realloc(r->buf, r->buf_cap);
 	}
-	if (!migram_channel_get_bytes(r->ch, r->buf, len, error))
-		return false;
+}
+
+/*
+ * Read len bytes into the reader's buffer, NUL-terminated.  The buffer
+ * grows with the bytes that arrive (chunks of 64 KiB, then doubling), not
+ * with the announced length: a truncated stream announcing a 64 MiB vmdesc
+ * costs what it sent, not 64 MiB.
+ */
+static bool read_blob(MigramStreamReader *r, size_t len, GError **error)
+{
+	size_t got = 0;
+
+	reserve(r, 1);
+	while (got < len) {
+		size_t n = MIN(len - got, MAX(got, (size_t)64 * 1024));
+
+		reserve(r, got + n + 1);
+		if (!migram_channel_get_bytes(r->ch, r->buf + got, n, error))
+			return false;
+		got += n;
+	}
 	r->buf[len] = '\0';
 	return true;
 }
