@@ -10,8 +10,11 @@ BUILD ?= build
 MESON_ARGS ?=
 SANITIZE_BUILD ?= build-asan
 TSAN_BUILD ?= build-tsan
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
 
 .PHONY: all help setup build run test bench test-asan test-tsan valgrind clean
+.PHONY: fuzz fuzz-build
 
 all: build
 
@@ -22,6 +25,8 @@ help:
 	@echo "make test-asan  the suites again under AddressSanitizer + UBSan ($(SANITIZE_BUILD)/)"
 	@echo "make test-tsan  the concurrency suites under ThreadSanitizer ($(TSAN_BUILD)/)"
 	@echo "make valgrind   the concurrency suites under valgrind (memcheck)"
+	@echo "make fuzz       build and run the receiver fuzzer for FUZZ_SECONDS (60)"
+	@echo "make fuzz-build only build the fuzzer and its seed corpus ($(FUZZ_BUILD)/)"
 	@echo "make setup      only install missing Debian packages"
 	@echo "make clean      remove the build directories"
 
@@ -63,6 +68,13 @@ valgrind: build
 	meson test -C $(BUILD) --print-errorlogs --suite concurrency \
 		--timeout-multiplier 10 \
 		--wrap='valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite'
+
+# libFuzzer + ASan + UBSan with clang, outside meson (docs/fuzzing.md).
+fuzz-build: setup
+	BUILD_FUZZ=$(FUZZ_BUILD) ./tests/fuzz/build.sh
+
+fuzz: fuzz-build
+	BUILD_FUZZ=$(FUZZ_BUILD) ./tests/fuzz/run.sh $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(BUILD) $(SANITIZE_BUILD) $(TSAN_BUILD)
