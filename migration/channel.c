@@ -6,7 +6,7 @@
  * run of consecutive small items is one iovec.  A page payload queued with
  * put_ref() is its own iovec pointing into guest memory.  When the staging
  * buffer or the iovec array is full, the queue is flushed with writev().
- * 256 iovecs carry up to 128 pages of 4 KiB plus their headers per call,
+ * 1024 iovecs (IOV_MAX) carry up to 512 pages of 4 KiB plus headers per call,
  * which is where loopback TCP reaches its plateau on this machine kind (see
  * docs/architecture.md).
  *
@@ -37,7 +37,7 @@
 #include "migram/migram.h"
 
 #define STAGE_BYTES ((size_t)64 * 1024)
-#define MAX_IOV 256
+#define MAX_IOV 1024
 #define READ_BUF_BYTES ((size_t)256 * 1024)
 #define SLICE_US 100000
 
