@@ -11,7 +11,7 @@
 # Extra libFuzzer flags: FUZZ_ARGS="-seed=1 -only_ascii=0".
 #
 # -malloc_limit_mb=512: a single allocation over 512 MiB is reported as an
-# out-of-memory.  Inputs are at most a few tens of KiB, and no size in a
+# out-of-memory.  Inputs are at most about 128 KiB, and no size in a
 # stream may drive an allocation (include/migram/receiver.h), so anything
 # that large is a finding, even if this machine could satisfy it.
 #
