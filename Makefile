@@ -19,7 +19,7 @@ FUZZ_SECONDS ?= 60
 all: build
 
 help:
-	@echo "make run        set up, build, run the default demo and print its report"
+	@echo "make run        set up, build, run a live migration (migram-sim) and print its report"
 	@echo "make test       set up, build, run every test suite (meson test)"
 	@echo "make bench      set up, build, run the benchmarks (meson test --benchmark)"
 	@echo "make test-asan  the suites again under AddressSanitizer + UBSan ($(SANITIZE_BUILD)/)"
@@ -40,7 +40,12 @@ build: setup $(BUILD)/build.ninja
 	ninja -C $(BUILD)
 
 run: build
-	./$(BUILD)/tools/migram-bitmap-demo
+	@echo "migram-sim: a 2 GiB guest, hot-set writes at 200 MB/s, precopy with"
+	@echo "postponed clear over loopback TCP between two processes"
+	./$(BUILD)/sim/migram-sim --ram 2G --workload hotset --dirty-rate 200M/s \
+		--transport tcp:127.0.0.1:47700 \
+		--json $(BUILD)/run.json --plot $(BUILD)/run.svg
+	@echo "statistics and timeline: $(BUILD)/run.json"
 
 test: build
 	meson test -C $(BUILD) --print-errorlogs

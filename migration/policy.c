@@ -11,7 +11,10 @@
  *    more than half of what it sent; two such syncs in a row raise the
  *    guest throttle (first to throttle_initial, then by throttle_increment,
  *    at most 99 %), when auto-converge is on;
- *  - stalls: syncs since the remainder last reached a new low.  At
+ *  - stalls: syncs since the remainder last reached a new low at least
+ *    5 % below the previous one (tiny new lows from random noise do not
+ *    count as progress, or a guest hovering at its working set would
+ *    reset the count forever).  At
  *    stall_syncs the migration is "not converging": with auto-converge the
  *    throttle goes up once more; without it (or at 99 %) the sender gives
  *    up instead of looping forever, and the guest keeps running.
@@ -64,7 +67,7 @@ PolicyDecision migram_policy_after_sync(PolicyState *ps,
 	    ps->expected_downtime_ms <= ps->downtime_limit_ms)
 		return POLICY_COMPLETE;
 
-	if (remaining_bytes < ps->best_remaining) {
+	if (remaining_bytes < ps->best_remaining - ps->best_remaining / 20) {
 		ps->best_remaining = remaining_bytes;
 		ps->stalls = 0;
 	} else {

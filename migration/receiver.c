@@ -27,6 +27,7 @@
  * that checked the version.
  */
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <urcu/urcu-memb.h>
@@ -45,9 +46,10 @@ struct MigramReceiver {
 	MigramReceiverStats stats;
 	MigramStreamReader *reader;
 	uint64_t page_size;
-	bool list_done;         /* the block list was read and bitmaps exist */
-	bool in_end;            /* inside the RAM END section */
-	bool ram_done;          /* the RAM END section is complete */
+	bool list_done; /* the block list was read and bitmaps exist */
+	bool in_end;    /* inside the RAM END section */
+	bool ram_done;  /* the RAM END section is complete */
+	bool on_socket; /* the channel is a socket (see the vmdesc case) */
 	uint64_t created_bytes; /* blocks created by this load */
 
 	/* Block cache: valid while the list version equals last_version. */
@@ -379,7 +381,15 @@ static bool handle(MigramReceiver *r, const MigramStreamRecord *rec, bool *done,
 		return fail(error, MIGRAM_ERROR_UNSUPPORTED, rec,
 			    "command %u: not supported yet", rec->command);
 	case MIGRAM_STREAM_REC_EOF:
+		return true;
 	case MIGRAM_STREAM_REC_VMDESC:
+		/*
+		 * The vmdesc is the last thing a stream holds.  A file or pipe
+		 * is read to its end, so trailing bytes are an error; a socket
+		 * stops here, since its peer may keep the connection open for
+		 * a reply and waiting for the close would hang.
+		 */
+		*done = r->on_socket;
 		return true;
 	case MIGRAM_STREAM_REC_END:
 		*done = true;
@@ -395,7 +405,11 @@ MIGRAM_EXPORT bool migram_receiver_load(MigramReceiver *r, MigramChannel *ch,
 	MigramStreamRecord rec;
 	bool done = false, ok = true;
 
+	struct stat st;
+
 	memset(&r->stats, 0, sizeof(r->stats));
+	r->on_socket = fstat(migram_channel_fd(ch), &st) == 0 &&
+		       S_ISSOCK(st.st_mode);
 	r->list_done = r->in_end = r->ram_done = false;
 	r->created_bytes = 0;
 	r->last = NULL;

@@ -12,8 +12,8 @@ packages=(
 	clang clang-tidy clang-format cppcheck binutils
 	# sanitizer and fuzzer runtimes for clang
 	libclang-rt-14-dev
-	# tools: JSON output and vmdesc parsing in migram-stream
-	libjson-glib-dev
+	# tools: JSON output and vmdesc parsing in migram-stream, sim charts
+	libjson-glib-dev libcairo2-dev
 	# QEMU 7.2 for the interoperability tests
 	qemu-system-x86
 	# python3 for the CI summary; valgrind for make valgrind

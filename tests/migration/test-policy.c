@@ -57,13 +57,31 @@ static void test_progress_resets_stalls(void)
 	uint64_t left = 1000 * MB;
 
 	migram_policy_init(&ps, 300, 2, false, 20, 10);
-	/* Shrinking a little every time is progress: never gives up. */
-	for (int i = 0; i < 50; i++) {
-		left -= MB;
+	/* Shrinking by 10 % every time is progress: never gives up (20
+	 * syncs stay above the downtime limit). */
+	for (int i = 0; i < 20; i++) {
+		left -= left / 10;
 		g_assert_cmpint(migram_policy_after_sync(&ps, left, 100 * MB,
 							 10 * MB, SEC),
 				==, POLICY_CONTINUE);
 	}
+}
+
+/* Tiny new lows (noise) are not progress: it still gives up. */
+static void test_noise_is_not_progress(void)
+{
+	PolicyState ps;
+	uint64_t left = 1000 * MB;
+	int i;
+
+	migram_policy_init(&ps, 300, 4, false, 20, 10);
+	for (i = 0; i < 50; i++) {
+		left -= MB; /* 0.1 % lower each time */
+		if (migram_policy_after_sync(&ps, left, 100 * MB, 10 * MB,
+					     SEC) == POLICY_GIVE_UP)
+			break;
+	}
+	g_assert_cmpint(i, ==, 4);
 }
 
 static void test_auto_converge_steps(void)
@@ -118,6 +136,8 @@ int main(int argc, char **argv)
 			test_gives_up_after_stalls);
 	g_test_add_func("/migration/policy/progress-resets-stalls",
 			test_progress_resets_stalls);
+	g_test_add_func("/migration/policy/noise-is-not-progress",
+			test_noise_is_not_progress);
 	g_test_add_func("/migration/policy/auto-converge-steps",
 			test_auto_converge_steps);
 	g_test_add_func("/migration/policy/low-dirty-rate-no-throttle",

@@ -1,0 +1,373 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * migram-sim: a live migration of running memory, end to end.
+ *
+ * Real mode (default): two processes, a transport, a workload writing the
+ * source's memory the whole time, then verification.  Model mode
+ * (--model): the same algorithms in virtual time, for guests far larger
+ * than this machine.  See docs/simulator.md.
+ *
+ * Exit codes: 0 migrated and verified, 1 failed or mismatched, 2 bad
+ * usage, 3 did not converge within --max-time.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <urcu/urcu-memb.h>
+
+#include <migram/migram.h>
+#include <migram/ramblock.h>
+
+#include "sim.h"
+
+/* "2G", "512M", "64K", "4096"; binary units.  0 on error. */
+static uint64_t parse_size(const char *s)
+{
+	char *end;
+	double v = g_ascii_strtod(s, &end);
+	uint64_t mul = 1;
+
+	if (end == s || v < 0)
+		return 0;
+	switch (g_ascii_toupper(*end)) {
+	case 'T':
+		mul <<= 10; /* fall through */
+	case 'G':
+		mul <<= 10; /* fall through */
+	case 'M':
+		mul <<= 10; /* fall through */
+	case 'K':
+		mul <<= 10;
+		end++;
+		break;
+	case '\0':
+		break;
+	default:
+		return 0;
+	}
+	if (*end == 'i' || *end == 'I')
+		end++;
+	if (*end == 'B' || *end == 'b')
+		end++;
+	return *end ? 0 : (uint64_t)(v * (double)mul);
+}
+
+/* "200M/s", "1G/s", "10Gbit/s"; bytes per second.  0 on error. */
+static uint64_t parse_rate(const char *s)
+{
+	g_autofree char *copy = g_strdup(s);
+	char *slash = strstr(copy, "/s");
+	bool bits = false;
+	char *bit;
+
+	if (!slash || slash[2])
+		return 0;
+	*slash = '\0';
+	bit = strstr(copy, "bit");
+	if (bit && !bit[3]) {
+		*bit = '\0';
+		bits = true;
+	}
+	if (bits) {
+		/* decimal, as links are quoted: 10Gbit/s = 1.25e9 B/s */
+		char *end;
+		double v = g_ascii_strtod(copy, &end);
+		double mul = 1;
+
+		switch (g_ascii_toupper(*end)) {
+		case 'G':
+			mul = 1e9;
+			end++;
+			break;
+		case 'M':
+			mul = 1e6;
+			end++;
+			break;
+		case 'K':
+			mul = 1e3;
+			end++;
+			break;
+		}
+		return *end || v <= 0 ? 0 : (uint64_t)(v * mul / 8);
+	}
+	return parse_size(copy);
+}
+
+static bool add_block(SimOptions *o, const char *spec, GError **error)
+{
+	g_auto(GStrv) parts = g_strsplit(spec, ":", 0);
+	SimBlockSpec b = { 0 };
+	guint n = g_strv_length(parts);
+
+	if (n < 2 || !parts[0][0] || strlen(parts[0]) > 255 ||
+	    !(b.bytes = parse_size(parts[1])) || b.bytes % 4096) {
+		g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+			    "--block '%s': want NAME:SIZE[:hugetlb][:shared] "
+			    "with SIZE a multiple of 4K",
+			    spec);
+		return false;
+	}
+	for (guint i = 2; i < n; i++) {
+		if (strcmp(parts[i], "hugetlb") == 0)
+			b.hugetlb = true;
+		else if (strcmp(parts[i], "shared") == 0)
+			b.shared = true;
+		else {
+			g_set_error(error, G_OPTION_ERROR,
+				    G_OPTION_ERROR_BAD_VALUE,
+				    "--block '%s': unknown flag '%s'", spec,
+				    parts[i]);
+			return false;
+		}
+	}
+	b.name = g_strdup(parts[0]);
+	g_array_append_val(o->blocks, b);
+	return true;
+}
+
+typedef struct {
+	char *ram, *workload, *dirty_rate, *max_bandwidth, *transport, *mode;
+	char **blocks;
+	gint64 downtime_limit, clear_shift, max_time, corrupt, latency;
+	gint threads;
+	gdouble hot_fraction, hot_weight;
+	gboolean auto_converge, model, quiet, verify_bytes;
+} Args;
+
+static bool fail_usage(GError **error, const char *fmt, const char *v)
+{
+	g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE, fmt, v);
+	return false;
+}
+
+static bool apply(const Args *a, SimOptions *o, GError **error)
+{
+	static const char *const wl[] = { "idle", "uniform", "hotset",
+					  "sequential" };
+	uint64_t ram;
+
+	o->workload = SIM_WORKLOAD_HOTSET;
+	if (a->workload) {
+		guint i = 0;
+
+		while (i < G_N_ELEMENTS(wl) && strcmp(a->workload, wl[i]))
+			i++;
+		if (i == G_N_ELEMENTS(wl))
+			return fail_usage(error,
+					  "--workload '%s': idle, uniform, "
+					  "hotset or sequential",
+					  a->workload);
+		o->workload = (SimWorkload)i;
+	}
+	if (a->mode && strcmp(a->mode, "precopy") != 0)
+		return fail_usage(error,
+				  "--mode '%s': only precopy for now (postcopy "
+				  "and hybrid arrive with postcopy support)",
+				  a->mode);
+	for (char **b = a->blocks; b && *b; b++)
+		if (!add_block(o, *b, error))
+			return false;
+	if (a->ram || !o->blocks->len) {
+		SimBlockSpec b = { .name = g_strdup("pc.ram") };
+
+		ram = parse_size(a->ram ? a->ram : "1G");
+		if (!ram || ram % 4096)
+			return fail_usage(error,
+					  "--ram '%s': a size such as 2G",
+					  a->ram);
+		b.bytes = ram;
+		g_array_prepend_val(o->blocks, b);
+	}
+	if (a->dirty_rate && strcmp(a->dirty_rate, "unlimited") &&
+	    !(o->dirty_rate = parse_rate(a->dirty_rate)))
+		return fail_usage(error,
+				  "--dirty-rate '%s': a rate such as 200M/s",
+				  a->dirty_rate);
+	if (a->max_bandwidth &&
+	    !(o->max_bandwidth = parse_rate(a->max_bandwidth)))
+		return fail_usage(
+			error,
+			"--max-bandwidth '%s': a rate such as 1G/s or "
+			"10Gbit/s",
+			a->max_bandwidth);
+	if (a->transport) {
+		if (strcmp(a->transport, "socketpair") == 0) {
+			o->transport = SIM_TRANSPORT_SOCKETPAIR;
+		} else if (g_str_has_prefix(a->transport, "tcp:")) {
+			o->transport = SIM_TRANSPORT_TCP;
+			o->transport_arg = g_strdup(a->transport + 4);
+		} else if (g_str_has_prefix(a->transport, "file:") &&
+			   a->transport[5]) {
+			o->transport = SIM_TRANSPORT_FILE;
+			o->transport_arg = g_strdup(a->transport + 5);
+		} else {
+			return fail_usage(error,
+					  "--transport '%s': socketpair, "
+					  "tcp:HOST:PORT or file:PATH",
+					  a->transport);
+		}
+	}
+	if (o->role && strcmp(o->role, "source") &&
+	    strcmp(o->role, "destination"))
+		return fail_usage(error, "--role '%s': source or destination",
+				  o->role);
+	if (o->role && o->transport != SIM_TRANSPORT_TCP)
+		return fail_usage(error, "--role %s needs --transport tcp:...",
+				  o->role);
+	if (a->threads < 1 || a->threads > 64)
+		return fail_usage(error, "--threads: 1 to 64%s", "");
+	if (a->hot_fraction < 0 || a->hot_fraction > 1 || a->hot_weight < 0 ||
+	    a->hot_weight > 1)
+		return fail_usage(error,
+				  "--hot-fraction and --hot-weight are in "
+				  "[0, 1]%s",
+				  "");
+	if (a->clear_shift > MIGRAM_CLEAR_BMAP_SHIFT_MAX)
+		return fail_usage(error, "--clear-bitmap-shift: 0 to 31%s", "");
+	if (a->verify_bytes && (o->role || o->transport == SIM_TRANSPORT_FILE))
+		return fail_usage(error,
+				  "--verify-bytes needs both sides in one run "
+				  "over socketpair or tcp%s",
+				  "");
+	o->threads = (unsigned int)a->threads;
+	o->hot_fraction = a->hot_fraction;
+	o->hot_weight = a->hot_weight;
+	o->downtime_limit_ms = (uint64_t)MAX(a->downtime_limit, 0);
+	o->clear_bitmap_shift_set = a->clear_shift >= 0;
+	o->clear_bitmap_shift = (unsigned int)MAX(a->clear_shift, 0);
+	o->auto_converge = a->auto_converge;
+	o->max_time_ms = (uint64_t)MAX(a->max_time, 0) * 1000;
+	o->model = a->model;
+	o->link_latency_us = (uint64_t)MAX(a->latency, 0);
+	o->quiet = a->quiet;
+	o->verify_bytes = a->verify_bytes;
+	o->debug_corrupt_page = a->corrupt;
+	return true;
+}
+
+static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
+{
+	Args a = { .threads = 2, .clear_shift = -1, .corrupt = -1 };
+	GOptionEntry entries[] = {
+		{ "ram", 0, 0, G_OPTION_ARG_STRING, &a.ram,
+		  "One RAM block of this size (default 1G)", "SIZE" },
+		{ "block", 0, 0, G_OPTION_ARG_STRING_ARRAY, &a.blocks,
+		  "A RAM block (repeatable)", "NAME:SIZE[:hugetlb][:shared]" },
+		{ "workload", 'w', 0, G_OPTION_ARG_STRING, &a.workload,
+		  "idle, uniform, hotset (default) or sequential", "KIND" },
+		{ "threads", 't', 0, G_OPTION_ARG_INT, &a.threads,
+		  "Writer threads (default 2)", "N" },
+		{ "dirty-rate", 0, 0, G_OPTION_ARG_STRING, &a.dirty_rate,
+		  "Workload write rate (default unlimited; required with "
+		  "--model)",
+		  "RATE/s" },
+		{ "hot-fraction", 0, 0, G_OPTION_ARG_DOUBLE, &a.hot_fraction,
+		  "hotset: share of pages that are hot (default 0.05)", "F" },
+		{ "hot-weight", 0, 0, G_OPTION_ARG_DOUBLE, &a.hot_weight,
+		  "hotset: share of writes to hot pages (default 0.8)", "W" },
+		{ "mode", 'm', 0, G_OPTION_ARG_STRING, &a.mode,
+		  "precopy (postcopy and hybrid: not yet)", "MODE" },
+		{ "downtime-limit", 0, 0, G_OPTION_ARG_INT64, &a.downtime_limit,
+		  "Longest pause, ms (default 300)", "MS" },
+		{ "max-bandwidth", 0, 0, G_OPTION_ARG_STRING, &a.max_bandwidth,
+		  "Migration bandwidth (default unlimited)", "RATE/s" },
+		{ "clear-bitmap-shift", 0, 0, G_OPTION_ARG_INT64,
+		  &a.clear_shift, "Log-clear chunk exponent (default 18)",
+		  "N" },
+		{ "auto-converge", 0, 0, G_OPTION_ARG_NONE, &a.auto_converge,
+		  "Throttle the guest when not converging", NULL },
+		{ "max-time", 0, 0, G_OPTION_ARG_INT64, &a.max_time,
+		  "Give up after S seconds (exit 3)", "S" },
+		{ "transport", 0, 0, G_OPTION_ARG_STRING, &a.transport,
+		  "socketpair (default), tcp:HOST:PORT or file:PATH", "T" },
+		{ "role", 0, 0, G_OPTION_ARG_STRING, &o->role,
+		  "source or destination (two hosts; needs tcp)", "ROLE" },
+		{ "verify-bytes", 0, 0, G_OPTION_ARG_NONE, &a.verify_bytes,
+		  "Also compare memory byte for byte", NULL },
+		{ "model", 0, 0, G_OPTION_ARG_NONE, &a.model,
+		  "Model mode: virtual time, no page contents", NULL },
+		{ "link-latency-us", 0, 0, G_OPTION_ARG_INT64, &a.latency,
+		  "Model mode: round-trip latency", "US" },
+		{ "json", 0, 0, G_OPTION_ARG_FILENAME, &o->json_path,
+		  "Write statistics and a timeline as JSON", "FILE" },
+		{ "plot", 0, 0, G_OPTION_ARG_FILENAME, &o->plot_path,
+		  "Write a chart of the timeline (.svg or .png)", "FILE" },
+		{ "quiet", 'q', 0, G_OPTION_ARG_NONE, &a.quiet,
+		  "No progress line and no summary", NULL },
+		{ "debug-corrupt-page", 0, G_OPTION_FLAG_HIDDEN,
+		  G_OPTION_ARG_INT64, &a.corrupt,
+		  "Test hook: corrupt a destination page", "N" },
+		{ NULL, 0, 0, 0, NULL, NULL, NULL }
+	};
+	g_autoptr(GOptionContext) ctx = g_option_context_new(NULL);
+	bool ok;
+
+	g_option_context_set_summary(
+		ctx, "Migrate running memory live between two processes "
+		     "(or in virtual time with --model) and verify it.");
+	g_option_context_set_description(
+		ctx, "Exit status: 0 migrated and verified, 1 failed or "
+		     "mismatched, 2 bad usage, 3 did not converge in time.\n");
+	g_option_context_add_main_entries(ctx, entries, NULL);
+	ok = g_option_context_parse(ctx, argc, argv, error);
+	if (ok && *argc > 1)
+		ok = fail_usage(error, "unexpected argument '%s'", (*argv)[1]);
+	ok = ok && apply(&a, o, error);
+	g_free(a.ram);
+	g_free(a.workload);
+	g_free(a.dirty_rate);
+	g_free(a.max_bandwidth);
+	g_free(a.transport);
+	g_free(a.mode);
+	g_strfreev(a.blocks);
+	return ok;
+}
+
+static void options_clear(SimOptions *o)
+{
+	for (guint i = 0; i < o->blocks->len; i++)
+		g_free(g_array_index(o->blocks, SimBlockSpec, i).name);
+	g_array_unref(o->blocks);
+	g_free(o->transport_arg);
+	g_free(o->role);
+	g_free(o->json_path);
+	g_free(o->plot_path);
+}
+
+int main(int argc, char **argv)
+{
+	SimOptions opt = { .blocks = g_array_new(FALSE, TRUE,
+						 sizeof(SimBlockSpec)) };
+	g_autoptr(GError) error = NULL;
+	SimReport rep;
+	int rc;
+
+	if (!parse_args(&argc, &argv, &opt, &error)) {
+		fprintf(stderr, "migram-sim: %s\n", error->message);
+		options_clear(&opt);
+		return SIM_EXIT_USAGE;
+	}
+	urcu_memb_register_thread();
+	sim_report_init(&rep);
+	rc = opt.model ? sim_model_run(&opt, &rep) : sim_real_run(&opt, &rep);
+	if (!opt.role || strcmp(opt.role, "destination"))
+		sim_report_print(&opt, &rep);
+	if (opt.json_path && !sim_report_write_json(&opt, &rep, &error)) {
+		fprintf(stderr, "migram-sim: %s\n", error->message);
+		rc = rc ? rc : SIM_EXIT_FAILED;
+		g_clear_error(&error);
+	}
+	if (opt.plot_path &&
+	    !sim_report_write_plot(&rep, opt.plot_path, &error)) {
+		fprintf(stderr, "migram-sim: %s\n", error->message);
+		rc = rc ? rc : SIM_EXIT_FAILED;
+	} else if (opt.plot_path && !opt.quiet) {
+		printf("chart:             %s\n", opt.plot_path);
+	}
+	if (rc && rep.error && opt.quiet)
+		fprintf(stderr, "migram-sim: %s\n", rep.error);
+	sim_report_clear(&rep);
+	urcu_memb_unregister_thread();
+	options_clear(&opt);
+	return rc;
+}

@@ -1,0 +1,142 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * migram-sim: shared definitions of the simulator's parts.
+ *
+ *   main.c      command line, mode dispatch, exit codes
+ *   real.c      real mode: two processes, a transport, a workload, verify
+ *   workload.c  writer threads that dirty guest memory (real mode)
+ *   model.c     model mode: virtual time, no page contents
+ *   report.c    progress line, summary, JSON (json-glib), chart (cairo)
+ *
+ * Exit codes: SIM_EXIT_OK 0 migrated and verified, SIM_EXIT_FAILED 1
+ * failed or mismatched, SIM_EXIT_USAGE 2 bad usage, SIM_EXIT_NOT_CONVERGED
+ * 3 did not converge within --max-time.
+ */
+#ifndef MIGRAM_SIM_H
+#define MIGRAM_SIM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <glib.h>
+
+enum {
+	SIM_EXIT_OK = 0,
+	SIM_EXIT_FAILED = 1,
+	SIM_EXIT_USAGE = 2,
+	SIM_EXIT_NOT_CONVERGED = 3,
+};
+
+typedef enum {
+	SIM_WORKLOAD_IDLE,
+	SIM_WORKLOAD_UNIFORM,
+	SIM_WORKLOAD_HOTSET,
+	SIM_WORKLOAD_SEQUENTIAL,
+} SimWorkload;
+
+typedef enum {
+	SIM_TRANSPORT_SOCKETPAIR, /* fork, socketpair (default) */
+	SIM_TRANSPORT_TCP,        /* --transport tcp:HOST:PORT */
+	SIM_TRANSPORT_FILE,       /* --transport file:PATH: save, restore */
+} SimTransport;
+
+typedef struct {
+	char *name;
+	uint64_t bytes;
+	bool hugetlb;
+	bool shared;
+} SimBlockSpec;
+
+typedef struct {
+	/* RAM: one or more blocks (--ram is one block "pc.ram") */
+	GArray *blocks; /* SimBlockSpec */
+
+	/* workload */
+	SimWorkload workload;
+	unsigned int threads; /* writer threads, default 2 */
+	uint64_t dirty_rate;  /* bytes/s the workload aims for; 0 = max */
+	double hot_fraction;  /* hotset: share of pages that are hot */
+	double hot_weight;    /* hotset: share of writes that go there */
+
+	/* policy, QEMU's names */
+	uint64_t downtime_limit_ms;
+	uint64_t max_bandwidth; /* bytes/s, 0 = unlimited */
+	unsigned int clear_bitmap_shift;
+	bool clear_bitmap_shift_set;
+	bool auto_converge;
+	uint64_t max_time_ms; /* 0: no limit */
+
+	/* real mode */
+	SimTransport transport;
+	char *transport_arg;        /* "HOST:PORT" or "PATH" */
+	char *role;                 /* NULL (both), "source", "destination" */
+	bool verify_bytes;          /* byte-for-byte, not only per-block hash */
+	int64_t debug_corrupt_page; /* test hook: corrupt this dest page */
+
+	/* model mode */
+	bool model;
+	uint64_t link_latency_us; /* model: round-trip latency */
+
+	/* output */
+	bool quiet;
+	char *json_path;
+	char *plot_path;
+} SimOptions;
+
+/* One sample of the timeline, taken a few times a second. */
+typedef struct {
+	double t; /* seconds since the start */
+	uint64_t remaining_pages;
+	uint64_t dirty_rate; /* bytes/s, last period */
+	double bandwidth;    /* bytes/s */
+	uint64_t pages_sent;
+	bool paused; /* the guest is paused (stop-and-copy) */
+} SimSample;
+
+typedef struct {
+	/* what happened (QEMU's info migrate figures for RAM) */
+	char status[16];
+	uint64_t total_bytes;
+	uint64_t transferred_bytes;
+	uint64_t normal_pages;
+	uint64_t duplicate_pages;
+	uint64_t dirty_sync_count;
+	uint64_t iterations;
+	uint64_t log_clear_calls;
+	uint64_t downtime_ms;
+	uint64_t setup_time_ms;
+	uint64_t total_time_ms;
+	double mbps;
+	unsigned int throttle_percent;
+	uint64_t workload_writes;
+	char *error; /* NULL on success */
+
+	/* verification (real mode) */
+	bool verified;
+	char *verify_detail; /* first differing page, or the hashes */
+
+	double pause_at;  /* seconds since the start, or < 0 */
+	GArray *timeline; /* SimSample */
+	bool model;
+} SimReport;
+
+/* model.c: run the scenario in virtual time; fill report; exit code. */
+int sim_model_run(const SimOptions *opt, SimReport *report);
+
+/* real.c */
+int sim_real_run(const SimOptions *opt, SimReport *report);
+
+/* report.c */
+void sim_report_init(SimReport *r);
+void sim_report_clear(SimReport *r);
+void sim_report_print(const SimOptions *opt, const SimReport *r);
+bool sim_report_write_json(const SimOptions *opt, const SimReport *r,
+			   GError **error);
+bool sim_report_write_plot(const SimReport *r, const char *path,
+			   GError **error);
+/* the progress line (only on a terminal, and not with --quiet) */
+void sim_progress(const SimOptions *opt, const char *phase, const SimSample *s,
+		  uint64_t iteration);
+void sim_progress_done(const SimOptions *opt);
+
+#endif /* MIGRAM_SIM_H */

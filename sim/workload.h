@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Writer threads that dirty guest memory during a real-mode migration.
+ *
+ * Each write stamps 16 bytes of a page at the writer's own slot: the
+ * writer id and a sequence number, and the page index mixed with the
+ * sequence, then marks the page in the software dirty log (write first,
+ * then mark).  The workload can be paused (stop-and-copy) and throttled
+ * (auto-converge), and aims at a total dirty rate across its threads.
+ */
+#ifndef MIGRAM_SIM_WORKLOAD_H
+#define MIGRAM_SIM_WORKLOAD_H
+
+#include <migram/dirty-bitmap.h>
+#include <migram/ramblock.h>
+
+#include "sim.h"
+
+typedef struct SimGuest SimGuest;
+
+/*
+ * Start opt->threads writers over the blocks (borrowed; the caller keeps
+ * them alive until sim_guest_stop()).  The idle workload starts none.
+ */
+SimGuest *sim_guest_start(const SimOptions *opt, MigramRamBlock **blocks,
+			  guint nblocks, MigramDirtyBitmap *log);
+
+/* Pause every writer and wait until all are quiet (the pause callback). */
+void sim_guest_pause(void *guest);
+/* Auto-converge's throttle: writers sleep percent % of their time. */
+void sim_guest_throttle(void *guest, unsigned int percent);
+/* Let paused writers run again (a migration failed after the pause). */
+void sim_guest_resume(void *guest);
+/* Stop and join the writers; returns how many writes they made. */
+uint64_t sim_guest_stop(SimGuest *g);
+
+#endif

@@ -1,0 +1,256 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""migram-sim end to end (TAP): usage errors, transports, workloads,
+verification, JSON, charts, and two network namespaces with a tbf limit."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+SIM = sys.argv[1]
+cases = []
+
+
+def case(name):
+    def wrap(fn):
+        cases.append((name, fn))
+        return fn
+    return wrap
+
+
+def sim(*args, timeout=120, ns=None):
+    cmd = [SIM, *args]
+    if ns:
+        cmd = ["ip", "netns", "exec", ns] + cmd
+    return subprocess.run(cmd, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def run_json(work, *args):
+    j = os.path.join(work, "r.json")
+    r = sim("--quiet", "--json", j, *args)
+    with open(j) as f:
+        return r, json.load(f)
+
+
+@case("bad usage exits 2 with the reason")
+def _(work):
+    bad = [
+        (["--ram", "lots"], "--ram"),
+        (["--workload", "chaos"], "--workload"),
+        (["--dirty-rate", "fast"], "--dirty-rate"),
+        (["--max-bandwidth", "10Gbitps"], "--max-bandwidth"),
+        (["--transport", "carrier-pigeon"], "--transport"),
+        (["--role", "source"], "needs --transport tcp"),
+        (["--role", "observer", "--transport", "tcp:127.0.0.1:1"],
+         "--role"),
+        (["--block", "a"], "--block"),
+        (["--block", "a:1G:fast"], "unknown flag"),
+        (["--block", "a:1000"], "--block"),
+        (["--threads", "0"], "--threads"),
+        (["--hot-fraction", "2"], "--hot-fraction"),
+        (["--clear-bitmap-shift", "40"], "--clear-bitmap-shift"),
+        (["--mode", "warp"], "--mode"),
+        (["--verify-bytes", "--transport", "file:/tmp/x"], "--verify-bytes"),
+        (["stray"], "unexpected argument"),
+        (["--bogus"], "Unknown option"),
+    ]
+    for args, needle in bad:
+        r = sim(*args)
+        assert r.returncode == 2, (args, r.returncode, r.stderr)
+        assert needle in r.stderr, (args, r.stderr)
+    r = sim("--help")
+    assert r.returncode == 0 and "--dirty-rate" in r.stdout
+    assert "debug-corrupt" not in r.stdout  # the test hook stays hidden
+
+
+@case("socketpair (default), uniform, several blocks: verified")
+def _(work):
+    r, j = run_json(work, "--block", "pc.ram:64M", "--block",
+                    "vga:8M:shared", "--workload", "uniform",
+                    "--dirty-rate", "20M/s", "--verify-bytes")
+    assert r.returncode == 0, r.stderr
+    assert j["status"] == "completed" and j["verified"], j
+    assert "byte for byte" in j["verify_detail"], j["verify_detail"]
+    assert j["total_bytes"] == 72 << 20
+
+
+@case("tcp, sequential workload: verified")
+def _(work):
+    r, j = run_json(work, "--ram", "64M", "--workload", "sequential",
+                    "--dirty-rate", "50M/s", "--transport",
+                    "tcp:127.0.0.1:47731")
+    assert r.returncode == 0, r.stderr
+    assert j["verified"] and j["workload_writes"] > 0, j
+
+
+@case("file: save, then restore and compare")
+def _(work):
+    path = os.path.join(work, "guest.stream")
+    r, j = run_json(work, "--ram", "32M", "--workload", "hotset",
+                    "--transport", f"file:{path}")
+    assert r.returncode == 0, r.stderr
+    assert j["verified"], j
+    assert os.path.getsize(path) > 0
+
+
+@case("idle workload: one pass, no writes")
+def _(work):
+    r, j = run_json(work, "--ram", "32M", "--workload", "idle")
+    assert r.returncode == 0, r.stderr
+    assert j["workload_writes"] == 0 and j["verified"], j
+    assert j["duplicate_pages"] == (32 << 20) // 4096 // 4, j
+
+
+@case("a corrupted destination page is caught (exit 1, first page named)")
+def _(work):
+    r, j = run_json(work, "--ram", "16M", "--workload", "idle",
+                    "--debug-corrupt-page", "77")
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert not j["verified"], j
+    assert "page 77 " in j["verify_detail"], j["verify_detail"]
+
+
+@case("not converging within --max-time exits 3")
+def _(work):
+    r, j = run_json(work, "--ram", "64M", "--workload", "uniform",
+                    "--threads", "2", "--max-bandwidth", "20M/s",
+                    "--downtime-limit", "1", "--max-time", "3")
+    assert r.returncode == 3, (r.returncode, r.stderr)
+    assert j["status"] == "failed" and j["error"], j
+
+
+@case("JSON has the documented fields and a timeline")
+def _(work):
+    r, j = run_json(work, "--ram", "64M", "--dirty-rate", "50M/s",
+                    "--max-bandwidth", "200M/s")
+    assert r.returncode == 0, r.stderr
+    for k in ("status", "mode", "total_bytes", "transferred_bytes",
+              "normal_pages", "duplicate_pages", "dirty_sync_count",
+              "iterations", "log_clear_calls", "downtime_ms",
+              "setup_time_ms", "total_time_ms", "mbps", "verified",
+              "timeline", "pause_at_s"):
+        assert k in j, k
+    assert j["mode"] == "real"
+    assert len(j["timeline"]) >= 1
+    for k in ("t", "remaining_pages", "dirty_rate", "bandwidth",
+              "pages_sent", "paused"):
+        assert k in j["timeline"][0], k
+
+
+@case("charts: a valid SVG and a valid PNG")
+def _(work):
+    svg = os.path.join(work, "c.svg")
+    png = os.path.join(work, "c.png")
+    for out in (svg, png):
+        r = sim("--quiet", "--ram", "16M", "--plot", out)
+        assert r.returncode == 0, r.stderr
+    with open(svg) as f:
+        text = f.read()
+    assert text.lstrip().startswith("<?xml") and "<svg" in text
+    with open(png, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@case("model mode agrees with real mode: passes equal, pages within 15 %")
+def _(work):
+    scenarios = [
+        ["--ram", "64M", "--workload", "hotset", "--dirty-rate", "20M/s",
+         "--max-bandwidth", "100M/s"],
+        ["--ram", "64M", "--workload", "hotset", "--dirty-rate", "60M/s",
+         "--max-bandwidth", "60M/s", "--downtime-limit", "100"],
+    ]
+    for sc in scenarios:
+        _, real = run_json(work, *sc)
+        _, model = run_json(work, "--model", *sc)
+        assert real["status"] == model["status"] == "completed"
+        assert model["mode"] == "model"
+        rp = real["normal_pages"] + real["duplicate_pages"]
+        mp = model["normal_pages"] + model["duplicate_pages"]
+        print(f"# {' '.join(sc)}: real {rp} pages / {real['iterations']}"
+              f" passes, model {mp} / {model['iterations']}")
+        assert abs(real["iterations"] - model["iterations"]) <= 1
+        assert abs(rp - mp) <= 0.15 * rp, (rp, mp)
+
+
+def netns_ok():
+    if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"):
+        return "needs root, ip and tc"
+    r = subprocess.run(["ip", "netns", "add", "migram-probe"],
+                       capture_output=True, check=False)
+    subprocess.run(["ip", "netns", "del", "migram-probe"],
+                   capture_output=True, check=False)
+    return None if r.returncode == 0 else "ip netns add is not allowed"
+
+
+@case("two network namespaces over a veth pair with a tbf limit")
+def _(work):
+    why = netns_ok()
+    if why:
+        return f"SKIP {why}"
+    sh = lambda *a: subprocess.run(a, check=True, capture_output=True)
+    for ns in ("migram-src", "migram-dst"):
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        sh("ip", "netns", "add", ns)
+    try:
+        sh("ip", "link", "add", "mg-src", "type", "veth", "peer", "name",
+           "mg-dst")
+        sh("ip", "link", "set", "mg-src", "netns", "migram-src")
+        sh("ip", "link", "set", "mg-dst", "netns", "migram-dst")
+        for ns, dev, addr in (("migram-src", "mg-src", "10.77.0.1/24"),
+                              ("migram-dst", "mg-dst", "10.77.0.2/24")):
+            sh("ip", "-n", ns, "addr", "add", addr, "dev", dev)
+            sh("ip", "-n", ns, "link", "set", dev, "up")
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        # 200 Mbit/s on the source's egress
+        sh("ip", "netns", "exec", "migram-src", "tc", "qdisc", "add", "dev",
+           "mg-src", "root", "tbf", "rate", "200mbit", "burst", "256kb",
+           "latency", "50ms")
+        dst = subprocess.Popen(
+            ["ip", "netns", "exec", "migram-dst", SIM, "--quiet",
+             "--role", "destination", "--transport", "tcp:10.77.0.2:47740"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.3)
+        j = os.path.join(work, "ns.json")
+        src = sim("--quiet", "--role", "source", "--transport",
+                  "tcp:10.77.0.2:47740", "--ram", "32M", "--workload",
+                  "hotset", "--dirty-rate", "2M/s", "--json", j,
+                  ns="migram-src")
+        dst.wait(timeout=60)
+        assert src.returncode == 0, src.stderr
+        assert dst.returncode == 0, dst.stderr
+        with open(j) as f:
+            res = json.load(f)
+        assert res["verified"], res
+        # 24 MiB of data over a 200 Mbit/s (25 MB/s) link: > 0.8 s
+        mbps = res["transferred_bytes"] * 8 / 1e6 / \
+            (res["total_time_ms"] / 1000)
+        assert mbps < 230, f"{mbps:.0f} Mbit/s through a 200 Mbit/s tbf"
+        print(f"# through tbf 200mbit: {mbps:.0f} Mbit/s, "
+              f"{res['total_time_ms']} ms")
+    finally:
+        for ns in ("migram-src", "migram-dst"):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def main():
+    print(f"1..{len(cases)}")
+    bad = 0
+    for i, (name, fn) in enumerate(cases, 1):
+        with tempfile.TemporaryDirectory() as work:
+            try:
+                res = fn(work)
+                if isinstance(res, str) and res.startswith("SKIP"):
+                    print(f"ok {i} - {name} # {res}")
+                else:
+                    print(f"ok {i} - {name}")
+            except Exception as e:  # noqa: BLE001
+                bad += 1
+                print(f"not ok {i} - {name}\n# {e!r}")
+    return 1 if bad else 0
+
+
+sys.exit(main())
