@@ -59,6 +59,7 @@ test-asan: setup
 		-Dc_args=-fno-sanitize-recover=all $(MESON_ARGS)
 	ninja -C $(SANITIZE_BUILD)
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		meson test -C $(SANITIZE_BUILD) --print-errorlogs --no-suite gates
 

@@ -80,8 +80,22 @@ migram_stream_writer_ram_start(MigramStreamWriter *w,
 {
 	uint64_t total = 0;
 
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
+		/* A length below the page size would spill into the flags. */
+		if (blocks[i].used_length % MIGRAM_TARGET_PAGE_SIZE) {
+			migram_channel_set_error(
+				w->ch,
+				g_error_new(
+					MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
+					"block '%s': length %#" G_GINT64_MODIFIER
+					"x is not a whole number of 4 KiB "
+					"pages",
+					blocks[i].idstr,
+					blocks[i].used_length));
+			return;
+		}
 		total += blocks[i].used_length;
+	}
 	section_header(w, MIGRAM_QEMU_VM_SECTION_START);
 	migram_channel_put_be64(w->ch, total | MIGRAM_RAM_FLAG_MEM_SIZE);
 	for (size_t i = 0; i < n; i++) {

@@ -168,13 +168,14 @@ static bool apply(const Args *a, SimOptions *o, GError **error)
 		if (!add_block(o, *b, error))
 			return false;
 	if (a->ram || !o->blocks->len) {
-		SimBlockSpec b = { .name = g_strdup("pc.ram") };
+		SimBlockSpec b = { 0 };
 
 		ram = parse_size(a->ram ? a->ram : "1G");
 		if (!ram || ram % 4096)
 			return fail_usage(error,
 					  "--ram '%s': a size such as 2G",
 					  a->ram);
+		b.name = g_strdup("pc.ram");
 		b.bytes = ram;
 		g_array_prepend_val(o->blocks, b);
 	}

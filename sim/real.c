@@ -565,6 +565,13 @@ static int run_pair(const SimOptions *opt, SimReport *rep, GError **error)
 	if (rc == SIM_EXIT_OK && !rep->verified)
 		rc = SIM_EXIT_FAILED;
 	migram_ram_list_free(src);
+	if (dst) {
+		migram_ram_list_free(dst);
+		for (guint i = 0; i < maps->len; i++)
+			munmap(maps->pdata[i],
+			       g_array_index(opt->blocks, SimBlockSpec, i)
+				       .bytes);
+	}
 	return rc;
 }
 
@@ -576,10 +583,14 @@ int sim_real_run(const SimOptions *opt, SimReport *rep)
 	signal(SIGPIPE, SIG_IGN);
 	if (opt->role && strcmp(opt->role, "destination") == 0) {
 		int lfd = tcp_listen(opt, &error);
+		MigramRamList *dst = migram_ram_list_new();
 
 		rc = lfd < 0 ? SIM_EXIT_FAILED
-			     : run_destination(opt, migram_ram_list_new(),
+			     : run_destination(opt, dst,
 					       accept(lfd, NULL, NULL), true);
+		migram_ram_list_free(dst);
+		if (lfd >= 0)
+			close(lfd);
 		g_strlcpy(rep->status, rc ? "failed" : "completed",
 			  sizeof(rep->status));
 	} else if (opt->role && strcmp(opt->role, "source") == 0) {

@@ -113,6 +113,11 @@ static bool on_page(Scan *s, MigramStreamReader *r,
 {
 	BlockInfo *b = find_block(s, rec->name);
 
+	if (rec->type == MIGRAM_STREAM_REC_PAGE && rec->length != PAGE)
+		return fail_at(error, rec,
+			       "target pages of other than 4 KiB (block '%s'): "
+			       "not supported",
+			       rec->name);
 	if (!b)
 		return fail_at(error, rec,
 			       "page for block '%s', not in the "

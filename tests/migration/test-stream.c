@@ -576,10 +576,30 @@ static void test_bad_input(gconstpointer data)
 	g_assert_nonnull(strstr(error->message, "stream byte"));
 }
 
+/* A block length that is not whole pages fails the channel, not the wire. */
+static void test_writer_refuses_partial_page(void)
+{
+	int fd = memfd_create("out", MFD_CLOEXEC);
+	MigramChannel *ch = migram_channel_new(fd, true);
+	MigramStreamWriter *w = migram_stream_writer_new(ch);
+	MigramStreamBlock b = { "pc.ram", 0x4000 + 12, 0 };
+	g_autoptr(GError) error = NULL;
+
+	migram_stream_writer_begin(w, "none");
+	migram_stream_writer_ram_start(w, &b, 1);
+	g_assert_false(migram_stream_writer_finish(w, &error));
+	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID);
+	g_assert_nonnull(strstr(error->message, "whole number of 4 KiB"));
+	migram_stream_writer_free(w);
+	migram_channel_free(ch);
+}
+
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
 	g_test_add_func("/migration/stream/exact-bytes", test_exact_bytes);
+	g_test_add_func("/migration/stream/writer-refuses-partial-page",
+			test_writer_refuses_partial_page);
 	g_test_add_func("/migration/stream/roundtrip", test_roundtrip);
 	g_test_add_func("/migration/stream/every-truncation",
 			test_every_truncation);

@@ -219,9 +219,9 @@ def _(work):
                   "tcp:10.77.0.2:47740", "--ram", "32M", "--workload",
                   "hotset", "--dirty-rate", "2M/s", "--json", j,
                   ns="migram-src")
-        dst.wait(timeout=60)
+        _, dst_err = dst.communicate(timeout=60)
         assert src.returncode == 0, src.stderr
-        assert dst.returncode == 0, dst.stderr
+        assert dst.returncode == 0, dst_err
         with open(j) as f:
             res = json.load(f)
         assert res["verified"], res
