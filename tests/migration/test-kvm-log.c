@@ -1,0 +1,553 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The KVM dirty-log source against a real (tiny) KVM guest: one memslot
+ * over a RAM block, one vCPU in real mode running a few instructions we
+ * write ourselves that increment one byte in each of a set of pages, then
+ * hlt.  Manual-protect semantics, the classic fallback, and a whole
+ * migration of the guest's memory while the vCPU keeps writing.
+ * Skipped when /dev/kvm cannot be opened.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <linux/kvm.h>
+
+#include <urcu/urcu-memb.h>
+
+#include <migram/bitmap.h>
+#include <migram/dirty-log-kvm.h>
+#include <migram/migram.h>
+#include <migram/migration.h>
+#include <migram/ramblock.h>
+#include <migram/receiver.h>
+
+#include "migram-test-util.h"
+
+#define P 4096u
+#define MiB (UINT64_C(1) << 20)
+#define CODE_GPA 0x1000u             /* the code page: page 1, never written */
+#define SLOT_BYTES (2 * MiB - 2 * P) /* 510 pages: not a multiple of 64 */
+#define NPAGES (SLOT_BYTES / P)
+
+/* A VM with one slot over one block and one vCPU. */
+typedef struct {
+	int kvm, vm, vcpu;
+	struct kvm_run *run;
+	size_t run_size;
+	MigramRamList *list;
+	MigramRamBlock *block;
+	guint8 *mem;
+	MigramKvmLog *log;
+	/* the vCPU thread of the migration test */
+	GThread *thread;
+	int stop, paused, quiet; /* atomics */
+	guint64 runs;            /* atomic */
+	const unsigned int *loop_pages;
+	size_t loop_n;
+} Vm;
+
+static int xioctl(int fd, unsigned long req, void *arg)
+{
+	int r;
+
+	do
+		r = ioctl(fd, req, arg);
+	while (r < 0 && errno == EINTR);
+	return r;
+}
+
+/* Open KVM and create the VM; false (test skipped) when KVM is missing. */
+static bool vm_open(Vm *v, bool classic)
+{
+	g_autoptr(GError) error = NULL;
+
+	memset(v, 0, sizeof(*v));
+	v->kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (v->kvm < 0) {
+		g_test_skip("no /dev/kvm");
+		return false;
+	}
+	v->vm = ioctl(v->kvm, KVM_CREATE_VM, 0);
+	if (v->vm < 0) {
+		g_test_skip("KVM_CREATE_VM failed");
+		close(v->kvm);
+		return false;
+	}
+	/* Needed on Intel hosts without unrestricted guest; else harmless. */
+	(void)ioctl(v->vm, KVM_SET_TSS_ADDR, 0xfffbd000UL);
+	v->log = classic ? migram_kvm_log_new_classic(v->vm, &error)
+			 : migram_kvm_log_new(v->vm, &error);
+	g_assert_no_error(error);
+	return true;
+}
+
+/* The block, its slot (slot 0 at guest physical 0), and the vCPU. */
+static void vm_setup(Vm *v)
+{
+	g_autoptr(GError) error = NULL;
+	struct kvm_userspace_memory_region region = { 0 };
+	struct kvm_sregs sregs;
+	int sz;
+
+	v->list = migram_ram_list_new();
+	v->block = migram_ram_list_add(v->list,
+				       &(MigramRamBlockConfig){
+					       .idstr = "pc.ram",
+					       .used_length = SLOT_BYTES },
+				       &error);
+	g_assert_no_error(error);
+	v->mem = migram_ram_block_host(v->block);
+	region.slot = 0;
+	region.guest_phys_addr = 0;
+	region.memory_size = SLOT_BYTES;
+	region.userspace_addr = (uint64_t)(uintptr_t)v->mem;
+	g_assert_cmpint(xioctl(v->vm, KVM_SET_USER_MEMORY_REGION, &region), ==,
+			0);
+	g_assert_true(migram_kvm_log_add_slot(v->log, v->block, 0, 0, &error));
+	g_assert_no_error(error);
+
+	v->vcpu = ioctl(v->vm, KVM_CREATE_VCPU, 0);
+	g_assert_cmpint(v->vcpu, >=, 0);
+	sz = ioctl(v->kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
+	g_assert_cmpint(sz, >, 0);
+	v->run_size = (size_t)sz;
+	v->run = mmap(NULL, v->run_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+		      v->vcpu, 0);
+	g_assert_true(v->run != MAP_FAILED);
+	/* Real mode with CS base 0, so IP 0x1000 is guest physical 0x1000. */
+	g_assert_cmpint(xioctl(v->vcpu, KVM_GET_SREGS, &sregs), ==, 0);
+	sregs.cs.base = 0;
+	sregs.cs.selector = 0;
+	g_assert_cmpint(xioctl(v->vcpu, KVM_SET_SREGS, &sregs), ==, 0);
+}
+
+static void vm_close(Vm *v)
+{
+	if (v->run)
+		munmap(v->run, v->run_size);
+	if (v->vcpu > 0)
+		close(v->vcpu);
+	migram_kvm_log_free(v->log);
+	close(v->vm);
+	close(v->kvm);
+	migram_ram_list_free(v->list);
+}
+
+/*
+ * Write the program: for each page, increment the byte at offset 0x10 of
+ * the page, then hlt.  Real-mode addressing reaches the first 1 MiB + 64
+ * KiB: DS selects a 64 KiB window, a 16-bit displacement the byte in it.
+ */
+static void load_program(Vm *v, const unsigned int *pages, size_t n)
+{
+	guint8 *c = v->mem + CODE_GPA;
+
+	g_assert_cmpuint(n * 9 + 1, <=, P);
+	for (size_t i = 0; i < n; i++) {
+		uint32_t addr = pages[i] * P + 0x10;
+		uint16_t seg = (uint16_t)((addr >> 4) & 0xf000);
+		uint16_t off = (uint16_t)(addr - ((uint32_t)seg << 4));
+
+		g_assert_cmpuint(pages[i], !=, CODE_GPA / P);
+		g_assert_cmpuint(addr, <, 0x100000);
+		*c++ = 0xb8; /* mov ax, imm16 */
+		*c++ = (guint8)seg;
+		*c++ = (guint8)(seg >> 8);
+		*c++ = 0x8e; /* mov ds, ax   (8E /r, ModRM D8: ds <- ax) */
+		*c++ = 0xd8;
+		*c++ = 0xfe; /* inc byte [disp16]   (FE /0, ModRM 06) */
+		*c++ = 0x06;
+		*c++ = (guint8)off;
+		*c++ = (guint8)(off >> 8);
+	}
+	*c = 0xf4; /* hlt */
+}
+
+/* Run the loaded program from CODE_GPA to its hlt. */
+static void run_guest(Vm *v)
+{
+	struct kvm_regs regs = { 0 };
+
+	regs.rip = CODE_GPA;
+	regs.rflags = 0x2; /* bit 1 is reserved, always set */
+	g_assert_cmpint(xioctl(v->vcpu, KVM_SET_REGS, &regs), ==, 0);
+	for (;;) {
+		g_assert_cmpint(xioctl(v->vcpu, KVM_RUN, NULL), ==, 0);
+		if (v->run->exit_reason == KVM_EXIT_HLT)
+			return;
+		if (v->run->exit_reason != KVM_EXIT_INTR)
+			g_error("unexpected KVM exit %u", v->run->exit_reason);
+	}
+}
+
+static void run_writing(Vm *v, const unsigned int *pages, size_t n)
+{
+	load_program(v, pages, n);
+	run_guest(v);
+}
+
+#define RUN_WRITING(v, ...)                                                    \
+	do {                                                                   \
+		static const unsigned int pages_[] = { __VA_ARGS__ };          \
+		run_writing((v), pages_, G_N_ELEMENTS(pages_));                \
+	} while (0)
+
+/* Sync into a fresh bitmap, assert it is @p expected; return it. */
+static unsigned long *sync_expect(Vm *v, const MigramLogSource *src,
+				  const char *expected)
+{
+	unsigned long *collected = migram_bitmap_new(NPAGES);
+	g_autoptr(GError) error = NULL;
+	uint64_t newly = 0;
+
+	g_assert_true(src->ops->sync(src->opaque, v->block, collected, &newly,
+				     &error));
+	g_assert_no_error(error);
+	migram_test_assert_ranges(collected, NPAGES, expected);
+	g_assert_cmpuint(newly, ==, migram_bitmap_count(collected, 0, NPAGES));
+	return collected;
+}
+
+static void clear_mask(Vm *v, const MigramLogSource *src, uint64_t first,
+		       uint64_t n, const unsigned long *mask)
+{
+	g_autoptr(GError) error = NULL;
+
+	g_assert_true(
+		src->ops->clear(src->opaque, v->block, first, n, mask, &error));
+	g_assert_no_error(error);
+}
+
+static unsigned long *mask_of(const unsigned int *pages, size_t n)
+{
+	unsigned long *m = migram_bitmap_new(NPAGES);
+
+	for (size_t i = 0; i < n; i++)
+		migram_bitmap_set_bit(m, pages[i]);
+	return m;
+}
+
+/* Start logging and consume what the start itself reports. */
+static void start_clean(Vm *v, const MigramLogSource *src)
+{
+	g_autoptr(GError) error = NULL;
+	unsigned long *all = migram_bitmap_new(NPAGES);
+	uint64_t newly;
+
+	g_assert_true(src->ops->start(src->opaque, v->block, &error));
+	g_assert_no_error(error);
+	/* With KVM_DIRTY_LOG_INITIALLY_SET every page starts dirty. */
+	g_assert_true(
+		src->ops->sync(src->opaque, v->block, all, &newly, &error));
+	g_assert_no_error(error);
+	g_test_message("first sync after start: %" G_GUINT64_FORMAT " pages",
+		       newly);
+	clear_mask(v, src, 0, NPAGES, all);
+	migram_bitmap_free(all);
+}
+
+static void test_manual_protect(void)
+{
+	static const unsigned int a[] = { 2 }, ab[] = { 2, 70 };
+	MigramLogSource src;
+	unsigned long *got, *m;
+	Vm v;
+
+	if (!vm_open(&v, false))
+		return;
+	if (!migram_kvm_log_manual_protect(v.log)) {
+		g_test_skip("no KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2");
+		vm_close(&v);
+		return;
+	}
+	vm_setup(&v);
+	migram_kvm_log_source(v.log, &src);
+	g_assert_cmpstr(src.ops->name, ==, "kvm");
+	start_clean(&v, &src);
+	migram_bitmap_free(sync_expect(&v, &src, ""));
+
+	/* A = 2 and B = 70: exactly those (the code page is only read). */
+	RUN_WRITING(&v, 2, 70);
+	got = sync_expect(&v, &src, "2,70");
+	/* sync did not re-arm: a second sync still sees them */
+	migram_bitmap_free(sync_expect(&v, &src, "2,70"));
+	/* C = 130, written after the sync, is not in the mask */
+	RUN_WRITING(&v, 130);
+	clear_mask(&v, &src, 0, NPAGES, got);
+	migram_bitmap_free(got);
+	migram_bitmap_free(sync_expect(&v, &src, "130"));
+	/* A cleared page is collected again only once written again */
+	RUN_WRITING(&v, 2);
+	migram_bitmap_free(sync_expect(&v, &src, "2,130"));
+
+	/* clear re-arms only the mask's pages within [first, first + n) */
+	RUN_WRITING(&v, 70, 71, 127, 128);
+	m = mask_of((const unsigned int[]){ 2, 64, 70, 71, 127, 128, 130 }, 7);
+	/* range [65, 128): 70, 71 and 127; 64 and 128 are padding bits */
+	clear_mask(&v, &src, 65, 63, m);
+	migram_bitmap_free(sync_expect(&v, &src, "2,128,130"));
+	/* a mask of {A} over the whole block re-arms only A */
+	migram_bitmap_free(m);
+	m = mask_of(a, 1);
+	clear_mask(&v, &src, 0, NPAGES, m);
+	migram_bitmap_free(sync_expect(&v, &src, "128,130"));
+	migram_bitmap_free(m);
+	/* the slot's tail: 510 pages, the last range ends at the slot end */
+	m = mask_of((const unsigned int[]){ 128, 130, 509 }, 3);
+	clear_mask(&v, &src, 500, 10, m);
+	clear_mask(&v, &src, 128, 3, m);
+	migram_bitmap_free(sync_expect(&v, &src, ""));
+	migram_bitmap_free(m);
+	/* an empty mask is no call at all, and keeps every mark */
+	RUN_WRITING(&v, 2, 70);
+	m = migram_bitmap_new(NPAGES);
+	clear_mask(&v, &src, 0, NPAGES, m);
+	migram_bitmap_free(m);
+	m = mask_of(ab, 2);
+	migram_bitmap_free(sync_expect(&v, &src, "2,70"));
+	clear_mask(&v, &src, 0, NPAGES, m);
+	migram_bitmap_free(m);
+	migram_bitmap_free(sync_expect(&v, &src, ""));
+
+	src.ops->stop(src.opaque, v.block);
+	vm_close(&v);
+}
+
+static void test_classic(void)
+{
+	MigramLogSource src;
+	unsigned long *got;
+	Vm v;
+
+	if (!vm_open(&v, true))
+		return;
+	g_assert_false(migram_kvm_log_manual_protect(v.log));
+	vm_setup(&v);
+	migram_kvm_log_source(v.log, &src);
+	start_clean(&v, &src);
+	migram_bitmap_free(sync_expect(&v, &src, ""));
+	RUN_WRITING(&v, 2, 70);
+	got = sync_expect(&v, &src, "2,70");
+	/* GET re-armed: the marks are gone until the pages are written */
+	migram_bitmap_free(sync_expect(&v, &src, ""));
+	RUN_WRITING(&v, 130, 2);
+	/* clear does nothing in classic mode */
+	clear_mask(&v, &src, 0, NPAGES, got);
+	migram_bitmap_free(got);
+	migram_bitmap_free(sync_expect(&v, &src, "2,130"));
+	src.ops->stop(src.opaque, v.block);
+	vm_close(&v);
+}
+
+static void test_errors(void)
+{
+	g_autoptr(GError) error = NULL;
+	MigramRamBlock *other;
+	MigramLogSource src;
+	unsigned long *c;
+	uint64_t newly;
+	Vm v;
+
+	if (!vm_open(&v, false))
+		return;
+	vm_setup(&v);
+	/* the same block or slot twice */
+	g_assert_false(migram_kvm_log_add_slot(v.log, v.block, 1, 0, &error));
+	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_EXISTS);
+	g_clear_error(&error);
+	other = migram_ram_list_add(v.list,
+				    &(MigramRamBlockConfig){ .idstr = "other",
+							     .used_length = P },
+				    &error);
+	g_assert_no_error(error);
+	/* a block without a slot */
+	migram_kvm_log_source(v.log, &src);
+	c = migram_bitmap_new(1);
+	g_assert_false(src.ops->sync(src.opaque, other, c, &newly, &error));
+	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_NOT_FOUND);
+	g_clear_error(&error);
+	migram_bitmap_free(c);
+	/* a slot number KVM does not know: the ioctl's error */
+	g_assert_true(
+		migram_kvm_log_add_slot(v.log, other, 77, 4 * MiB, &error));
+	c = migram_bitmap_new(1);
+	g_assert_false(src.ops->sync(src.opaque, other, c, &newly, &error));
+	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO);
+	g_assert_nonnull(strstr(error->message, "KVM_GET_DIRTY_LOG"));
+	g_clear_error(&error);
+	migram_bitmap_free(c);
+	vm_close(&v);
+	/* not a VM fd */
+	g_assert_null(migram_kvm_log_new(-1, &error));
+	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO);
+}
+
+/* --- a whole migration while the vCPU keeps writing --------------------- */
+
+static gpointer vcpu_main(gpointer p)
+{
+	Vm *v = p;
+
+	while (!g_atomic_int_get(&v->stop)) {
+		if (g_atomic_int_get(&v->paused)) {
+			g_atomic_int_set(&v->quiet, 1);
+			while (g_atomic_int_get(&v->paused) &&
+			       !g_atomic_int_get(&v->stop))
+				g_usleep(200);
+			g_atomic_int_set(&v->quiet, 0);
+			continue;
+		}
+		run_guest(v);
+		__atomic_fetch_add(&v->runs, 1, __ATOMIC_RELAXED);
+	}
+	return NULL;
+}
+
+static void vm_pause(void *opaque)
+{
+	Vm *v = opaque;
+
+	g_atomic_int_set(&v->paused, 1);
+	while (!g_atomic_int_get(&v->quiet))
+		g_usleep(100);
+}
+
+static void vm_resume(void *opaque)
+{
+	g_atomic_int_set(&((Vm *)opaque)->paused, 0);
+}
+
+typedef struct {
+	MigramRamList *list;
+	MigramChannel *ch;
+	bool ok;
+	GError *error;
+} Receiver;
+
+static gpointer receiver_main(gpointer p)
+{
+	Receiver *rx = p;
+	MigramReceiver *r = migram_receiver_new(rx->list, NULL);
+
+	urcu_memb_register_thread();
+	rx->ok = migram_receiver_load(r, rx->ch, &rx->error);
+	urcu_memb_unregister_thread();
+	migram_receiver_free(r);
+	return NULL;
+}
+
+static void test_migration(gconstpointer data)
+{
+	const bool classic = GPOINTER_TO_INT(data);
+	g_autoptr(GError) error = NULL;
+	/*
+	 * 4 MB/s: the first pass over 2 MiB takes half a second while the
+	 * vCPU keeps writing; the 64 pages it dirties (256 KiB) fit in the
+	 * 100 ms downtime, so the second pass completes.
+	 */
+	MigramMigrationConfig cfg = { .downtime_limit_ms = 100,
+				      .max_bandwidth = 4 * 1000 * 1000,
+				      .pause_guest = vm_pause,
+				      .resume_guest = vm_resume };
+	unsigned int pages[64];
+	MigramMigrationStats st;
+	MigramRamList *dst;
+	MigramMigration *m;
+	MigramChannel *ch;
+	MigramLogSource src;
+	Receiver rx = { 0 };
+	GThread *t;
+	int fds[2];
+	bool ok;
+	Vm v;
+
+	if (!vm_open(&v, classic))
+		return;
+	vm_setup(&v);
+	/* initial content, written by the host before the migration */
+	for (uint64_t i = 0; i < NPAGES; i++)
+		memset(v.mem + i * P, (int)(i * 7 + 1), P / 2);
+	/* the guest keeps incrementing a byte in 64 pages below 1 MiB */
+	for (unsigned int i = 0; i < G_N_ELEMENTS(pages); i++)
+		pages[i] = 2 + i * 3;
+	load_program(&v, pages, G_N_ELEMENTS(pages));
+	v.thread = g_thread_new("vcpu", vcpu_main, &v);
+	while (__atomic_load_n(&v.runs, __ATOMIC_RELAXED) < 10)
+		g_usleep(100);
+
+	dst = migram_ram_list_new();
+	migram_ram_list_add(dst,
+			    &(MigramRamBlockConfig){
+				    .idstr = "pc.ram",
+				    .used_length = SLOT_BYTES },
+			    &error);
+	g_assert_no_error(error);
+	g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), ==, 0);
+	rx.list = dst;
+	rx.ch = migram_channel_new(fds[1], true);
+	t = g_thread_new("receiver", receiver_main, &rx);
+	migram_kvm_log_source(v.log, &src);
+	cfg.opaque = &v;
+	m = migram_migration_new(v.list, &src, &cfg);
+	ch = migram_channel_new(fds[0], true);
+	ok = migram_migration_run(m, ch, &error);
+	migram_channel_free(ch);
+	g_thread_join(t);
+	migram_migration_get_stats(m, &st);
+	migram_migration_free(m);
+	g_assert_no_error(error);
+	g_assert_true(ok);
+	g_assert_no_error(rx.error);
+	g_assert_true(rx.ok);
+	migram_channel_free(rx.ch);
+
+	/* the vCPU is paused: memory is final on both sides */
+	g_test_message("%s: %" G_GUINT64_FORMAT
+		       " guest runs, %" G_GUINT64_FORMAT
+		       " iterations, %" G_GUINT64_FORMAT
+		       " syncs, %" G_GUINT64_FORMAT
+		       " clears, downtime %" G_GUINT64_FORMAT " ms",
+		       migram_kvm_log_manual_protect(v.log) ? "manual-protect"
+							    : "classic",
+		       (guint64)__atomic_load_n(&v.runs, __ATOMIC_RELAXED),
+		       st.iterations, st.dirty_sync_count, st.log_clear_calls,
+		       st.downtime_ms);
+	g_assert_cmpint(st.status, ==, MIGRAM_MIGRATION_COMPLETED);
+	/* the vCPU ran during the pass: its pages were found by a sync */
+	g_assert_cmpuint(__atomic_load_n(&v.runs, __ATOMIC_RELAXED), >, 10);
+	g_assert_cmpuint(st.dirty_sync_count, >=, 2);
+	urcu_memb_read_lock();
+	{
+		const guint8 *d = migram_ram_block_host(
+			migram_ram_list_find(dst, "pc.ram"));
+
+		for (uint64_t off = 0; off < SLOT_BYTES; off += P)
+			if (memcmp(v.mem + off, d + off, P) != 0)
+				g_error("page %" G_GUINT64_FORMAT " differs",
+					off / P);
+	}
+	urcu_memb_read_unlock();
+	g_atomic_int_set(&v.stop, 1);
+	g_thread_join(v.thread);
+	migram_ram_list_free(dst);
+	vm_close(&v);
+}
+
+int main(int argc, char **argv)
+{
+	g_test_init(&argc, &argv, NULL);
+	urcu_memb_register_thread();
+	g_test_add_func("/kvm-log/manual-protect", test_manual_protect);
+	g_test_add_func("/kvm-log/classic", test_classic);
+	g_test_add_func("/kvm-log/errors", test_errors);
+	g_test_add_data_func("/kvm-log/migration/manual-protect",
+			     GINT_TO_POINTER(0), test_migration);
+	g_test_add_data_func("/kvm-log/migration/classic", GINT_TO_POINTER(1),
+			     test_migration);
+	return g_test_run();
+}
