@@ -8,6 +8,8 @@
 
 #include <migram/bitmap.h>
 #include <migram/channel.h>
+#include <migram/receiver.h>
+#include <urcu/urcu-memb.h>
 
 /* Naive on purpose: it checks the library, so it must not rely on it. */
 static bool bit(const unsigned long *map, size_t b)
@@ -87,4 +89,52 @@ MigramChannel *migram_test_channel_over(const void *bytes, gsize len)
 	g_assert_cmpint(write(fd, bytes, len), ==, (gssize)len);
 	lseek(fd, 0, SEEK_SET);
 	return migram_channel_new(fd, true);
+}
+
+struct MigramTestReceiver {
+	MigramRamList *list;
+	MigramChannel *ch;
+	gboolean create_blocks;
+	gboolean ok;
+	GError *error;
+	GThread *thread;
+};
+
+static gpointer test_receiver_main(gpointer p)
+{
+	MigramTestReceiver *rx = p;
+	MigramReceiver *r = migram_receiver_new(
+		rx->list,
+		&(MigramReceiverConfig){ .create_blocks = rx->create_blocks });
+
+	urcu_memb_register_thread();
+	rx->ok = migram_receiver_load(r, rx->ch, &rx->error);
+	urcu_memb_unregister_thread();
+	migram_receiver_free(r);
+	return NULL;
+}
+
+MigramTestReceiver *migram_test_receiver_start(MigramRamList *list, int fd,
+					       gboolean create_blocks)
+{
+	MigramTestReceiver *rx = g_new0(MigramTestReceiver, 1);
+
+	rx->list = list;
+	rx->ch = migram_channel_new(fd, true);
+	rx->create_blocks = create_blocks;
+	rx->thread = g_thread_new("test-receiver", test_receiver_main, rx);
+	return rx;
+}
+
+gboolean migram_test_receiver_join(MigramTestReceiver *rx, GError **error)
+{
+	gboolean ok;
+
+	g_thread_join(rx->thread);
+	ok = rx->ok;
+	if (rx->error)
+		g_propagate_error(error, rx->error);
+	migram_channel_free(rx->ch);
+	g_free(rx);
+	return ok;
 }

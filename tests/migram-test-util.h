@@ -36,4 +36,15 @@ void migram_test_putstr(GByteArray *a, const char *s);
 struct MigramChannel;
 struct MigramChannel *migram_test_channel_over(const void *bytes, gsize len);
 
+/*
+ * A receiver thread: loads one stream from fd (a channel owning it) into
+ * list, in a thread registered with RCU.  _join waits, returns whether the
+ * load succeeded (the error, if any, goes to *error) and frees everything.
+ */
+struct MigramRamList;
+typedef struct MigramTestReceiver MigramTestReceiver;
+MigramTestReceiver *migram_test_receiver_start(struct MigramRamList *list,
+					       int fd, gboolean create_blocks);
+gboolean migram_test_receiver_join(MigramTestReceiver *rx, GError **error);
+
 #endif

@@ -422,25 +422,6 @@ static void vm_resume(void *opaque)
 	g_atomic_int_set(&((Vm *)opaque)->paused, 0);
 }
 
-typedef struct {
-	MigramRamList *list;
-	MigramChannel *ch;
-	bool ok;
-	GError *error;
-} Receiver;
-
-static gpointer receiver_main(gpointer p)
-{
-	Receiver *rx = p;
-	MigramReceiver *r = migram_receiver_new(rx->list, NULL);
-
-	urcu_memb_register_thread();
-	rx->ok = migram_receiver_load(r, rx->ch, &rx->error);
-	urcu_memb_unregister_thread();
-	migram_receiver_free(r);
-	return NULL;
-}
-
 static void test_migration(gconstpointer data)
 {
 	const bool classic = GPOINTER_TO_INT(data);
@@ -460,8 +441,8 @@ static void test_migration(gconstpointer data)
 	MigramMigration *m;
 	MigramChannel *ch;
 	MigramLogSource src;
-	Receiver rx = { 0 };
-	GThread *t;
+	MigramTestReceiver *rx;
+	g_autoptr(GError) rx_error = NULL;
 	int fds[2];
 	bool ok;
 	Vm v;
@@ -488,23 +469,19 @@ static void test_migration(gconstpointer data)
 			    &error);
 	g_assert_no_error(error);
 	g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), ==, 0);
-	rx.list = dst;
-	rx.ch = migram_channel_new(fds[1], true);
-	t = g_thread_new("receiver", receiver_main, &rx);
+	rx = migram_test_receiver_start(dst, fds[1], FALSE);
 	migram_kvm_log_source(v.log, &src);
 	cfg.opaque = &v;
 	m = migram_migration_new(v.list, &src, &cfg);
 	ch = migram_channel_new(fds[0], true);
 	ok = migram_migration_run(m, ch, &error);
 	migram_channel_free(ch);
-	g_thread_join(t);
+	g_assert_true(migram_test_receiver_join(rx, &rx_error));
 	migram_migration_get_stats(m, &st);
 	migram_migration_free(m);
 	g_assert_no_error(error);
 	g_assert_true(ok);
-	g_assert_no_error(rx.error);
-	g_assert_true(rx.ok);
-	migram_channel_free(rx.ch);
+	g_assert_no_error(rx_error);
 
 	/* the vCPU is paused: memory is final on both sides */
 	g_test_message("%s: %" G_GUINT64_FORMAT

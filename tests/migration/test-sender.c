@@ -240,25 +240,6 @@ static void guest_free(Guest *g)
 	munmap(g->caller_mem, g->caller_len);
 }
 
-typedef struct {
-	MigramRamList *list;
-	MigramChannel *ch;
-	bool ok;
-	GError *error;
-} Receiver;
-
-static gpointer receiver_main(gpointer p)
-{
-	Receiver *rx = p;
-	MigramReceiver *r = migram_receiver_new(rx->list, NULL);
-
-	urcu_memb_register_thread();
-	rx->ok = migram_receiver_load(r, rx->ch, &rx->error);
-	urcu_memb_unregister_thread();
-	migram_receiver_free(r);
-	return NULL;
-}
-
 /* A destination list with the source's blocks (plain anonymous memory). */
 static MigramRamList *destination_for(Guest *g)
 {
@@ -303,14 +284,13 @@ static bool migrate(Guest *g, MigramMigrationConfig *cfg,
 	MigramRamList *dst = destination_for(g);
 	MigramLogSource src;
 	MigramMigration *m;
-	Receiver rx = { .list = dst };
-	GThread *t;
+	MigramTestReceiver *rx;
+	g_autoptr(GError) rx_error = NULL;
 	int fds[2];
 	bool ok;
 
 	g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), ==, 0);
-	rx.ch = migram_channel_new(fds[1], true);
-	t = g_thread_new("receiver", receiver_main, &rx);
+	rx = migram_test_receiver_start(dst, fds[1], FALSE);
 	migram_soft_log_source(g->log, &src);
 	cfg->pause_guest = guest_pause;
 	cfg->resume_guest = guest_resume;
@@ -323,17 +303,12 @@ static bool migrate(Guest *g, MigramMigrationConfig *cfg,
 		ok = migram_migration_run(m, ch, error);
 		migram_channel_free(ch); /* closes: the receiver sees the end */
 	}
-	g_thread_join(t);
+	/* On failure the destination must have seen a clean error too. */
+	g_assert_cmpint(migram_test_receiver_join(rx, &rx_error), ==, ok);
+	if (ok)
+		g_assert_no_error(rx_error);
 	migram_migration_get_stats(m, st);
 	migram_migration_free(m);
-	if (ok) {
-		g_assert_no_error(rx.error);
-		g_assert_true(rx.ok);
-	} else {
-		g_assert_false(rx.ok); /* the destination saw a clean error */
-		g_clear_error(&rx.error);
-	}
-	migram_channel_free(rx.ch);
 	if (dst_out)
 		*dst_out = dst;
 	else
@@ -505,11 +480,9 @@ static void test_sync_clear_race(void)
 				      .pause_guest = guest_pause,
 				      .opaque = &g };
 	MigramRamList *dst;
-	MigramReceiver *r;
-	Receiver rx;
+	MigramTestReceiver *rx;
 	MigramMigration *m;
 	g_autoptr(GError) error = NULL;
-	GThread *t;
 	int fds[2];
 
 	guest_init(&g, 1 * MiB);
@@ -522,8 +495,7 @@ static void test_sync_clear_race(void)
 	write_page(&g, rs.block, rs.page_b, 2, 1);
 	dst = destination_for(&g);
 	g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), ==, 0);
-	rx = (Receiver){ .list = dst, .ch = migram_channel_new(fds[1], true) };
-	t = g_thread_new("receiver", receiver_main, &rx);
+	rx = migram_test_receiver_start(dst, fds[1], FALSE);
 	m = migram_migration_new(g.list, &src, &cfg);
 	{
 		MigramChannel *ch = migram_channel_new(fds[0], true);
@@ -532,14 +504,10 @@ static void test_sync_clear_race(void)
 		g_assert_no_error(error);
 		migram_channel_free(ch);
 	}
-	g_thread_join(t);
-	g_assert_true(rx.ok);
+	g_assert_true(migram_test_receiver_join(rx, NULL));
 	g_assert_true(rs.injected);
 	/* Both writes reached the destination. */
 	assert_same_memory(&g, dst);
-	r = NULL;
-	(void)r;
-	migram_channel_free(rx.ch);
 	migram_migration_free(m);
 	migram_ram_list_free(dst);
 	guest_free(&g);
@@ -649,8 +617,9 @@ static void disturbed(int what, int code, const char *needle)
 	g_autoptr(GError) error = NULL;
 	MigramLogSource src;
 	Disturb d;
-	Receiver rx;
-	GThread *t, *dt;
+	MigramTestReceiver *rx;
+	g_autoptr(GError) rx_error = NULL;
+	GThread *dt;
 	MigramRamList *dst;
 	int fds[2];
 	gint64 t0;
@@ -662,8 +631,7 @@ static void disturbed(int what, int code, const char *needle)
 	cfg.opaque = &g;
 	dst = destination_for(&g);
 	g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), ==, 0);
-	rx = (Receiver){ .list = dst, .ch = migram_channel_new(fds[1], true) };
-	t = g_thread_new("receiver", receiver_main, &rx);
+	rx = migram_test_receiver_start(dst, fds[1], FALSE);
 	migram_soft_log_source(g.log, &src);
 	d = (Disturb){ &g, what, migram_migration_new(g.list, &src, &cfg) };
 	dt = g_thread_new("disturb", disturb_main, &d);
@@ -675,20 +643,18 @@ static void disturbed(int what, int code, const char *needle)
 		migram_channel_free(ch);
 	}
 	g_thread_join(dt);
-	g_thread_join(t);
+	g_assert_false(migram_test_receiver_join(rx, &rx_error));
+	g_assert_nonnull(rx_error);
 	g_assert_error(error, MIGRAM_ERROR, code);
 	if (!strstr(error->message, needle))
 		g_error("\"%s\" lacks \"%s\"", error->message, needle);
 	/* Promptly, cleanly: the destination saw an error, the guest ran on,
 	 * the source's migration bitmaps are gone. */
 	g_assert_cmpint(g_get_monotonic_time() - t0, <, 10 * G_USEC_PER_SEC);
-	g_assert_false(rx.ok);
-	g_clear_error(&rx.error);
 	g_assert_cmpint(g.pause_calls, ==, 0);
 	urcu_memb_read_lock();
 	g_assert_null(migram_ram_block_bmap(g_ptr_array_index(g.blocks, 0)));
 	urcu_memb_read_unlock();
-	migram_channel_free(rx.ch);
 	migram_migration_free(d.m);
 	migram_ram_list_free(dst);
 	guest_free(&g);

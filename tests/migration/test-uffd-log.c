@@ -13,7 +13,6 @@
 #include <migram/dirty-log-uffd.h>
 #include <migram/migram.h>
 #include <migram/migration.h>
-#include <migram/receiver.h>
 
 #include "migram-test-util.h"
 
@@ -139,25 +138,6 @@ static void guest_pause(void *opaque)
 		g_usleep(100);
 }
 
-typedef struct {
-	MigramRamList *list;
-	MigramChannel *ch;
-	bool ok;
-} Rx;
-
-static gpointer rx_main(gpointer p)
-{
-	Rx *rx = p;
-	MigramReceiver *r = migram_receiver_new(
-		rx->list, &(MigramReceiverConfig){ .create_blocks = true });
-
-	urcu_memb_register_thread();
-	rx->ok = migram_receiver_load(r, rx->ch, NULL);
-	urcu_memb_unregister_thread();
-	migram_receiver_free(r);
-	return NULL;
-}
-
 static void test_migration(void)
 {
 	g_autoptr(MigramUffdLog) log = open_log();
@@ -167,8 +147,8 @@ static void test_migration(void)
 	MigramMigration *m;
 	MigramMigrationStats st;
 	Guest g = { 0 };
-	Rx rx = { 0 };
-	GThread *w[2], *t;
+	MigramTestReceiver *rx;
+	GThread *w[2];
 	g_autoptr(GError) error = NULL;
 	int fds[2];
 
@@ -185,8 +165,7 @@ static void test_migration(void)
 	for (int i = 0; i < 2; i++)
 		w[i] = g_thread_new("uffd-writer", writer_main, &g);
 	g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), ==, 0);
-	rx = (Rx){ dst, migram_channel_new(fds[1], true), false };
-	t = g_thread_new("receiver", rx_main, &rx);
+	rx = migram_test_receiver_start(dst, fds[1], TRUE);
 	migram_uffd_log_source(log, &source);
 	m = migram_migration_new(src, &source,
 				 &(MigramMigrationConfig){
@@ -202,8 +181,7 @@ static void test_migration(void)
 		g_assert_no_error(error);
 		migram_channel_free(ch);
 	}
-	g_thread_join(t);
-	g_assert_true(rx.ok);
+	g_assert_true(migram_test_receiver_join(rx, NULL));
 	migram_migration_get_stats(m, &st);
 	g_test_message("%" G_GUINT64_FORMAT " passes, %" G_GUINT64_FORMAT
 		       " clear calls",
@@ -216,7 +194,6 @@ static void test_migration(void)
 	g_atomic_int_set(&g.stop, 1);
 	for (int i = 0; i < 2; i++)
 		g_thread_join(w[i]);
-	migram_channel_free(rx.ch);
 	migram_migration_free(m);
 	migram_ram_list_free(src);
 	migram_ram_list_free(dst);
