@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <glib.h>
+
 /*
  * Whether len bytes at buf are all zero (buffer.c): zero-page detection on
  * both ends of a migration.  Any thread; reads only.
@@ -58,11 +60,18 @@ PolicyDecision migram_policy_after_sync(PolicyState *ps,
 					uint64_t period_us);
 
 /*
+ * Sets *error (domain MIGRAM_ERROR, the given code) to "stream byte AT: "
+ * followed by the formatted message, and returns false so parsers can
+ * `return migram_stream_fail(...)`.  Any thread; error may be NULL.
+ */
+bool migram_stream_fail(GError **error, int code, uint64_t at, const char *fmt,
+			...) G_GNUC_PRINTF(4, 5);
+
+/*
  * The sender's state (sender.c, send-pages.c, stats.c).  Everything but
  * `cancelled`, `changed`, `ch` and the published stats belongs to the
  * migration thread.
  */
-#include <glib.h>
 
 #include "migram/migration.h"
 #include "migram/stream.h"

@@ -85,23 +85,9 @@ MIGRAM_EXPORT void migram_receiver_get_stats(const MigramReceiver *r,
 	*stats = r->stats;
 }
 
-static bool fail(GError **error, int code, const MigramStreamRecord *rec,
-		 const char *fmt, ...) G_GNUC_PRINTF(4, 5);
-
-static bool fail(GError **error, int code, const MigramStreamRecord *rec,
-		 const char *fmt, ...)
-{
-	g_autofree char *msg = NULL;
-	va_list ap;
-
-	va_start(ap, fmt);
-	msg = g_strdup_vprintf(fmt, ap);
-	va_end(ap);
-	g_set_error(error, MIGRAM_ERROR, code,
-		    "stream byte %" G_GUINT64_FORMAT ": %s", rec->stream_offset,
-		    msg);
-	return false;
-}
+/* Errors name the stream byte of the record that caused them. */
+#define fail(error, code, rec, ...)                                            \
+	migram_stream_fail((error), (code), (rec)->stream_offset, __VA_ARGS__)
 
 /* Inside a read-side section. */
 static MigramRamBlock *resolve(MigramReceiver *r, const char *name)

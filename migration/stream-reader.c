@@ -30,6 +30,7 @@
 #include "migram-common.h"
 #include "migram/migram.h"
 #include "migram/stream.h"
+#include "migration-internal.h"
 
 #define MAX_VMDESC_BYTES (64u << 20)
 
@@ -89,10 +90,8 @@ migram_stream_reader_page_size(const MigramStreamReader *r)
 	return r->page_size;
 }
 
-static bool fail(GError **error, int code, uint64_t at, const char *fmt, ...)
-	G_GNUC_PRINTF(4, 5);
-
-static bool fail(GError **error, int code, uint64_t at, const char *fmt, ...)
+bool migram_stream_fail(GError **error, int code, uint64_t at, const char *fmt,
+			...)
 {
 	g_autofree char *msg = NULL;
 	va_list ap;
@@ -104,6 +103,9 @@ static bool fail(GError **error, int code, uint64_t at, const char *fmt, ...)
 		    "stream byte %" G_GUINT64_FORMAT ": %s", at, msg);
 	return false;
 }
+
+/* Every reader error names the byte of the stream it was found at. */
+#define fail migram_stream_fail
 
 static uint64_t here(const MigramStreamReader *r)
 {
