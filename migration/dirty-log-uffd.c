@@ -144,7 +144,7 @@ MigramUffdLog *migram_uffd_log_new_restricted(MigramUffdMode mode,
 				  UFFD_FEATURE_WP_HUGETLBFS_SHMEM;
 	MigramUffdLog *log;
 	struct uffdio_api api = { .api = UFFD_API };
-	uint64_t offered = 0;
+	uint64_t offered = 0, want;
 
 	if (mode != MIGRAM_UFFD_MODE_AUTO && mode != MIGRAM_UFFD_MODE_ASYNC &&
 	    mode != MIGRAM_UFFD_MODE_FAULT) {
@@ -185,6 +185,7 @@ MigramUffdLog *migram_uffd_log_new_restricted(MigramUffdMode mode,
 			"UFFD_FEATURE_PAGEFAULT_FLAG_WP (Linux 5.7+)");
 		goto fail;
 	}
+	want = api.features;
 	log->uffd = open_uffd(error);
 	if (log->uffd < 0)
 		goto fail;
@@ -192,7 +193,9 @@ MigramUffdLog *migram_uffd_log_new_restricted(MigramUffdMode mode,
 		migram_uffd_fail_errno(error, MIGRAM_ERROR_IO, "UFFDIO_API");
 		goto fail;
 	}
-	log->features = api.features;
+	/* The kernel answers with all it offers; what it enabled is what was
+	 * asked for. */
+	log->features = want;
 	if (log->mode == MIGRAM_UFFD_MODE_FAULT)
 		log->fault = migram_uffd_fault_new(log->uffd, log->features);
 	return log;
