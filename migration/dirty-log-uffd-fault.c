@@ -294,17 +294,19 @@ void migram_uffd_fault_free(UffdFault *f)
  * cannot be protected: map every page first (reading maps the zero page
  * for anonymous memory, so this costs page tables, not RAM).
  */
-static bool populate(uintptr_t host, uint64_t len, uint64_t page_size,
+static bool populate(void *host, uint64_t len, uint64_t page_size,
 		     GError **error)
 {
-	if (madvise((void *)host, len, MADV_POPULATE_READ) == 0)
+	const volatile char *p = host;
+
+	if (madvise(host, len, MADV_POPULATE_READ) == 0)
 		return true;
 	if (errno != EINVAL)
 		return migram_uffd_fail_errno(error, MIGRAM_ERROR_IO,
 					      "MADV_POPULATE_READ");
 	/* Before Linux 5.14: touch each page. */
 	for (uint64_t o = 0; o < len; o += page_size)
-		(void)*(volatile const char *)(host + o);
+		(void)p[o];
 	return true;
 }
 
@@ -336,8 +338,8 @@ static bool fault_start(void *opaque, MigramRamBlock *b, GError **error)
 		return false;
 	}
 	if (!(f->features & UFFD_FEATURE_WP_UNPOPULATED) &&
-	    !populate(reg.range.start, len, migram_ram_block_page_size(b),
-		      error))
+	    !populate(migram_ram_block_host(b), len,
+		      migram_ram_block_page_size(b), error))
 		return false;
 	r = g_new0(Region, 1);
 	r->block = b;
