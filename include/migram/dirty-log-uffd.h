@@ -27,13 +27,17 @@
  *     stop    unprotect and unregister; the last stop joins the thread
  *
  * The costs differ (docs/performance.md): a fault-mode sync reads one bit
- * per page and is about a hundred times cheaper than a PAGEMAP_SCAN, but
- * the first write to each protected page costs the writer a round trip
- * through the fault thread instead of an in-kernel fault.
+ * per page, some 70 times cheaper than a PAGEMAP_SCAN, but the first write
+ * to each protected page costs the writer a round trip through the fault
+ * thread, some 7 times an in-kernel fault.  MIGRAM_UFFD_MODE_AUTO prefers
+ * async mode; fault mode is needed for hugetlb blocks.
  *
  * Anonymous private memory always works; memfd (shmem) and hugetlb blocks
  * need UFFD_FEATURE_WP_HUGETLBFS_SHMEM, and start() says so when missing.
- * A hugetlb block is protected and marked a whole huge page at a time.
+ * Fault mode protects and marks a hugetlb block a whole huge page at a
+ * time.  Async mode refuses hugetlb blocks: its one "written" state per
+ * huge page would be wiped, for pages outside the mask, by the clear of a
+ * chunk smaller than the huge page.
  *
  * Pages never populated are protected too when the kernel offers
  * UFFD_FEATURE_WP_UNPOPULATED (Linux 6.4+, which async mode implies).  On
