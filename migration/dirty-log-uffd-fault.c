@@ -54,6 +54,7 @@
 #include <errno.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -96,7 +97,7 @@ struct UffdFault {
 	 * the fault thread's lookups.  Only the migration thread changes
 	 * `regions`, so it reads it without the lock.
 	 */
-	GMutex lock;
+	pthread_mutex_t lock;
 	GPtrArray *regions; /* of Region *, owned */
 	int err;            /* atomic: the fault thread's first errno */
 	int err_call;       /* atomic: index into thread_calls */
@@ -117,7 +118,7 @@ UffdFault *migram_uffd_fault_new(int uffd, uint64_t features)
 	f->uffd = uffd;
 	f->features = features;
 	f->quit = -1;
-	g_mutex_init(&f->lock);
+	pthread_mutex_init(&f->lock, NULL);
 	f->regions = g_ptr_array_new_with_free_func(region_free);
 	return f;
 }
@@ -215,11 +216,11 @@ static gpointer fault_main(gpointer p)
 			thread_failed(f, 1, errno);
 			break;
 		}
-		g_mutex_lock(&f->lock);
+		pthread_mutex_lock(&f->lock);
 		for (size_t i = 0; i < (size_t)n / sizeof(msg[0]); i++)
 			if (msg[i].event == UFFD_EVENT_PAGEFAULT)
 				handle_fault(f, &msg[i]);
-		g_mutex_unlock(&f->lock);
+		pthread_mutex_unlock(&f->lock);
 	}
 	return NULL;
 }
@@ -268,13 +269,13 @@ static void untrack(UffdFault *f, Region *r)
 	struct uffdio_range range = { .start = r->host,
 				      .len = r->pages * PAGE };
 
-	g_mutex_lock(&f->lock);
+	pthread_mutex_lock(&f->lock);
 	migram_uffd_protect(f->uffd, range.start, range.len, false, NULL);
 	if (ioctl(f->uffd, UFFDIO_UNREGISTER, &range) < 0)
 		g_debug("userfaultfd dirty log: UFFDIO_UNREGISTER: %s",
 			g_strerror(errno));
 	g_ptr_array_remove_fast(f->regions, r);
-	g_mutex_unlock(&f->lock);
+	pthread_mutex_unlock(&f->lock);
 }
 
 void migram_uffd_fault_free(UffdFault *f)
@@ -285,7 +286,7 @@ void migram_uffd_fault_free(UffdFault *f)
 		untrack(f, g_ptr_array_index(f->regions, 0));
 	stop_thread(f);
 	g_ptr_array_unref(f->regions);
-	g_mutex_clear(&f->lock);
+	pthread_mutex_destroy(&f->lock);
 	g_free(f);
 }
 
@@ -371,17 +372,17 @@ static bool fault_start(void *opaque, MigramRamBlock *b, GError **error)
 		region_free(r);
 		return false;
 	}
-	g_mutex_lock(&f->lock);
+	pthread_mutex_lock(&f->lock);
 	g_ptr_array_add(f->regions, r);
 	/* Every bit is clear and every page protected: (I) holds. */
 	if (!migram_uffd_protect(f->uffd, r->host, len, true, error)) {
-		g_mutex_unlock(&f->lock);
+		pthread_mutex_unlock(&f->lock);
 		untrack(f, r);
 		if (!f->regions->len)
 			stop_thread(f);
 		return false;
 	}
-	g_mutex_unlock(&f->lock);
+	pthread_mutex_unlock(&f->lock);
 	return true;
 }
 
@@ -443,7 +444,7 @@ static bool fault_clear(void *opaque, MigramRamBlock *b, uint64_t first,
 		return true; /* past used_length: never marked */
 	npages = MIN(npages, r->pages - first);
 	/* C: clear the bits, then protect; F waits meanwhile. */
-	g_mutex_lock(&f->lock);
+	pthread_mutex_lock(&f->lock);
 	migram_bitmap_andnot_atomic(r->dirty, mask, (size_t)first,
 				    (size_t)npages);
 	ok = migram_uffd_protect_mask(f->uffd, r->host, r->pages, r->page_size,
@@ -456,7 +457,7 @@ static bool fault_clear(void *opaque, MigramRamBlock *b, uint64_t first,
 		     p < end; p = migram_bitmap_find_next_set(mask, end, p + 1))
 			migram_bitmap_set_bit_atomic(r->dirty, p);
 	}
-	g_mutex_unlock(&f->lock);
+	pthread_mutex_unlock(&f->lock);
 	return ok;
 }
 
