@@ -29,22 +29,26 @@
  *
  * start protects everything with every bit clear; F sets before it
  * unprotects; C protects after it clears (and protects only more than it
- * clears).  Now take a write w to p.  It lands while p is unprotected,
- * after the last unprotect U before it, which belongs to some F whose bit
- * set precedes U.  Either no C clears p's bit between that F and a later
- * sync, and the sync sees the bit, or some C does: C ran after F (the
- * lock), so its protect came after U, and hence after w (nothing protected
- * p between U and w).  Then w is in the page the sender reads, because the
- * sender reads a page only after clearing it.
+ * clears).  Now take a write w to p, and a sync S that starts after w has
+ * completed (the last sync runs with the guest paused, so every write is
+ * complete by then).  w lands while p is unprotected, after the last
+ * unprotect U before it, which belongs to some F whose bit set precedes U.
+ * Either no C clears p's bit between that F and S, and S sees the bit, or
+ * some C does: C ran after F (the lock), so its protect came after U, and
+ * hence after w (nothing protected p between U and w).  Then w is in the
+ * page the sender reads, because the sender reads a page only after its
+ * clear has returned.
  *
  * Without the lock, a fault in flight breaks this: the fault thread sets
  * p's bit, a sync collects it, a clear clears it and "protects" p (already
  * protected, still faulting), and then the fault thread unprotects p.  The
  * writer's write and every later one land on an unprotected page with a
- * clear bit, after the sender read p: lost.  The same happens with a stale
- * message, when two threads faulted on p and the second message is handled
- * after a clear.  Taking the lock costs the fault thread and the clear a
- * few uncontended lock operations; sync, the hot path, takes none.
+ * clear bit, after the sender read p: lost.  (The stress test usually finds
+ * this within its second when the lock is left out.)  Unprotecting before
+ * setting the bit would not do either: a write could then complete, and the
+ * last sync run, before the bit is set.  The lock costs the fault thread and
+ * the clear a few uncontended lock operations; sync, the hot path, takes
+ * none.
  *
  * Ordering of the bits: F's atomic set (release) precedes the unprotect
  * system call, which precedes the writer's write; sync's loads acquire, so
@@ -81,10 +85,15 @@ typedef struct {
 } Region;
 
 /* What the fault thread was doing when it failed. */
+enum {
+	CALL_POLL,
+	CALL_READ,
+	CALL_UNPROTECT
+};
 static const char *const thread_calls[] = {
-	"fault thread: poll",
-	"fault thread: read",
-	"fault thread: UFFDIO_WRITEPROTECT (unprotect)",
+	[CALL_POLL] = "fault thread: poll",
+	[CALL_READ] = "fault thread: read",
+	[CALL_UNPROTECT] = "fault thread: UFFDIO_WRITEPROTECT (unprotect)",
 };
 
 struct UffdFault {
@@ -186,7 +195,7 @@ static void handle_fault(UffdFault *f, const struct uffd_msg *m)
 	if (!migram_uffd_protect(f->uffd, r->host + off, r->page_size, false,
 				 NULL)) {
 		/* The writer would fault forever: report it, and wake it. */
-		thread_failed(f, 2, errno);
+		thread_failed(f, CALL_UNPROTECT, errno);
 		wake(f, addr);
 	}
 }
@@ -204,7 +213,7 @@ static gpointer fault_main(gpointer p)
 		if (poll(pfd, 2, -1) < 0) {
 			if (errno == EINTR)
 				continue;
-			thread_failed(f, 0, errno);
+			thread_failed(f, CALL_POLL, errno);
 			break;
 		}
 		if (pfd[1].revents)
@@ -213,7 +222,7 @@ static gpointer fault_main(gpointer p)
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				continue;
-			thread_failed(f, 1, errno);
+			thread_failed(f, CALL_READ, errno);
 			break;
 		}
 		pthread_mutex_lock(&f->lock);
