@@ -123,7 +123,8 @@ MigramUffdMode migram_uffd_log_mode(const MigramUffdLog *log);
 void migram_uffd_log_free(MigramUffdLog *log);
 
 /**
- * The log as a source for a migration.  Its operations follow dirty-log.h.
+ * The log as a source for a migration, named "userfaultfd-wp" (async
+ * mode) or "userfaultfd-wp-fault".  Its operations follow dirty-log.h.
  * Their errors: start gives MIGRAM_ERROR_UNSUPPORTED when the kernel cannot
  * write-protect the block's kind of memory, MIGRAM_ERROR_EXISTS (fault
  * mode) when the block is already tracked; sync and clear give
