@@ -10,6 +10,7 @@
  */
 #include <linux/userfaultfd.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 
 #include <urcu/urcu-memb.h>
@@ -341,6 +342,13 @@ static void test_stress(gconstpointer data)
 	list = migram_ram_list_new();
 	b = anon_block(list, "pc.ram", STRESS_PAGES * P);
 	s.host = migram_ram_block_host(b);
+	/*
+	 * On a host with transparent huge pages always on, async mode may
+	 * resolve a write for a whole 2 MiB page: correct, but "spurious"
+	 * by this test's strict count.
+	 */
+	g_assert_cmpint(madvise(s.host, STRESS_PAGES * P, MADV_NOHUGEPAGE), ==,
+			0);
 	s.completed = g_new0(guint64, STRESS_PAGES);
 	sent = g_new0(guint64, STRESS_PAGES);
 	at_clear = g_new0(guint64, STRESS_PAGES);
