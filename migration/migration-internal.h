@@ -70,6 +70,13 @@ bool migram_stream_fail(GError **error, int code, uint64_t at, const char *fmt,
 			...) G_GNUC_PRINTF(4, 5);
 
 /*
+ * channel.c: reads never take more bytes from the fd than the caller asked
+ * for, so another reader of the same socket (after the return path ended)
+ * finds the rest.  The channel's thread, before its first read.
+ */
+void migram_channel_set_exact_reads(MigramChannel *ch);
+
+/*
  * Reader extensions for postcopy (stream-reader.c).  Same thread rules as
  * the reader itself.
  *

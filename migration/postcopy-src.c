@@ -294,6 +294,7 @@ static bool rp_start(MigramMigration *m, MigramChannel *main_ch, GError **error)
 	c = g_new0(RpConn, 1);
 	c->m = m;
 	c->ch = migram_channel_new(fd, true);
+	migram_channel_set_exact_reads(c->ch); /* leave the rest to main */
 	pthread_mutex_lock(&m->pc->lock);
 	m->pc->rp_down = false;
 	m->pc->shut = false;
@@ -314,10 +315,16 @@ static bool rp_start(MigramMigration *m, MigramChannel *main_ch, GError **error)
 static void rp_stop(MigramMigration *m)
 {
 	RpConn *c = m->pc->rp;
+	bool down;
 
 	if (!c)
 		return;
-	shutdown(migram_channel_fd(c->ch), SHUT_RD);
+	pthread_mutex_lock(&m->pc->lock);
+	down = m->pc->rp_down || m->pc->shut; /* SHUT: it is ending */
+	pthread_mutex_unlock(&m->pc->lock);
+	/* After SHUT the thread ended by itself: the socket stays whole. */
+	if (!down)
+		shutdown(migram_channel_fd(c->ch), SHUT_RD);
 	if (c->running)
 		pthread_join(c->thread, NULL);
 	migram_channel_free(c->ch);
