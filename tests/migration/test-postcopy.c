@@ -118,6 +118,9 @@ static void src_resume(void *o)
 	g_atomic_int_set(&s->paused, 0);
 }
 
+/* Block 1 is memfd-shared, or hugetlb when the case asks for it. */
+static bool hugetlb_case;
+
 static MigramRamBlock *add_block(MigramRamList *l, int i, bool memfd)
 {
 	g_autoptr(GError) e = NULL;
@@ -125,13 +128,39 @@ static MigramRamBlock *add_block(MigramRamList *l, int i, bool memfd)
 		l,
 		&(MigramRamBlockConfig){
 			.idstr = names[i],
-			.backend = memfd ? MIGRAM_RAM_BACKEND_MEMFD
-					 : MIGRAM_RAM_BACKEND_ANON,
+			.backend = !memfd         ? MIGRAM_RAM_BACKEND_ANON
+				   : hugetlb_case ? MIGRAM_RAM_BACKEND_HUGETLB
+						  : MIGRAM_RAM_BACKEND_MEMFD,
 			.used_length = sizes[i] },
 		&e);
 
 	g_assert_no_error(e);
 	return b;
+}
+
+/* Can two 4 MiB hugetlb blocks exist (source and destination)? */
+static bool hugetlb_available(void)
+{
+	MigramRamList *l = migram_ram_list_new();
+	g_autoptr(GError) e = NULL;
+	bool ok = true;
+
+	for (int i = 0; i < 2 && ok; i++) {
+		char name[16];
+
+		g_snprintf(name, sizeof(name), "probe%d", i);
+		ok = migram_ram_list_add(
+			     l,
+			     &(MigramRamBlockConfig){
+				     .idstr = name,
+				     .backend = MIGRAM_RAM_BACKEND_HUGETLB,
+				     .used_length = sizes[1] },
+			     &e) != NULL;
+	}
+	migram_ram_list_free(l);
+	if (!ok)
+		g_test_skip(e->message);
+	return ok;
 }
 
 static void src_init(Src *s)
@@ -366,6 +395,7 @@ static gpointer proxy_main(gpointer p)
 typedef struct {
 	bool hybrid;
 	bool preempt;
+	bool hugetlb;
 	CutAt cut;
 	uint64_t cut_bytes;
 	int nworkers;
@@ -533,6 +563,9 @@ static void test_postcopy(gconstpointer data)
 	Dst d;
 
 	if (!have_uffd())
+		return;
+	hugetlb_case = c->hugetlb;
+	if (c->hugetlb && !hugetlb_available())
 		return;
 	src_init(&s);
 	if (c->hybrid)
@@ -773,6 +806,12 @@ static const Case hybrid_preempt = { .hybrid = true,
 				     .preempt = true,
 				     .nworkers = NWORKERS };
 static const Case no_workload = { .nworkers = 0 };
+static const Case huge = { .hybrid = true,
+			   .hugetlb = true,
+			   .nworkers = NWORKERS };
+static const Case huge_preempt = { .preempt = true,
+				   .hugetlb = true,
+				   .nworkers = NWORKERS };
 static const Case cut_background = { .cut = CUT_BACKGROUND,
 				     .cut_bytes = 12 * MiB,
 				     .nworkers = NWORKERS };
@@ -795,6 +834,9 @@ int main(int argc, char **argv)
 	g_test_add_data_func("/postcopy/hybrid-preempt", &hybrid_preempt,
 			     test_postcopy);
 	g_test_add_data_func("/postcopy/no-workload", &no_workload,
+			     test_postcopy);
+	g_test_add_data_func("/postcopy/hugetlb-hybrid", &huge, test_postcopy);
+	g_test_add_data_func("/postcopy/hugetlb-preempt", &huge_preempt,
 			     test_postcopy);
 	g_test_add_data_func("/postcopy/recover/background", &cut_background,
 			     test_postcopy);
