@@ -67,7 +67,7 @@ test-tsan: setup
 	@[ -f $(TSAN_BUILD)/build.ninja ] || meson setup $(TSAN_BUILD) \
 		-Db_sanitize=thread -Db_lundef=false $(MESON_ARGS)
 	ninja -C $(TSAN_BUILD)
-	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:history_size=7:suppressions=$(CURDIR)/tests/tsan.supp \
+	G_SLICE=always-malloc TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:history_size=7:suppressions=$(CURDIR)/tests/tsan.supp \
 		meson test -C $(TSAN_BUILD) --print-errorlogs --suite concurrency
 
 valgrind: build
