@@ -4,6 +4,7 @@
 #define MIGRAM_MIGRATION_INTERNAL_H
 
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -68,6 +69,9 @@ PolicyDecision migram_policy_after_sync(PolicyState *ps,
  */
 bool migram_stream_fail(GError **error, int code, uint64_t at, const char *fmt,
 			...) G_GNUC_PRINTF(4, 5);
+/* The same with the place named: "WHERE byte AT: message". */
+bool migram_fail_vat(GError **error, int code, const char *where, uint64_t at,
+		     const char *fmt, va_list ap) G_GNUC_PRINTF(5, 0);
 
 /*
  * channel.c: reads never take more bytes from the fd than the caller asked
@@ -253,6 +257,9 @@ bool migram_sender_sync(MigramMigration *m, GError **error);
 bool migram_sender_section(MigramMigration *m, bool last, bool *pass_done,
 			   GError **error);
 bool migram_sender_check(MigramMigration *m, GError **error);
+/* The next page set in bmap from (cur, cur_page), round robin; false when
+ * none is left.  Migration thread, inside a read-side section. */
+bool migram_sender_find_dirty(MigramMigration *m, guint *bi, uint64_t *page);
 
 /* sender.c: append the device FULL section (nothing without save_device) */
 bool migram_sender_encode_device(MigramMigration *m, GByteArray *out,

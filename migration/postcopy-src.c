@@ -630,30 +630,6 @@ static bool serve_request(MigramMigration *m, const PageReq *r, GError **error)
 	return migram_channel_flush(m->preempt, error);
 }
 
-/* The next background page after the search position, round robin. */
-static bool find_background(MigramMigration *m, guint *bi, uint64_t *page)
-{
-	guint n = m->blocks->len;
-
-	for (guint k = 0; k <= n; k++) {
-		guint i = (m->cur + k) % n;
-		SendBlock *sb = sb_at(m, i);
-		uint64_t from = k == 0 ? m->cur_page : 0;
-		size_t p;
-
-		if (from >= sb->pages)
-			continue;
-		p = migram_bitmap_find_next_set(sb->bmap, (size_t)sb->pages,
-						(size_t)from);
-		if (p < sb->pages) {
-			*bi = i;
-			*page = p;
-			return true;
-		}
-	}
-	return false;
-}
-
 /* One PART section: requests first, up to a batch of background pages. */
 static bool postcopy_section(MigramMigration *m, GError **error)
 {
@@ -671,7 +647,7 @@ static bool postcopy_section(MigramMigration *m, GError **error)
 			ok = serve_request(m, &r, error);
 			continue;
 		}
-		if (!find_background(m, &bi, &p))
+		if (!migram_sender_find_dirty(m, &bi, &p))
 			break;
 		send_host_page(m, sb_at(m, bi), p, m->w);
 		m->st.postcopy_background_pages++;

@@ -20,14 +20,12 @@
 
 bool migram_rp_fail(GError **error, uint64_t at, const char *fmt, ...)
 {
-	g_autofree char *msg = NULL;
 	va_list ap;
 
 	va_start(ap, fmt);
-	msg = g_strdup_vprintf(fmt, ap);
+	migram_fail_vat(error, MIGRAM_ERROR_PROTOCOL, "return path", at, fmt,
+			ap);
 	va_end(ap);
-	g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_PROTOCOL,
-		    "return path byte %" G_GUINT64_FORMAT ": %s", at, msg);
 	return false;
 }
 

@@ -109,7 +109,7 @@ bool migram_sender_sync(MigramMigration *m, GError **error)
  * The next dirty page at or after the search position, round robin over
  * the blocks; false when a whole pass found nothing.
  */
-static bool find_dirty(MigramMigration *m, guint *bi, uint64_t *page)
+bool migram_sender_find_dirty(MigramMigration *m, guint *bi, uint64_t *page)
 {
 	guint n = m->blocks->len;
 
@@ -195,7 +195,7 @@ bool migram_sender_section(MigramMigration *m, bool last, bool *pass_done,
 		guint bi;
 		uint64_t p;
 
-		if (!find_dirty(m, &bi, &p)) {
+		if (!migram_sender_find_dirty(m, &bi, &p)) {
 			*pass_done = true;
 			break;
 		}

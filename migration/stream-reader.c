@@ -93,17 +93,24 @@ migram_stream_reader_page_size(const MigramStreamReader *r)
 	return r->page_size;
 }
 
+bool migram_fail_vat(GError **error, int code, const char *where, uint64_t at,
+		     const char *fmt, va_list ap)
+{
+	g_autofree char *msg = g_strdup_vprintf(fmt, ap);
+
+	g_set_error(error, MIGRAM_ERROR, code,
+		    "%s byte %" G_GUINT64_FORMAT ": %s", where, at, msg);
+	return false;
+}
+
 bool migram_stream_fail(GError **error, int code, uint64_t at, const char *fmt,
 			...)
 {
-	g_autofree char *msg = NULL;
 	va_list ap;
 
 	va_start(ap, fmt);
-	msg = g_strdup_vprintf(fmt, ap);
+	migram_fail_vat(error, code, "stream", at, fmt, ap);
 	va_end(ap);
-	g_set_error(error, MIGRAM_ERROR, code,
-		    "stream byte %" G_GUINT64_FORMAT ": %s", at, msg);
 	return false;
 }
 
