@@ -34,6 +34,7 @@
 #include <migram/migration.h>
 #include <migram/receiver.h>
 
+#include "kvm-sim.h"
 #include "workload.h"
 
 #define PAGE 4096u
@@ -234,12 +235,13 @@ static int run_source(const SimOptions *opt, MigramRamList *list, int fd,
 		      SimReport *rep, GError **error)
 {
 	g_autoptr(GPtrArray) blocks = g_ptr_array_new();
-	MigramSoftLog *log;
+	MigramSoftLog *log = NULL;
 	MigramLogSource src;
 	MigramMigrationConfig cfg = { 0 };
 	MigramMigrationStats st;
 	MigramChannel *ch;
-	SimGuest *guest;
+	SimGuest *guest = NULL;
+	SimKvmSource *kvm = NULL;
 	Monitor mon = { .opt = opt, .rep = rep };
 	GThread *mt;
 	uint64_t end = 0;
@@ -253,12 +255,19 @@ static int run_source(const SimOptions *opt, MigramRamList *list, int fd,
 				       migram_ram_block_max_length(b));
 	}
 	urcu_memb_read_unlock();
-	log = migram_soft_log_new(end, error);
-	if (!log)
-		return SIM_EXIT_FAILED;
-	migram_soft_log_source(log, &src);
-	guest = sim_guest_start(opt, (MigramRamBlock **)blocks->pdata,
-				blocks->len, migram_soft_log_bitmap(log));
+	if (opt->workload == SIM_WORKLOAD_KVM) {
+		kvm = sim_kvm_source_start(opt, list, &src, rep, error);
+		if (!kvm)
+			return SIM_EXIT_FAILED;
+	} else {
+		log = migram_soft_log_new(end, error);
+		if (!log)
+			return SIM_EXIT_FAILED;
+		migram_soft_log_source(log, &src);
+		guest = sim_guest_start(opt, (MigramRamBlock **)blocks->pdata,
+					blocks->len,
+					migram_soft_log_bitmap(log));
+	}
 	cfg = (MigramMigrationConfig){
 		.downtime_limit_ms = opt->downtime_limit_ms,
 		.max_bandwidth = opt->max_bandwidth,
@@ -271,6 +280,12 @@ static int run_source(const SimOptions *opt, MigramRamList *list, int fd,
 		.throttle_guest = sim_guest_throttle,
 		.opaque = guest,
 	};
+	if (kvm) {
+		cfg.pause_guest = sim_kvm_pause;
+		cfg.resume_guest = sim_kvm_resume;
+		cfg.throttle_guest = sim_kvm_throttle;
+		cfg.opaque = sim_kvm_source_guest(kvm);
+	}
 	mon.m = migram_migration_new(list, &src, &cfg);
 	mon.t0 = g_get_monotonic_time();
 	mt = g_thread_new("sim-monitor", monitor_main, &mon);
@@ -279,11 +294,14 @@ static int run_source(const SimOptions *opt, MigramRamList *list, int fd,
 	g_atomic_int_set(&mon.done, 1);
 	g_thread_join(mt);
 	/* Freeze the guest before stopping writers: memory stays final. */
-	if (ok)
+	if (ok && guest)
 		sim_guest_pause(guest);
-	rep->workload_writes = sim_guest_stop(guest);
+	if (guest)
+		rep->workload_writes = sim_guest_stop(guest);
 	migram_migration_get_stats(mon.m, &st);
 	fill_report(rep, &st);
+	if (kvm)
+		ok = sim_kvm_source_finish(kvm, ok, ch, rep, error);
 	/* A short pause falls between two samples: take it from the stats. */
 	if (ok)
 		rep->pause_at = (double)(st.total_time_ms - st.downtime_ms) /
@@ -293,8 +311,13 @@ static int run_source(const SimOptions *opt, MigramRamList *list, int fd,
 		ok = compare_hashes(list, ch, &rep->verify_detail, error);
 		rep->verified = ok && strstr(rep->verify_detail, "equal");
 	}
+	if (ok && kvm) {
+		ok = sim_kvm_source_verdict(kvm, ch, rep, error);
+		rep->verified = rep->verified && rep->guest_verified;
+	}
 	migram_channel_free(ch);
 	migram_soft_log_free(log);
+	sim_kvm_source_free(kvm);
 	if (!ok)
 		return g_error_matches(*error, MIGRAM_ERROR,
 				       MIGRAM_ERROR_NOT_CONVERGED)
@@ -326,12 +349,17 @@ static int run_destination(const SimOptions *opt, MigramRamList *list, int fd,
 	MigramReceiver *r = migram_receiver_new(list, &rc);
 	MigramChannel *ch = migram_channel_new(fd, true);
 	GError *error = NULL;
+	g_autoptr(GByteArray) kvm_state = NULL;
 	bool ok = migram_receiver_load(r, ch, &error);
 
+	if (ok && opt->workload == SIM_WORKLOAD_KVM)
+		ok = sim_kvm_dest_receive(ch, &kvm_state, &error);
 	if (ok && opt->debug_corrupt_page >= 0)
 		corrupt(list, opt->debug_corrupt_page);
 	if (ok && reply)
 		ok = send_hashes(list, ch, &error);
+	if (ok && kvm_state && reply)
+		ok = sim_kvm_dest_run(list, kvm_state, ch, &error);
 	if (!ok)
 		g_printerr("migram-sim: destination: %s\n", error->message);
 	g_clear_error(&error);

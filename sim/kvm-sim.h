@@ -1,0 +1,45 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * `migram-sim --workload kvm`: the steps real.c takes for a KVM guest
+ * (kvm-sim.c).  All on the thread that runs the source or destination.
+ */
+#ifndef MIGRAM_SIM_KVM_SIM_H
+#define MIGRAM_SIM_KVM_SIM_H
+
+#include <migram/channel.h>
+#include <migram/dirty-log.h>
+
+#include "kvm-guest.h"
+#include "sim.h"
+
+typedef struct SimKvmSource SimKvmSource;
+
+/*
+ * Start the VM and its guest over the list's only block, wait for the
+ * guest's first pass, measure its rate; fill @src with the VM's dirty log.
+ */
+SimKvmSource *sim_kvm_source_start(const SimOptions *opt, MigramRamList *list,
+				   MigramLogSource *src, SimReport *rep,
+				   GError **error);
+/* The opaque for the pause, resume and throttle callbacks. */
+void *sim_kvm_source_guest(SimKvmSource *s);
+/*
+ * After the migration ran (@ok: it completed and the guest is paused):
+ * the log's counters, the guest's rate and invariant, then the vCPU state
+ * on @ch.  False with error set when something failed.
+ */
+bool sim_kvm_source_finish(SimKvmSource *s, bool ok, MigramChannel *ch,
+			   SimReport *rep, GError **error);
+/* After the hash exchange: read the destination's verdict into @rep. */
+bool sim_kvm_source_verdict(SimKvmSource *s, MigramChannel *ch, SimReport *rep,
+			    GError **error);
+void sim_kvm_source_free(SimKvmSource *s);
+
+/* Destination, after the stream: the vCPU state (a new array). */
+bool sim_kvm_dest_receive(MigramChannel *ch, GByteArray **state,
+			  GError **error);
+/* Destination, after the hashes: run the guest, check, send the verdict. */
+bool sim_kvm_dest_run(MigramRamList *list, GByteArray *state, MigramChannel *ch,
+		      GError **error);
+
+#endif
