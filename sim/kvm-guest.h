@@ -63,11 +63,11 @@ const char *sim_kvm_log_mode(SimKvm *k);
 void sim_kvm_log_stats(SimKvm *k, MigramKvmLogStats *st);
 
 /*
- * Destination: a VM over @block (the received memory) with vCPUs in the
- * received state; paused until sim_kvm_run_for().
+ * Destination: a VM over @mem (@bytes of received memory, borrowed) with
+ * vCPUs in the received state; paused until sim_kvm_run_for().
  */
-SimKvm *sim_kvm_dest_new(MigramRamBlock *block, const guint8 *state, size_t len,
-			 GError **error);
+SimKvm *sim_kvm_dest_new(guint8 *mem, uint64_t bytes, const guint8 *state,
+			 size_t len, GError **error);
 
 /* The migration's callbacks (opaque is the SimKvm). */
 void sim_kvm_pause(void *opaque);

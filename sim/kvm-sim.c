@@ -17,6 +17,7 @@
  * length-prefixed blob (the stream has no device section yet).
  */
 #include <string.h>
+#include <sys/mman.h>
 
 #include <urcu/urcu-memb.h>
 
@@ -177,30 +178,33 @@ bool sim_kvm_dest_receive(MigramChannel *ch, GByteArray **state, GError **error)
 	return get_blob(ch, state, error);
 }
 
-/* Build, check, run, check; the verdict as "1..." or "0...". */
-static char *dest_verdict(MigramRamList *list, GByteArray *state)
+/*
+ * Build, check, run, check; the verdict as "1..." or "0...".  The guest
+ * runs in @mem.
+ */
+static char *dest_verdict(guint8 *mem, uint64_t bytes, GByteArray *state)
 {
 	g_autoptr(GError) error = NULL;
 	g_autofree char *at_pause = NULL, *after = NULL;
-	MigramRamBlock *b = only_block(list, &error);
 	uint64_t w0, w1;
 	bool ok;
 	SimKvm *k;
 
-	if (!b)
-		return g_strdup_printf("0%s", error->message);
-	k = sim_kvm_dest_new(b, state->data, state->len, &error);
+	k = sim_kvm_dest_new(mem, bytes, state->data, state->len, &error);
 	if (!k)
 		return g_strdup_printf("0%s", error->message);
-	ok = sim_kvm_check(k, &at_pause);
+	if (!sim_kvm_check(k, &at_pause)) {
+		sim_kvm_free(k);
+		return g_strdup_printf("0at the pause: %s", at_pause);
+	}
 	w0 = sim_kvm_progress(k);
-	if (ok && !sim_kvm_run_for(k, DEST_RUN_MS, &error)) {
+	if (!sim_kvm_run_for(k, DEST_RUN_MS, &error)) {
 		sim_kvm_free(k);
 		return g_strdup_printf("0at the pause: %s; then %s", at_pause,
 				       error->message);
 	}
 	w1 = sim_kvm_progress(k);
-	ok = ok && sim_kvm_check(k, &after);
+	ok = sim_kvm_check(k, &after);
 	sim_kvm_free(k);
 	if (ok && w1 <= w0)
 		return g_strdup_printf("0the guest made no progress in %d ms",
@@ -208,14 +212,37 @@ static char *dest_verdict(MigramRamList *list, GByteArray *state)
 	return g_strdup_printf("%cat the pause: %s; resumed for %d ms: "
 			       "%" G_GUINT64_FORMAT " page writes, %s",
 			       ok ? '1' : '0', at_pause, DEST_RUN_MS, w1 - w0,
-			       after ? after : "not run");
+			       after);
 }
 
-bool sim_kvm_dest_run(MigramRamList *list, GByteArray *state, MigramChannel *ch,
-		      GError **error)
+bool sim_kvm_dest_run(MigramRamList *list, GByteArray *state, bool copy,
+		      MigramChannel *ch, GError **error)
 {
-	g_autofree char *v = dest_verdict(list, state);
+	g_autoptr(GError) local = NULL;
+	MigramRamBlock *b = only_block(list, &local);
+	g_autofree char *v = NULL;
+	guint8 *mem, *run_in;
+	uint64_t bytes;
 
+	if (!b) {
+		v = g_strdup_printf("0%s", local->message);
+	} else {
+		mem = migram_ram_block_host(b);
+		bytes = migram_ram_block_used_length(b);
+		run_in = mem;
+		if (copy) {
+			run_in = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+				      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			if (run_in == MAP_FAILED)
+				run_in = NULL;
+			else
+				memcpy(run_in, mem, bytes);
+		}
+		v = run_in ? dest_verdict(run_in, bytes, state)
+			   : g_strdup("0no memory for the guest's copy");
+		if (copy && run_in)
+			munmap(run_in, bytes);
+	}
 	put_blob(ch, v, strlen(v));
 	return migram_channel_flush(ch, error);
 }

@@ -38,8 +38,12 @@ void sim_kvm_source_free(SimKvmSource *s);
 /* Destination, after the stream: the vCPU state (a new array). */
 bool sim_kvm_dest_receive(MigramChannel *ch, GByteArray **state,
 			  GError **error);
-/* Destination, after the hashes: run the guest, check, send the verdict. */
-bool sim_kvm_dest_run(MigramRamList *list, GByteArray *state, MigramChannel *ch,
-		      GError **error);
+/*
+ * Destination, after the hashes: run the guest, check, send the verdict.
+ * With @copy the guest runs in a copy of the received memory, which then
+ * stays as at the pause (--verify-bytes compares it afterwards).
+ */
+bool sim_kvm_dest_run(MigramRamList *list, GByteArray *state, bool copy,
+		      MigramChannel *ch, GError **error);
 
 #endif

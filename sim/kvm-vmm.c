@@ -260,12 +260,12 @@ static SimKvm *vm_new(GError **error)
 	return k;
 }
 
-static bool map_block(SimKvm *k, MigramRamBlock *block, GError **error)
+static bool map_ram(SimKvm *k, guint8 *mem, uint64_t bytes, GError **error)
 {
 	struct kvm_userspace_memory_region r = { 0 };
 
-	k->mem = migram_ram_block_host(block);
-	k->mem_bytes = migram_ram_block_used_length(block);
+	k->mem = mem;
+	k->mem_bytes = bytes;
 	if (k->mem_bytes > SIM_KVM_MAX_RAM ||
 	    k->mem_bytes < SIM_KVM_WS_START + PAGE) {
 		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
@@ -378,7 +378,9 @@ SimKvm *sim_kvm_source_new(const SimOptions *opt, MigramRamBlock *block,
 		k->log = migram_kvm_log_new_classic(k->vm, error);
 	else
 		k->log = migram_kvm_log_new(k->vm, error);
-	if (!k->log || !map_block(k, block, error) ||
+	if (!k->log ||
+	    !map_ram(k, migram_ram_block_host(block),
+		     migram_ram_block_used_length(block), error) ||
 	    !migram_kvm_log_add_slot(k->log, block, 0, 0, error))
 		goto fail;
 	plan(k, opt->working_set, stride);
@@ -522,8 +524,8 @@ static bool load_vcpu(Vcpu *v, Cursor *c, GError **error)
 	return true;
 }
 
-SimKvm *sim_kvm_dest_new(MigramRamBlock *block, const guint8 *state, size_t len,
-			 GError **error)
+SimKvm *sim_kvm_dest_new(guint8 *mem, uint64_t bytes, const guint8 *state,
+			 size_t len, GError **error)
 {
 	Cursor c = { state, len };
 	uint32_t magic, version, n;
@@ -540,7 +542,7 @@ SimKvm *sim_kvm_dest_new(MigramRamBlock *block, const guint8 *state, size_t len,
 		return NULL;
 	k->nvcpus = n;
 	k->vcpus = g_new0(Vcpu, n);
-	if (!map_block(k, block, error))
+	if (!map_ram(k, mem, bytes, error))
 		goto fail;
 	for (unsigned int i = 0; i < n; i++)
 		if (!vcpu_create(k, i, error) ||

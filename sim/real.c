@@ -359,7 +359,8 @@ static int run_destination(const SimOptions *opt, MigramRamList *list, int fd,
 	if (ok && reply)
 		ok = send_hashes(list, ch, &error);
 	if (ok && kvm_state && reply)
-		ok = sim_kvm_dest_run(list, kvm_state, ch, &error);
+		ok = sim_kvm_dest_run(list, kvm_state, opt->verify_bytes, ch,
+				      &error);
 	if (!ok)
 		g_printerr("migram-sim: destination: %s\n", error->message);
 	g_clear_error(&error);
