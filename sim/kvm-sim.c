@@ -124,6 +124,15 @@ bool sim_kvm_source_finish(SimKvmSource *s, bool ok, MigramChannel *ch,
 	double run_s;
 
 	sim_kvm_log_stats(s->kvm, &rep->kvm_log);
+	/* Completed: the guest is paused and its memory final; it ran until
+	 * the pause.  Failed: it still runs. */
+	run_s = ok ? (double)(rep->total_time_ms - rep->downtime_ms) / 1000.0
+		   : (double)(g_get_monotonic_time() - s->t_start) / 1e6;
+	rep->workload_writes = sim_kvm_progress(s->kvm) - s->at_start;
+	rep->guest_rate_during = run_s > 0
+					 ? (double)rep->workload_writes / run_s
+					 : 0;
+	rep->guest_passes = sim_kvm_passes(s->kvm);
 	if (!ok)
 		return false;
 	if (vcpu_error) {
@@ -131,13 +140,6 @@ bool sim_kvm_source_finish(SimKvmSource *s, bool ok, MigramChannel *ch,
 			    vcpu_error);
 		return false;
 	}
-	/* The guest is paused: its memory is final. */
-	run_s = (double)(rep->total_time_ms - rep->downtime_ms) / 1000.0;
-	rep->workload_writes = sim_kvm_progress(s->kvm) - s->at_start;
-	rep->guest_rate_during = run_s > 0
-					 ? (double)rep->workload_writes / run_s
-					 : 0;
-	rep->guest_passes = sim_kvm_passes(s->kvm);
 	rep->guest_verified = sim_kvm_check(s->kvm, &detail);
 	rep->guest_detail = g_strdup_printf("source at the pause: %s", detail);
 	if (!sim_kvm_save_state(s->kvm, state, error))

@@ -132,7 +132,7 @@ typedef struct {
 	gint64 downtime_limit, clear_shift, max_time, corrupt, latency;
 	gint threads;
 	gdouble hot_fraction, hot_weight;
-	gboolean auto_converge, model, quiet, verify_bytes;
+	gboolean auto_converge, model, quiet, verify_bytes, clear_at_sync;
 } Args;
 
 static bool fail_usage(GError **error, const char *fmt, const char *v)
@@ -283,6 +283,7 @@ static bool apply(const Args *a, SimOptions *o, GError **error)
 	o->clear_bitmap_shift_set = a->clear_shift >= 0;
 	o->clear_bitmap_shift = (unsigned int)MAX(a->clear_shift, 0);
 	o->auto_converge = a->auto_converge;
+	o->clear_at_sync = a->clear_at_sync;
 	o->max_time_ms = (uint64_t)MAX(a->max_time, 0) * 1000;
 	o->model = a->model;
 	o->link_latency_us = (uint64_t)MAX(a->latency, 0);
@@ -329,6 +330,9 @@ static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
 		{ "clear-bitmap-shift", 0, 0, G_OPTION_ARG_INT64,
 		  &a.clear_shift, "Log-clear chunk exponent (default 18)",
 		  "N" },
+		{ "clear-at-sync", 0, 0, G_OPTION_ARG_NONE, &a.clear_at_sync,
+		  "Re-arm the whole dirty log at each sync (no postponed clear)",
+		  NULL },
 		{ "auto-converge", 0, 0, G_OPTION_ARG_NONE, &a.auto_converge,
 		  "Throttle the guest when not converging", NULL },
 		{ "max-time", 0, 0, G_OPTION_ARG_INT64, &a.max_time,

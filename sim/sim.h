@@ -73,6 +73,7 @@ typedef struct {
 	uint64_t max_bandwidth; /* bytes/s, 0 = unlimited */
 	unsigned int clear_bitmap_shift;
 	bool clear_bitmap_shift_set;
+	bool clear_at_sync; /* re-arm the whole log at each sync */
 	bool auto_converge;
 	uint64_t max_time_ms; /* 0: no limit */
 
