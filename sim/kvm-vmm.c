@@ -180,6 +180,8 @@ static void kick_all(SimKvm *k)
 	for (unsigned int i = 0; i < k->nvcpus; i++) {
 		Vcpu *v = &k->vcpus[i];
 
+		if (!v->run)
+			continue; /* never created */
 		__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
 		if (g_atomic_int_get(&v->started))
 			pthread_kill(v->tid, SIGUSR1);
