@@ -10,7 +10,9 @@
  *
  *     0x1000          the program (read only by the guest)
  *     0x2000 + 64 v   vCPU v's pass number S (a 32-bit word)
- *     1 MiB ...       the working set: vCPU v owns n_v pages at a stride
+ *     1 MiB ...       the working set: vCPU v owns n_v pages at a stride,
+ *                     all below 0xfec00000 (the top 20 MiB of a 4 GiB
+ *                     block are RAM the guest does not write)
  *
  * vCPU v runs, with ebx = its first page, ecx = n_v, edx = the stride and
  * edi = the address of its S:
@@ -46,6 +48,13 @@ typedef struct SimKvm SimKvm;
 #define SIM_KVM_MAX_RAM (UINT64_C(4) << 30)
 /* Where the working set starts. */
 #define SIM_KVM_WS_START (UINT64_C(1) << 20)
+/*
+ * Where it ends at the latest: KVM claims the local APIC's page at
+ * 0xfee00000 even without an in-kernel APIC (a guest access there exits
+ * with KVM_EXIT_MMIO), so the guest keeps below the I/O APIC's
+ * 0xfec00000, as a PC's RAM does.
+ */
+#define SIM_KVM_WS_END UINT64_C(0xfec00000)
 
 /*
  * Source: a VM whose slot 0 maps @block at guest physical 0, with its

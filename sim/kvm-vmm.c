@@ -166,8 +166,11 @@ static gpointer vcpu_main(gpointer p)
 		}
 		if (v->run->exit_reason == KVM_EXIT_INTR)
 			continue;
-		fail(k, g_strdup_printf("vCPU %u: unexpected KVM exit %u",
-					v->id, v->run->exit_reason));
+		fail(k, g_strdup_printf(
+				"vCPU %u: unexpected KVM exit %u "
+				"(MMIO address %#llx)",
+				v->id, v->run->exit_reason,
+				(unsigned long long)v->run->mmio.phys_addr));
 		break;
 	}
 	/* A dead vCPU counts as parked for good. */
@@ -341,7 +344,7 @@ static bool set_flat_pm(Vcpu *v, GError **error)
 /* Slices: the working set split in nvcpus runs of pages at the stride. */
 static void plan(SimKvm *k, uint64_t ws, uint64_t stride)
 {
-	uint64_t room = k->mem_bytes - SIM_KVM_WS_START;
+	uint64_t room = MIN(k->mem_bytes, SIM_KVM_WS_END) - SIM_KVM_WS_START;
 	uint64_t per, n;
 
 	ws = ws ? MIN(ws, room) : room;
