@@ -45,6 +45,7 @@ struct MigramChannel {
 	int fd;
 	bool own_fd;
 	bool not_socket; /* sendmsg said ENOTSOCK: use writev */
+	bool exact;      /* never read past what was asked (return path) */
 	GError *error;   /* sticky; channel thread only */
 	int cancelled;   /* atomic */
 
@@ -401,7 +402,8 @@ MIGRAM_EXPORT bool migram_channel_get_bytes(MigramChannel *ch, void *dst,
 			continue;
 		}
 		ch->rpos = ch->rlen = 0;
-		if (!read_some(ch, ch->rbuf, READ_BUF_BYTES, &got))
+		if (!read_some(ch, ch->rbuf, ch->exact ? len : READ_BUF_BYTES,
+			       &got))
 			break;
 		ch->rlen = got;
 	}
@@ -421,7 +423,8 @@ MIGRAM_EXPORT bool migram_channel_peek_u8(MigramChannel *ch, uint8_t *v,
 		return report(ch, error);
 	if (ch->rpos == ch->rlen) {
 		ch->rpos = ch->rlen = 0;
-		if (!read_some(ch, ch->rbuf, READ_BUF_BYTES, &got))
+		if (!read_some(ch, ch->rbuf, ch->exact ? 1 : READ_BUF_BYTES,
+			       &got))
 			return report(ch, error);
 		ch->rlen = got;
 	}
@@ -560,4 +563,9 @@ MIGRAM_EXPORT void migram_channel_cancel(MigramChannel *ch)
 {
 	g_atomic_int_set(&ch->cancelled, 1);
 	shutdown(ch->fd, SHUT_RDWR);
+}
+
+void migram_channel_set_exact_reads(MigramChannel *ch)
+{
+	ch->exact = true;
 }

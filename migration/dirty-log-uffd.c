@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The userfaultfd write-protect dirty-log source (async mode).
+ * The userfaultfd write-protect dirty-log source: opening the log, choosing
+ * its mode, and the async mode.  Fault mode is in dirty-log-uffd-fault.c.
  *
  * With UFFD_FEATURE_WP_ASYNC the kernel resolves a write fault on a
  * write-protected page itself: it drops the protection and the page counts
@@ -20,7 +21,8 @@
  * first write to them is seen.
  *
  * Debian 12's kernel headers predate async WP and PAGEMAP_SCAN (Linux 6.7);
- * the ABI definitions below are used when the headers lack them.
+ * the ABI definitions (here and in uffd-internal.h) are used when the
+ * headers lack them.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -35,16 +37,8 @@
 #include "migram/bitmap.h"
 #include "migram/dirty-log-uffd.h"
 #include "migram/migram.h"
+#include "uffd-internal.h"
 
-#ifndef UFFD_FEATURE_WP_HUGETLBFS_SHMEM
-#define UFFD_FEATURE_WP_HUGETLBFS_SHMEM (1 << 12)
-#endif
-#ifndef UFFD_FEATURE_WP_UNPOPULATED
-#define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)
-#endif
-#ifndef UFFD_FEATURE_WP_ASYNC
-#define UFFD_FEATURE_WP_ASYNC (1 << 15)
-#endif
 #ifndef PAGEMAP_SCAN
 struct page_region {
 	__u64 start;
@@ -75,13 +69,15 @@ struct pm_scan_arg {
 #define REGIONS 256
 
 struct MigramUffdLog {
+	MigramUffdMode mode; /* ASYNC or FAULT */
 	int uffd;
-	int pagemap;
+	int pagemap; /* async mode only */
 	uint64_t features;
+	UffdFault *fault;                /* fault mode only */
 	struct page_region vec[REGIONS]; /* scan results: no allocation */
 };
 
-static bool fail_errno(GError **error, int code, const char *what)
+bool migram_uffd_fail_errno(GError **error, int code, const char *what)
 {
 	int e = errno;
 
@@ -90,58 +86,146 @@ static bool fail_errno(GError **error, int code, const char *what)
 	return false;
 }
 
-MIGRAM_EXPORT MigramUffdLog *migram_uffd_log_new(GError **error)
+static int open_uffd(GError **error)
 {
-	MigramUffdLog *log = g_new0(MigramUffdLog, 1);
-	struct uffdio_api api = { .api = UFFD_API };
-	struct pm_scan_arg probe = { .size = sizeof(probe) };
+	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
 
-	log->pagemap = -1;
-	log->uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-	if (log->uffd < 0) {
-		fail_errno(
+	if (fd < 0)
+		migram_uffd_fail_errno(
 			error, MIGRAM_ERROR_UNSUPPORTED,
 			"userfaultfd() (root or vm.unprivileged_userfaultfd)");
-		goto fail;
-	}
-	/* Ask for everything we can use; keep what the kernel grants. */
-	api.features = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED |
-		       UFFD_FEATURE_WP_HUGETLBFS_SHMEM;
-	if (ioctl(log->uffd, UFFDIO_API, &api) < 0) {
-		/* Retry with only what is indispensable, to say what lacks. */
-		close(log->uffd);
-		log->uffd = (int)syscall(SYS_userfaultfd,
-					 O_CLOEXEC | O_NONBLOCK);
-		api = (struct uffdio_api){ .api = UFFD_API,
-					   .features = UFFD_FEATURE_WP_ASYNC };
-		if (log->uffd < 0 || ioctl(log->uffd, UFFDIO_API, &api) < 0) {
-			fail_errno(error, MIGRAM_ERROR_UNSUPPORTED,
-				   "UFFD_FEATURE_WP_ASYNC (Linux 6.7+)");
-			goto fail;
-		}
-	}
-	log->features = api.features;
-	log->pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	if (log->pagemap < 0) {
-		fail_errno(error, MIGRAM_ERROR_IO, "open /proc/self/pagemap");
-		goto fail;
+	return fd;
+}
+
+/* The features this kernel offers (a handshake on a throwaway fd: the
+ * kernel takes one handshake per userfaultfd). */
+static bool probe_features(uint64_t *features, GError **error)
+{
+	struct uffdio_api api = { .api = UFFD_API };
+	int fd = open_uffd(error);
+	bool ok;
+
+	if (fd < 0)
+		return false;
+	ok = ioctl(fd, UFFDIO_API, &api) == 0;
+	if (!ok)
+		migram_uffd_fail_errno(error, MIGRAM_ERROR_UNSUPPORTED,
+				       "UFFDIO_API");
+	close(fd);
+	*features = api.features;
+	return ok;
+}
+
+/* Open /proc/self/pagemap if it has PAGEMAP_SCAN; -1 with error if not. */
+static int open_pagemap(GError **error)
+{
+	struct pm_scan_arg probe = { .size = sizeof(probe) };
+	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0) {
+		migram_uffd_fail_errno(error, MIGRAM_ERROR_IO,
+				       "open /proc/self/pagemap");
+		return -1;
 	}
 	/* An empty scan tells whether PAGEMAP_SCAN exists. */
-	if (ioctl(log->pagemap, PAGEMAP_SCAN, &probe) < 0) {
-		fail_errno(error, MIGRAM_ERROR_UNSUPPORTED,
-			   "PAGEMAP_SCAN (Linux 6.7+)");
+	if (ioctl(fd, PAGEMAP_SCAN, &probe) < 0) {
+		migram_uffd_fail_errno(error, MIGRAM_ERROR_UNSUPPORTED,
+				       "PAGEMAP_SCAN (Linux 6.7+)");
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+MigramUffdLog *migram_uffd_log_new_restricted(MigramUffdMode mode,
+					      uint64_t deny, GError **error)
+{
+	const uint64_t optional = UFFD_FEATURE_WP_UNPOPULATED |
+				  UFFD_FEATURE_WP_HUGETLBFS_SHMEM;
+	MigramUffdLog *log;
+	struct uffdio_api api = { .api = UFFD_API };
+	uint64_t offered = 0, want;
+
+	if (mode != MIGRAM_UFFD_MODE_AUTO && mode != MIGRAM_UFFD_MODE_ASYNC &&
+	    mode != MIGRAM_UFFD_MODE_FAULT) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
+			    "userfaultfd dirty log: no mode %d", (int)mode);
+		return NULL;
+	}
+	if (!probe_features(&offered, error))
+		return NULL;
+	offered &= ~deny;
+	log = g_new0(MigramUffdLog, 1);
+	log->uffd = -1;
+	log->pagemap = -1;
+	if (mode != MIGRAM_UFFD_MODE_FAULT &&
+	    (offered & UFFD_FEATURE_WP_ASYNC)) {
+		/* Automatic mode falls back to faults without PAGEMAP_SCAN. */
+		log->pagemap = open_pagemap(
+			mode == MIGRAM_UFFD_MODE_ASYNC ? error : NULL);
+		if (log->pagemap < 0 && mode == MIGRAM_UFFD_MODE_ASYNC)
+			goto fail;
+	}
+	if (log->pagemap >= 0) {
+		log->mode = MIGRAM_UFFD_MODE_ASYNC;
+		api.features = UFFD_FEATURE_WP_ASYNC | (offered & optional);
+	} else if (mode == MIGRAM_UFFD_MODE_ASYNC) {
+		errno = EOPNOTSUPP;
+		migram_uffd_fail_errno(error, MIGRAM_ERROR_UNSUPPORTED,
+				       "UFFD_FEATURE_WP_ASYNC (Linux 6.7+)");
+		goto fail;
+	} else if (offered & UFFD_FEATURE_PAGEFAULT_FLAG_WP) {
+		log->mode = MIGRAM_UFFD_MODE_FAULT;
+		api.features = UFFD_FEATURE_PAGEFAULT_FLAG_WP |
+			       (offered & optional);
+	} else {
+		errno = EOPNOTSUPP;
+		migram_uffd_fail_errno(
+			error, MIGRAM_ERROR_UNSUPPORTED,
+			"UFFD_FEATURE_PAGEFAULT_FLAG_WP (Linux 5.7+)");
 		goto fail;
 	}
+	want = api.features;
+	log->uffd = open_uffd(error);
+	if (log->uffd < 0)
+		goto fail;
+	if (ioctl(log->uffd, UFFDIO_API, &api) < 0) {
+		migram_uffd_fail_errno(error, MIGRAM_ERROR_IO, "UFFDIO_API");
+		goto fail;
+	}
+	/* The kernel answers with all it offers; what it enabled is what was
+	 * asked for. */
+	log->features = want;
+	if (log->mode == MIGRAM_UFFD_MODE_FAULT)
+		log->fault = migram_uffd_fault_new(log->uffd, log->features);
 	return log;
 fail:
 	migram_uffd_log_free(log);
 	return NULL;
 }
 
+MIGRAM_EXPORT MigramUffdLog *migram_uffd_log_new_mode(MigramUffdMode mode,
+						      GError **error)
+{
+	return migram_uffd_log_new_restricted(mode, 0, error);
+}
+
+MIGRAM_EXPORT MigramUffdLog *migram_uffd_log_new(GError **error)
+{
+	return migram_uffd_log_new_restricted(MIGRAM_UFFD_MODE_AUTO, 0, error);
+}
+
+MIGRAM_EXPORT MigramUffdMode migram_uffd_log_mode(const MigramUffdLog *log)
+{
+	return log->mode;
+}
+
 MIGRAM_EXPORT void migram_uffd_log_free(MigramUffdLog *log)
 {
 	if (!log)
 		return;
+	/* The fault thread polls the uffd: join it before closing. */
+	migram_uffd_fault_free(log->fault);
 	if (log->uffd >= 0)
 		close(log->uffd);
 	if (log->pagemap >= 0)
@@ -149,18 +233,42 @@ MIGRAM_EXPORT void migram_uffd_log_free(MigramUffdLog *log)
 	g_free(log);
 }
 
-static bool protect(MigramUffdLog *log, uintptr_t start, uint64_t len, bool wp,
-		    GError **error)
+bool migram_uffd_protect(int uffd, uintptr_t start, uint64_t len, bool wp,
+			 GError **error)
 {
 	struct uffdio_writeprotect w = {
 		.range = { .start = start, .len = len },
 		.mode = wp ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
 	};
 
-	while (ioctl(log->uffd, UFFDIO_WRITEPROTECT, &w) < 0) {
+	while (ioctl(uffd, UFFDIO_WRITEPROTECT, &w) < 0) {
 		if (errno != EAGAIN)
-			return fail_errno(error, MIGRAM_ERROR_IO,
-					  "UFFDIO_WRITEPROTECT");
+			return migram_uffd_fail_errno(error, MIGRAM_ERROR_IO,
+						      "UFFDIO_WRITEPROTECT");
+	}
+	return true;
+}
+
+bool migram_uffd_protect_mask(int uffd, uintptr_t host, uint64_t block_pages,
+			      uint64_t page_size, uint64_t first,
+			      uint64_t npages, const unsigned long *mask,
+			      GError **error)
+{
+	/* Target pages per mapping page: 1, or 512 for 2 MiB hugetlb. */
+	size_t per = page_size > PAGE ? (size_t)(page_size / PAGE) : 1;
+	size_t end = (size_t)MIN(first + npages, block_pages);
+	size_t p = migram_bitmap_find_next_set(mask, end, (size_t)first);
+
+	/* One ioctl per run of masked pages (widened to whole huge pages). */
+	while (p < end) {
+		size_t q = migram_bitmap_find_next_zero(mask, end, p);
+		size_t a = p / per * per;
+		size_t z = MIN((q + per - 1) / per * per, (size_t)block_pages);
+
+		if (!migram_uffd_protect(uffd, host + a * PAGE,
+					 (uint64_t)(z - a) * PAGE, true, error))
+			return false;
+		p = migram_bitmap_find_next_set(mask, end, MAX(q, z));
 	}
 	return true;
 }
@@ -174,6 +282,14 @@ static bool uffd_start(void *opaque, MigramRamBlock *b, GError **error)
 		.mode = UFFDIO_REGISTER_MODE_WP,
 	};
 
+	if (migram_ram_block_page_size(b) > PAGE) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_UNSUPPORTED,
+			    "ramblock '%s': async write protection keeps one "
+			    "written bit per huge page, coarser than a chunked "
+			    "clear can re-arm; use MIGRAM_UFFD_MODE_FAULT",
+			    migram_ram_block_idstr(b));
+		return false;
+	}
 	if ((migram_ram_block_flags(b) & MIGRAM_RAM_SHARED) &&
 	    !(log->features & UFFD_FEATURE_WP_HUGETLBFS_SHMEM)) {
 		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_UNSUPPORTED,
@@ -193,7 +309,8 @@ static bool uffd_start(void *opaque, MigramRamBlock *b, GError **error)
 			migram_ram_block_idstr(b), g_strerror(e));
 		return false;
 	}
-	return protect(log, reg.range.start, reg.range.len, true, error);
+	return migram_uffd_protect(log->uffd, reg.range.start, reg.range.len,
+				   true, error);
 }
 
 static bool uffd_sync(void *opaque, MigramRamBlock *b, unsigned long *collected,
@@ -218,8 +335,8 @@ static bool uffd_sync(void *opaque, MigramRamBlock *b, unsigned long *collected,
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			return fail_errno(error, MIGRAM_ERROR_IO,
-					  "PAGEMAP_SCAN");
+			return migram_uffd_fail_errno(error, MIGRAM_ERROR_IO,
+						      "PAGEMAP_SCAN");
 		}
 		for (long i = 0; i < n; i++)
 			*newly += migram_bitmap_set_atomic(
@@ -239,20 +356,13 @@ static bool uffd_clear(void *opaque, MigramRamBlock *b, uint64_t first,
 		       uint64_t npages, const unsigned long *mask,
 		       GError **error)
 {
-	uintptr_t host = (uintptr_t)migram_ram_block_host(b);
-	size_t end = (size_t)(first + npages);
-	size_t p = migram_bitmap_find_next_set(mask, end, (size_t)first);
+	const MigramUffdLog *log = opaque;
 
 	/* One ioctl per run of masked pages: only they are re-protected. */
-	while (p < end) {
-		size_t q = migram_bitmap_find_next_zero(mask, end, p);
-
-		if (!protect(opaque, host + p * PAGE, (uint64_t)(q - p) * PAGE,
-			     true, error))
-			return false;
-		p = migram_bitmap_find_next_set(mask, end, q);
-	}
-	return true;
+	return migram_uffd_protect_mask(log->uffd,
+					(uintptr_t)migram_ram_block_host(b),
+					migram_ram_block_used_length(b) / PAGE,
+					PAGE, first, npages, mask, error);
 }
 
 static void uffd_stop(void *opaque, MigramRamBlock *b)
@@ -261,7 +371,7 @@ static void uffd_stop(void *opaque, MigramRamBlock *b)
 	struct uffdio_range r = { .start = (uintptr_t)migram_ram_block_host(b),
 				  .len = migram_ram_block_used_length(b) };
 
-	protect(log, r.start, r.len, false, NULL);
+	migram_uffd_protect(log->uffd, r.start, r.len, false, NULL);
 	ioctl(log->uffd, UFFDIO_UNREGISTER, &r);
 }
 
@@ -276,6 +386,11 @@ static const MigramLogSourceOps uffd_ops = {
 MIGRAM_EXPORT void migram_uffd_log_source(MigramUffdLog *log,
 					  MigramLogSource *source)
 {
-	source->ops = &uffd_ops;
-	source->opaque = log;
+	if (log->mode == MIGRAM_UFFD_MODE_FAULT) {
+		source->ops = &migram_uffd_fault_ops;
+		source->opaque = log->fault;
+	} else {
+		source->ops = &uffd_ops;
+		source->opaque = log;
+	}
 }

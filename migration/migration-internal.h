@@ -10,6 +10,8 @@
 
 #include <glib.h>
 
+#include "migram/stream.h"
+
 /*
  * Whether len bytes at buf are all zero (buffer.c): zero-page detection on
  * both ends of a migration.  Any thread; reads only.
@@ -68,6 +70,118 @@ bool migram_stream_fail(GError **error, int code, uint64_t at, const char *fmt,
 			...) G_GNUC_PRINTF(4, 5);
 
 /*
+ * channel.c: reads never take more bytes from the fd than the caller asked
+ * for, so another reader of the same socket (after the return path ended)
+ * finds the rest.  The channel's thread, before its first read.
+ */
+void migram_channel_set_exact_reads(MigramChannel *ch);
+
+/*
+ * Reader extensions for postcopy (stream-reader.c).  Same thread rules as
+ * the reader itself.
+ *
+ * new_continued: a reader for a recovered connection, which carries no
+ * header: it knows prev's page size, RAM section id and device sections.
+ * new_raw: a reader for the preempt channel: RAM records only (PAGE,
+ * ZERO, CONTINUE), then EOS and END.
+ * accept_page_sizes: after POSTCOPY_ADVISE with huge pages, the caller
+ * reads the be64 page size that follows each huge-page block's entry with
+ * read_block_page_size (only the destination knows which blocks have one).
+ * read_device_blob: in a device section, a be32 length (<= max) and that
+ * many bytes into out.
+ */
+MigramStreamReader *
+migram_stream_reader_new_continued(MigramChannel *ch,
+				   const MigramStreamReader *prev);
+MigramStreamReader *migram_stream_reader_new_raw(MigramChannel *ch,
+						 uint64_t page_size);
+void migram_stream_reader_accept_page_sizes(MigramStreamReader *r);
+bool migram_stream_reader_read_block_page_size(MigramStreamReader *r,
+					       uint64_t *page_size,
+					       GError **error);
+bool migram_stream_reader_read_device_blob(MigramStreamReader *r, size_t max,
+					   GByteArray *out, GError **error);
+MigramChannel *migram_stream_reader_channel(const MigramStreamReader *r);
+
+/*
+ * Writer extensions (stream-writer.c), same rules as the writer.  Command
+ * numbers are QEMU's MIG_CMD_* (docs/wire-format.md).  A device blob is a
+ * FULL section (version MIGRAM_DEVICE_BLOB_VERSION) whose body is a be32
+ * length and that many bytes, then the footer.  encode_* append to a byte
+ * array (the postcopy package is built in memory); eos writes a bare EOS
+ * word (the end of the preempt channel); finish_postcopy writes EOF with no
+ * vmdesc, as QEMU does after postcopy.
+ */
+enum {
+	MIGRAM_CMD_OPEN_RETURN_PATH = 1,
+	MIGRAM_CMD_PING = 2,
+	MIGRAM_CMD_POSTCOPY_ADVISE = 3,
+	MIGRAM_CMD_POSTCOPY_LISTEN = 4,
+	MIGRAM_CMD_POSTCOPY_RUN = 5,
+	MIGRAM_CMD_POSTCOPY_RAM_DISCARD = 6,
+	MIGRAM_CMD_PACKAGED = 7,
+	MIGRAM_CMD_POSTCOPY_RESUME = 9,
+	MIGRAM_CMD_RECV_BITMAP = 10,
+};
+#define MIGRAM_DEVICE_BLOB_VERSION 1u
+#define MIGRAM_DEVICE_SECTION_ID 3u
+#define MIGRAM_DEVICE_BLOB_MAX (256u << 20)
+#define MIGRAM_DISCARDS_PER_COMMAND 12 /* QEMU's MAX_DISCARDS_PER_COMMAND */
+
+void migram_stream_writer_command(MigramStreamWriter *w, uint16_t cmd,
+				  const void *data, uint16_t len);
+void migram_stream_encode_device(GByteArray *out, const char *idstr,
+				 uint32_t section_id, const void *data,
+				 uint32_t len);
+void migram_stream_encode_command(GByteArray *out, uint16_t cmd,
+				  const void *data, uint16_t len);
+void migram_stream_writer_put_raw(MigramStreamWriter *w, const void *data,
+				  size_t len);
+void migram_stream_writer_eos(MigramStreamWriter *w);
+bool migram_stream_writer_finish_postcopy(MigramStreamWriter *w,
+					  GError **error);
+MigramChannel *migram_stream_writer_channel(const MigramStreamWriter *w);
+
+/*
+ * The postcopy return path (return-path.c): destination to source.
+ * Readers and writers are single-threaded per channel; callers serialize.
+ */
+enum {
+	MIGRAM_RP_SHUT = 1,         /* be32 error, 0 = clean */
+	MIGRAM_RP_PONG = 2,         /* be32 value from PING */
+	MIGRAM_RP_REQ_PAGES_ID = 3, /* be64 start, be32 len, u8 n, idstr */
+	MIGRAM_RP_REQ_PAGES = 4,    /* be64 start, be32 len (last block) */
+	MIGRAM_RP_RECV_BITMAP = 5,  /* u8 n, idstr; then the bitmap */
+	MIGRAM_RP_RESUME_ACK = 6,   /* be32 1 */
+};
+#define MIGRAM_RP_MAX_LEN 512 /* QEMU's buffer for one message */
+
+typedef struct {
+	uint16_t type;
+	uint64_t at;     /* byte offset of the message on the return path */
+	uint32_t value;  /* SHUT, PONG, RESUME_ACK */
+	uint64_t start;  /* REQ_PAGES*: block-relative byte offset */
+	uint32_t len;    /* REQ_PAGES*: bytes */
+	char idstr[256]; /* REQ_PAGES_ID, RECV_BITMAP */
+} MigramRpMessage;
+
+/* "return path byte AT: ..." (MIGRAM_ERROR_PROTOCOL); returns false. */
+bool migram_rp_fail(GError **error, uint64_t at, const char *fmt, ...)
+	G_GNUC_PRINTF(3, 4);
+/* One message; a RECV_BITMAP's bitmap is read with read_bitmap next. */
+bool migram_rp_read(MigramChannel *ch, MigramRpMessage *msg, GError **error);
+/* be64 size (must be bitmap_bytes(nbits)), LE words, be64 end mark. */
+bool migram_rp_read_bitmap(MigramChannel *ch, const char *idstr,
+			   unsigned long *map, uint64_t nbits, GError **error);
+size_t migram_rp_bitmap_bytes(uint64_t nbits);
+void migram_rp_write_u32(MigramChannel *ch, uint16_t type, uint32_t value);
+/* REQ_PAGES_ID when idstr is non-NULL, else REQ_PAGES. */
+void migram_rp_write_req(MigramChannel *ch, const char *idstr, uint64_t start,
+			 uint32_t len);
+void migram_rp_write_bitmap(MigramChannel *ch, const char *idstr,
+			    const unsigned long *map, uint64_t nbits);
+
+/*
  * The sender's state (sender.c, send-pages.c, stats.c).  Everything but
  * `cancelled`, `changed`, `ch` and the published stats belongs to the
  * migration thread.
@@ -84,7 +198,10 @@ typedef struct {
 	unsigned long *clear_bmap; /* the block's: chunks owing a log clear */
 	unsigned long *synced;     /* ours: collected by syncs, not cleared */
 	uint64_t pages;            /* used_length in target pages */
+	uint64_t page_size;        /* the block's host page size, bytes */
 } SendBlock;
+
+typedef struct SrcPostcopy SrcPostcopy;
 
 struct MigramMigration {
 	MigramRamList *list;
@@ -123,6 +240,12 @@ struct MigramMigration {
 
 	pthread_mutex_t stats_lock; /* protects pub */
 	MigramMigrationStats pub;
+
+	/* postcopy (postcopy-src.c); pc is NULL without cfg.postcopy */
+	SrcPostcopy *pc;
+	int postcopy_wanted;     /* atomic: start_postcopy() was called */
+	bool postcopy_committed; /* the package went out: never resume */
+	MigramChannel *preempt;  /* borrowed, optional */
 };
 
 /* send-pages.c */
@@ -130,6 +253,22 @@ bool migram_sender_sync(MigramMigration *m, GError **error);
 bool migram_sender_section(MigramMigration *m, bool last, bool *pass_done,
 			   GError **error);
 bool migram_sender_check(MigramMigration *m, GError **error);
+
+/* sender.c: append the device FULL section (nothing without save_device) */
+bool migram_sender_encode_device(MigramMigration *m, GByteArray *out,
+				 GError **error);
+
+/* postcopy-src.c */
+SrcPostcopy *migram_postcopy_src_new(void);
+void migram_postcopy_src_free(SrcPostcopy *pc);
+bool migram_postcopy_src_setup(MigramMigration *m, GError **error);
+bool migram_postcopy_src_listen(MigramMigration *m, GError **error);
+bool migram_postcopy_src_should_switch(MigramMigration *m);
+bool migram_postcopy_src_run(MigramMigration *m, GError **error);
+bool migram_postcopy_src_check(MigramMigration *m, GError **error);
+bool migram_postcopy_src_precopy_done(MigramMigration *m, GError **error);
+void migram_postcopy_src_cleanup(MigramMigration *m);
+void migram_postcopy_src_wake(MigramMigration *m);
 
 /* stats.c */
 void migram_sender_publish(MigramMigration *m);

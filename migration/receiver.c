@@ -26,7 +26,10 @@
  * block seen at an unchanged version cannot be freed during the section
  * that checked the version.
  */
+#include <errno.h>
+#include <pthread.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -38,25 +41,7 @@
 #include "migram/receiver.h"
 #include "migram/stream.h"
 #include "migration-internal.h"
-
-struct MigramReceiver {
-	MigramRamList *list;
-	MigramReceiverConfig cfg;
-	char *machine_type;
-	MigramReceiverStats stats;
-	MigramStreamReader *reader;
-	uint64_t page_size;
-	bool list_done; /* the block list was read and bitmaps exist */
-	bool in_end;    /* inside the RAM END section */
-	bool ram_done;  /* the RAM END section is complete */
-	bool on_socket; /* the channel is a socket (see the vmdesc case) */
-	uint64_t created_bytes; /* blocks created by this load */
-
-	/* Block cache: valid while the list version equals last_version. */
-	MigramRamBlock *last;
-	uint64_t last_version;
-	char last_name[256];
-};
+#include "receiver-internal.h"
 
 MIGRAM_EXPORT MigramReceiver *
 migram_receiver_new(MigramRamList *list, const MigramReceiverConfig *config)
@@ -68,6 +53,8 @@ migram_receiver_new(MigramRamList *list, const MigramReceiverConfig *config)
 		r->cfg = *config;
 	r->machine_type = g_strdup(r->cfg.machine_type);
 	r->cfg.machine_type = r->machine_type;
+	pthread_mutex_init(&r->lock, NULL);
+	pthread_cond_init(&r->cond, NULL);
 	return r;
 }
 
@@ -76,6 +63,10 @@ MIGRAM_EXPORT void migram_receiver_free(MigramReceiver *r)
 	if (!r)
 		return;
 	g_free(r->machine_type);
+	migram_postcopy_dst_free(r->pc);
+	g_clear_error(&r->preempt_error);
+	pthread_mutex_destroy(&r->lock);
+	pthread_cond_destroy(&r->cond);
 	g_free(r);
 }
 
@@ -84,10 +75,6 @@ MIGRAM_EXPORT void migram_receiver_get_stats(const MigramReceiver *r,
 {
 	*stats = r->stats;
 }
-
-/* Errors name the stream byte of the record that caused them. */
-#define fail(error, code, rec, ...)                                            \
-	migram_stream_fail((error), (code), (rec)->stream_offset, __VA_ARGS__)
 
 /* Inside a read-side section. */
 static MigramRamBlock *resolve(MigramReceiver *r, const char *name)
@@ -166,6 +153,22 @@ static bool handle_block(MigramReceiver *r, const MigramStreamRecord *rec,
 	if (!(flags & MIGRAM_RAM_MIGRATABLE))
 		return fail(error, MIGRAM_ERROR_INVALID, rec,
 			    "ramblock '%s' is not migratable", rec->name);
+	/* After ADVISE, a huge-page block's entry carries its page size. */
+	if (r->pc && migram_postcopy_dst_state(r->pc) >= DST_ADVISE &&
+	    page != MIGRAM_TARGET_PAGE_SIZE) {
+		uint64_t ps;
+
+		if (!migram_stream_reader_read_block_page_size(r->reader, &ps,
+							       error))
+			return false;
+		if (ps != page)
+			return fail(
+				error, MIGRAM_ERROR_INVALID, rec,
+				"ramblock '%s': page size %#" G_GINT64_MODIFIER
+				"x in the stream, %#" G_GINT64_MODIFIER
+				"x here",
+				rec->name, ps, page);
+	}
 	if (rec->page_size && rec->page_size != page)
 		return fail(error, MIGRAM_ERROR_INVALID, rec,
 			    "ramblock '%s': page size %#" G_GINT64_MODIFIER
@@ -271,6 +274,40 @@ static void mark_received(MigramReceiver *r, MigramRamBlock *b, uint64_t offset)
 					  MIGRAM_TARGET_PAGE_BITS));
 }
 
+bool migram_receiver_postcopy_placing(const MigramReceiver *r)
+{
+	return r->pc && migram_postcopy_dst_state(r->pc) >= DST_LISTENING;
+}
+
+/* Postcopy: read into the placer, then one atomic placement. */
+static bool postcopy_page(MigramReceiver *r, const MigramStreamRecord *rec,
+			  bool zero, GError **error)
+{
+	if (zero) {
+		if (rec->fill != 0)
+			return fail(error, MIGRAM_ERROR_PROTOCOL, rec,
+				    "zero page record with fill byte 0x%02x",
+				    rec->fill);
+	} else {
+		void *buf = migram_postcopy_placer_buffer(r->pc, &r->placer,
+							  rec->name,
+							  rec->offset);
+		if (!buf)
+			return fail(error, MIGRAM_ERROR_NO_MEMORY, rec,
+				    "no memory for the postcopy page buffer");
+		if (!migram_stream_reader_read_page(r->reader, buf, error))
+			return false;
+	}
+	if (!migram_postcopy_place(r->pc, &r->placer, rec->name, rec->offset,
+				   zero, rec->stream_offset, error))
+		return false;
+	if (zero)
+		r->stats.zero_pages++;
+	else
+		r->stats.normal_pages++;
+	return true;
+}
+
 static bool place_page(MigramReceiver *r, const MigramStreamRecord *rec,
 		       GError **error)
 {
@@ -278,6 +315,8 @@ static bool place_page(MigramReceiver *r, const MigramStreamRecord *rec,
 	guint8 *dst;
 	bool ok = false;
 
+	if (migram_receiver_postcopy_placing(r))
+		return postcopy_page(r, rec, false, error);
 	urcu_memb_read_lock();
 	dst = target_page(r, rec, &b, error);
 	if (dst && migram_stream_reader_read_page(r->reader, dst, error)) {
@@ -295,6 +334,8 @@ static bool place_zero(MigramReceiver *r, const MigramStreamRecord *rec,
 	MigramRamBlock *b = NULL;
 	guint8 *dst;
 
+	if (migram_receiver_postcopy_placing(r))
+		return postcopy_page(r, rec, true, error);
 	if (rec->fill != 0)
 		return fail(error, MIGRAM_ERROR_PROTOCOL, rec,
 			    "zero page record with fill byte 0x%02x",
@@ -313,6 +354,32 @@ static bool place_zero(MigramReceiver *r, const MigramStreamRecord *rec,
 	return dst != NULL;
 }
 
+/* A FULL section in migram's device-blob form, to the embedder. */
+static bool load_device(MigramReceiver *r, const MigramStreamRecord *rec,
+			GError **error)
+{
+	g_autoptr(GByteArray) blob = g_byte_array_new();
+	GError *err = NULL;
+
+	if (rec->version_id != MIGRAM_DEVICE_BLOB_VERSION)
+		return fail(error, MIGRAM_ERROR_UNSUPPORTED, rec,
+			    "device section '%s' version %u: only migram "
+			    "device blobs (version %u) can be loaded",
+			    rec->name, rec->version_id,
+			    MIGRAM_DEVICE_BLOB_VERSION);
+	if (!migram_stream_reader_read_device_blob(
+		    r->reader, MIGRAM_DEVICE_BLOB_MAX, blob, error))
+		return false;
+	if (r->cfg.load_device(r->cfg.opaque, rec->name, blob->data, blob->len,
+			       &err))
+		return true;
+	fail(error, err ? err->code : MIGRAM_ERROR_INVALID, rec,
+	     "device section '%s' (%u bytes) refused: %s", rec->name, blob->len,
+	     err ? err->message : "no reason given");
+	g_clear_error(&err);
+	return false;
+}
+
 /* A section header; false with *done when loading should stop. */
 static bool handle_section(MigramReceiver *r, const MigramStreamRecord *rec,
 			   bool *done, GError **error)
@@ -321,6 +388,8 @@ static bool handle_section(MigramReceiver *r, const MigramStreamRecord *rec,
 		r->in_end = rec->type == MIGRAM_STREAM_REC_SECTION_END;
 		return true;
 	}
+	if (r->cfg.load_device && rec->type == MIGRAM_STREAM_REC_SECTION_FULL)
+		return load_device(r, rec, error);
 	if (r->cfg.stop_at_devices && r->ram_done) {
 		r->stats.stopped_at_device = true;
 		g_strlcpy(r->stats.device,
@@ -334,9 +403,15 @@ static bool handle_section(MigramReceiver *r, const MigramStreamRecord *rec,
 		    rec->name, rec->section_id);
 }
 
-static bool handle(MigramReceiver *r, const MigramStreamRecord *rec, bool *done,
-		   GError **error)
+bool migram_receiver_handle(MigramReceiver *r, const MigramStreamRecord *rec,
+			    bool *done, GError **error)
 {
+	if (r->in_package && rec->type != MIGRAM_STREAM_REC_COMMAND &&
+	    rec->type != MIGRAM_STREAM_REC_SECTION_FULL)
+		return fail(error, MIGRAM_ERROR_PROTOCOL, rec,
+			    "package holds a record of type %d (only "
+			    "commands and device sections belong there)",
+			    (int)rec->type);
 	switch (rec->type) {
 	case MIGRAM_STREAM_REC_CONFIGURATION:
 		if (r->cfg.machine_type &&
@@ -364,9 +439,12 @@ static bool handle(MigramReceiver *r, const MigramStreamRecord *rec, bool *done,
 		r->ram_done |= r->in_end;
 		return true;
 	case MIGRAM_STREAM_REC_COMMAND:
-		return fail(error, MIGRAM_ERROR_UNSUPPORTED, rec,
-			    "command %u: not supported yet", rec->command);
+		return migram_receiver_command(r, rec, done, error);
 	case MIGRAM_STREAM_REC_EOF:
+		if (migram_receiver_postcopy_placing(r)) {
+			*done = true;
+			return migram_receiver_postcopy_finish(r, rec, error);
+		}
 		return true;
 	case MIGRAM_STREAM_REC_VMDESC:
 		/*
@@ -390,7 +468,6 @@ MIGRAM_EXPORT bool migram_receiver_load(MigramReceiver *r, MigramChannel *ch,
 {
 	MigramStreamRecord rec;
 	bool done = false, ok = true;
-
 	struct stat st;
 
 	memset(&r->stats, 0, sizeof(r->stats));
@@ -399,20 +476,45 @@ MIGRAM_EXPORT bool migram_receiver_load(MigramReceiver *r, MigramChannel *ch,
 	r->list_done = r->in_end = r->ram_done = false;
 	r->created_bytes = 0;
 	r->last = NULL;
+	r->recovering = r->in_package = false;
+	g_clear_error(&r->preempt_error);
+	pthread_mutex_lock(&r->lock);
+	migram_postcopy_dst_free(r->pc);
+	r->pc = NULL;
+	r->ch = ch;
+	r->cancelled = false;
+	pthread_mutex_unlock(&r->lock);
+	migram_postcopy_placer_init(&r->placer, false);
 	r->reader = migram_stream_reader_new(ch);
 	r->page_size = migram_stream_reader_page_size(r->reader);
-	while (ok && !done) {
-		ok = migram_stream_reader_next(r->reader, &rec, error);
+	while (!done) {
+		GError *err = NULL;
+
+		ok = migram_stream_reader_next(r->reader, &rec, &err);
 		r->page_size = migram_stream_reader_page_size(r->reader);
 		if (ok && r->page_size != MIGRAM_TARGET_PAGE_SIZE)
-			ok = fail(error, MIGRAM_ERROR_UNSUPPORTED, &rec,
+			ok = fail(&err, MIGRAM_ERROR_UNSUPPORTED, &rec,
 				  "target page size %" G_GUINT64_FORMAT
 				  ": only %u is supported",
 				  r->page_size, MIGRAM_TARGET_PAGE_SIZE);
 		if (ok)
-			ok = handle(r, &rec, &done, error);
+			ok = migram_receiver_handle(r, &rec, &done, &err);
+		if (ok)
+			continue;
+		/* Postcopy: a broken connection pauses until recovery. */
+		if (migram_receiver_pause(r, &err))
+			continue;
+		if (r->preempt_error) {
+			g_clear_error(&err);
+			err = g_steal_pointer(&r->preempt_error);
+		}
+		g_propagate_error(error, err);
+		break;
 	}
-	r->stats.bytes = migram_channel_read_offset(ch);
+	r->stats.bytes = migram_channel_read_offset(
+		migram_stream_reader_channel(r->reader));
+	migram_receiver_load_end(r, ok);
+	migram_postcopy_placer_clear(&r->placer);
 	migram_stream_reader_free(r->reader);
 	r->reader = NULL;
 	r->last = NULL;

@@ -53,7 +53,7 @@ bool migram_sender_check(MigramMigration *m, GError **error)
 			    m->changed_block);
 		return false;
 	}
-	return true;
+	return !m->pc || migram_postcopy_src_check(m, error);
 }
 
 /* Inside a read-side section: are our block pointers still valid? */

@@ -53,6 +53,8 @@ migram_migration_new(MigramRamList *list, const MigramLogSource *source,
 			   ? m->cfg.clear_bmap_shift
 			   : MIGRAM_CLEAR_BMAP_SHIFT_DEFAULT;
 	m->blocks = g_array_new(FALSE, TRUE, sizeof(SendBlock));
+	if (m->cfg.postcopy)
+		m->pc = migram_postcopy_src_new();
 	pthread_mutex_init(&m->stats_lock, NULL);
 	pthread_mutex_init(&m->cancel_lock, NULL);
 	return m;
@@ -63,6 +65,7 @@ MIGRAM_EXPORT void migram_migration_free(MigramMigration *m)
 	if (!m)
 		return;
 	g_array_unref(m->blocks);
+	migram_postcopy_src_free(m->pc);
 	pthread_mutex_destroy(&m->stats_lock);
 	pthread_mutex_destroy(&m->cancel_lock);
 	g_free(m->machine_type);
@@ -75,7 +78,22 @@ MIGRAM_EXPORT void migram_migration_cancel(MigramMigration *m)
 	g_atomic_int_set(&m->cancelled, 1);
 	if (m->ch)
 		migram_channel_cancel(m->ch);
+	if (m->preempt && m->ch)
+		migram_channel_cancel(m->preempt);
 	pthread_mutex_unlock(&m->cancel_lock);
+	if (m->pc)
+		migram_postcopy_src_wake(m);
+}
+
+MIGRAM_EXPORT void migram_migration_set_preempt(MigramMigration *m,
+						MigramChannel *preempt)
+{
+	m->preempt = preempt;
+}
+
+MIGRAM_EXPORT void migram_migration_start_postcopy(MigramMigration *m)
+{
+	g_atomic_int_set(&m->postcopy_wanted, 1);
 }
 
 /* Any list change fails the migration; remember the first block named. */
@@ -110,9 +128,14 @@ static bool start_blocks(MigramMigration *m, GError **error)
 			.clear_bmap = migram_ram_block_clear_bmap(b),
 			.pages = migram_ram_block_used_length(b) /
 				 MIGRAM_TARGET_PAGE_SIZE,
+			.page_size = migram_ram_block_page_size(b),
 		};
 		MigramStreamBlock wb = { sb.idstr,
 					 migram_ram_block_used_length(b), 0 };
+
+		/* Postcopy streams name huge page sizes (QEMU's rule). */
+		if (m->pc && sb.page_size != MIGRAM_TARGET_PAGE_SIZE)
+			wb.page_size = sb.page_size;
 
 		sb.synced = migram_bitmap_new(
 			(size_t)(migram_ram_block_max_length(b) /
@@ -143,7 +166,11 @@ static bool setup(MigramMigration *m, GError **error)
 	migram_channel_set_rate_limit(m->ch, m->cfg.max_bandwidth);
 	m->w = migram_stream_writer_new(m->ch);
 	migram_stream_writer_begin(m->w, m->machine_type);
-	if (!start_blocks(m, error) || !migram_sender_sync(m, error))
+	if (m->pc && !migram_postcopy_src_setup(m, error))
+		return false;
+	if (!start_blocks(m, error) ||
+	    (m->pc && !migram_postcopy_src_listen(m, error)) ||
+	    !migram_sender_sync(m, error))
 		return false;
 	/* bmap started all set: the first sync's finds are not new. */
 	m->dirtied_in_period = 0;
@@ -155,6 +182,8 @@ static bool setup(MigramMigration *m, GError **error)
 
 static void cleanup(MigramMigration *m)
 {
+	if (m->pc)
+		migram_postcopy_src_cleanup(m);
 	if (m->listener)
 		migram_ram_list_remove_listener(m->list, m->listener);
 	urcu_memb_read_lock();
@@ -182,6 +211,9 @@ static bool after_pass(MigramMigration *m, bool *complete, GError **error)
 	PolicyDecision d;
 
 	m->st.iterations++;
+	if (m->pc && m->cfg.postcopy_after_passes &&
+	    m->st.iterations >= m->cfg.postcopy_after_passes)
+		g_atomic_int_set(&m->postcopy_wanted, 1);
 	if (!migram_sender_sync(m, error))
 		return false;
 	now = g_get_monotonic_time();
@@ -234,6 +266,8 @@ static bool iterate(MigramMigration *m, GError **error)
 	while (!complete) {
 		if (!migram_sender_check(m, error))
 			return false;
+		if (m->pc && migram_postcopy_src_should_switch(m))
+			return true;
 		if (m->cfg.max_time_ms &&
 		    (uint64_t)(g_get_monotonic_time() - m->t_start) / 1000 >
 			    m->cfg.max_time_ms) {
@@ -253,6 +287,41 @@ static bool iterate(MigramMigration *m, GError **error)
 	return true;
 }
 
+/* The device blob FULL section, if the embedder has device state. */
+bool migram_sender_encode_device(MigramMigration *m, GByteArray *out,
+				 GError **error)
+{
+	g_autoptr(GByteArray) blob = NULL;
+
+	if (!m->cfg.save_device)
+		return true;
+	blob = g_byte_array_new();
+	if (!m->cfg.save_device(m->cfg.opaque, blob, error))
+		return false;
+	if (blob->len > MIGRAM_DEVICE_BLOB_MAX) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
+			    "device state of %u bytes (at most %u)", blob->len,
+			    MIGRAM_DEVICE_BLOB_MAX);
+		return false;
+	}
+	migram_stream_encode_device(out,
+				    m->cfg.device_idstr ? m->cfg.device_idstr
+							: "migram-device",
+				    MIGRAM_DEVICE_SECTION_ID, blob->data,
+				    blob->len);
+	return true;
+}
+
+static bool save_device(MigramMigration *m, GError **error)
+{
+	g_autoptr(GByteArray) enc = g_byte_array_new();
+
+	if (!migram_sender_encode_device(m, enc, error))
+		return false;
+	migram_stream_writer_put_raw(m->w, enc->data, enc->len);
+	return true;
+}
+
 /* Pause, final sync, everything left in the END section, EOF. */
 static bool finish(MigramMigration *m, GError **error)
 {
@@ -265,8 +334,9 @@ static bool finish(MigramMigration *m, GError **error)
 	m->last_stage = true;
 	migram_channel_set_rate_limit(m->ch, 0);
 	if (!migram_sender_sync(m, error) ||
-	    !migram_sender_section(m, true, &pass_done, error) ||
-	    !migram_stream_writer_finish(m->w, error))
+	    !migram_sender_section(m, true, &pass_done, error))
+		return false;
+	if (!save_device(m, error) || !migram_stream_writer_finish(m->w, error))
 		return false;
 	m->st.downtime_ms = (uint64_t)(g_get_monotonic_time() - m->t_pause) /
 			    1000;
@@ -296,9 +366,16 @@ MIGRAM_EXPORT bool migram_migration_run(MigramMigration *m, MigramChannel *ch,
 	ok = setup(m, &err);
 	if (ok) {
 		m->st.status = MIGRAM_MIGRATION_ACTIVE;
-		ok = iterate(m, &err) && finish(m, &err);
+		ok = iterate(m, &err);
+		if (ok && m->pc && migram_postcopy_src_should_switch(m))
+			ok = migram_postcopy_src_run(m, &err);
+		else if (ok)
+			ok = finish(m, &err) &&
+			     (!m->pc ||
+			      migram_postcopy_src_precopy_done(m, &err));
 	}
-	if (!ok && m->t_pause && m->cfg.resume_guest)
+	/* After the package the destination runs: never resume here. */
+	if (!ok && m->t_pause && m->cfg.resume_guest && !m->postcopy_committed)
 		m->cfg.resume_guest(m->cfg.opaque);
 	cleanup(m);
 	m->st.status = ok ? MIGRAM_MIGRATION_COMPLETED

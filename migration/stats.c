@@ -48,6 +48,12 @@ migram_migration_status_name(MigramMigrationStatus status)
 		return "failed";
 	case MIGRAM_MIGRATION_CANCELLED:
 		return "cancelled";
+	case MIGRAM_MIGRATION_POSTCOPY_ACTIVE:
+		return "postcopy-active";
+	case MIGRAM_MIGRATION_POSTCOPY_PAUSED:
+		return "postcopy-paused";
+	case MIGRAM_MIGRATION_POSTCOPY_RECOVER:
+		return "postcopy-recover";
 	}
 	return "unknown";
 }
@@ -79,7 +85,17 @@ migram_migration_stats_to_json(const MigramMigrationStats *s)
 	U64("log_clear_calls", log_clear_calls);
 	U64("log_clear_pages", log_clear_pages);
 	U64("throttle_percent", throttle_percent);
+	U64("postcopy_requests", postcopy_requests);
+	U64("postcopy_urgent_pages", postcopy_urgent_pages);
+	U64("postcopy_requests_already_sent", postcopy_requests_already_sent);
+	U64("postcopy_background_pages", postcopy_background_pages);
+	U64("postcopy_discard_ranges", postcopy_discard_ranges);
+	U64("postcopy_discard_pages", postcopy_discard_pages);
+	U64("postcopy_time", postcopy_time_ms);
+	U64("postcopy_recoveries", postcopy_recoveries);
 #undef U64
+	g_string_append_printf(j, ", \"postcopy_preempt\": %s",
+			       s->postcopy_preempt ? "true" : "false");
 	g_string_append_printf(j, ", \"mbps\": %.3f", s->mbps);
 	g_string_append_printf(j, ", \"not_converging\": %s}",
 			       s->not_converging ? "true" : "false");

@@ -43,6 +43,7 @@ enum state {
 	ST_DEVICE,
 	ST_AFTER_EOF,
 	ST_DONE,
+	ST_RAW_DONE,
 };
 
 struct MigramStreamReader {
@@ -61,6 +62,8 @@ struct MigramStreamReader {
 	uint64_t blocks_left; /* bytes of MEM_SIZE total not yet listed */
 	uint64_t payload_left;
 	bool postcopy_huge; /* POSTCOPY_ADVISE with huge page blocks */
+	bool page_sizes_ok; /* the caller reads block page sizes itself */
+	bool raw;           /* preempt channel: RAM records, no sections */
 	guint8 *buf;
 	size_t buf_cap;
 };
@@ -428,7 +431,7 @@ static bool read_block_entry(MigramStreamReader *r, MigramStreamRecord *rec,
 			    "x bytes does not fit the %#" G_GINT64_MODIFIER
 			    "x bytes left of the block list total",
 			    r->name, rec->length, r->blocks_left);
-	if (r->postcopy_huge)
+	if (r->postcopy_huge && !r->page_sizes_ok)
 		return fail(error, MIGRAM_ERROR_UNSUPPORTED, rec->stream_offset,
 			    "postcopy block list with huge page blocks: not "
 			    "supported yet");
@@ -506,6 +509,10 @@ static bool read_ram(MigramStreamReader *r, MigramStreamRecord *rec,
 	case MIGRAM_RAM_FLAG_EOS:
 		rec->type = MIGRAM_STREAM_REC_SECTION_DONE;
 		rec->section_id = r->section_id;
+		if (r->raw) {
+			r->state = ST_RAW_DONE;
+			return true;
+		}
 		r->state = ST_TOP;
 		return read_footer(r, error);
 	case MIGRAM_RAM_FLAG_PAGE:
@@ -599,6 +606,9 @@ MIGRAM_EXPORT bool migram_stream_reader_next(MigramStreamReader *r,
 		return read_after_eof(r, rec, error);
 	case ST_DONE:
 		return read_done(r, rec, error);
+	case ST_RAW_DONE:
+		rec->type = MIGRAM_STREAM_REC_END;
+		return true;
 	default:
 		g_assert_not_reached();
 	}
@@ -614,4 +624,72 @@ MIGRAM_EXPORT bool migram_stream_reader_read_page(MigramStreamReader *r,
 	r->payload_left = 0;
 	r->state = ST_RAM;
 	return true;
+}
+
+MigramStreamReader *
+migram_stream_reader_new_continued(MigramChannel *ch,
+				   const MigramStreamReader *prev)
+{
+	MigramStreamReader *r = migram_stream_reader_new(ch);
+
+	r->state = ST_TOP;
+	r->page_size = prev->page_size;
+	r->have_config = true;
+	r->ram_started = prev->ram_started;
+	r->ram_id = prev->ram_id;
+	r->postcopy_huge = prev->postcopy_huge;
+	r->page_sizes_ok = prev->page_sizes_ok;
+	g_array_append_vals(r->device_ids, prev->device_ids->data,
+			    prev->device_ids->len);
+	return r;
+}
+
+MigramStreamReader *migram_stream_reader_new_raw(MigramChannel *ch,
+						 uint64_t page_size)
+{
+	MigramStreamReader *r = migram_stream_reader_new(ch);
+
+	r->state = ST_RAM;
+	r->raw = true;
+	r->page_size = page_size;
+	return r;
+}
+
+void migram_stream_reader_accept_page_sizes(MigramStreamReader *r)
+{
+	r->page_sizes_ok = true;
+}
+
+bool migram_stream_reader_read_block_page_size(MigramStreamReader *r,
+					       uint64_t *page_size,
+					       GError **error)
+{
+	g_return_val_if_fail(r->page_sizes_ok, false);
+	return migram_channel_get_be64(r->ch, page_size, error);
+}
+
+bool migram_stream_reader_read_device_blob(MigramStreamReader *r, size_t max,
+					   GByteArray *out, GError **error)
+{
+	uint64_t at = here(r);
+	uint32_t len;
+
+	if (r->state != ST_DEVICE)
+		return fail(error, MIGRAM_ERROR_PROTOCOL, at,
+			    "device data outside a device section");
+	if (!migram_channel_get_be32(r->ch, &len, error))
+		return false;
+	if (len > max)
+		return fail(error, MIGRAM_ERROR_PROTOCOL, at,
+			    "device blob of %u bytes (at most %zu)", len, max);
+	if (!read_blob(r, len, error))
+		return false;
+	g_byte_array_set_size(out, 0);
+	g_byte_array_append(out, r->buf, len);
+	return true;
+}
+
+MigramChannel *migram_stream_reader_channel(const MigramStreamReader *r)
+{
+	return r->ch;
 }

@@ -20,6 +20,7 @@
 #include "migram/migram.h"
 #include "migram/ramblock.h"
 #include "migram/stream.h"
+#include "migration-internal.h"
 
 /* Any id works if used consistently; QEMU's pc machine gives RAM 2. */
 #define RAM_SECTION_ID 2u
@@ -194,4 +195,71 @@ MIGRAM_EXPORT bool migram_stream_writer_finish(MigramStreamWriter *w,
 	migram_channel_put_bytes(w->ch, json->str, json->len);
 	g_string_free(json, TRUE);
 	return migram_channel_flush(w->ch, error);
+}
+
+void migram_stream_writer_command(MigramStreamWriter *w, uint16_t cmd,
+				  const void *data, uint16_t len)
+{
+	migram_channel_put_u8(w->ch, MIGRAM_QEMU_VM_COMMAND);
+	migram_channel_put_be16(w->ch, cmd);
+	migram_channel_put_be16(w->ch, len);
+	if (len)
+		migram_channel_put_bytes(w->ch, data, len);
+}
+
+void migram_stream_encode_device(GByteArray *out, const char *idstr,
+				 uint32_t section_id, const void *data,
+				 uint32_t len)
+{
+	guint8 n = (guint8)MIN(strlen(idstr), 255);
+	uint32_t be;
+
+	g_byte_array_append(out, &(guint8){ MIGRAM_QEMU_VM_SECTION_FULL }, 1);
+	be = GUINT32_TO_BE(section_id);
+	g_byte_array_append(out, (guint8 *)&be, 4);
+	g_byte_array_append(out, &n, 1);
+	g_byte_array_append(out, (const guint8 *)idstr, n);
+	be = 0; /* instance */
+	g_byte_array_append(out, (guint8 *)&be, 4);
+	be = GUINT32_TO_BE(MIGRAM_DEVICE_BLOB_VERSION);
+	g_byte_array_append(out, (guint8 *)&be, 4);
+	be = GUINT32_TO_BE(len);
+	g_byte_array_append(out, (guint8 *)&be, 4);
+	g_byte_array_append(out, data, len);
+	g_byte_array_append(out, &(guint8){ MIGRAM_QEMU_VM_SECTION_FOOTER }, 1);
+	be = GUINT32_TO_BE(section_id);
+	g_byte_array_append(out, (guint8 *)&be, 4);
+}
+
+void migram_stream_encode_command(GByteArray *out, uint16_t cmd,
+				  const void *data, uint16_t len)
+{
+	guint8 h[5] = { MIGRAM_QEMU_VM_COMMAND, cmd >> 8, cmd & 0xff, len >> 8,
+			len & 0xff };
+
+	g_byte_array_append(out, h, sizeof(h));
+	if (len)
+		g_byte_array_append(out, data, len);
+}
+
+void migram_stream_writer_put_raw(MigramStreamWriter *w, const void *data,
+				  size_t len)
+{
+	migram_channel_put_bytes(w->ch, data, len);
+}
+
+void migram_stream_writer_eos(MigramStreamWriter *w)
+{
+	migram_channel_put_be64(w->ch, MIGRAM_RAM_FLAG_EOS);
+}
+
+bool migram_stream_writer_finish_postcopy(MigramStreamWriter *w, GError **error)
+{
+	migram_channel_put_u8(w->ch, MIGRAM_QEMU_VM_EOF);
+	return migram_channel_flush(w->ch, error);
+}
+
+MigramChannel *migram_stream_writer_channel(const MigramStreamWriter *w)
+{
+	return w->ch;
 }

@@ -13,8 +13,9 @@
  * pause it, check the invariant again and that it made progress, and
  * send the verdict back.
  *
- * The registers travel on the channel after the stream's EOF, as one
- * length-prefixed blob (the stream has no device section yet).
+ * The registers travel in the stream's device section (a FULL section,
+ * idstr SIM_KVM_DEVICE_IDSTR, after the RAM); the verdict comes back on
+ * the channel after the per-page hashes.
  */
 #include <string.h>
 #include <sys/mman.h>
@@ -34,6 +35,8 @@ struct SimKvmSource {
 	SimKvm *kvm;
 	gint64 t_start;    /* monotonic µs when the migration started */
 	uint64_t at_start; /* guest page writes then */
+	bool verified_at_pause;
+	char *at_pause; /* the check at the pause, in words */
 };
 
 static MigramRamBlock *only_block(MigramRamList *list, GError **error)
@@ -115,12 +118,21 @@ static bool get_blob(MigramChannel *ch, GByteArray **out, GError **error)
 	return migram_channel_get_bytes(ch, (*out)->data, (size_t)n, error);
 }
 
-bool sim_kvm_source_finish(SimKvmSource *s, bool ok, MigramChannel *ch,
-			   SimReport *rep, GError **error)
+bool sim_kvm_source_save(SimKvmSource *s, GByteArray *out, GError **error)
 {
-	g_autoptr(GByteArray) state = g_byte_array_new();
-	g_autofree char *vcpu_error = sim_kvm_take_error(s->kvm);
 	g_autofree char *detail = NULL;
+
+	/* The guest is paused: its memory is final. */
+	s->verified_at_pause = sim_kvm_check(s->kvm, &detail);
+	g_free(s->at_pause);
+	s->at_pause = g_strdup_printf("source at the pause: %s", detail);
+	return sim_kvm_save_state(s->kvm, out, error);
+}
+
+bool sim_kvm_source_finish(SimKvmSource *s, bool ok, SimReport *rep,
+			   GError **error)
+{
+	g_autofree char *vcpu_error = sim_kvm_take_error(s->kvm);
 	double run_s;
 
 	sim_kvm_log_stats(s->kvm, &rep->kvm_log);
@@ -140,12 +152,10 @@ bool sim_kvm_source_finish(SimKvmSource *s, bool ok, MigramChannel *ch,
 			    vcpu_error);
 		return false;
 	}
-	rep->guest_verified = sim_kvm_check(s->kvm, &detail);
-	rep->guest_detail = g_strdup_printf("source at the pause: %s", detail);
-	if (!sim_kvm_save_state(s->kvm, state, error))
-		return false;
-	put_blob(ch, state->data, state->len);
-	return migram_channel_flush(ch, error);
+	rep->guest_verified = s->verified_at_pause;
+	rep->guest_detail = g_strdup(s->at_pause ? s->at_pause
+						 : "no device state was saved");
+	return true;
 }
 
 bool sim_kvm_source_verdict(SimKvmSource *s, MigramChannel *ch, SimReport *rep,
@@ -172,12 +182,8 @@ void sim_kvm_source_free(SimKvmSource *s)
 	if (!s)
 		return;
 	sim_kvm_free(s->kvm);
+	g_free(s->at_pause);
 	g_free(s);
-}
-
-bool sim_kvm_dest_receive(MigramChannel *ch, GByteArray **state, GError **error)
-{
-	return get_blob(ch, state, error);
 }
 
 /*
@@ -226,7 +232,9 @@ bool sim_kvm_dest_run(MigramRamList *list, GByteArray *state, bool copy,
 	guint8 *mem, *run_in;
 	uint64_t bytes;
 
-	if (!b) {
+	if (!state) {
+		v = g_strdup("0the stream had no vCPU state");
+	} else if (!b) {
 		v = g_strdup_printf("0%s", local->message);
 	} else {
 		mem = migram_ram_block_host(b);

@@ -23,23 +23,29 @@ SimKvmSource *sim_kvm_source_start(const SimOptions *opt, MigramRamList *list,
 				   GError **error);
 /* The opaque for the pause, resume and throttle callbacks. */
 void *sim_kvm_source_guest(SimKvmSource *s);
+/* The device section's idstr. */
+#define SIM_KVM_DEVICE_IDSTR "migram-sim/kvm-vcpus"
+
+/*
+ * save_device, on the migration thread with the guest paused: check the
+ * guest's invariant and append the vCPUs' state to @out.
+ */
+bool sim_kvm_source_save(SimKvmSource *s, GByteArray *out, GError **error);
 /*
  * After the migration ran (@ok: it completed and the guest is paused):
- * the log's counters, the guest's rate and invariant, then the vCPU state
- * on @ch.  False with error set when something failed.
+ * the log's counters, the guest's rate, the check at the pause.  False
+ * with error set when something failed.
  */
-bool sim_kvm_source_finish(SimKvmSource *s, bool ok, MigramChannel *ch,
-			   SimReport *rep, GError **error);
+bool sim_kvm_source_finish(SimKvmSource *s, bool ok, SimReport *rep,
+			   GError **error);
 /* After the hash exchange: read the destination's verdict into @rep. */
 bool sim_kvm_source_verdict(SimKvmSource *s, MigramChannel *ch, SimReport *rep,
 			    GError **error);
 void sim_kvm_source_free(SimKvmSource *s);
 
-/* Destination, after the stream: the vCPU state (a new array). */
-bool sim_kvm_dest_receive(MigramChannel *ch, GByteArray **state,
-			  GError **error);
 /*
  * Destination, after the hashes: run the guest, check, send the verdict.
+ * @state is the device section's bytes (NULL: none came, a failure).
  * With @copy the guest runs in a copy of the received memory, which then
  * stays as at the pause (--verify-bytes compares it afterwards).
  */

@@ -130,6 +130,8 @@ typedef struct {
 	char *working_set, *stride;
 	char **blocks;
 	gint64 downtime_limit, clear_shift, max_time, corrupt, latency;
+	gint64 inject_disconnect;
+	gboolean preempt;
 	gint threads;
 	gdouble hot_fraction, hot_weight;
 	gboolean auto_converge, model, quiet, verify_bytes, clear_at_sync;
@@ -183,6 +185,12 @@ static bool apply_kvm(const Args *a, SimOptions *o, GError **error)
 		return fail_usage(error,
 				  "--workload kvm: --threads (vCPUs) 1 to 16%s",
 				  "");
+	if (o->mode != SIM_MODE_PRECOPY)
+		return fail_usage(error,
+				  "--workload kvm: precopy only for now (the "
+				  "destination's guest would write pages the "
+				  "hash check compares)%s",
+				  "");
 	return true;
 }
 
@@ -205,11 +213,35 @@ static bool apply(const Args *a, SimOptions *o, GError **error)
 					  a->workload);
 		o->workload = (SimWorkload)i;
 	}
-	if (a->mode && strcmp(a->mode, "precopy") != 0)
+	if (!a->mode || strcmp(a->mode, "precopy") == 0)
+		o->mode = SIM_MODE_PRECOPY;
+	else if (strcmp(a->mode, "postcopy") == 0)
+		o->mode = SIM_MODE_POSTCOPY;
+	else if (strcmp(a->mode, "hybrid") == 0)
+		o->mode = SIM_MODE_HYBRID;
+	else
 		return fail_usage(error,
-				  "--mode '%s': only precopy for now (postcopy "
-				  "and hybrid arrive with postcopy support)",
+				  "--mode '%s': precopy, postcopy or hybrid",
 				  a->mode);
+	if (o->mode != SIM_MODE_PRECOPY && a->transport &&
+	    g_str_has_prefix(a->transport, "file:"))
+		return fail_usage(error,
+				  "--mode %s needs a connection (socketpair "
+				  "or tcp), not a file",
+				  a->mode);
+	if ((a->preempt || a->inject_disconnect > 0) &&
+	    o->mode == SIM_MODE_PRECOPY)
+		return fail_usage(error,
+				  "--preempt and --inject-disconnect-after "
+				  "need --mode postcopy or hybrid%s",
+				  "");
+	if (a->model && o->mode != SIM_MODE_PRECOPY)
+		return fail_usage(error,
+				  "--mode %s: model mode simulates precopy "
+				  "only",
+				  a->mode);
+	o->preempt = a->preempt;
+	o->inject_disconnect_ms = (uint64_t)MAX(a->inject_disconnect, 0);
 	for (char **b = a->blocks; b && *b; b++)
 		if (!add_block(o, *b, error))
 			return false;
@@ -322,7 +354,16 @@ static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
 		{ "hot-weight", 0, 0, G_OPTION_ARG_DOUBLE, &a.hot_weight,
 		  "hotset: share of writes to hot pages (default 0.8)", "W" },
 		{ "mode", 'm', 0, G_OPTION_ARG_STRING, &a.mode,
-		  "precopy (postcopy and hybrid: not yet)", "MODE" },
+		  "precopy (default), postcopy or hybrid (one precopy pass, "
+		  "then postcopy)",
+		  "MODE" },
+		{ "preempt", 0, 0, G_OPTION_ARG_NONE, &a.preempt,
+		  "Postcopy: requested pages on a second connection", NULL },
+		{ "inject-disconnect-after", 0, 0, G_OPTION_ARG_INT64,
+		  &a.inject_disconnect,
+		  "Postcopy: cut the connection MS into postcopy, then "
+		  "reconnect and recover",
+		  "MS" },
 		{ "downtime-limit", 0, 0, G_OPTION_ARG_INT64, &a.downtime_limit,
 		  "Longest pause, ms (default 300)", "MS" },
 		{ "max-bandwidth", 0, 0, G_OPTION_ARG_STRING, &a.max_bandwidth,

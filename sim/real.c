@@ -112,7 +112,7 @@ static bool send_hashes(MigramRamList *list, MigramChannel *ch, GError **error)
 
 /* Compare the peer's hashes with list's pages; a detail string. */
 static bool compare_hashes(MigramRamList *list, MigramChannel *ch,
-			   char **detail, GError **error)
+			   char **detail, SimReport *rep, GError **error)
 {
 	char name[256];
 	uint64_t blocks = 0, pages = 0;
@@ -125,6 +125,22 @@ static bool compare_hashes(MigramRamList *list, MigramChannel *ch,
 			return false;
 		if (!name[0])
 			break;
+		if (strcmp(name, "#postcopy") == 0) {
+			uint64_t v[6];
+
+			for (int i = 0; i < 6; i++)
+				if (!migram_channel_get_be64(ch, &v[i], error))
+					return false;
+			if (rep) {
+				rep->faults = v[0];
+				rep->fault_p50_us = v[1];
+				rep->fault_p99_us = v[2];
+				rep->fault_max_us = v[3];
+				rep->blocked_ms = v[4] / 1000;
+				rep->dest_touches = v[5];
+			}
+			continue;
+		}
 		if (!migram_channel_get_be64(ch, &n, error))
 			return false;
 		urcu_memb_read_lock();
@@ -163,6 +179,47 @@ static bool compare_hashes(MigramRamList *list, MigramChannel *ch,
 	return true;
 }
 
+/* ---- connections ----------------------------------------------------- */
+
+#define MAX_SPARES 4
+
+/*
+ * One side's connections: main, the optional preempt one, and how to get
+ * a new main connection after a cut (postcopy recovery): a spare
+ * socketpair end made before the fork, or TCP (connect or accept again).
+ */
+typedef struct {
+	int fd;
+	int preempt_fd; /* -1 without --preempt */
+	int spare[MAX_SPARES];
+	int nspare, next_spare;
+	int listen_fd; /* TCP destination; -1 otherwise */
+	bool tcp;      /* TCP source */
+} SimLink;
+
+static int tcp_connect(const SimOptions *opt, GError **error);
+
+static int link_reconnect(const SimOptions *opt, SimLink *lk)
+{
+	if (lk->next_spare < lk->nspare)
+		return lk->spare[lk->next_spare++];
+	if (lk->listen_fd >= 0)
+		return accept(lk->listen_fd, NULL, NULL);
+	if (lk->tcp)
+		return tcp_connect(opt, NULL);
+	return -1;
+}
+
+static void link_close(SimLink *lk)
+{
+	if (lk->preempt_fd >= 0)
+		close(lk->preempt_fd);
+	for (int i = lk->next_spare; i < lk->nspare; i++)
+		close(lk->spare[i]);
+	lk->preempt_fd = -1;
+	lk->nspare = lk->next_spare = 0;
+}
+
 /* ---- the monitor: timeline and progress ------------------------------ */
 
 typedef struct {
@@ -171,22 +228,43 @@ typedef struct {
 	SimReport *rep;
 	int done;
 	gint64 t0;
+	int main_fd; /* atomic: the source's current main connection */
 } Monitor;
+
+/* --inject-disconnect-after: cut main that long into postcopy, once. */
+static void maybe_cut(Monitor *mon, const MigramMigrationStats *st, gint64 now,
+		      gint64 *t_active, bool *cut)
+{
+	if (!mon->opt->inject_disconnect_ms || *cut ||
+	    st->status != MIGRAM_MIGRATION_POSTCOPY_ACTIVE)
+		return;
+	if (!*t_active)
+		*t_active = now;
+	if ((uint64_t)(now - *t_active) / 1000 < mon->opt->inject_disconnect_ms)
+		return;
+	shutdown(g_atomic_int_get(&mon->main_fd), SHUT_RDWR);
+	*cut = true;
+}
 
 static gpointer monitor_main(gpointer p)
 {
 	Monitor *mon = p;
 	uint64_t last_bytes = 0;
-	gint64 last_t = mon->t0;
+	gint64 last_t = mon->t0, t_active = 0;
+	bool cut = false;
 
 	while (!g_atomic_int_get(&mon->done)) {
 		MigramMigrationStats st;
 		SimSample s;
 		gint64 now;
 
-		g_usleep(100 * 1000);
+		g_usleep(mon->opt->inject_disconnect_ms ? 5 * 1000
+							: 100 * 1000);
 		migram_migration_get_stats(mon->m, &st);
 		now = g_get_monotonic_time();
+		maybe_cut(mon, &st, now, &t_active, &cut);
+		if (mon->opt->inject_disconnect_ms && now - last_t < 100000)
+			continue;
 		s = (SimSample){
 			.t = (double)(now - mon->t0) / 1e6,
 			.remaining_pages = st.remaining_bytes / PAGE,
@@ -225,24 +303,107 @@ static void fill_report(SimReport *rep, const MigramMigrationStats *st)
 	rep->total_time_ms = st->total_time_ms;
 	rep->mbps = st->mbps;
 	rep->throttle_percent = st->throttle_percent;
+	rep->postcopy_time_ms = st->postcopy_time_ms;
+	rep->postcopy_requests = st->postcopy_requests;
+	rep->postcopy_urgent_pages = st->postcopy_urgent_pages;
+	rep->postcopy_recoveries = st->postcopy_recoveries;
+	rep->discard_pages = st->postcopy_discard_pages;
+}
+
+/* The source's callbacks: the guest's, plus reconnecting in postcopy. */
+typedef struct {
+	const SimOptions *opt;
+	SimGuest *guest;
+	SimKvmSource *kvm; /* --workload kvm instead of guest */
+	SimLink *lk;
+	Monitor *mon;
+	MigramChannel *cur;  /* the current main channel */
+	GPtrArray *channels; /* every channel made, freed at the end */
+} SrcCtx;
+
+static void src_pause(void *o)
+{
+	SrcCtx *c = o;
+
+	if (c->kvm)
+		sim_kvm_pause(sim_kvm_source_guest(c->kvm));
+	else
+		sim_guest_pause(c->guest);
+}
+
+static void src_resume(void *o)
+{
+	SrcCtx *c = o;
+
+	if (c->kvm)
+		sim_kvm_resume(sim_kvm_source_guest(c->kvm));
+	else
+		sim_guest_resume(c->guest);
+}
+
+static void src_throttle(void *o, unsigned int percent)
+{
+	SrcCtx *c = o;
+
+	if (c->kvm)
+		sim_kvm_throttle(sim_kvm_source_guest(c->kvm), percent);
+	else
+		sim_guest_throttle(c->guest, percent);
+}
+
+/* --workload kvm: the vCPUs' state, as the stream's device section. */
+static bool src_save_device(void *o, GByteArray *out, GError **error)
+{
+	return sim_kvm_source_save(((SrcCtx *)o)->kvm, out, error);
+}
+
+/* Postcopy paused: a new connection, then recover (or give up). */
+static void src_paused(void *o)
+{
+	SrcCtx *c = o;
+	int fd = link_reconnect(c->opt, c->lk);
+	g_autoptr(GError) e = NULL;
+
+	if (fd < 0) {
+		g_printerr("migram-sim: source: cannot reconnect for "
+			   "postcopy recovery\n");
+		migram_migration_cancel(c->mon->m);
+		return;
+	}
+	c->cur = migram_channel_new(fd, true);
+	g_ptr_array_add(c->channels, c->cur);
+	g_atomic_int_set(&c->mon->main_fd, fd);
+	if (!migram_migration_recover(c->mon->m, c->cur, &e))
+		g_printerr("migram-sim: source: %s\n", e->message);
+}
+
+static const char *mode_name(SimMode m)
+{
+	return m == SIM_MODE_POSTCOPY ? "postcopy"
+	       : m == SIM_MODE_HYBRID ? "hybrid"
+				      : "precopy";
 }
 
 /*
- * The source: run the migration on fd with a live workload; the guest is
- * left paused (so memory is final) and its writers stopped.
+ * The source: run the migration on lk's connection with a live workload;
+ * the guest is left paused (so memory is final) and its writers stopped.
  */
-static int run_source(const SimOptions *opt, MigramRamList *list, int fd,
+static int run_source(const SimOptions *opt, MigramRamList *list, SimLink *lk,
 		      SimReport *rep, GError **error)
 {
 	g_autoptr(GPtrArray) blocks = g_ptr_array_new();
+	g_autoptr(GPtrArray) channels = g_ptr_array_new_with_free_func(
+		(GDestroyNotify)migram_channel_free);
 	MigramSoftLog *log = NULL;
 	MigramLogSource src;
 	MigramMigrationConfig cfg = { 0 };
 	MigramMigrationStats st;
-	MigramChannel *ch;
+	MigramChannel *preempt = NULL;
 	SimGuest *guest = NULL;
-	SimKvmSource *kvm = NULL;
-	Monitor mon = { .opt = opt, .rep = rep };
+	Monitor mon = { .opt = opt, .rep = rep, .main_fd = lk->fd };
+	SrcCtx ctx = {
+		.opt = opt, .lk = lk, .mon = &mon, .channels = channels
+	};
 	GThread *mt;
 	uint64_t end = 0;
 	bool ok;
@@ -256,8 +417,8 @@ static int run_source(const SimOptions *opt, MigramRamList *list, int fd,
 	}
 	urcu_memb_read_unlock();
 	if (opt->workload == SIM_WORKLOAD_KVM) {
-		kvm = sim_kvm_source_start(opt, list, &src, rep, error);
-		if (!kvm)
+		ctx.kvm = sim_kvm_source_start(opt, list, &src, rep, error);
+		if (!ctx.kvm)
 			return SIM_EXIT_FAILED;
 	} else {
 		log = migram_soft_log_new(end, error);
@@ -268,6 +429,7 @@ static int run_source(const SimOptions *opt, MigramRamList *list, int fd,
 					blocks->len,
 					migram_soft_log_bitmap(log));
 	}
+	ctx.guest = guest;
 	cfg = (MigramMigrationConfig){
 		.downtime_limit_ms = opt->downtime_limit_ms,
 		.max_bandwidth = opt->max_bandwidth,
@@ -276,22 +438,31 @@ static int run_source(const SimOptions *opt, MigramRamList *list, int fd,
 		.clear_at_sync = opt->clear_at_sync,
 		.auto_converge = opt->auto_converge,
 		.max_time_ms = opt->max_time_ms,
-		.pause_guest = sim_guest_pause,
-		.resume_guest = sim_guest_resume,
-		.throttle_guest = sim_guest_throttle,
-		.opaque = guest,
+		.postcopy = opt->mode != SIM_MODE_PRECOPY,
+		.postcopy_after_passes = opt->mode == SIM_MODE_HYBRID ? 1 : 0,
+		.pause_guest = src_pause,
+		.resume_guest = src_resume,
+		.throttle_guest = src_throttle,
+		.postcopy_paused = src_paused,
+		.save_device = ctx.kvm ? src_save_device : NULL,
+		.device_idstr = ctx.kvm ? SIM_KVM_DEVICE_IDSTR : NULL,
+		.opaque = &ctx,
 	};
-	if (kvm) {
-		cfg.pause_guest = sim_kvm_pause;
-		cfg.resume_guest = sim_kvm_resume;
-		cfg.throttle_guest = sim_kvm_throttle;
-		cfg.opaque = sim_kvm_source_guest(kvm);
-	}
+	g_strlcpy(rep->mode_name, mode_name(opt->mode), sizeof(rep->mode_name));
 	mon.m = migram_migration_new(list, &src, &cfg);
+	if (opt->mode == SIM_MODE_POSTCOPY)
+		migram_migration_start_postcopy(mon.m);
+	if (lk->preempt_fd >= 0) {
+		preempt = migram_channel_new(lk->preempt_fd, true);
+		lk->preempt_fd = -1;
+		g_ptr_array_add(channels, preempt);
+		migram_migration_set_preempt(mon.m, preempt);
+	}
 	mon.t0 = g_get_monotonic_time();
 	mt = g_thread_new("sim-monitor", monitor_main, &mon);
-	ch = migram_channel_new(fd, true);
-	ok = migram_migration_run(mon.m, ch, error);
+	ctx.cur = migram_channel_new(lk->fd, true);
+	g_ptr_array_add(channels, ctx.cur);
+	ok = migram_migration_run(mon.m, ctx.cur, error);
 	g_atomic_int_set(&mon.done, 1);
 	g_thread_join(mt);
 	/* Freeze the guest before stopping writers: memory stays final. */
@@ -301,24 +472,27 @@ static int run_source(const SimOptions *opt, MigramRamList *list, int fd,
 		rep->workload_writes = sim_guest_stop(guest);
 	migram_migration_get_stats(mon.m, &st);
 	fill_report(rep, &st);
-	if (kvm)
-		ok = sim_kvm_source_finish(kvm, ok, ch, rep, error);
+	if (ctx.kvm)
+		ok = sim_kvm_source_finish(ctx.kvm, ok, rep, error);
 	/* A short pause falls between two samples: take it from the stats. */
 	if (ok)
-		rep->pause_at = (double)(st.total_time_ms - st.downtime_ms) /
+		rep->pause_at = (double)(st.total_time_ms - st.downtime_ms -
+					 st.postcopy_time_ms) /
 				1000.0;
 	migram_migration_free(mon.m);
 	if (ok && opt->transport != SIM_TRANSPORT_FILE) {
-		ok = compare_hashes(list, ch, &rep->verify_detail, error);
+		ok = compare_hashes(list, ctx.cur, &rep->verify_detail, rep,
+				    error);
 		rep->verified = ok && strstr(rep->verify_detail, "equal");
 	}
-	if (ok && kvm) {
-		ok = sim_kvm_source_verdict(kvm, ch, rep, error);
+	if (ok && ctx.kvm) {
+		ok = sim_kvm_source_verdict(ctx.kvm, ctx.cur, rep, error);
 		rep->verified = rep->verified && rep->guest_verified;
 	}
-	migram_channel_free(ch);
+	link_close(lk);
+	g_clear_pointer(&channels, g_ptr_array_unref);
 	migram_soft_log_free(log);
-	sim_kvm_source_free(kvm);
+	sim_kvm_source_free(ctx.kvm);
 	if (!ok)
 		return g_error_matches(*error, MIGRAM_ERROR,
 				       MIGRAM_ERROR_NOT_CONVERGED)
@@ -343,30 +517,186 @@ static void corrupt(MigramRamList *list, int64_t page)
 	urcu_memb_read_unlock();
 }
 
-static int run_destination(const SimOptions *opt, MigramRamList *list, int fd,
-			   bool reply)
-{
-	MigramReceiverConfig rc = { .create_blocks = true };
-	MigramReceiver *r = migram_receiver_new(list, &rc);
-	MigramChannel *ch = migram_channel_new(fd, true);
-	GError *error = NULL;
-	g_autoptr(GByteArray) kvm_state = NULL;
-	bool ok = migram_receiver_load(r, ch, &error);
+#define MAX_READERS 16
 
-	if (ok && opt->workload == SIM_WORKLOAD_KVM)
-		ok = sim_kvm_dest_receive(ch, &kvm_state, &error);
+/*
+ * The destination's side of postcopy: after RUN, reader threads touch
+ * pages in the workload's pattern (most still missing, so they fault);
+ * a cut connection is replaced by a spare or a new accept.
+ */
+typedef struct {
+	const SimOptions *opt;
+	SimLink *lk;
+	MigramReceiver *r;
+	MigramRamList *list;
+	MigramChannel *cur;
+	GPtrArray *channels;
+	GPtrArray *hosts; /* guint8 * per migratable block */
+	GArray *lens;     /* uint64_t */
+	GThread *readers[MAX_READERS];
+	unsigned int nreaders;
+	int stop;              /* atomic */
+	guint64 touches;       /* atomic */
+	GByteArray *kvm_state; /* --workload kvm: the device section */
+} DstCtx;
+
+/* --workload kvm: keep the vCPUs' state for after the load. */
+static bool dst_load_device(void *o, const char *idstr, const guint8 *data,
+			    size_t len, GError **error)
+{
+	DstCtx *d = o;
+
+	if (strcmp(idstr, SIM_KVM_DEVICE_IDSTR) != 0 || d->kvm_state) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
+			    "unexpected device section '%s'", idstr);
+		return false;
+	}
+	d->kvm_state = g_byte_array_sized_new((guint)len);
+	g_byte_array_append(d->kvm_state, data, (guint)len);
+	return true;
+}
+
+static gpointer dst_reader(gpointer p)
+{
+	DstCtx *d = ((void **)p)[0];
+	GRand *r = g_rand_new_with_seed(
+		(guint32)GPOINTER_TO_UINT(((void **)p)[1]) * 31u + 5u);
+	volatile guint8 sink = 0;
+
+	g_free(p);
+	while (!g_atomic_int_get(&d->stop)) {
+		guint bi = (guint)g_rand_int_range(r, 0, (gint32)d->hosts->len);
+		uint64_t pages = g_array_index(d->lens, uint64_t, bi) / PAGE;
+		uint64_t hot = MAX((uint64_t)((double)pages *
+					      MAX(d->opt->hot_fraction, 0.001)),
+				   1);
+		uint64_t pfn =
+			g_rand_double(r) < d->opt->hot_weight
+				? (uint64_t)g_rand_double_range(r, 0,
+								(double)hot)
+				: (uint64_t)g_rand_double_range(r, 0,
+								(double)pages);
+
+		sink ^= ((const guint8 *)d->hosts->pdata[bi])[pfn * PAGE];
+		__atomic_fetch_add(&d->touches, 1, __ATOMIC_RELAXED);
+		g_usleep(20);
+	}
+	(void)sink;
+	g_rand_free(r);
+	return NULL;
+}
+
+static void dst_run(void *o)
+{
+	DstCtx *d = o;
+
+	if (d->opt->workload == SIM_WORKLOAD_IDLE || d->nreaders)
+		return;
+	urcu_memb_read_lock();
+	for (MigramRamBlock *b = migram_ram_list_next_migratable(d->list, NULL);
+	     b; b = migram_ram_list_next_migratable(d->list, b)) {
+		uint64_t len = migram_ram_block_used_length(b);
+
+		g_ptr_array_add(d->hosts, migram_ram_block_host(b));
+		g_array_append_val(d->lens, len);
+	}
+	urcu_memb_read_unlock();
+	if (!d->hosts->len)
+		return;
+	d->nreaders = MIN(d->opt->threads, MAX_READERS);
+	for (unsigned int i = 0; i < d->nreaders; i++) {
+		void **a = g_new(void *, 2);
+
+		a[0] = d;
+		a[1] = GUINT_TO_POINTER(i);
+		d->readers[i] = g_thread_new("sim-dst-reader", dst_reader, a);
+	}
+}
+
+static void dst_paused(void *o)
+{
+	DstCtx *d = o;
+	int fd = link_reconnect(d->opt, d->lk);
+	g_autoptr(GError) e = NULL;
+
+	if (fd < 0) {
+		g_printerr("migram-sim: destination: no connection to "
+			   "recover on\n");
+		migram_receiver_cancel(d->r);
+		return;
+	}
+	d->cur = migram_channel_new(fd, true);
+	g_ptr_array_add(d->channels, d->cur);
+	if (!migram_receiver_recover(d->r, d->cur, &e))
+		g_printerr("migram-sim: destination: %s\n", e->message);
+}
+
+/* The destination's postcopy figures, ahead of the hashes. */
+static void send_postcopy_stats(DstCtx *d, MigramChannel *ch)
+{
+	MigramPostcopyStats ps;
+
+	migram_receiver_get_postcopy_stats(d->r, &ps);
+	migram_channel_put_counted_string(ch, "#postcopy");
+	migram_channel_put_be64(ch, ps.faults);
+	migram_channel_put_be64(ch, ps.latency_p50_us);
+	migram_channel_put_be64(ch, ps.latency_p99_us);
+	migram_channel_put_be64(ch, ps.latency_max_us);
+	migram_channel_put_be64(ch, ps.blocked_us);
+	migram_channel_put_be64(ch, d->touches);
+}
+
+static int run_destination(const SimOptions *opt, MigramRamList *list,
+			   SimLink *lk, bool reply)
+{
+	g_autoptr(GPtrArray) channels = g_ptr_array_new_with_free_func(
+		(GDestroyNotify)migram_channel_free);
+	DstCtx d = { .opt = opt, .lk = lk, .list = list, .channels = channels };
+	MigramReceiverConfig rc = { .create_blocks = true,
+				    .postcopy_run = dst_run,
+				    .postcopy_paused = dst_paused,
+				    .opaque = &d };
+
+	if (opt->workload == SIM_WORKLOAD_KVM)
+		rc.load_device = dst_load_device;
+	MigramChannel *preempt = NULL;
+	GError *error = NULL;
+	bool ok;
+
+	d.hosts = g_ptr_array_new();
+	d.lens = g_array_new(FALSE, FALSE, sizeof(uint64_t));
+	d.r = migram_receiver_new(list, &rc);
+	d.cur = migram_channel_new(lk->fd, true);
+	g_ptr_array_add(channels, d.cur);
+	if (lk->preempt_fd >= 0) {
+		preempt = migram_channel_new(lk->preempt_fd, true);
+		lk->preempt_fd = -1;
+		g_ptr_array_add(channels, preempt);
+		migram_receiver_set_preempt(d.r, preempt);
+	}
+	ok = migram_receiver_load(d.r, d.cur, &error);
+	g_atomic_int_set(&d.stop, 1);
+	for (unsigned int i = 0; i < d.nreaders; i++)
+		g_thread_join(d.readers[i]);
 	if (ok && opt->debug_corrupt_page >= 0)
 		corrupt(list, opt->debug_corrupt_page);
-	if (ok && reply)
-		ok = send_hashes(list, ch, &error);
-	if (ok && kvm_state && reply)
-		ok = sim_kvm_dest_run(list, kvm_state, opt->verify_bytes, ch,
-				      &error);
+	if (ok && reply) {
+		if (opt->mode != SIM_MODE_PRECOPY)
+			send_postcopy_stats(&d, d.cur);
+		ok = send_hashes(list, d.cur, &error);
+	}
+	if (ok && reply && opt->workload == SIM_WORKLOAD_KVM)
+		ok = sim_kvm_dest_run(list, d.kvm_state, opt->verify_bytes,
+				      d.cur, &error);
+	if (d.kvm_state)
+		g_byte_array_unref(d.kvm_state);
 	if (!ok)
 		g_printerr("migram-sim: destination: %s\n", error->message);
 	g_clear_error(&error);
-	migram_receiver_free(r);
-	migram_channel_free(ch);
+	migram_receiver_free(d.r);
+	link_close(lk);
+	g_ptr_array_unref(d.hosts);
+	g_array_unref(d.lens);
 	return ok ? SIM_EXIT_OK : SIM_EXIT_FAILED;
 }
 
@@ -456,12 +786,19 @@ static int run_file(const SimOptions *opt, SimReport *rep, GError **error)
 		migram_ram_list_free(src);
 		return SIM_EXIT_FAILED;
 	}
-	rc = run_source(opt, src, dup(fd), rep, error);
+	rc = run_source(
+		opt, src,
+		&(SimLink){ .fd = dup(fd), .preempt_fd = -1, .listen_fd = -1 },
+		rep, error);
 	if (rc == SIM_EXIT_OK) {
 		/* Restore the saved stream into fresh blocks, then compare. */
 		lseek(fd, 0, SEEK_SET);
 		dst = migram_ram_list_new();
-		rc = run_destination(opt, dst, fd, false);
+		rc = run_destination(opt, dst,
+				     &(SimLink){ .fd = fd,
+						 .preempt_fd = -1,
+						 .listen_fd = -1 },
+				     false);
 		fd = -1;
 		if (rc == SIM_EXIT_OK) {
 			int sp[2];
@@ -476,7 +813,8 @@ static int run_file(const SimOptions *opt, SimReport *rep, GError **error)
 				_exit(0);
 			}
 			migram_channel_free(w);
-			compare_hashes(src, r, &rep->verify_detail, error);
+			compare_hashes(src, r, &rep->verify_detail, NULL,
+				       error);
 			wait(NULL);
 			migram_channel_free(r);
 			rep->verified = rep->verify_detail &&
@@ -547,11 +885,76 @@ static void compare_bytes(const SimOptions *opt, MigramRamList *src,
 	}
 }
 
+/* Socketpairs for main, preempt and reconnects: [0] source, [1] dest. */
+static bool make_pairs(const SimOptions *opt, SimLink *src, SimLink *dst)
+{
+	int p[2];
+
+	*src = (SimLink){ .preempt_fd = -1, .listen_fd = -1 };
+	*dst = (SimLink){ .preempt_fd = -1, .listen_fd = -1 };
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p))
+		return false;
+	src->fd = p[0];
+	dst->fd = p[1];
+	if (opt->preempt) {
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p))
+			return false;
+		src->preempt_fd = p[0];
+		dst->preempt_fd = p[1];
+	}
+	if (opt->inject_disconnect_ms)
+		for (int i = 0; i < MAX_SPARES; i++) {
+			if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0,
+				       p))
+				return false;
+			src->spare[src->nspare++] = p[0];
+			dst->spare[dst->nspare++] = p[1];
+		}
+	return true;
+}
+
+/* Close the other side's ends in a forked process. */
+static void close_link(SimLink *lk)
+{
+	close(lk->fd);
+	link_close(lk);
+}
+
+/* TCP destination: accept main (and preempt); keep listening for
+ * reconnects in postcopy. */
+static bool tcp_accept_link(const SimOptions *opt, int lfd, SimLink *lk)
+{
+	*lk = (SimLink){ .preempt_fd = -1, .listen_fd = -1 };
+	lk->fd = accept(lfd, NULL, NULL);
+	if (lk->fd < 0)
+		return false;
+	if (opt->preempt)
+		lk->preempt_fd = accept(lfd, NULL, NULL);
+	if (opt->mode != SIM_MODE_PRECOPY)
+		lk->listen_fd = lfd;
+	return !opt->preempt || lk->preempt_fd >= 0;
+}
+
+static bool tcp_connect_link(const SimOptions *opt, SimLink *lk, GError **error)
+{
+	*lk = (SimLink){ .preempt_fd = -1, .listen_fd = -1, .tcp = true };
+	lk->fd = tcp_connect(opt, error);
+	if (lk->fd < 0)
+		return false;
+	if (opt->preempt) {
+		lk->preempt_fd = tcp_connect(opt, error);
+		if (lk->preempt_fd < 0)
+			return false;
+	}
+	return true;
+}
+
 static int run_pair(const SimOptions *opt, SimReport *rep, GError **error)
 {
 	g_autoptr(GPtrArray) maps = g_ptr_array_new();
 	MigramRamList *src = source_list(opt, error), *dst = NULL;
-	int fds[2], lfd = -1, status, rc;
+	SimLink sl, dl;
+	int lfd = -1, status, rc;
 	pid_t pid;
 
 	if (!src)
@@ -562,31 +965,32 @@ static int run_pair(const SimOptions *opt, SimReport *rep, GError **error)
 		lfd = tcp_listen(opt, error);
 		if (lfd < 0)
 			return SIM_EXIT_FAILED;
-	} else if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds)) {
+	} else if (!make_pairs(opt, &sl, &dl)) {
 		return SIM_EXIT_FAILED;
 	}
 	pid = fork();
 	if (pid == 0) {
 		/* The destination process. */
-		int fd = lfd >= 0 ? accept(lfd, NULL, NULL) : fds[1];
-
-		if (lfd < 0)
-			close(fds[0]);
+		if (lfd >= 0) {
+			if (!tcp_accept_link(opt, lfd, &dl))
+				_exit(SIM_EXIT_FAILED);
+		} else {
+			close_link(&sl);
+		}
 		_exit(run_destination(opt, dst ? dst : migram_ram_list_new(),
-				      fd, true));
+				      &dl, true));
 	}
 	if (lfd >= 0) {
 		close(lfd);
-		fds[0] = tcp_connect(opt, error);
-		if (fds[0] < 0) {
+		if (!tcp_connect_link(opt, &sl, error)) {
 			kill(pid, SIGTERM);
 			waitpid(pid, NULL, 0);
 			return SIM_EXIT_FAILED;
 		}
 	} else {
-		close(fds[1]);
+		close_link(&dl);
 	}
-	rc = run_source(opt, src, fds[0], rep, error);
+	rc = run_source(opt, src, &sl, rep, error);
 	waitpid(pid, &status, 0);
 	if (rc == SIM_EXIT_OK && !(WIFEXITED(status) && !WEXITSTATUS(status)))
 		rc = SIM_EXIT_FAILED;
@@ -614,10 +1018,11 @@ int sim_real_run(const SimOptions *opt, SimReport *rep)
 	if (opt->role && strcmp(opt->role, "destination") == 0) {
 		int lfd = tcp_listen(opt, &error);
 		MigramRamList *dst = migram_ram_list_new();
+		SimLink dl;
 
-		rc = lfd < 0 ? SIM_EXIT_FAILED
-			     : run_destination(opt, dst,
-					       accept(lfd, NULL, NULL), true);
+		rc = lfd < 0 || !tcp_accept_link(opt, lfd, &dl)
+			     ? SIM_EXIT_FAILED
+			     : run_destination(opt, dst, &dl, true);
 		migram_ram_list_free(dst);
 		if (lfd >= 0)
 			close(lfd);
@@ -625,10 +1030,11 @@ int sim_real_run(const SimOptions *opt, SimReport *rep)
 			  sizeof(rep->status));
 	} else if (opt->role && strcmp(opt->role, "source") == 0) {
 		MigramRamList *src = source_list(opt, &error);
-		int fd = src ? tcp_connect(opt, &error) : -1;
+		SimLink sl;
 
-		rc = fd < 0 ? SIM_EXIT_FAILED
-			    : run_source(opt, src, fd, rep, &error);
+		rc = !src || !tcp_connect_link(opt, &sl, &error)
+			     ? SIM_EXIT_FAILED
+			     : run_source(opt, src, &sl, rep, &error);
 		migram_ram_list_free(src);
 	} else if (opt->transport == SIM_TRANSPORT_FILE) {
 		rc = run_file(opt, rep, &error);

@@ -106,6 +106,29 @@ void sim_report_print(const SimOptions *opt, const SimReport *r)
 	if (!r->model)
 		printf("guest writes:      %" G_GUINT64_FORMAT "\n",
 		       r->workload_writes);
+	if (r->mode_name[0] && strcmp(r->mode_name, "precopy") != 0) {
+		printf("migration mode:    %s\n", r->mode_name);
+		printf("postcopy time:     %" G_GUINT64_FORMAT " ms\n",
+		       r->postcopy_time_ms);
+		printf("discarded:         %" G_GUINT64_FORMAT " pages\n",
+		       r->discard_pages);
+		printf("page requests:     %" G_GUINT64_FORMAT
+		       " (%" G_GUINT64_FORMAT " pages sent because asked)\n",
+		       r->postcopy_requests, r->postcopy_urgent_pages);
+		printf("faults:            %" G_GUINT64_FORMAT
+		       " (latency p50 %" G_GUINT64_FORMAT
+		       " us, p99 %" G_GUINT64_FORMAT
+		       " us, max %" G_GUINT64_FORMAT " us)\n",
+		       r->faults, r->fault_p50_us, r->fault_p99_us,
+		       r->fault_max_us);
+		printf("blocked:           %" G_GUINT64_FORMAT
+		       " ms (workload threads, summed)\n",
+		       r->blocked_ms);
+		printf("dest reads:        %" G_GUINT64_FORMAT "\n",
+		       r->dest_touches);
+		printf("recoveries:        %" G_GUINT64_FORMAT "\n",
+		       r->postcopy_recoveries);
+	}
 	if (r->verify_detail)
 		printf("verification:      %s: %s\n",
 		       r->verified ? "OK" : "FAILED", r->verify_detail);
@@ -203,6 +226,20 @@ bool sim_report_write_json(const SimOptions *opt, const SimReport *r,
 	add_u64(b, "total_time_ms", r->total_time_ms);
 	add_u64(b, "throttle_percent", r->throttle_percent);
 	add_u64(b, "workload_writes", r->workload_writes);
+	json_builder_set_member_name(b, "migration_mode");
+	json_builder_add_string_value(b, r->mode_name[0] ? r->mode_name
+							 : "precopy");
+	add_u64(b, "postcopy_time_ms", r->postcopy_time_ms);
+	add_u64(b, "discard_pages", r->discard_pages);
+	add_u64(b, "postcopy_requests", r->postcopy_requests);
+	add_u64(b, "postcopy_urgent_pages", r->postcopy_urgent_pages);
+	add_u64(b, "postcopy_recoveries", r->postcopy_recoveries);
+	add_u64(b, "faults", r->faults);
+	add_u64(b, "fault_latency_p50_us", r->fault_p50_us);
+	add_u64(b, "fault_latency_p99_us", r->fault_p99_us);
+	add_u64(b, "fault_latency_max_us", r->fault_max_us);
+	add_u64(b, "blocked_ms", r->blocked_ms);
+	add_u64(b, "dest_reads", r->dest_touches);
 	json_builder_set_member_name(b, "mbps");
 	json_builder_add_double_value(b, r->mbps);
 	json_builder_set_member_name(b, "verified");

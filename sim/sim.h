@@ -40,6 +40,12 @@ typedef enum {
 } SimWorkload;
 
 typedef enum {
+	SIM_MODE_PRECOPY,
+	SIM_MODE_POSTCOPY, /* switch right after setup */
+	SIM_MODE_HYBRID,   /* one precopy pass, then postcopy */
+} SimMode;
+
+typedef enum {
 	SIM_TRANSPORT_SOCKETPAIR, /* fork, socketpair (default) */
 	SIM_TRANSPORT_TCP,        /* --transport tcp:HOST:PORT */
 	SIM_TRANSPORT_FILE,       /* --transport file:PATH: save, restore */
@@ -76,6 +82,11 @@ typedef struct {
 	bool clear_at_sync; /* re-arm the whole log at each sync */
 	bool auto_converge;
 	uint64_t max_time_ms; /* 0: no limit */
+
+	/* postcopy */
+	SimMode mode;
+	bool preempt;                  /* a second connection for requests */
+	uint64_t inject_disconnect_ms; /* cut main this long into postcopy */
 
 	/* real mode */
 	SimTransport transport;
@@ -135,6 +146,20 @@ typedef struct {
 	double guest_rate_during;  /* ... while migrating (until the pause) */
 	uint64_t guest_passes;     /* sum of the vCPUs' pass numbers at pause */
 	MigramKvmLogStats kvm_log; /* the KVM log's ioctl counters */
+
+	/* postcopy (source figures, and the destination's sent back) */
+	char mode_name[16];
+	uint64_t postcopy_time_ms;
+	uint64_t postcopy_requests;
+	uint64_t postcopy_urgent_pages;
+	uint64_t postcopy_recoveries;
+	uint64_t discard_pages;
+	uint64_t faults;
+	uint64_t fault_p50_us;
+	uint64_t fault_p99_us;
+	uint64_t fault_max_us;
+	uint64_t blocked_ms;
+	uint64_t dest_touches; /* destination workload reads after RUN */
 
 	double pause_at;  /* seconds since the start, or < 0 */
 	GArray *timeline; /* SimSample */

@@ -52,6 +52,10 @@ typedef enum {
 	MIGRAM_MIGRATION_COMPLETED, /**< everything sent */
 	MIGRAM_MIGRATION_FAILED,    /**< stopped with an error */
 	MIGRAM_MIGRATION_CANCELLED, /**< stopped by migram_migration_cancel() */
+	MIGRAM_MIGRATION_POSTCOPY_ACTIVE, /**< destination runs; pages follow */
+	MIGRAM_MIGRATION_POSTCOPY_PAUSED, /**< connection lost; waiting for
+					       migram_migration_recover() */
+	MIGRAM_MIGRATION_POSTCOPY_RECOVER, /**< receivedmap handshake */
 } MigramMigrationStatus;
 
 /** Options and callbacks; zero-initialize, then set what you need. */
@@ -90,6 +94,38 @@ typedef struct {
 	const char *machine_type;
 
 	/**
+	 * Advise postcopy: open the return path (the channel must be a
+	 * socket), send POSTCOPY_ADVISE and huge-page sizes in the block list,
+	 * and switch to postcopy when migram_migration_start_postcopy() asks
+	 * or after @c postcopy_after_passes passes.  Without a switch the
+	 * migration still completes as precopy when it converges.
+	 */
+	bool postcopy;
+	/**
+	 * Switch to postcopy by itself after this many complete passes over
+	 * RAM (1 is the usual hybrid: one precopy pass, then postcopy); 0
+	 * means only on request.
+	 */
+	unsigned int postcopy_after_passes;
+
+	/**
+	 * Device state, optional: called once on the migration thread with
+	 * the guest paused; append the state to @p out.  It travels as one
+	 * FULL section (docs/wire-format.md, "device blob") after the RAM, or
+	 * inside the postcopy package.  Returning false fails the migration.
+	 */
+	bool (*save_device)(void *opaque, GByteArray *out, GError **error);
+	/** The device section's idstr; NULL means "migram-device". */
+	const char *device_idstr;
+	/**
+	 * Postcopy: the connection failed and the migration is paused; call
+	 * migram_migration_recover() with a new connection (from this
+	 * callback or any thread) or migram_migration_cancel().  Called on
+	 * the migration thread.
+	 */
+	void (*postcopy_paused)(void *opaque);
+
+	/**
 	 * Stop every writer of guest memory (vCPUs, device DMA) and return
 	 * once they are quiet.  Required.
 	 */
@@ -125,6 +161,16 @@ typedef struct {
 	uint64_t log_clear_pages;      /**< pages those calls covered */
 	unsigned int throttle_percent; /**< current auto-converge throttle */
 	bool not_converging; /**< iterations stopped making progress */
+	/* postcopy (all zero in a precopy migration) */
+	uint64_t postcopy_requests;     /**< page requests received */
+	uint64_t postcopy_urgent_pages; /**< pages sent because requested */
+	uint64_t postcopy_requests_already_sent; /**< asked for, already sent */
+	uint64_t postcopy_background_pages; /**< pages sent in background */
+	uint64_t postcopy_discard_ranges;   /**< ranges in the discard list */
+	uint64_t postcopy_discard_pages;    /**< pages they cover */
+	uint64_t postcopy_time_ms;          /**< switch to completion */
+	uint64_t postcopy_recoveries;       /**< successful recoveries */
+	bool postcopy_preempt;              /**< the preempt channel is used */
 } MigramMigrationStats;
 
 /** Opaque; single owner. */
@@ -174,6 +220,51 @@ bool migram_migration_run(MigramMigration *m, MigramChannel *ch,
 			  GError **error);
 
 /**
+ * Use @p preempt for requested pages in postcopy, so they never queue
+ * behind background pages on the main channel (QEMU 7.2's
+ * postcopy-preempt: raw RAM records, no header, an EOS at the end).  Call
+ * before migram_migration_run(); the destination must be given the other
+ * end with migram_receiver_set_preempt().  After a recovery the preempt
+ * channel is no longer used.
+ *
+ * @param m the migration, which advises postcopy.
+ * @param preempt a connected socket's channel; borrowed until run returns.
+ *
+ * Context: The thread that will call run, before it.
+ */
+void migram_migration_set_preempt(MigramMigration *m, MigramChannel *preempt);
+
+/**
+ * Ask for the switch to postcopy.  The migration thread makes it at its
+ * next section boundary: pause the guest, final sync, discard list,
+ * package (LISTEN, device state, RUN), then the remaining pages with
+ * requested ones first.  Before run, it makes the migration pure postcopy
+ * (switch right after setup).  Ignored without @c postcopy in the config.
+ *
+ * @param m the migration.
+ *
+ * Context: Any thread.
+ */
+void migram_migration_start_postcopy(MigramMigration *m);
+
+/**
+ * Give a paused postcopy migration a new connection to the destination
+ * (which must be given the other end with migram_receiver_recover()).  The
+ * migration thread asks for the destination's receivedmap, resends every
+ * page not received and finishes.  The old channel is no longer used;
+ * @p ch is used until run returns.
+ *
+ * @param m the migration.
+ * @param ch a connected socket's channel; borrowed until run returns.
+ * @param error MIGRAM_ERROR_INVALID when the migration is not paused.
+ * @return true when the migration took the channel.
+ *
+ * Context: Any thread (also the postcopy_paused callback).
+ */
+bool migram_migration_recover(MigramMigration *m, MigramChannel *ch,
+			      GError **error);
+
+/**
  * Ask a running migration to stop.  It stops promptly (the channel is
  * cancelled so a blocked write returns), the destination sees the stream
  * end without EOF, and the source's memory and bitmaps stay consistent.
@@ -207,7 +298,7 @@ char *migram_migration_stats_to_json(const MigramMigrationStats *stats);
 
 /**
  * The status's name ("setup", "active", "device", "completed", "failed",
- * "cancelled").
+ * "cancelled", "postcopy-active", "postcopy-paused", "postcopy-recover").
  *
  * @param status the status.
  * @return a static string.

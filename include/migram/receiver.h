@@ -51,6 +51,30 @@ typedef struct {
 	 * Without it such a section is an error.
 	 */
 	bool stop_at_devices;
+
+	/**
+	 * Device state: called on the loading thread for every FULL section
+	 * in migram's device-blob form (docs/wire-format.md).  Without it such
+	 * a section is an error.  Returning false fails the load.
+	 */
+	bool (*load_device)(void *opaque, const char *idstr, const guint8 *data,
+			    size_t len, GError **error);
+	/**
+	 * Postcopy: the destination may start its guest now (the package's
+	 * RUN).  Called on the loading thread, which then keeps loading pages
+	 * while the guest runs; must not block.  Pages not yet received fault
+	 * and are fetched on demand.
+	 */
+	void (*postcopy_run)(void *opaque);
+	/**
+	 * Postcopy: the connection failed; the load is paused (placed pages
+	 * stay, faulting threads wait).  Call migram_receiver_recover() with
+	 * a new connection, from this callback or any thread, or
+	 * migram_receiver_cancel().  Called on the loading thread.
+	 */
+	void (*postcopy_paused)(void *opaque);
+	/** Passed to the callbacks. */
+	void *opaque;
 } MigramReceiverConfig;
 
 /** What a load did. */
@@ -63,6 +87,26 @@ typedef struct {
 	bool stopped_at_device;      /**< stop_at_devices took effect */
 	char device[256];            /**< the section it stopped at */
 } MigramReceiverStats;
+
+/** Postcopy on the destination (migram_receiver_get_postcopy_stats()). */
+typedef struct {
+	bool active;              /**< LISTEN was reached in the last load */
+	bool running;             /**< RUN was reached */
+	bool paused;              /**< waiting for migram_receiver_recover() */
+	uint64_t faults;          /**< missing-page faults read */
+	uint64_t requests;        /**< page requests sent */
+	uint64_t placed_pages;    /**< pages placed with UFFDIO_COPY/ZEROPAGE */
+	uint64_t pushed_pages;    /**< of which never requested */
+	uint64_t duplicate_pages; /**< arrived already received; dropped */
+	uint64_t discarded_pages; /**< dropped by the discard list */
+	uint64_t preempt_pages;   /**< placed from the preempt channel */
+	uint64_t recoveries;      /**< completed recoveries */
+	uint64_t latency_p50_us;  /**< fault to placement, per fault */
+	uint64_t latency_p99_us;
+	uint64_t latency_max_us;
+	uint64_t blocked_us; /**< sum over faults: threads' blocked time */
+	uint64_t latency_hist[32]; /**< faults by latency, [2^i, 2^(i+1)) us */
+} MigramPostcopyStats;
 
 /** Opaque; single owner. */
 typedef struct MigramReceiver MigramReceiver;
@@ -106,6 +150,68 @@ void migram_receiver_free(MigramReceiver *r);
  * @p list may run concurrently; a block removed under the load fails it.
  */
 bool migram_receiver_load(MigramReceiver *r, MigramChannel *ch, GError **error);
+
+/**
+ * Read postcopy's preempt channel (raw RAM records from the source's
+ * migram_migration_set_preempt()) on a thread of the receiver's own once
+ * LISTEN arrives.  Call before migram_receiver_load().
+ *
+ * @param r the receiver.
+ * @param preempt the channel; borrowed until load returns.
+ *
+ * Context: The loading thread, before load.
+ */
+void migram_receiver_set_preempt(MigramReceiver *r, MigramChannel *preempt);
+
+/**
+ * Give a paused postcopy load a new connection from the source (which was
+ * given the other end with migram_migration_recover()).  The load sends
+ * its receivedmap when asked, resends its outstanding page requests and
+ * continues to the end.  @p ch is used until load returns.
+ *
+ * @param r the receiver.
+ * @param ch a connected socket's channel; borrowed until load returns.
+ * @param error MIGRAM_ERROR_INVALID when the load is not paused.
+ * @return true when the load took the channel.
+ *
+ * Context: Any thread (also the postcopy_paused callback).
+ */
+bool migram_receiver_recover(MigramReceiver *r, MigramChannel *ch,
+			     GError **error);
+
+/**
+ * Stop a load: a paused postcopy load fails with MIGRAM_ERROR_CANCELLED;
+ * any other load's channel is cancelled.  Faulting guest threads of a
+ * postcopy load stay blocked until the caller unmaps or refills memory.
+ *
+ * @param r the receiver.
+ *
+ * Context: Any thread.
+ */
+void migram_receiver_cancel(MigramReceiver *r);
+
+/**
+ * A snapshot of the postcopy figures of the current or last load.
+ *
+ * @param r the receiver.
+ * @param stats where to store them.
+ *
+ * Context: Any thread.  Takes the receiver's postcopy lock.
+ */
+void migram_receiver_get_postcopy_stats(MigramReceiver *r,
+					MigramPostcopyStats *stats);
+
+/**
+ * Whether this host can run the destination side of postcopy: opens a
+ * userfaultfd and checks it can place pages in missing mode.
+ *
+ * @param error MIGRAM_ERROR_UNSUPPORTED with the reason (the syscall's
+ *        errno, vm.unprivileged_userfaultfd) when it cannot.
+ * @return true when postcopy can be used.
+ *
+ * Context: Any thread.
+ */
+bool migram_postcopy_available(GError **error);
 
 /**
  * What the last load did.

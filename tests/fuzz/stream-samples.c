@@ -594,10 +594,8 @@ static void command(SampleCtx *c)
 {
 	begin(c);
 	migram_channel_put_u8(c->ch, MIGRAM_QEMU_VM_COMMAND);
-	migram_channel_put_be16(c->ch, 3); /* POSTCOPY_ADVISE */
-	migram_channel_put_be16(c->ch, 16);
-	migram_channel_put_be64(c->ch, 0x1000);
-	migram_channel_put_be64(c->ch, 0x1000);
+	migram_channel_put_be16(c->ch, 8); /* ENABLE_COLO */
+	migram_channel_put_be16(c->ch, 0);
 }
 
 static void footer_mismatch(SampleCtx *c)
@@ -822,7 +820,7 @@ static const StreamSample samples[] = {
 	{ "truncated-page", 0, truncated_page, MIGRAM_ERROR_PROTOCOL,
 	  "unexpected end of stream at byte" },
 	{ "command", 0, command, MIGRAM_ERROR_UNSUPPORTED,
-	  "command 3: not supported yet" },
+	  "command 8: not supported" },
 	{ "footer-mismatch", 0, footer_mismatch, MIGRAM_ERROR_PROTOCOL,
 	  "footer of section 7 inside section 2" },
 	{ "data-after-vmdesc", 0, data_after_vmdesc, MIGRAM_ERROR_PROTOCOL,

@@ -56,6 +56,13 @@ def _(work):
         (["--clear-bitmap-shift", "40"], "--clear-bitmap-shift"),
         (["--mode", "warp"], "--mode"),
         (["--workload", "vm"], "--workload"),
+
+        (["--mode", "postcopy", "--transport", "file:/tmp/x"],
+         "needs a connection"),
+        (["--preempt"], "need --mode postcopy or hybrid"),
+        (["--inject-disconnect-after", "10"],
+         "need --mode postcopy or hybrid"),
+        (["--mode", "hybrid", "--model"], "model mode simulates precopy"),
         (["--verify-bytes", "--transport", "file:/tmp/x"], "--verify-bytes"),
         (["stray"], "unexpected argument"),
         (["--bogus"], "Unknown option"),
@@ -266,11 +273,65 @@ def _(work):
         (["--workload", "kvm", "--ram", "8G"], "2M to 4G"),
         (["--workload", "kvm", "--model"], "not with --model"),
         (["--workload", "kvm", "--stride", "100"], "--stride"),
+        (["--workload", "kvm", "--mode", "hybrid"], "precopy only"),
     ]
     for args, needle in bad:
         r = sim(*args)
         assert r.returncode == 2, (args, r.returncode, r.stderr)
         assert needle in r.stderr, (args, r.stderr)
+
+def postcopy_ok(work):
+    r, j = run_json(work, "--ram", "16M", "--mode", "postcopy",
+                    "--workload", "idle")
+    if r.returncode != 0 and "userfaultfd" in (j.get("error") or ""):
+        return j["error"]
+    return None
+
+
+@case("postcopy: destination readers fault on missing pages; verified")
+def _(work):
+    why = postcopy_ok(work)
+    if why:
+        return f"SKIP {why}"
+    r, j = run_json(work, "--ram", "128M", "--mode", "postcopy",
+                    "--threads", "3", "--dirty-rate", "50M/s")
+    assert r.returncode == 0, r.stderr
+    assert j["status"] == "completed" and j["verified"], j
+    assert j["migration_mode"] == "postcopy"
+    # pure postcopy: every page was discarded, then fetched or pushed
+    assert j["discard_pages"] == (128 << 20) // 4096, j
+    assert j["faults"] > 0 and j["postcopy_requests"] > 0, j
+    assert j["fault_latency_p99_us"] >= j["fault_latency_p50_us"] > 0, j
+    assert j["postcopy_recoveries"] == 0
+
+
+@case("hybrid over tcp with a preempt connection: verified")
+def _(work):
+    why = postcopy_ok(work)
+    if why:
+        return f"SKIP {why}"
+    r, j = run_json(work, "--ram", "128M", "--mode", "hybrid",
+                    "--preempt", "--dirty-rate", "100M/s",
+                    "--transport", "tcp:127.0.0.1:47733")
+    assert r.returncode == 0, r.stderr
+    assert j["verified"] and j["migration_mode"] == "hybrid", j
+    # one precopy pass first: fewer pages discarded than exist
+    assert 0 < j["discard_pages"] < (128 << 20) // 4096, j
+
+
+@case("postcopy: cut the connection, reconnect, recover: verified")
+def _(work):
+    why = postcopy_ok(work)
+    if why:
+        return f"SKIP {why}"
+    for transport in ("socketpair", "tcp:127.0.0.1:47735"):
+        r, j = run_json(work, "--ram", "256M", "--mode", "postcopy",
+                        "--max-bandwidth", "200M/s",
+                        "--inject-disconnect-after", "150",
+                        "--transport", transport, "--verify-bytes")
+        assert r.returncode == 0, (transport, r.stderr)
+        assert j["verified"], j
+        assert j["postcopy_recoveries"] == 1, (transport, j)
 
 
 def netns_ok():

@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The receiver's state, shared by receiver.c (precopy records) and
+ * receiver-postcopy.c (commands, the package, the preempt thread, pause
+ * and recovery).  Never installed.
+ */
+#ifndef MIGRAM_RECEIVER_INTERNAL_H
+#define MIGRAM_RECEIVER_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <glib.h>
+
+#include "migram/receiver.h"
+#include "migram/stream.h"
+#include "migration-internal.h"
+#include "postcopy-dst.h"
+
+/* A package holds commands and device state: bounded by the blob cap. */
+#define MAX_PACKAGE_BYTES (MIGRAM_DEVICE_BLOB_MAX + (1u << 20))
+
+struct MigramReceiver {
+	MigramRamList *list;
+	MigramReceiverConfig cfg;
+	char *machine_type;
+	MigramReceiverStats stats;
+	MigramStreamReader *reader;
+	uint64_t page_size;
+	bool list_done; /* the block list was read and bitmaps exist */
+	bool in_end;    /* inside the RAM END section */
+	bool ram_done;  /* the RAM END section is complete */
+	bool on_socket; /* the channel is a socket (see the vmdesc case) */
+	uint64_t created_bytes; /* blocks created by this load */
+
+	/* Block cache: valid while the list version equals last_version. */
+	MigramRamBlock *last;
+	uint64_t last_version;
+	char last_name[256];
+
+	/* Postcopy and the return path (postcopy-dst.c) */
+	MigramChannel *ch; /* the current main channel */
+	DstPostcopy *pc;   /* from OPEN_RETURN_PATH or ADVISE */
+	DstPlacer placer;  /* the loading thread's */
+	bool in_package;
+	bool recovering; /* between a recovery and POSTCOPY_RESUME */
+	MigramChannel *preempt;
+	pthread_t preempt_thread;
+	bool preempt_running;
+	GError *preempt_error; /* set by the preempt thread before it ends */
+
+	pthread_mutex_t lock; /* pc_ptr, recover_ch, paused, cancelled */
+	pthread_cond_t cond;
+	MigramChannel *recover_ch;
+	bool paused;
+	bool cancelled;
+};
+
+/* Errors name the stream byte of the record that caused them. */
+#define fail(error, code, rec, ...)                                            \
+	migram_stream_fail((error), (code), (rec)->stream_offset, __VA_ARGS__)
+
+/* receiver.c: one record (also for the records inside a package). */
+bool migram_receiver_handle(MigramReceiver *r, const MigramStreamRecord *rec,
+			    bool *done, GError **error);
+/* receiver.c: pages go through userfaultfd placement (LISTEN reached). */
+bool migram_receiver_postcopy_placing(const MigramReceiver *r);
+
+/* receiver-postcopy.c */
+bool migram_receiver_command(MigramReceiver *r, const MigramStreamRecord *rec,
+			     bool *done, GError **error);
+bool migram_receiver_postcopy_finish(MigramReceiver *r,
+				     const MigramStreamRecord *rec,
+				     GError **error);
+/* A failed load: pause for recovery if postcopy runs; true to go on. */
+bool migram_receiver_pause(MigramReceiver *r, GError **error);
+void migram_receiver_load_end(MigramReceiver *r, bool ok);
+
+#endif /* MIGRAM_RECEIVER_INTERNAL_H */

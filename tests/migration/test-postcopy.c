@@ -1,0 +1,821 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Postcopy end to end: a source whose writers dirty memory until the
+ * switch, a destination whose own workload threads read and write pages
+ * right after RUN (most not received yet, so they fault through
+ * userfaultfd), and the final comparison: every page equals the source's
+ * final page, except the stamps the destination's threads wrote, which
+ * must all survive.  Also: the preempt channel, connection cuts at chosen
+ * points followed by recovery, and hostile return-path messages.
+ */
+#include <poll.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <urcu/urcu-memb.h>
+
+#include <migram/bitmap.h>
+#include <migram/dirty-log.h>
+#include <migram/migram.h>
+#include <migram/migration.h>
+#include <migram/ramblock.h>
+#include <migram/receiver.h>
+
+#include "migram-test-util.h"
+
+#define P 4096u
+#define MiB (UINT64_C(1) << 20)
+#define NBLOCKS 2
+#define NWORKERS 3
+#define STAMP UINT64_C(0x5354414d50000000)
+
+static const char *const names[NBLOCKS] = { "pc.ram", "vga.vram" };
+static const uint64_t sizes[NBLOCKS] = { 24 * MiB, 4 * MiB };
+
+typedef struct {
+	MigramRamList *list;
+	MigramSoftLog *log;
+	MigramDirtyBitmap *db;
+	MigramRamBlock *b[NBLOCKS];
+	GThread *writer;
+	int stop, paused, quiet; /* atomic */
+	int pause_calls, resume_calls;
+} Src;
+
+typedef struct {
+	MigramRamList *list;
+	MigramReceiver *r;
+	guint8 *host[NBLOCKS];
+	const guint8 *src_host[NBLOCKS];
+	unsigned long *stamped[NBLOCKS]; /* atomic bits */
+	GThread *workers[NWORKERS];
+	int nworkers;
+	guint64 mismatches; /* atomic */
+	guint64 touched;    /* atomic */
+	int run_calls;
+	int paused_calls;
+	MigramChannel *recover_ch; /* given when paused */
+} Dst;
+
+/* ---- source ---- */
+
+static void src_write(Src *s, int bi, uint64_t pfn, guint64 seq)
+{
+	guint64 *w = (guint64 *)((guint8 *)migram_ram_block_host(s->b[bi]) +
+				 pfn * P);
+
+	__atomic_store_n(&w[0], seq, __ATOMIC_RELAXED);
+	__atomic_store_n(&w[1], pfn ^ seq, __ATOMIC_RELAXED);
+	migram_dirty_bitmap_set_dirty(s->db, migram_ram_block_offset(s->b[bi]) +
+						     pfn * P);
+}
+
+static gpointer src_writer(gpointer p)
+{
+	Src *s = p;
+	GRand *r = g_rand_new_with_seed(42);
+	guint64 seq = 1000;
+
+	while (!g_atomic_int_get(&s->stop)) {
+		int bi;
+
+		if (g_atomic_int_get(&s->paused)) {
+			g_atomic_int_set(&s->quiet, 1);
+			g_usleep(200);
+			continue;
+		}
+		g_atomic_int_set(&s->quiet, 0);
+		bi = g_rand_int_range(r, 0, NBLOCKS);
+		src_write(s, bi,
+			  (uint64_t)g_rand_int_range(r, 0,
+						     (gint32)(sizes[bi] / P)),
+			  ++seq);
+		if (seq % 64 == 0)
+			g_usleep(50);
+	}
+	g_rand_free(r);
+	return NULL;
+}
+
+static void src_pause(void *o)
+{
+	Src *s = o;
+
+	s->pause_calls++;
+	g_atomic_int_set(&s->quiet, 0);
+	g_atomic_int_set(&s->paused, 1);
+	while (s->writer && !g_atomic_int_get(&s->quiet))
+		g_usleep(100);
+}
+
+static void src_resume(void *o)
+{
+	Src *s = o;
+
+	s->resume_calls++;
+	g_atomic_int_set(&s->paused, 0);
+}
+
+static MigramRamBlock *add_block(MigramRamList *l, int i, bool memfd)
+{
+	g_autoptr(GError) e = NULL;
+	MigramRamBlock *b = migram_ram_list_add(
+		l,
+		&(MigramRamBlockConfig){
+			.idstr = names[i],
+			.backend = memfd ? MIGRAM_RAM_BACKEND_MEMFD
+					 : MIGRAM_RAM_BACKEND_ANON,
+			.used_length = sizes[i] },
+		&e);
+
+	g_assert_no_error(e);
+	return b;
+}
+
+static void src_init(Src *s)
+{
+	memset(s, 0, sizeof(*s));
+	s->list = migram_ram_list_new();
+	for (int i = 0; i < NBLOCKS; i++)
+		s->b[i] = add_block(s->list, i, i == 1);
+	s->log = migram_soft_log_new(64 * MiB, NULL);
+	s->db = migram_soft_log_bitmap(s->log);
+	/* Two pages in three hold data, the rest stay zero. */
+	for (int i = 0; i < NBLOCKS; i++)
+		for (uint64_t pfn = 0; pfn < sizes[i] / P; pfn++)
+			if (pfn % 3)
+				src_write(s, i, pfn, pfn + 1);
+}
+
+static void src_free(Src *s)
+{
+	g_atomic_int_set(&s->stop, 1);
+	if (s->writer)
+		g_thread_join(s->writer);
+	migram_ram_list_free(s->list);
+	migram_soft_log_free(s->log);
+}
+
+/* ---- destination ---- */
+
+static uint64_t gcd(uint64_t a, uint64_t b)
+{
+	while (b) {
+		uint64_t t = a % b;
+
+		a = b;
+		b = t;
+	}
+	return a;
+}
+
+static gpointer dst_worker(gpointer p)
+{
+	Dst *d = ((void **)p)[0];
+	int id = GPOINTER_TO_INT(((void **)p)[1]);
+	GRand *r = g_rand_new_with_seed((guint32)id + 7);
+
+	g_free(p);
+	for (int bi = 0; bi < NBLOCKS; bi++) {
+		uint64_t n = sizes[bi] / P;
+		/* A stride prime to n visits each page once, scattered. */
+		uint64_t stride = (uint64_t)g_rand_int_range(r, 100, 1000);
+
+		while (gcd(stride, n) != 1)
+			stride++;
+		for (uint64_t k = 0; k < n; k++) {
+			uint64_t pfn = (k * stride) % n;
+			guint8 *page = d->host[bi] + pfn * P;
+
+			if (pfn % NWORKERS != (uint64_t)id ||
+			    g_rand_int_range(r, 0, 3) == 0)
+				continue;
+			/* The read sees the source's final content... */
+			if (memcmp(page, d->src_host[bi] + pfn * P, P) != 0)
+				__atomic_fetch_add(&d->mismatches, 1,
+						   __ATOMIC_RELAXED);
+			/* ...and the write must survive later arrivals. */
+			((guint64 *)(void *)page)[P / 8 - 1] = STAMP ^ pfn;
+			migram_bitmap_set_bit_atomic(d->stamped[bi],
+						     (size_t)pfn);
+			__atomic_fetch_add(&d->touched, 1, __ATOMIC_RELAXED);
+		}
+	}
+	g_rand_free(r);
+	return NULL;
+}
+
+static void dst_run(void *o)
+{
+	Dst *d = o;
+
+	d->run_calls++;
+	for (int i = 0; i < d->nworkers; i++) {
+		void **a = g_new(void *, 2);
+
+		a[0] = d;
+		a[1] = GINT_TO_POINTER(i);
+		d->workers[i] = g_thread_new("dst-worker", dst_worker, a);
+	}
+}
+
+static void dst_paused(void *o)
+{
+	Dst *d = o;
+	g_autoptr(GError) e = NULL;
+
+	d->paused_calls++;
+	if (d->recover_ch)
+		g_assert_true(migram_receiver_recover(d->r, d->recover_ch, &e));
+}
+
+static void dst_init(Dst *d, Src *s, int nworkers)
+{
+	memset(d, 0, sizeof(*d));
+	d->list = migram_ram_list_new();
+	for (int i = 0; i < NBLOCKS; i++) {
+		MigramRamBlock *b = add_block(d->list, i, i == 1);
+
+		d->host[i] = migram_ram_block_host(b);
+		d->src_host[i] = migram_ram_block_host(s->b[i]);
+		d->stamped[i] = migram_bitmap_new((size_t)(sizes[i] / P));
+	}
+	d->nworkers = nworkers;
+	d->r = migram_receiver_new(
+		d->list, &(MigramReceiverConfig){ .postcopy_run = dst_run,
+						  .postcopy_paused = dst_paused,
+						  .opaque = d });
+}
+
+static void dst_join(Dst *d)
+{
+	for (int i = 0; i < d->nworkers; i++)
+		if (d->workers[i])
+			g_thread_join(d->workers[i]);
+}
+
+/* Every page: the source's, with this side's stamps on top. */
+static void dst_verify(Dst *d)
+{
+	guint8 want[P];
+	uint64_t stamps = 0;
+
+	g_assert_cmpuint(d->mismatches, ==, 0);
+	for (int bi = 0; bi < NBLOCKS; bi++)
+		for (uint64_t pfn = 0; pfn < sizes[bi] / P; pfn++) {
+			memcpy(want, d->src_host[bi] + pfn * P, P);
+			if (migram_bitmap_test_bit(d->stamped[bi],
+						   (size_t)pfn)) {
+				((guint64 *)(void *)want)[P / 8 - 1] = STAMP ^
+								       pfn;
+				stamps++;
+			}
+			if (memcmp(want, d->host[bi] + pfn * P, P) != 0)
+				g_error("block %s page %" G_GUINT64_FORMAT
+					" differs",
+					names[bi], pfn);
+		}
+	g_assert_cmpuint(stamps, ==, d->touched);
+}
+
+static void dst_free(Dst *d)
+{
+	migram_receiver_free(d->r);
+	for (int i = 0; i < NBLOCKS; i++)
+		migram_bitmap_free(d->stamped[i]);
+	migram_ram_list_free(d->list);
+}
+
+/* ---- a proxy that cuts the connection at a chosen point ---- */
+
+typedef enum {
+	CUT_NONE,
+	CUT_DISCARD,
+	CUT_BACKGROUND,
+	CUT_FAULTS
+} CutAt;
+
+typedef struct {
+	int a, b; /* a: the source's peer, b: the destination's peer */
+	CutAt cut;
+	uint64_t cut_bytes;
+	GThread *thread;
+	int cut_done;
+} Proxy;
+
+static bool is_discard_at(const guint8 *buf, ssize_t n, ssize_t i)
+{
+	return i + 2 < n && buf[i] == 0x08 && buf[i + 1] == 0 &&
+	       buf[i + 2] == 6;
+}
+
+static gpointer proxy_main(gpointer p)
+{
+	Proxy *x = p;
+	static __thread guint8 buf[256 * 1024];
+	uint64_t down = 0, up = 0;
+
+	for (;;) {
+		struct pollfd fds[2] = { { x->a, POLLIN, 0 },
+					 { x->b, POLLIN, 0 } };
+		ssize_t n;
+		bool cut = false;
+
+		if (poll(fds, 2, -1) < 0)
+			break;
+		if (fds[0].revents) {
+			n = read(x->a, buf, sizeof(buf));
+			if (n <= 0)
+				break;
+			if (x->cut == CUT_DISCARD)
+				for (ssize_t i = 0; i < n && !cut; i++)
+					if (is_discard_at(buf, n, i)) {
+						n = i + 3; /* mid-command */
+						cut = true;
+					}
+			down += (uint64_t)n;
+			if (x->cut == CUT_BACKGROUND && down >= x->cut_bytes)
+				cut = true;
+			if (write(x->b, buf, (size_t)n) != n)
+				break;
+		}
+		if (!cut && fds[1].revents) {
+			n = read(x->b, buf, sizeof(buf));
+			if (n <= 0)
+				break;
+			up += (uint64_t)n;
+			if (x->cut == CUT_FAULTS && up >= x->cut_bytes)
+				cut = true;
+			if (write(x->a, buf, (size_t)n) != n)
+				break;
+		}
+		if (cut) {
+			g_atomic_int_set(&x->cut_done, 1);
+			break;
+		}
+	}
+	shutdown(x->a, SHUT_RDWR);
+	shutdown(x->b, SHUT_RDWR);
+	return NULL;
+}
+
+/* ---- one migration ---- */
+
+typedef struct {
+	bool hybrid;
+	bool preempt;
+	CutAt cut;
+	uint64_t cut_bytes;
+	int nworkers;
+} Case;
+
+typedef struct {
+	Dst *d;
+	MigramChannel *ch;
+	MigramChannel *preempt;
+	GError *error;
+	bool ok;
+} LoadArgs;
+
+static gpointer load_main(gpointer p)
+{
+	LoadArgs *a = p;
+
+	urcu_memb_register_thread();
+	if (a->preempt)
+		migram_receiver_set_preempt(a->d->r, a->preempt);
+	a->ok = migram_receiver_load(a->d->r, a->ch, &a->error);
+	urcu_memb_unregister_thread();
+	return NULL;
+}
+
+static MigramChannel *src_recover_ch;
+
+static void src_paused(void *o)
+{
+	(void)o;
+}
+
+static void pair(int fds[2])
+{
+	g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds),
+			==, 0);
+}
+
+/* A side's paused callback runs on its thread; the test waits here. */
+typedef struct {
+	MigramMigration *m;
+	MigramChannel *ch;
+	int done;
+} RecoverArgs;
+
+static gpointer src_recover_main(gpointer p)
+{
+	RecoverArgs *a = p;
+	MigramMigrationStats st;
+
+	for (int i = 0; i < 20000; i++) {
+		migram_migration_get_stats(a->m, &st);
+		if (st.status == MIGRAM_MIGRATION_POSTCOPY_PAUSED &&
+		    migram_migration_recover(a->m, a->ch, NULL)) {
+			g_atomic_int_set(&a->done, 1);
+			break;
+		}
+		if (st.status == MIGRAM_MIGRATION_COMPLETED ||
+		    st.status == MIGRAM_MIGRATION_FAILED)
+			break;
+		g_usleep(500);
+	}
+	return NULL;
+}
+
+static bool run_case(const Case *c, Src *s, Dst *d, MigramMigrationStats *st,
+		     GError **src_error, GError **dst_error)
+{
+	MigramLogSource source;
+	MigramMigration *m;
+	MigramChannel *sch, *pre_s = NULL, *pre_d = NULL, *rs = NULL;
+	LoadArgs la = { .d = d };
+	RecoverArgs ra = { 0 };
+	Proxy x = { 0 };
+	GThread *loader, *recoverer = NULL;
+	int f1[2], f2[2], fp[2], fr[2];
+	bool ok;
+
+	pair(f1);
+	if (c->cut != CUT_NONE) {
+		pair(f2);
+		x = (Proxy){ f1[1], f2[0], c->cut, c->cut_bytes, NULL, 0 };
+		x.thread = g_thread_new("proxy", proxy_main, &x);
+		la.ch = migram_channel_new(f2[1], true);
+		pair(fr);
+		rs = migram_channel_new(fr[0], true);
+		d->recover_ch = migram_channel_new(fr[1], true);
+	} else {
+		la.ch = migram_channel_new(f1[1], true);
+	}
+	sch = migram_channel_new(f1[0], true);
+	if (c->preempt) {
+		pair(fp);
+		pre_s = migram_channel_new(fp[0], true);
+		pre_d = migram_channel_new(fp[1], true);
+		la.preempt = pre_d;
+	}
+	loader = g_thread_new("loader", load_main, &la);
+	migram_soft_log_source(s->log, &source);
+	m = migram_migration_new(s->list, &source,
+				 &(MigramMigrationConfig){
+					 .postcopy = true,
+					 .postcopy_after_passes = c->hybrid ? 1
+									    : 0,
+					 .pause_guest = src_pause,
+					 .resume_guest = src_resume,
+					 .postcopy_paused = src_paused,
+					 .opaque = s });
+	if (pre_s)
+		migram_migration_set_preempt(m, pre_s);
+	if (!c->hybrid)
+		migram_migration_start_postcopy(m);
+	if (rs) {
+		ra = (RecoverArgs){ m, rs, 0 };
+		recoverer = g_thread_new("recoverer", src_recover_main, &ra);
+	}
+	ok = migram_migration_run(m, sch, src_error);
+	migram_migration_get_stats(m, st);
+	if (!ok)
+		shutdown(migram_channel_fd(sch), SHUT_RDWR);
+	if (recoverer)
+		g_thread_join(recoverer);
+	if (!ok && d->recover_ch)
+		migram_receiver_cancel(d->r);
+	g_thread_join(loader);
+	dst_join(d);
+	if (x.thread) {
+		shutdown(x.a, SHUT_RDWR);
+		g_thread_join(x.thread);
+		close(x.a);
+		close(x.b);
+	}
+	*dst_error = la.error;
+	migram_migration_free(m);
+	migram_channel_free(sch);
+	migram_channel_free(la.ch);
+	migram_channel_free(pre_s);
+	migram_channel_free(pre_d);
+	migram_channel_free(rs);
+	if (d->recover_ch)
+		migram_channel_free(d->recover_ch);
+	d->recover_ch = NULL;
+	(void)src_recover_ch;
+	g_assert_cmpint(ok, ==, la.ok);
+	return ok;
+}
+
+static bool have_uffd(void)
+{
+	g_autoptr(GError) e = NULL;
+
+	if (migram_postcopy_available(&e))
+		return true;
+	g_test_skip(e->message);
+	return false;
+}
+
+static void test_postcopy(gconstpointer data)
+{
+	const Case *c = data;
+	MigramMigrationStats st;
+	MigramPostcopyStats ps;
+	GError *se = NULL, *de = NULL;
+	Src s;
+	Dst d;
+
+	if (!have_uffd())
+		return;
+	src_init(&s);
+	if (c->hybrid)
+		s.writer = g_thread_new("src-writer", src_writer, &s);
+	dst_init(&d, &s, c->nworkers);
+	g_assert_true(run_case(c, &s, &d, &st, &se, &de));
+	g_assert_no_error(se);
+	g_assert_no_error(de);
+	migram_receiver_get_postcopy_stats(d.r, &ps);
+	g_test_message("%s: downtime %" G_GUINT64_FORMAT
+		       " ms, postcopy %" G_GUINT64_FORMAT
+		       " ms, discarded %" G_GUINT64_FORMAT
+		       " pages, faults %" G_GUINT64_FORMAT
+		       ", requests %" G_GUINT64_FORMAT
+		       ", urgent %" G_GUINT64_FORMAT
+		       ", pushed %" G_GUINT64_FORMAT
+		       ", duplicates %" G_GUINT64_FORMAT
+		       ", preempt %" G_GUINT64_FORMAT ", p50 %" G_GUINT64_FORMAT
+		       " us, p99 %" G_GUINT64_FORMAT
+		       " us, recoveries %" G_GUINT64_FORMAT,
+		       g_test_get_path(), st.downtime_ms, st.postcopy_time_ms,
+		       st.postcopy_discard_pages, ps.faults, ps.requests,
+		       st.postcopy_urgent_pages, ps.pushed_pages,
+		       ps.duplicate_pages, ps.preempt_pages, ps.latency_p50_us,
+		       ps.latency_p99_us, ps.recoveries);
+	g_assert_cmpint(st.status, ==, MIGRAM_MIGRATION_COMPLETED);
+	g_assert_cmpint(s.pause_calls, ==, 1);
+	g_assert_cmpint(s.resume_calls, ==, 0);
+	g_assert_cmpint(d.run_calls, ==, 1);
+	g_assert_true(ps.active && ps.running);
+	/* The workload touched pages before they arrived. */
+	if (c->nworkers) {
+		g_assert_cmpuint(ps.faults, >, 0);
+		g_assert_cmpuint(ps.requests, >, 0);
+		g_assert_cmpuint(st.postcopy_urgent_pages, >, 0);
+	}
+	/* Pure postcopy discards every page; hybrid what was re-dirtied. */
+	g_assert_cmpuint(st.postcopy_discard_pages, >, 0);
+	if (c->preempt && c->cut == CUT_NONE)
+		g_assert_cmpuint(ps.preempt_pages, >, 0);
+	if (c->cut != CUT_NONE) {
+		g_assert_cmpuint(st.postcopy_recoveries, ==, 1);
+		g_assert_cmpuint(ps.recoveries, ==, 1);
+		g_assert_cmpint(d.paused_calls, ==, 1);
+	}
+	dst_verify(&d);
+	dst_free(&d);
+	src_free(&s);
+}
+
+/* A cut before the package: nothing ran here, the source resumes. */
+static void test_cut_during_discard(void)
+{
+	const Case c = { .cut = CUT_DISCARD, .nworkers = NWORKERS };
+	const Case again = { .nworkers = NWORKERS };
+	MigramMigrationStats st;
+	GError *se = NULL, *de = NULL;
+	Src s;
+	Dst d;
+
+	if (!have_uffd())
+		return;
+	src_init(&s);
+	dst_init(&d, &s, NWORKERS);
+	g_assert_false(run_case(&c, &s, &d, &st, &se, &de));
+	g_assert_nonnull(se);
+	g_assert_nonnull(de);
+	g_test_message("source: %s; destination: %s", se->message, de->message);
+	g_clear_error(&se);
+	g_clear_error(&de);
+	g_assert_cmpint(st.status, ==, MIGRAM_MIGRATION_FAILED);
+	g_assert_cmpint(s.resume_calls, ==, 1); /* the source runs again */
+	g_assert_cmpint(d.run_calls, ==, 0);
+	dst_free(&d);
+	/* A new migration to a fresh destination completes. */
+	dst_init(&d, &s, NWORKERS);
+	g_assert_true(run_case(&again, &s, &d, &st, &se, &de));
+	g_assert_no_error(se);
+	g_assert_no_error(de);
+	dst_verify(&d);
+	dst_free(&d);
+	src_free(&s);
+}
+
+/* ---- hostile return-path messages ---- */
+
+typedef struct {
+	int fd;
+	const guint8 *msg;
+	size_t len;
+} FakeDst;
+
+static gpointer fake_dst_main(gpointer p)
+{
+	FakeDst *f = p;
+	guint8 buf[65536];
+
+	g_assert_cmpint(write(f->fd, f->msg, f->len), ==, (ssize_t)f->len);
+	while (read(f->fd, buf, sizeof(buf)) > 0)
+		;
+	return NULL;
+}
+
+static void hostile_rp(const guint8 *msg, size_t len, const char *needle)
+{
+	MigramLogSource source;
+	MigramMigration *m;
+	MigramChannel *ch;
+	g_autoptr(GError) e = NULL;
+	FakeDst f;
+	GThread *t;
+	guint8 *before;
+	Src s;
+	int fds[2];
+
+	src_init(&s);
+	before = g_memdup2(migram_ram_block_host(s.b[0]), sizes[0]);
+	pair(fds);
+	f = (FakeDst){ fds[1], msg, len };
+	t = g_thread_new("fake-dst", fake_dst_main, &f);
+	migram_soft_log_source(s.log, &source);
+	m = migram_migration_new(s.list, &source,
+				 &(MigramMigrationConfig){
+					 .postcopy = true,
+					 .max_bandwidth = 16 * MiB,
+					 .pause_guest = src_pause,
+					 .resume_guest = src_resume,
+					 .opaque = &s });
+	ch = migram_channel_new(fds[0], true);
+	g_assert_false(migram_migration_run(m, ch, &e));
+	g_assert_nonnull(e);
+	g_test_message("%s", e->message);
+	g_assert_error(e, MIGRAM_ERROR, MIGRAM_ERROR_PROTOCOL);
+	g_assert_nonnull(strstr(e->message, needle));
+	shutdown(fds[0], SHUT_RDWR);
+	g_thread_join(t);
+	close(fds[1]);
+	migram_channel_free(ch);
+	migram_migration_free(m);
+	g_assert_cmpint(memcmp(before, migram_ram_block_host(s.b[0]), sizes[0]),
+			==, 0);
+	g_free(before);
+	src_free(&s);
+}
+
+static void test_rp_unknown_type(void)
+{
+	const guint8 msg[] = { 0, 99, 0, 0 };
+
+	hostile_rp(msg, sizeof(msg), "unknown message type 99");
+}
+
+static void test_rp_out_of_range(void)
+{
+	/* REQ_PAGES_ID pc.ram at 24 MiB (one past the end), one page. */
+	const guint8 msg[] = { 0,    3,    0,   19,  0,   0,   0,    0,
+			       0x01, 0x80, 0,   0,   0,   0,   0x10, 0,
+			       6,    'p',  'c', '.', 'r', 'a', 'm' };
+
+	hostile_rp(msg, sizeof(msg), "overruns ramblock 'pc.ram'");
+}
+
+static void test_rp_misaligned(void)
+{
+	const guint8 msg[] = { 0, 3,   0,    19,  0,   0,   0,    0,
+			       0, 0,   0x08, 0,   0,   0,   0x10, 0,
+			       6, 'p', 'c',  '.', 'r', 'a', 'm' };
+
+	hostile_rp(msg, sizeof(msg) - 0, "misaligned");
+	(void)0;
+}
+
+static void test_rp_unknown_block(void)
+{
+	const guint8 msg[] = { 0, 3, 0, 17,   0, 0, 0,   0,   0,   0,  0,
+			       0, 0, 0, 0x10, 0, 4, 'n', 'o', 'p', 'e' };
+
+	hostile_rp(msg, sizeof(msg), "unknown ramblock 'nope'");
+}
+
+static void test_rp_req_without_id(void)
+{
+	const guint8 msg[] = { 0, 4, 0, 12, 0, 0, 0,    0,
+			       0, 0, 0, 0,  0, 0, 0x10, 0 };
+
+	hostile_rp(msg, sizeof(msg), "REQ_PAGES before any REQ_PAGES_ID");
+}
+
+static void test_rp_bad_length(void)
+{
+	const guint8 msg[] = { 0, 2, 0, 3, 0, 0, 0 };
+
+	hostile_rp(msg, sizeof(msg), "PONG message of 3 bytes");
+}
+
+static void test_not_a_socket(void)
+{
+	MigramLogSource source;
+	MigramMigration *m;
+	MigramChannel *ch;
+	g_autoptr(GError) e = NULL;
+	Src s;
+	int fd = memfd_create("not-a-socket", MFD_CLOEXEC);
+
+	src_init(&s);
+	migram_soft_log_source(s.log, &source);
+	m = migram_migration_new(s.list, &source,
+				 &(MigramMigrationConfig){
+					 .postcopy = true,
+					 .pause_guest = src_pause,
+					 .opaque = &s });
+	ch = migram_channel_new(fd, true);
+	g_assert_false(migram_migration_run(m, ch, &e));
+	g_assert_error(e, MIGRAM_ERROR, MIGRAM_ERROR_UNSUPPORTED);
+	g_assert_nonnull(strstr(e->message, "needs a socket"));
+	g_assert_cmpint(s.pause_calls, ==, 0);
+	migram_channel_free(ch);
+	migram_migration_free(m);
+	src_free(&s);
+}
+
+static void test_recover_when_not_paused(void)
+{
+	MigramRamList *l = migram_ram_list_new();
+	MigramReceiver *r = migram_receiver_new(l, NULL);
+	g_autoptr(GError) e = NULL;
+
+	g_assert_false(migram_receiver_recover(r, NULL, &e));
+	g_assert_error(e, MIGRAM_ERROR, MIGRAM_ERROR_INVALID);
+	migram_receiver_free(r);
+	migram_ram_list_free(l);
+}
+
+static const Case pure = { .nworkers = NWORKERS };
+static const Case hybrid = { .hybrid = true, .nworkers = NWORKERS };
+static const Case pure_preempt = { .preempt = true, .nworkers = NWORKERS };
+static const Case hybrid_preempt = { .hybrid = true,
+				     .preempt = true,
+				     .nworkers = NWORKERS };
+static const Case no_workload = { .nworkers = 0 };
+static const Case cut_background = { .cut = CUT_BACKGROUND,
+				     .cut_bytes = 12 * MiB,
+				     .nworkers = NWORKERS };
+static const Case cut_faults = { .cut = CUT_FAULTS,
+				 .cut_bytes = 32 + 40 * 16,
+				 .nworkers = NWORKERS };
+static const Case cut_preempt = { .cut = CUT_BACKGROUND,
+				  .preempt = true,
+				  .cut_bytes = 8 * MiB,
+				  .nworkers = NWORKERS };
+
+int main(int argc, char **argv)
+{
+	g_test_init(&argc, &argv, NULL);
+	urcu_memb_register_thread();
+	g_test_add_data_func("/postcopy/pure", &pure, test_postcopy);
+	g_test_add_data_func("/postcopy/hybrid", &hybrid, test_postcopy);
+	g_test_add_data_func("/postcopy/pure-preempt", &pure_preempt,
+			     test_postcopy);
+	g_test_add_data_func("/postcopy/hybrid-preempt", &hybrid_preempt,
+			     test_postcopy);
+	g_test_add_data_func("/postcopy/no-workload", &no_workload,
+			     test_postcopy);
+	g_test_add_data_func("/postcopy/recover/background", &cut_background,
+			     test_postcopy);
+	g_test_add_data_func("/postcopy/recover/faults-outstanding",
+			     &cut_faults, test_postcopy);
+	g_test_add_data_func("/postcopy/recover/preempt", &cut_preempt,
+			     test_postcopy);
+	g_test_add_func("/postcopy/recover/cut-during-discard",
+			test_cut_during_discard);
+	g_test_add_func("/postcopy/return-path/unknown-type",
+			test_rp_unknown_type);
+	g_test_add_func("/postcopy/return-path/out-of-range",
+			test_rp_out_of_range);
+	g_test_add_func("/postcopy/return-path/misaligned", test_rp_misaligned);
+	g_test_add_func("/postcopy/return-path/unknown-block",
+			test_rp_unknown_block);
+	g_test_add_func("/postcopy/return-path/req-without-id",
+			test_rp_req_without_id);
+	g_test_add_func("/postcopy/return-path/bad-length", test_rp_bad_length);
+	g_test_add_func("/postcopy/not-a-socket", test_not_a_socket);
+	g_test_add_func("/postcopy/recover-when-not-paused",
+			test_recover_when_not_paused);
+	return g_test_run();
+}
