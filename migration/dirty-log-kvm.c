@@ -17,11 +17,32 @@
  * Classic mode.  GET returns the marks and re-arms the pages at once.
  * A write after the GET is marked again, so nothing is lost; the cost is
  * re-arming pages the sender will not send for a while.
+ *
+ * Ring mode.  Each vCPU's ring is an array of {flags, slot, offset}
+ * entries that KVM fills in order: it writes slot and offset, then sets
+ * DIRTY in flags (after a write barrier).  A harvest walks each ring from
+ * where the last one stopped, reads flags with acquire ordering, takes
+ * slot and offset of each DIRTY entry into the slot's bitmap (here a
+ * "pending" bitmap: pages harvested but not yet handed to a sync), and
+ * sets the entry to RESET.  KVM_RESET_DIRTY_RINGS then re-protects those
+ * pages and recycles the entries.  A sync harvests, then moves the
+ * pending bits into the caller's bitmap.  Why no write is lost: a guest
+ * write to a protected page faults, and KVM publishes its entry before
+ * the write completes.  So a write that happened before a sync's harvest
+ * read the ring is in the ring (or, when KVM's page-modification log
+ * buffers it, reaches the ring at the vCPU's next exit, so at the latest
+ * for the final sync, which runs with every vCPU out of KVM_RUN).  A write
+ * between the harvest and the reset hits a page that is still writable
+ * and adds no entry, but that page is in the collected bitmap, and the
+ * sender reads it only after this sync returned, so after the write.  A
+ * write after the reset faults again and lands in the next harvest.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <linux/kvm.h>
@@ -34,6 +55,14 @@
 _Static_assert(sizeof(unsigned long) == sizeof(uint64_t),
 	       "KVM dirty bitmaps are arrays of 64-bit words");
 
+#define DEFAULT_RING_ENTRIES 4096u
+
+typedef enum {
+	MODE_CLASSIC,
+	MODE_MANUAL,
+	MODE_RING
+} KvmLogMode;
+
 typedef struct {
 	MigramRamBlock *block;
 	uint32_t slot;
@@ -41,15 +70,25 @@ typedef struct {
 	uint64_t host;
 	uint64_t bytes;
 	uint64_t npages;
-	unsigned long *bitmap;  /* GET_DIRTY_LOG's buffer, npages bits */
+	unsigned long *bitmap;  /* GET_DIRTY_LOG's buffer; ring: pending */
 	unsigned long *scratch; /* CLEAR_DIRTY_LOG's buffer */
 	bool logging;
 } KvmSlot;
 
+typedef struct {
+	struct kvm_dirty_gfn *gfns;
+	uint32_t fetch; /* next entry to look at, modulo the ring size */
+} KvmRing;
+
 struct MigramKvmLog {
 	int vm_fd;
-	bool manual;
-	GArray *slots; /* KvmSlot */
+	KvmLogMode mode;
+	uint32_t ring_entries;
+	GMutex lock;     /* slots' bitmaps, rings, stats */
+	GArray *slots;   /* KvmSlot */
+	GArray *rings;   /* KvmRing */
+	bool overflowed; /* a ring was found full since logging started */
+	MigramKvmLogStats stats;
 };
 
 static bool io_error(GError **error, const char *what, int err)
@@ -59,28 +98,47 @@ static bool io_error(GError **error, const char *what, int err)
 	return false;
 }
 
-static MigramKvmLog *kvm_log_new(int vm_fd, bool try_manual, GError **error)
+static MigramKvmLog *log_alloc(int vm_fd, KvmLogMode mode)
 {
-	MigramKvmLog *log;
-	bool manual = false;
+	MigramKvmLog *log = g_new0(MigramKvmLog, 1);
+
+	log->vm_fd = vm_fd;
+	log->mode = mode;
+	g_mutex_init(&log->lock);
+	log->slots = g_array_new(false, true, sizeof(KvmSlot));
+	log->rings = g_array_new(false, true, sizeof(KvmRing));
+	return log;
+}
+
+/* The page size and KVM_CAP_USER_MEMORY; false with error set. */
+static bool check_basics(int vm_fd, GError **error)
+{
 	int r;
 
 	if (sysconf(_SC_PAGESIZE) != MIGRAM_TARGET_PAGE_SIZE) {
 		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_UNSUPPORTED,
 			    "KVM dirty log: host page size %ld is not 4 KiB",
 			    sysconf(_SC_PAGESIZE));
-		return NULL;
+		return false;
 	}
 	r = ioctl(vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_USER_MEMORY);
-	if (r < 0) {
-		io_error(error, "KVM_CHECK_EXTENSION", errno);
-		return NULL;
-	}
+	if (r < 0)
+		return io_error(error, "KVM_CHECK_EXTENSION", errno);
 	if (r == 0) {
 		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_UNSUPPORTED,
 			    "KVM lacks user memory slots and dirty logging");
-		return NULL;
+		return false;
 	}
+	return true;
+}
+
+static MigramKvmLog *kvm_log_new(int vm_fd, bool try_manual, GError **error)
+{
+	bool manual = false;
+	int r;
+
+	if (!check_basics(vm_fd, error))
+		return NULL;
 	r = try_manual ? ioctl(vm_fd, KVM_CHECK_EXTENSION,
 			       KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2)
 		       : 0;
@@ -100,11 +158,7 @@ static MigramKvmLog *kvm_log_new(int vm_fd, bool try_manual, GError **error)
 		}
 		manual = true;
 	}
-	log = g_new0(MigramKvmLog, 1);
-	log->vm_fd = vm_fd;
-	log->manual = manual;
-	log->slots = g_array_new(false, true, sizeof(KvmSlot));
-	return log;
+	return log_alloc(vm_fd, manual ? MODE_MANUAL : MODE_CLASSIC);
 }
 
 MIGRAM_EXPORT MigramKvmLog *migram_kvm_log_new(int vm_fd, GError **error)
@@ -118,6 +172,66 @@ MIGRAM_EXPORT MigramKvmLog *migram_kvm_log_new_classic(int vm_fd,
 	return kvm_log_new(vm_fd, false, error);
 }
 
+MIGRAM_EXPORT MigramKvmLog *
+migram_kvm_log_new_ring(int vm_fd, uint32_t ring_entries, GError **error)
+{
+	struct kvm_enable_cap cap = { .cap = KVM_CAP_DIRTY_LOG_RING };
+	MigramKvmLog *log;
+	uint64_t bytes;
+	int max;
+
+	if (!check_basics(vm_fd, error))
+		return NULL;
+	if (ring_entries & (ring_entries - 1)) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
+			    "KVM dirty ring: %u entries is not a power of two",
+			    ring_entries);
+		return NULL;
+	}
+	/* KVM_CHECK_EXTENSION answers the largest ring, in bytes. */
+	max = ioctl(vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING);
+	if (max <= 0) {
+		g_set_error(
+			error, MIGRAM_ERROR, MIGRAM_ERROR_UNSUPPORTED,
+			"KVM lacks the dirty ring (KVM_CAP_DIRTY_LOG_RING)");
+		return NULL;
+	}
+	bytes = (uint64_t)(ring_entries ? ring_entries : DEFAULT_RING_ENTRIES) *
+		sizeof(struct kvm_dirty_gfn);
+	bytes = MIN(bytes, (uint64_t)max);
+	cap.args[0] = bytes;
+	if (ioctl(vm_fd, KVM_ENABLE_CAP, &cap) < 0) {
+		io_error(error, "KVM_ENABLE_CAP(DIRTY_LOG_RING)", errno);
+		return NULL;
+	}
+	log = log_alloc(vm_fd, MODE_RING);
+	log->ring_entries = (uint32_t)(bytes / sizeof(struct kvm_dirty_gfn));
+	return log;
+}
+
+MIGRAM_EXPORT bool migram_kvm_log_add_vcpu(MigramKvmLog *log, int vcpu_fd,
+					   GError **error)
+{
+	size_t bytes = (size_t)log->ring_entries * sizeof(struct kvm_dirty_gfn);
+	KvmRing r = { 0 };
+	void *p;
+
+	if (log->mode != MODE_RING) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
+			    "KVM dirty log: vCPU rings need ring mode");
+		return false;
+	}
+	p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu_fd,
+		 (off_t)KVM_DIRTY_LOG_PAGE_OFFSET * MIGRAM_TARGET_PAGE_SIZE);
+	if (p == MAP_FAILED)
+		return io_error(error, "mmap of the vCPU's dirty ring", errno);
+	r.gfns = p;
+	g_mutex_lock(&log->lock);
+	g_array_append_val(log->rings, r);
+	g_mutex_unlock(&log->lock);
+	return true;
+}
+
 MIGRAM_EXPORT void migram_kvm_log_free(MigramKvmLog *log)
 {
 	if (!log)
@@ -128,13 +242,40 @@ MIGRAM_EXPORT void migram_kvm_log_free(MigramKvmLog *log)
 		migram_bitmap_free(s->bitmap);
 		migram_bitmap_free(s->scratch);
 	}
+	for (guint i = 0; i < log->rings->len; i++)
+		munmap(g_array_index(log->rings, KvmRing, i).gfns,
+		       (size_t)log->ring_entries *
+			       sizeof(struct kvm_dirty_gfn));
 	g_array_free(log->slots, true);
+	g_array_free(log->rings, true);
+	g_mutex_clear(&log->lock);
 	g_free(log);
 }
 
 MIGRAM_EXPORT bool migram_kvm_log_manual_protect(const MigramKvmLog *log)
 {
-	return log->manual;
+	return log->mode == MODE_MANUAL;
+}
+
+MIGRAM_EXPORT bool migram_kvm_log_ring(const MigramKvmLog *log)
+{
+	return log->mode == MODE_RING;
+}
+
+MIGRAM_EXPORT void migram_kvm_log_get_stats(MigramKvmLog *log,
+					    MigramKvmLogStats *stats)
+{
+	g_mutex_lock(&log->lock);
+	*stats = log->stats;
+	g_mutex_unlock(&log->lock);
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 MIGRAM_EXPORT bool migram_kvm_log_add_slot(MigramKvmLog *log,
@@ -176,7 +317,9 @@ MIGRAM_EXPORT bool migram_kvm_log_add_slot(MigramKvmLog *log,
 	/* Whole 64-bit words: KVM reads and writes them. */
 	s.bitmap = migram_bitmap_new((size_t)s.npages);
 	s.scratch = migram_bitmap_new((size_t)s.npages);
+	g_mutex_lock(&log->lock);
 	g_array_append_val(log->slots, s);
+	g_mutex_unlock(&log->lock);
 	return true;
 }
 
@@ -219,32 +362,154 @@ static bool set_logging(MigramKvmLog *log, KvmSlot *s, bool on, GError **error)
 	return true;
 }
 
+/* The slot numbered @p slot (as KVM reports it), or NULL. */
+static KvmSlot *slot_by_number(MigramKvmLog *log, uint32_t slot)
+{
+	for (guint i = 0; i < log->slots->len; i++) {
+		KvmSlot *s = &g_array_index(log->slots, KvmSlot, i);
+
+		if (s->slot == slot)
+			return s;
+	}
+	return NULL;
+}
+
+/* Harvest every ring into the slots' pending bitmaps; lock held. */
+static bool harvest_locked(MigramKvmLog *log, uint64_t *harvested,
+			   GError **error)
+{
+	const uint32_t mask = log->ring_entries - 1;
+	uint64_t t0 = now_ns(), n = 0;
+	KvmSlot *cached = NULL;
+
+	bool overflow = false;
+
+	for (guint i = 0; i < log->rings->len; i++) {
+		KvmRing *r = &g_array_index(log->rings, KvmRing, i);
+		uint32_t from = r->fetch;
+
+		for (;;) {
+			struct kvm_dirty_gfn *e = &r->gfns[r->fetch & mask];
+			uint32_t flags = __atomic_load_n(&e->flags,
+							 __ATOMIC_ACQUIRE);
+
+			if (!(flags & KVM_DIRTY_GFN_F_DIRTY))
+				break;
+			if (!cached || cached->slot != e->slot)
+				cached = slot_by_number(log, e->slot);
+			if (cached && e->offset < cached->npages)
+				migram_bitmap_set_bit(cached->bitmap,
+						      (size_t)e->offset);
+			else
+				log->stats.dropped_entries++;
+			/* The entry's fields are read: hand it back. */
+			__atomic_store_n(&e->flags, KVM_DIRTY_GFN_F_RESET,
+					 __ATOMIC_RELEASE);
+			r->fetch++;
+			n++;
+		}
+		/*
+		 * Every entry was DIRTY: the ring was full.  KVM stops a vCPU
+		 * at a soft limit that keeps entries in reserve, so a full
+		 * ring means the kernel went past it, and a push into a full
+		 * ring overwrites an entry not yet harvested.
+		 */
+		if (r->fetch - from == log->ring_entries)
+			overflow = true;
+	}
+	if (n && ioctl(log->vm_fd, KVM_RESET_DIRTY_RINGS, 0) < 0)
+		return io_error(error, "KVM_RESET_DIRTY_RINGS", errno);
+	log->stats.harvests++;
+	log->stats.harvested += n;
+	log->stats.harvest_ns += now_ns() - t0;
+	if (harvested)
+		*harvested = n;
+	if (overflow) {
+		log->stats.ring_overflows++;
+		log->overflowed = true;
+	}
+	if (log->overflowed) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO,
+			    "KVM dirty ring overflowed (a ring was found "
+			    "full): the kernel ran a vCPU past the soft "
+			    "limit, and writes may have been lost");
+		return false;
+	}
+	return true;
+}
+
+MIGRAM_EXPORT bool migram_kvm_log_harvest(MigramKvmLog *log,
+					  uint64_t *harvested, GError **error)
+{
+	bool ok = true;
+
+	if (harvested)
+		*harvested = 0;
+	if (log->mode != MODE_RING)
+		return true;
+	g_mutex_lock(&log->lock);
+	ok = harvest_locked(log, harvested, error);
+	g_mutex_unlock(&log->lock);
+	return ok;
+}
+
+/* Sync with the lock held: s->bitmap holds the pages to collect. */
+static bool sync_locked(MigramKvmLog *log, KvmSlot *s, GError **error)
+{
+	struct kvm_dirty_log get = { 0 };
+
+	if (log->mode == MODE_RING)
+		return harvest_locked(log, NULL, error);
+	get.slot = s->slot;
+	get.dirty_bitmap = s->bitmap;
+	if (ioctl(log->vm_fd, KVM_GET_DIRTY_LOG, &get) < 0)
+		return io_error(error, "KVM_GET_DIRTY_LOG", errno);
+	return true;
+}
+
 static bool kvm_start(void *opaque, MigramRamBlock *b, GError **error)
 {
 	MigramKvmLog *log = opaque;
-	KvmSlot *s = find_slot(log, b, error);
+	KvmSlot *s;
+	bool ok;
 
-	if (!s)
-		return false;
-	return set_logging(log, s, true, error);
+	g_mutex_lock(&log->lock);
+	s = find_slot(log, b, error);
+	ok = s && set_logging(log, s, true, error);
+	if (ok && log->mode == MODE_RING) {
+		/* Entries from before: not this migration's; drop them. */
+		(void)harvest_locked(log, NULL, NULL);
+		migram_bitmap_clear(s->bitmap, 0, (size_t)s->npages);
+		log->overflowed = false;
+	}
+	g_mutex_unlock(&log->lock);
+	return ok;
 }
 
 static bool kvm_sync(void *opaque, MigramRamBlock *b, unsigned long *collected,
 		     uint64_t *newly, GError **error)
 {
 	MigramKvmLog *log = opaque;
-	KvmSlot *s = find_slot(log, b, error);
-	struct kvm_dirty_log get = { 0 };
+	KvmSlot *s;
+	uint64_t t0 = now_ns(), dt;
+	bool ok;
 
-	if (!s)
-		return false;
-	get.slot = s->slot;
-	get.dirty_bitmap = s->bitmap;
-	if (ioctl(log->vm_fd, KVM_GET_DIRTY_LOG, &get) < 0)
-		return io_error(error, "KVM_GET_DIRTY_LOG", errno);
-	*newly = migram_bitmap_or_collect(collected, s->bitmap, 0,
-					  (size_t)s->npages);
-	return true;
+	g_mutex_lock(&log->lock);
+	s = find_slot(log, b, error);
+	ok = s && sync_locked(log, s, error);
+	if (ok) {
+		*newly = migram_bitmap_or_collect(collected, s->bitmap, 0,
+						  (size_t)s->npages);
+		/* Ring mode: the pending pages are handed over. */
+		if (log->mode == MODE_RING)
+			migram_bitmap_clear(s->bitmap, 0, (size_t)s->npages);
+	}
+	dt = now_ns() - t0;
+	log->stats.syncs++;
+	log->stats.sync_ns += dt;
+	log->stats.sync_ns_max = MAX(log->stats.sync_ns_max, dt);
+	g_mutex_unlock(&log->lock);
+	return ok;
 }
 
 /* Bits [lo, hi) of a 64-bit word, 0 <= lo < hi <= 64. */
@@ -257,21 +522,14 @@ static unsigned long word_range(uint64_t lo, uint64_t hi)
 	return m;
 }
 
-static bool kvm_clear(void *opaque, MigramRamBlock *b, uint64_t first,
-		      uint64_t npages, const unsigned long *mask,
-		      GError **error)
+static bool clear_locked(MigramKvmLog *log, KvmSlot *s, uint64_t first,
+			 uint64_t npages, const unsigned long *mask,
+			 GError **error)
 {
-	MigramKvmLog *log = opaque;
-	KvmSlot *s;
 	struct kvm_clear_dirty_log clr = { 0 };
-	uint64_t end, lo, hi, w0, nw;
+	uint64_t end, lo, hi, w0, nw, t0, pages = 0;
 	bool any = false;
 
-	if (!log->manual)
-		return true; /* classic: GET re-armed already */
-	s = find_slot(log, b, error);
-	if (!s)
-		return false;
 	end = MIN(first + npages, s->npages);
 	if (first >= end)
 		return true;
@@ -289,6 +547,7 @@ static bool kvm_clear(void *opaque, MigramRamBlock *b, uint64_t first,
 
 		s->scratch[i] = mask[w0 + i] & word_range(a, z);
 		any |= s->scratch[i] != 0;
+		pages += (uint64_t)__builtin_popcountl(s->scratch[i]);
 	}
 	if (!any)
 		return true;
@@ -296,18 +555,48 @@ static bool kvm_clear(void *opaque, MigramRamBlock *b, uint64_t first,
 	clr.first_page = lo;
 	clr.num_pages = (uint32_t)(hi - lo);
 	clr.dirty_bitmap = s->scratch;
+	t0 = now_ns();
 	if (ioctl(log->vm_fd, KVM_CLEAR_DIRTY_LOG, &clr) < 0)
 		return io_error(error, "KVM_CLEAR_DIRTY_LOG", errno);
+	log->stats.clear_ioctls++;
+	log->stats.clear_ns += now_ns() - t0;
+	log->stats.clear_pages += pages;
 	return true;
+}
+
+static bool kvm_clear(void *opaque, MigramRamBlock *b, uint64_t first,
+		      uint64_t npages, const unsigned long *mask,
+		      GError **error)
+{
+	MigramKvmLog *log = opaque;
+	KvmSlot *s;
+	bool ok;
+
+	if (log->mode != MODE_MANUAL)
+		return true; /* classic: GET re-armed; ring: the reset did */
+	g_mutex_lock(&log->lock);
+	s = find_slot(log, b, error);
+	ok = s && clear_locked(log, s, first, npages, mask, error);
+	g_mutex_unlock(&log->lock);
+	return ok;
 }
 
 static void kvm_stop(void *opaque, MigramRamBlock *b)
 {
 	MigramKvmLog *log = opaque;
-	KvmSlot *s = find_slot(log, b, NULL);
+	KvmSlot *s;
 
-	if (s && s->logging)
+	g_mutex_lock(&log->lock);
+	s = find_slot(log, b, NULL);
+	if (s && s->logging) {
 		(void)set_logging(log, s, false, NULL);
+		/* Ring mode: what is still pending belongs to no migration. */
+		if (log->mode == MODE_RING) {
+			(void)harvest_locked(log, NULL, NULL);
+			migram_bitmap_clear(s->bitmap, 0, (size_t)s->npages);
+		}
+	}
+	g_mutex_unlock(&log->lock);
 }
 
 static const MigramLogSourceOps kvm_ops = {

@@ -127,13 +127,14 @@ static bool add_block(SimOptions *o, const char *spec, GError **error)
 
 typedef struct {
 	char *ram, *workload, *dirty_rate, *max_bandwidth, *transport, *mode;
+	char *working_set, *stride;
 	char **blocks;
 	gint64 downtime_limit, clear_shift, max_time, corrupt, latency;
 	gint64 inject_disconnect;
 	gboolean preempt;
 	gint threads;
 	gdouble hot_fraction, hot_weight;
-	gboolean auto_converge, model, quiet, verify_bytes;
+	gboolean auto_converge, model, quiet, verify_bytes, clear_at_sync;
 } Args;
 
 static bool fail_usage(GError **error, const char *fmt, const char *v)
@@ -142,10 +143,61 @@ static bool fail_usage(GError **error, const char *fmt, const char *v)
 	return false;
 }
 
+/* --workload kvm and its options (kvm-guest.h). */
+static bool apply_kvm(const Args *a, SimOptions *o, GError **error)
+{
+	bool kvm = o->workload == SIM_WORKLOAD_KVM;
+
+	if (o->dirty_log && strcmp(o->dirty_log, "manual") &&
+	    strcmp(o->dirty_log, "classic") && strcmp(o->dirty_log, "ring"))
+		return fail_usage(error,
+				  "--dirty-log '%s': manual, classic or ring",
+				  o->dirty_log);
+	if (!kvm && (o->dirty_log || a->working_set || a->stride))
+		return fail_usage(error,
+				  "--dirty-log, --working-set and --stride "
+				  "go with --workload kvm%s",
+				  "");
+	if (!kvm)
+		return true;
+	if (a->working_set && !(o->working_set = parse_size(a->working_set)))
+		return fail_usage(error,
+				  "--working-set '%s': a size such as 64M",
+				  a->working_set);
+	if (a->stride && (!(o->stride = parse_size(a->stride)) ||
+			  o->stride % 4096 || o->stride > (1u << 30)))
+		return fail_usage(error,
+				  "--stride '%s': a multiple of 4K up to 1G",
+				  a->stride);
+	if (o->blocks->len != 1 ||
+	    g_array_index(o->blocks, SimBlockSpec, 0).bytes > (4ULL << 30) ||
+	    g_array_index(o->blocks, SimBlockSpec, 0).bytes < (2ULL << 20))
+		return fail_usage(error,
+				  "--workload kvm: one --ram block of 2M to "
+				  "4G (a 32-bit guest)%s",
+				  "");
+	if (o->model || o->transport == SIM_TRANSPORT_FILE || a->dirty_rate)
+		return fail_usage(error,
+				  "--workload kvm runs a real guest: not with "
+				  "--model, file transports or --dirty-rate%s",
+				  "");
+	if (o->threads > 16)
+		return fail_usage(error,
+				  "--workload kvm: --threads (vCPUs) 1 to 16%s",
+				  "");
+	if (o->mode != SIM_MODE_PRECOPY)
+		return fail_usage(error,
+				  "--workload kvm: precopy only for now (the "
+				  "destination's guest would write pages the "
+				  "hash check compares)%s",
+				  "");
+	return true;
+}
+
 static bool apply(const Args *a, SimOptions *o, GError **error)
 {
 	static const char *const wl[] = { "idle", "uniform", "hotset",
-					  "sequential" };
+					  "sequential", "kvm" };
 	uint64_t ram;
 
 	o->workload = SIM_WORKLOAD_HOTSET;
@@ -157,7 +209,7 @@ static bool apply(const Args *a, SimOptions *o, GError **error)
 		if (i == G_N_ELEMENTS(wl))
 			return fail_usage(error,
 					  "--workload '%s': idle, uniform, "
-					  "hotset or sequential",
+					  "hotset, sequential or kvm",
 					  a->workload);
 		o->workload = (SimWorkload)i;
 	}
@@ -263,13 +315,14 @@ static bool apply(const Args *a, SimOptions *o, GError **error)
 	o->clear_bitmap_shift_set = a->clear_shift >= 0;
 	o->clear_bitmap_shift = (unsigned int)MAX(a->clear_shift, 0);
 	o->auto_converge = a->auto_converge;
+	o->clear_at_sync = a->clear_at_sync;
 	o->max_time_ms = (uint64_t)MAX(a->max_time, 0) * 1000;
 	o->model = a->model;
 	o->link_latency_us = (uint64_t)MAX(a->latency, 0);
 	o->quiet = a->quiet;
 	o->verify_bytes = a->verify_bytes;
 	o->debug_corrupt_page = a->corrupt;
-	return true;
+	return apply_kvm(a, o, error);
 }
 
 static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
@@ -281,9 +334,17 @@ static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
 		{ "block", 0, 0, G_OPTION_ARG_STRING_ARRAY, &a.blocks,
 		  "A RAM block (repeatable)", "NAME:SIZE[:hugetlb][:shared]" },
 		{ "workload", 'w', 0, G_OPTION_ARG_STRING, &a.workload,
-		  "idle, uniform, hotset (default) or sequential", "KIND" },
+		  "idle, uniform, hotset (default), sequential or kvm",
+		  "KIND" },
 		{ "threads", 't', 0, G_OPTION_ARG_INT, &a.threads,
-		  "Writer threads (default 2)", "N" },
+		  "Writer threads, or vCPUs with kvm (default 2)", "N" },
+		{ "dirty-log", 0, 0, G_OPTION_ARG_STRING, &o->dirty_log,
+		  "kvm: manual (default), classic or ring", "MODE" },
+		{ "working-set", 0, 0, G_OPTION_ARG_STRING, &a.working_set,
+		  "kvm: bytes the guest writes (default all above 1M)",
+		  "SIZE" },
+		{ "stride", 0, 0, G_OPTION_ARG_STRING, &a.stride,
+		  "kvm: distance between written pages (default 4K)", "SIZE" },
 		{ "dirty-rate", 0, 0, G_OPTION_ARG_STRING, &a.dirty_rate,
 		  "Workload write rate (default unlimited; required with "
 		  "--model)",
@@ -310,6 +371,9 @@ static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
 		{ "clear-bitmap-shift", 0, 0, G_OPTION_ARG_INT64,
 		  &a.clear_shift, "Log-clear chunk exponent (default 18)",
 		  "N" },
+		{ "clear-at-sync", 0, 0, G_OPTION_ARG_NONE, &a.clear_at_sync,
+		  "Re-arm the whole dirty log at each sync (no postponed clear)",
+		  NULL },
 		{ "auto-converge", 0, 0, G_OPTION_ARG_NONE, &a.auto_converge,
 		  "Throttle the guest when not converging", NULL },
 		{ "max-time", 0, 0, G_OPTION_ARG_INT64, &a.max_time,
@@ -355,6 +419,8 @@ static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
 	g_free(a.max_bandwidth);
 	g_free(a.transport);
 	g_free(a.mode);
+	g_free(a.working_set);
+	g_free(a.stride);
 	g_strfreev(a.blocks);
 	return ok;
 }
@@ -366,6 +432,7 @@ static void options_clear(SimOptions *o)
 	g_array_unref(o->blocks);
 	g_free(o->transport_arg);
 	g_free(o->role);
+	g_free(o->dirty_log);
 	g_free(o->json_path);
 	g_free(o->plot_path);
 }

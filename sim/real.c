@@ -34,6 +34,7 @@
 #include <migram/migration.h>
 #include <migram/receiver.h>
 
+#include "kvm-sim.h"
 #include "workload.h"
 
 #define PAGE 4096u
@@ -313,6 +314,7 @@ static void fill_report(SimReport *rep, const MigramMigrationStats *st)
 typedef struct {
 	const SimOptions *opt;
 	SimGuest *guest;
+	SimKvmSource *kvm; /* --workload kvm instead of guest */
 	SimLink *lk;
 	Monitor *mon;
 	MigramChannel *cur;  /* the current main channel */
@@ -321,17 +323,38 @@ typedef struct {
 
 static void src_pause(void *o)
 {
-	sim_guest_pause(((SrcCtx *)o)->guest);
+	SrcCtx *c = o;
+
+	if (c->kvm)
+		sim_kvm_pause(sim_kvm_source_guest(c->kvm));
+	else
+		sim_guest_pause(c->guest);
 }
 
 static void src_resume(void *o)
 {
-	sim_guest_resume(((SrcCtx *)o)->guest);
+	SrcCtx *c = o;
+
+	if (c->kvm)
+		sim_kvm_resume(sim_kvm_source_guest(c->kvm));
+	else
+		sim_guest_resume(c->guest);
 }
 
 static void src_throttle(void *o, unsigned int percent)
 {
-	sim_guest_throttle(((SrcCtx *)o)->guest, percent);
+	SrcCtx *c = o;
+
+	if (c->kvm)
+		sim_kvm_throttle(sim_kvm_source_guest(c->kvm), percent);
+	else
+		sim_guest_throttle(c->guest, percent);
+}
+
+/* --workload kvm: the vCPUs' state, as the stream's device section. */
+static bool src_save_device(void *o, GByteArray *out, GError **error)
+{
+	return sim_kvm_source_save(((SrcCtx *)o)->kvm, out, error);
 }
 
 /* Postcopy paused: a new connection, then recover (or give up). */
@@ -371,12 +394,12 @@ static int run_source(const SimOptions *opt, MigramRamList *list, SimLink *lk,
 	g_autoptr(GPtrArray) blocks = g_ptr_array_new();
 	g_autoptr(GPtrArray) channels = g_ptr_array_new_with_free_func(
 		(GDestroyNotify)migram_channel_free);
-	MigramSoftLog *log;
+	MigramSoftLog *log = NULL;
 	MigramLogSource src;
 	MigramMigrationConfig cfg = { 0 };
 	MigramMigrationStats st;
 	MigramChannel *preempt = NULL;
-	SimGuest *guest;
+	SimGuest *guest = NULL;
 	Monitor mon = { .opt = opt, .rep = rep, .main_fd = lk->fd };
 	SrcCtx ctx = {
 		.opt = opt, .lk = lk, .mon = &mon, .channels = channels
@@ -393,18 +416,26 @@ static int run_source(const SimOptions *opt, MigramRamList *list, SimLink *lk,
 				       migram_ram_block_max_length(b));
 	}
 	urcu_memb_read_unlock();
-	log = migram_soft_log_new(end, error);
-	if (!log)
-		return SIM_EXIT_FAILED;
-	migram_soft_log_source(log, &src);
-	guest = sim_guest_start(opt, (MigramRamBlock **)blocks->pdata,
-				blocks->len, migram_soft_log_bitmap(log));
+	if (opt->workload == SIM_WORKLOAD_KVM) {
+		ctx.kvm = sim_kvm_source_start(opt, list, &src, rep, error);
+		if (!ctx.kvm)
+			return SIM_EXIT_FAILED;
+	} else {
+		log = migram_soft_log_new(end, error);
+		if (!log)
+			return SIM_EXIT_FAILED;
+		migram_soft_log_source(log, &src);
+		guest = sim_guest_start(opt, (MigramRamBlock **)blocks->pdata,
+					blocks->len,
+					migram_soft_log_bitmap(log));
+	}
 	ctx.guest = guest;
 	cfg = (MigramMigrationConfig){
 		.downtime_limit_ms = opt->downtime_limit_ms,
 		.max_bandwidth = opt->max_bandwidth,
 		.clear_bmap_shift = opt->clear_bitmap_shift,
 		.clear_bmap_shift_set = opt->clear_bitmap_shift_set,
+		.clear_at_sync = opt->clear_at_sync,
 		.auto_converge = opt->auto_converge,
 		.max_time_ms = opt->max_time_ms,
 		.postcopy = opt->mode != SIM_MODE_PRECOPY,
@@ -413,6 +444,8 @@ static int run_source(const SimOptions *opt, MigramRamList *list, SimLink *lk,
 		.resume_guest = src_resume,
 		.throttle_guest = src_throttle,
 		.postcopy_paused = src_paused,
+		.save_device = ctx.kvm ? src_save_device : NULL,
+		.device_idstr = ctx.kvm ? SIM_KVM_DEVICE_IDSTR : NULL,
 		.opaque = &ctx,
 	};
 	g_strlcpy(rep->mode_name, mode_name(opt->mode), sizeof(rep->mode_name));
@@ -433,11 +466,14 @@ static int run_source(const SimOptions *opt, MigramRamList *list, SimLink *lk,
 	g_atomic_int_set(&mon.done, 1);
 	g_thread_join(mt);
 	/* Freeze the guest before stopping writers: memory stays final. */
-	if (ok)
+	if (ok && guest)
 		sim_guest_pause(guest);
-	rep->workload_writes = sim_guest_stop(guest);
+	if (guest)
+		rep->workload_writes = sim_guest_stop(guest);
 	migram_migration_get_stats(mon.m, &st);
 	fill_report(rep, &st);
+	if (ctx.kvm)
+		ok = sim_kvm_source_finish(ctx.kvm, ok, rep, error);
 	/* A short pause falls between two samples: take it from the stats. */
 	if (ok)
 		rep->pause_at = (double)(st.total_time_ms - st.downtime_ms -
@@ -449,9 +485,14 @@ static int run_source(const SimOptions *opt, MigramRamList *list, SimLink *lk,
 				    error);
 		rep->verified = ok && strstr(rep->verify_detail, "equal");
 	}
+	if (ok && ctx.kvm) {
+		ok = sim_kvm_source_verdict(ctx.kvm, ctx.cur, rep, error);
+		rep->verified = rep->verified && rep->guest_verified;
+	}
 	link_close(lk);
 	g_clear_pointer(&channels, g_ptr_array_unref);
 	migram_soft_log_free(log);
+	sim_kvm_source_free(ctx.kvm);
 	if (!ok)
 		return g_error_matches(*error, MIGRAM_ERROR,
 				       MIGRAM_ERROR_NOT_CONVERGED)
@@ -494,9 +535,26 @@ typedef struct {
 	GArray *lens;     /* uint64_t */
 	GThread *readers[MAX_READERS];
 	unsigned int nreaders;
-	int stop;        /* atomic */
-	guint64 touches; /* atomic */
+	int stop;              /* atomic */
+	guint64 touches;       /* atomic */
+	GByteArray *kvm_state; /* --workload kvm: the device section */
 } DstCtx;
+
+/* --workload kvm: keep the vCPUs' state for after the load. */
+static bool dst_load_device(void *o, const char *idstr, const guint8 *data,
+			    size_t len, GError **error)
+{
+	DstCtx *d = o;
+
+	if (strcmp(idstr, SIM_KVM_DEVICE_IDSTR) != 0 || d->kvm_state) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
+			    "unexpected device section '%s'", idstr);
+		return false;
+	}
+	d->kvm_state = g_byte_array_sized_new((guint)len);
+	g_byte_array_append(d->kvm_state, data, (guint)len);
+	return true;
+}
 
 static gpointer dst_reader(gpointer p)
 {
@@ -598,6 +656,9 @@ static int run_destination(const SimOptions *opt, MigramRamList *list,
 				    .postcopy_run = dst_run,
 				    .postcopy_paused = dst_paused,
 				    .opaque = &d };
+
+	if (opt->workload == SIM_WORKLOAD_KVM)
+		rc.load_device = dst_load_device;
 	MigramChannel *preempt = NULL;
 	GError *error = NULL;
 	bool ok;
@@ -624,6 +685,11 @@ static int run_destination(const SimOptions *opt, MigramRamList *list,
 			send_postcopy_stats(&d, d.cur);
 		ok = send_hashes(list, d.cur, &error);
 	}
+	if (ok && reply && opt->workload == SIM_WORKLOAD_KVM)
+		ok = sim_kvm_dest_run(list, d.kvm_state, opt->verify_bytes,
+				      d.cur, &error);
+	if (d.kvm_state)
+		g_byte_array_unref(d.kvm_state);
 	if (!ok)
 		g_printerr("migram-sim: destination: %s\n", error->message);
 	g_clear_error(&error);

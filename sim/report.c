@@ -27,6 +27,8 @@ void sim_report_clear(SimReport *r)
 	g_array_unref(r->timeline);
 	g_free(r->error);
 	g_free(r->verify_detail);
+	g_free(r->dirty_log);
+	g_free(r->guest_detail);
 }
 
 static bool on_terminal(const SimOptions *opt)
@@ -130,6 +132,8 @@ void sim_report_print(const SimOptions *opt, const SimReport *r)
 	if (r->verify_detail)
 		printf("verification:      %s: %s\n",
 		       r->verified ? "OK" : "FAILED", r->verify_detail);
+	if (r->kvm)
+		sim_report_print_kvm(r);
 	if (r->error)
 		printf("error:             %s\n", r->error);
 }
@@ -138,6 +142,64 @@ static void add_u64(JsonBuilder *b, const char *name, uint64_t v)
 {
 	json_builder_set_member_name(b, name);
 	json_builder_add_int_value(b, (gint64)v);
+}
+
+static void add_double(JsonBuilder *b, const char *name, double v)
+{
+	json_builder_set_member_name(b, name);
+	json_builder_add_double_value(b, v);
+}
+
+void sim_report_print_kvm(const SimReport *r)
+{
+	const MigramKvmLogStats *k = &r->kvm_log;
+
+	printf("dirty log:         kvm %s: %" G_GUINT64_FORMAT
+	       " syncs, %.2f ms each (max %.2f); %" G_GUINT64_FORMAT
+	       " clear ioctls, %.2f ms in all; %" G_GUINT64_FORMAT
+	       " ring entries\n",
+	       r->dirty_log ? r->dirty_log : "?", k->syncs,
+	       k->syncs ? (double)k->sync_ns / 1e6 / (double)k->syncs : 0,
+	       (double)k->sync_ns_max / 1e6, k->clear_ioctls,
+	       (double)k->clear_ns / 1e6, k->harvested);
+	printf("guest rate:        %.0f page writes/s before, %.0f while "
+	       "migrating\n",
+	       r->guest_rate_before, r->guest_rate_during);
+	if (r->guest_detail)
+		printf("guest check:       %s: %s\n",
+		       r->guest_verified ? "OK" : "FAILED", r->guest_detail);
+}
+
+/* The "guest" object of --workload kvm. */
+static void add_kvm(JsonBuilder *b, const SimReport *r)
+{
+	const MigramKvmLogStats *k = &r->kvm_log;
+
+	json_builder_set_member_name(b, "guest");
+	json_builder_begin_object(b);
+	json_builder_set_member_name(b, "kind");
+	json_builder_add_string_value(b, "kvm");
+	json_builder_set_member_name(b, "dirty_log");
+	json_builder_add_string_value(b, r->dirty_log ? r->dirty_log : "");
+	json_builder_set_member_name(b, "verified");
+	json_builder_add_boolean_value(b, r->guest_verified);
+	json_builder_set_member_name(b, "detail");
+	json_builder_add_string_value(b,
+				      r->guest_detail ? r->guest_detail : "");
+	add_double(b, "rate_before", r->guest_rate_before);
+	add_double(b, "rate_during", r->guest_rate_during);
+	add_u64(b, "passes", r->guest_passes);
+	add_u64(b, "log_syncs", k->syncs);
+	add_u64(b, "log_sync_ns", k->sync_ns);
+	add_u64(b, "log_sync_ns_max", k->sync_ns_max);
+	add_u64(b, "log_clear_ioctls", k->clear_ioctls);
+	add_u64(b, "log_clear_ns", k->clear_ns);
+	add_u64(b, "log_clear_pages", k->clear_pages);
+	add_u64(b, "log_harvests", k->harvests);
+	add_u64(b, "log_harvested", k->harvested);
+	add_u64(b, "log_harvest_ns", k->harvest_ns);
+	add_u64(b, "log_ring_overflows", k->ring_overflows);
+	json_builder_end_object(b);
 }
 
 bool sim_report_write_json(const SimOptions *opt, const SimReport *r,
@@ -192,6 +254,8 @@ bool sim_report_write_json(const SimOptions *opt, const SimReport *r,
 		json_builder_add_null_value(b);
 	json_builder_set_member_name(b, "pause_at_s");
 	json_builder_add_double_value(b, r->pause_at);
+	if (r->kvm)
+		add_kvm(b, r);
 	json_builder_set_member_name(b, "timeline");
 	json_builder_begin_array(b);
 	for (guint i = 0; i < r->timeline->len; i++) {

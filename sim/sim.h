@@ -5,6 +5,8 @@
  *   main.c      command line, mode dispatch, exit codes
  *   real.c      real mode: two processes, a transport, a workload, verify
  *   workload.c  writer threads that dirty guest memory (real mode)
+ *   kvm-vmm.c   --workload kvm: a minimal VMM and its micro-guest
+ *   kvm-sim.c   --workload kvm: the source's and destination's steps
  *   model.c     model mode: virtual time, no page contents
  *   report.c    progress line, summary, JSON (json-glib), chart (cairo)
  *
@@ -20,6 +22,8 @@
 
 #include <glib.h>
 
+#include <migram/dirty-log-kvm.h>
+
 enum {
 	SIM_EXIT_OK = 0,
 	SIM_EXIT_FAILED = 1,
@@ -32,6 +36,7 @@ typedef enum {
 	SIM_WORKLOAD_UNIFORM,
 	SIM_WORKLOAD_HOTSET,
 	SIM_WORKLOAD_SEQUENTIAL,
+	SIM_WORKLOAD_KVM, /* a KVM micro-guest (kvm-guest.h) */
 } SimWorkload;
 
 typedef enum {
@@ -63,12 +68,18 @@ typedef struct {
 	uint64_t dirty_rate;  /* bytes/s the workload aims for; 0 = max */
 	double hot_fraction;  /* hotset: share of pages that are hot */
 	double hot_weight;    /* hotset: share of writes that go there */
+	/* kvm: the dirty log ("manual", "classic", "ring"; NULL = manual),
+	 * the working set (0 = all RAM above 1 MiB) and its stride */
+	char *dirty_log;
+	uint64_t working_set;
+	uint64_t stride;
 
 	/* policy, QEMU's names */
 	uint64_t downtime_limit_ms;
 	uint64_t max_bandwidth; /* bytes/s, 0 = unlimited */
 	unsigned int clear_bitmap_shift;
 	bool clear_bitmap_shift_set;
+	bool clear_at_sync; /* re-arm the whole log at each sync */
 	bool auto_converge;
 	uint64_t max_time_ms; /* 0: no limit */
 
@@ -126,6 +137,16 @@ typedef struct {
 	bool verified;
 	char *verify_detail; /* first differing page, or the hashes */
 
+	/* --workload kvm */
+	bool kvm;
+	char *dirty_log;           /* the mode in force */
+	bool guest_verified;       /* invariant held on both sides, dest ran */
+	char *guest_detail;        /* what was checked, or what failed */
+	double guest_rate_before;  /* guest page writes/s before migrating */
+	double guest_rate_during;  /* ... while migrating (until the pause) */
+	uint64_t guest_passes;     /* sum of the vCPUs' pass numbers at pause */
+	MigramKvmLogStats kvm_log; /* the KVM log's ioctl counters */
+
 	/* postcopy (source figures, and the destination's sent back) */
 	char mode_name[16];
 	uint64_t postcopy_time_ms;
@@ -155,6 +176,7 @@ int sim_real_run(const SimOptions *opt, SimReport *report);
 void sim_report_init(SimReport *r);
 void sim_report_clear(SimReport *r);
 void sim_report_print(const SimOptions *opt, const SimReport *r);
+void sim_report_print_kvm(const SimReport *r);
 bool sim_report_write_json(const SimOptions *opt, const SimReport *r,
 			   GError **error);
 bool sim_report_write_plot(const SimReport *r, const char *path,

@@ -17,6 +17,18 @@
  *       sync   KVM_GET_DIRTY_LOG, which also re-arms every page it returns
  *       clear  nothing
  *
+ *     ring mode (KVM_CAP_DIRTY_LOG_RING, asked for with
+ *     migram_kvm_log_new_ring() before any vCPU exists)
+ *       start  as above; KVM write-protects the slot
+ *       sync   harvest every vCPU's ring, then KVM_RESET_DIRTY_RINGS,
+ *              which re-arms the harvested pages; OR them into the
+ *              caller's bitmap
+ *       clear  nothing (the reset re-armed them already)
+ *
+ * In ring mode KVM_GET_DIRTY_LOG is refused by KVM and never used.  A
+ * vCPU whose ring fills leaves KVM_RUN with KVM_EXIT_DIRTY_RING_FULL; its
+ * thread calls migram_kvm_log_harvest() before it enters the guest again.
+ *
  * Only writes made by the guest through KVM are logged; the embedder's own
  * writes to guest memory (device emulation, loading firmware) are not, and
  * must be marked some other way or happen before the migration starts.
@@ -24,8 +36,10 @@
  * Pages are 4 KiB host pages, which on x86 are the target pages; the log
  * refuses a host with another page size.  See docs/dirty-log-kvm.md.
  *
- * Threads: the log is used by one thread at a time (the migration thread
- * while a migration runs); the vCPUs may run meanwhile.
+ * Threads: the source operations are called by one thread at a time (the
+ * migration thread while a migration runs); the vCPUs may run meanwhile.
+ * migram_kvm_log_harvest() and migram_kvm_log_get_stats() may be called
+ * from any thread: an internal lock orders them with the operations.
  */
 #ifndef MIGRAM_DIRTY_LOG_KVM_H
 #define MIGRAM_DIRTY_LOG_KVM_H
@@ -73,6 +87,94 @@ MigramKvmLog *migram_kvm_log_new(int vm_fd, GError **error);
 MigramKvmLog *migram_kvm_log_new_classic(int vm_fd, GError **error);
 
 /**
+ * Create a KVM dirty log in ring mode: enable KVM_CAP_DIRTY_LOG_RING on
+ * the VM with rings of @p ring_entries entries (a power of two; 0 means
+ * 4096, and a size above the kernel's maximum is lowered to it).  KVM
+ * accepts this only before the VM's first vCPU is created.  Then give the
+ * log each vCPU with migram_kvm_log_add_vcpu().
+ *
+ * @param vm_fd the VM's fd; borrowed, must outlive the log.
+ * @param ring_entries entries per vCPU ring (16 bytes each), or 0.
+ * @param error MIGRAM_ERROR_UNSUPPORTED when KVM lacks the dirty ring or
+ *        the host page size is not 4 KiB, MIGRAM_ERROR_INVALID when
+ *        @p ring_entries is not a power of two, MIGRAM_ERROR_IO (with the
+ *        ioctl's error) when KVM refuses the size or a vCPU exists already.
+ * @return a new log; caller frees with migram_kvm_log_free().
+ *
+ * Context: Any thread.
+ */
+MigramKvmLog *migram_kvm_log_new_ring(int vm_fd, uint32_t ring_entries,
+				      GError **error);
+
+/**
+ * Map the dirty ring of a vCPU (at KVM_DIRTY_LOG_PAGE_OFFSET of its fd),
+ * so that harvests read it.  Ring mode only.
+ *
+ * @param log the log, in ring mode.
+ * @param vcpu_fd the vCPU's fd (from KVM_CREATE_VCPU); borrowed, must
+ *        outlive the log.
+ * @param error MIGRAM_ERROR_INVALID when the log is not in ring mode,
+ *        MIGRAM_ERROR_IO when the mapping fails.
+ * @return false with @p error set on failure.
+ *
+ * Context: Any thread; takes the log's lock.
+ */
+bool migram_kvm_log_add_vcpu(MigramKvmLog *log, int vcpu_fd, GError **error);
+
+/**
+ * Ring mode: collect every published entry of every vCPU's ring into the
+ * log (the next sync hands them to the migration), mark them harvested,
+ * and reset the rings (KVM_RESET_DIRTY_RINGS re-arms those pages).  A
+ * vCPU thread calls it on KVM_EXIT_DIRTY_RING_FULL before it runs the
+ * guest again; a reaper thread may call it to keep rings from filling.
+ * In other modes it does nothing.
+ *
+ * A ring found completely full means the kernel let the vCPU run past the
+ * ring's soft limit, and a push into a full ring overwrites an entry:
+ * writes may be lost.  The harvest then fails with MIGRAM_ERROR_IO, and so
+ * does every harvest and sync until logging starts again, so that the
+ * migration fails rather than sends stale pages.  (A nested KVM that
+ * emulates the guest's instructions was seen to do this; keep rings from
+ * filling by harvesting often, from a reaper thread.)
+ *
+ * @param log the log.
+ * @param harvested where to store the number of entries collected, or
+ *        NULL.
+ * @param error MIGRAM_ERROR_IO when the reset fails or a ring overflowed
+ *        (the entries are harvested and the rings reset all the same).
+ * @return false with @p error set on failure.
+ *
+ * Context: Any thread; takes the log's lock.  Makes one ioctl.
+ */
+bool migram_kvm_log_harvest(MigramKvmLog *log, uint64_t *harvested,
+			    GError **error);
+
+/** What the log's ioctls cost so far; see migram_kvm_log_get_stats(). */
+typedef struct {
+	uint64_t syncs;           /**< sync calls */
+	uint64_t sync_ns;         /**< their total time */
+	uint64_t sync_ns_max;     /**< the longest one */
+	uint64_t clear_ioctls;    /**< KVM_CLEAR_DIRTY_LOG calls */
+	uint64_t clear_ns;        /**< their total time */
+	uint64_t clear_pages;     /**< pages they re-armed */
+	uint64_t harvests;        /**< ring harvests (sync's included) */
+	uint64_t harvested;       /**< ring entries collected */
+	uint64_t harvest_ns;      /**< harvest time, resets included */
+	uint64_t dropped_entries; /**< entries of slots the log does not know */
+	uint64_t ring_overflows;  /**< harvests that found a ring full */
+} MigramKvmLogStats;
+
+/**
+ * A snapshot of the log's counters.
+ *
+ * @param log the log.
+ * @param stats where to store them.
+ *
+ * Context: Any thread; takes the log's lock.
+ */
+void migram_kvm_log_get_stats(MigramKvmLog *log, MigramKvmLogStats *stats);
+
+/**
  * Free a log.  Slots still logging keep logging: stop them first (the
  * migration does, at its end).
  *
@@ -106,7 +208,7 @@ bool migram_kvm_log_add_slot(MigramKvmLog *log, MigramRamBlock *block,
 			     GError **error);
 
 /**
- * Whether the log uses manual-protect mode (true) or classic mode.
+ * Whether the log uses manual-protect mode (true) or classic or ring mode.
  *
  * @param log the log.
  * @return true in manual-protect mode.
@@ -114,6 +216,16 @@ bool migram_kvm_log_add_slot(MigramKvmLog *log, MigramRamBlock *block,
  * Context: Any thread.
  */
 bool migram_kvm_log_manual_protect(const MigramKvmLog *log);
+
+/**
+ * Whether the log uses ring mode.
+ *
+ * @param log the log.
+ * @return true in ring mode.
+ *
+ * Context: Any thread.
+ */
+bool migram_kvm_log_ring(const MigramKvmLog *log);
 
 /**
  * The log as a source for a migration.  Every block the migration sends

@@ -3,9 +3,10 @@
  * The KVM dirty-log source against a real (tiny) KVM guest: one memslot
  * over a RAM block, one vCPU in real mode running a few instructions we
  * write ourselves that increment one byte in each of a set of pages, then
- * hlt.  Manual-protect semantics, the classic fallback, and a whole
- * migration of the guest's memory while the vCPU keeps writing.
- * Skipped when /dev/kvm cannot be opened.
+ * hlt.  Manual-protect semantics, the classic fallback, the dirty ring
+ * (its semantics and a full ring), and a whole migration of the guest's
+ * memory while the vCPU keeps writing, in each mode.
+ * Skipped when /dev/kvm cannot be opened, or KVM lacks the mode.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -47,6 +48,7 @@ typedef struct {
 	GThread *thread;
 	int stop, paused, quiet; /* atomics */
 	guint64 runs;            /* atomic */
+	guint64 ring_fulls;      /* KVM_EXIT_DIRTY_RING_FULL exits */
 	const unsigned int *loop_pages;
 	size_t loop_n;
 } Vm;
@@ -61,8 +63,17 @@ static int xioctl(int fd, unsigned long req, void *arg)
 	return r;
 }
 
-/* Open KVM and create the VM; false (test skipped) when KVM is missing. */
-static bool vm_open(Vm *v, bool classic)
+typedef enum {
+	LOG_MANUAL,
+	LOG_CLASSIC,
+	LOG_RING
+} LogMode;
+
+/*
+ * Open KVM and create the VM and its log (a ring of ring_entries in ring
+ * mode); false (test skipped) when KVM or the mode is missing.
+ */
+static bool vm_open_mode(Vm *v, LogMode mode, uint32_t ring_entries)
 {
 	g_autoptr(GError) error = NULL;
 
@@ -80,10 +91,27 @@ static bool vm_open(Vm *v, bool classic)
 	}
 	/* Needed on Intel hosts without unrestricted guest; else harmless. */
 	(void)ioctl(v->vm, KVM_SET_TSS_ADDR, 0xfffbd000UL);
-	v->log = classic ? migram_kvm_log_new_classic(v->vm, &error)
-			 : migram_kvm_log_new(v->vm, &error);
+	if (mode == LOG_RING) {
+		v->log = migram_kvm_log_new_ring(v->vm, ring_entries, &error);
+		if (g_error_matches(error, MIGRAM_ERROR,
+				    MIGRAM_ERROR_UNSUPPORTED)) {
+			g_test_skip(error->message);
+			close(v->vm);
+			close(v->kvm);
+			return false;
+		}
+	} else {
+		v->log = mode == LOG_CLASSIC
+				 ? migram_kvm_log_new_classic(v->vm, &error)
+				 : migram_kvm_log_new(v->vm, &error);
+	}
 	g_assert_no_error(error);
 	return true;
+}
+
+static bool vm_open(Vm *v, bool classic)
+{
+	return vm_open_mode(v, classic ? LOG_CLASSIC : LOG_MANUAL, 0);
 }
 
 /* The block, its slot (slot 0 at guest physical 0), and the vCPU. */
@@ -119,6 +147,10 @@ static void vm_setup(Vm *v)
 	v->run = mmap(NULL, v->run_size, PROT_READ | PROT_WRITE, MAP_SHARED,
 		      v->vcpu, 0);
 	g_assert_true(v->run != MAP_FAILED);
+	if (migram_kvm_log_ring(v->log)) {
+		g_assert_true(migram_kvm_log_add_vcpu(v->log, v->vcpu, &error));
+		g_assert_no_error(error);
+	}
 	/* Real mode with CS base 0, so IP 0x1000 is guest physical 0x1000. */
 	g_assert_cmpint(xioctl(v->vcpu, KVM_GET_SREGS, &sregs), ==, 0);
 	sregs.cs.base = 0;
@@ -168,6 +200,40 @@ static void load_program(Vm *v, const unsigned int *pages, size_t n)
 	*c = 0xf4; /* hlt */
 }
 
+/*
+ * Run from the registers set to the program's hlt; harvest full rings.
+ * False when the vCPU keeps exiting with a full ring that has nothing to
+ * harvest (a kernel that overflowed the ring is stuck so).
+ */
+static bool run_to_hlt(Vm *v)
+{
+	g_autoptr(GError) error = NULL;
+	unsigned int empty = 0;
+
+	for (;;) {
+		uint64_t n;
+
+		g_assert_cmpint(xioctl(v->vcpu, KVM_RUN, NULL), ==, 0);
+		if (v->run->exit_reason == KVM_EXIT_HLT)
+			return true;
+		if (v->run->exit_reason == KVM_EXIT_DIRTY_RING_FULL) {
+			/* Harvest before entering the guest again; an
+			 * overflow is reported (and checked) by the sync. */
+			if (!migram_kvm_log_harvest(v->log, &n, &error))
+				g_assert_error(error, MIGRAM_ERROR,
+					       MIGRAM_ERROR_IO);
+			g_clear_error(&error);
+			v->ring_fulls++;
+			empty = n ? 0 : empty + 1;
+			if (empty > 1000)
+				return false;
+			continue;
+		}
+		if (v->run->exit_reason != KVM_EXIT_INTR)
+			g_error("unexpected KVM exit %u", v->run->exit_reason);
+	}
+}
+
 /* Run the loaded program from CODE_GPA to its hlt. */
 static void run_guest(Vm *v)
 {
@@ -176,13 +242,57 @@ static void run_guest(Vm *v)
 	regs.rip = CODE_GPA;
 	regs.rflags = 0x2; /* bit 1 is reserved, always set */
 	g_assert_cmpint(xioctl(v->vcpu, KVM_SET_REGS, &regs), ==, 0);
-	for (;;) {
-		g_assert_cmpint(xioctl(v->vcpu, KVM_RUN, NULL), ==, 0);
-		if (v->run->exit_reason == KVM_EXIT_HLT)
-			return;
-		if (v->run->exit_reason != KVM_EXIT_INTR)
-			g_error("unexpected KVM exit %u", v->run->exit_reason);
-	}
+	if (!run_to_hlt(v))
+		g_error("the vCPU is stuck on a full dirty ring");
+}
+
+/*
+ * 32-bit protected mode, flat 4 GiB segments, no paging: one pass over
+ * ecx pages from ebx at stride edx, each "inc dword [page]; mov [page+4],
+ * eax" with eax the pass number kept at [edi], then hlt.
+ */
+static bool run_pm_pass(Vm *v, uint32_t first_page, uint32_t n)
+{
+	static const guint8 code[] = {
+		0x8b, 0x07,       /* mov eax, [edi] */
+		0x40,             /* inc eax */
+		0x89, 0x07,       /* mov [edi], eax */
+		0x89, 0xde,       /* mov esi, ebx */
+		0x89, 0xcd,       /* mov ebp, ecx */
+		0xff, 0x06,       /* 1: inc dword [esi] */
+		0x89, 0x46, 0x04, /* mov [esi + 4], eax */
+		0x01, 0xd6,       /* add esi, edx */
+		0x4d,             /* dec ebp */
+		0x75, 0xf6,       /* jnz 1b */
+		0xf4,             /* hlt */
+	};
+	struct kvm_segment cs = { .limit = 0xffffffff,
+				  .selector = 8,
+				  .type = 11,
+				  .present = 1,
+				  .db = 1,
+				  .s = 1,
+				  .g = 1 };
+	struct kvm_segment ds = cs;
+	struct kvm_regs regs = { 0 };
+	struct kvm_sregs sregs;
+
+	memcpy(v->mem + CODE_GPA, code, sizeof(code));
+	g_assert_cmpint(xioctl(v->vcpu, KVM_GET_SREGS, &sregs), ==, 0);
+	ds.type = 3;
+	ds.selector = 16;
+	sregs.cs = cs;
+	sregs.ds = sregs.es = sregs.ss = sregs.fs = sregs.gs = ds;
+	sregs.cr0 |= 1; /* PE */
+	g_assert_cmpint(xioctl(v->vcpu, KVM_SET_SREGS, &sregs), ==, 0);
+	regs.rip = CODE_GPA;
+	regs.rflags = 0x2;
+	regs.rbx = (uint64_t)first_page * P;
+	regs.rcx = n;
+	regs.rdx = P;
+	regs.rdi = 2 * P;
+	g_assert_cmpint(xioctl(v->vcpu, KVM_SET_REGS, &regs), ==, 0);
+	return run_to_hlt(v);
 }
 
 static void run_writing(Vm *v, const unsigned int *pages, size_t n)
@@ -344,6 +454,108 @@ static void test_classic(void)
 	vm_close(&v);
 }
 
+static void test_ring(void)
+{
+	g_autoptr(GError) error = NULL;
+	MigramKvmLogStats st;
+	MigramLogSource src;
+	unsigned long *got;
+	Vm v;
+
+	if (!vm_open_mode(&v, LOG_RING, 0))
+		return;
+	g_assert_true(migram_kvm_log_ring(v.log));
+	g_assert_false(migram_kvm_log_manual_protect(v.log));
+	vm_setup(&v);
+	migram_kvm_log_source(v.log, &src);
+	start_clean(&v, &src);
+	migram_bitmap_free(sync_expect(&v, &src, ""));
+	/* a write before the sync is collected by it */
+	RUN_WRITING(&v, 2, 70);
+	got = sync_expect(&v, &src, "2,70");
+	/* the harvest re-armed them: nothing until they are written again */
+	migram_bitmap_free(sync_expect(&v, &src, ""));
+	/* a write after the harvest is seen by the next sync; clear is a
+	 * no-op and drops nothing */
+	RUN_WRITING(&v, 130, 2, 2);
+	clear_mask(&v, &src, 0, NPAGES, got);
+	migram_bitmap_free(got);
+	migram_bitmap_free(sync_expect(&v, &src, "2,130"));
+	/* a harvest between syncs (a reaper, a full ring) loses nothing */
+	RUN_WRITING(&v, 3);
+	g_assert_true(migram_kvm_log_harvest(v.log, NULL, &error));
+	g_assert_no_error(error);
+	RUN_WRITING(&v, 4);
+	migram_bitmap_free(sync_expect(&v, &src, "3-4"));
+	migram_kvm_log_get_stats(v.log, &st);
+	/* 2, 70; 130, 2; 3; 4 at least: a page written twice may be pushed
+	 * twice (KVM's instruction emulator pushes on every write) */
+	g_assert_cmpuint(st.harvested, >=, 6);
+	g_assert_cmpuint(st.clear_ioctls, ==, 0);
+	src.ops->stop(src.opaque, v.block);
+	/* KVM refuses the ring once a vCPU exists */
+	g_assert_null(migram_kvm_log_new_ring(v.vm, 0, &error));
+	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO);
+	g_clear_error(&error);
+	g_assert_null(migram_kvm_log_new_ring(v.vm, 1000, &error));
+	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID);
+	vm_close(&v);
+}
+
+/* More pages than the ring holds, in one run of the guest. */
+static void test_ring_full(void)
+{
+	g_autoptr(GError) error = NULL;
+	g_autofree char *expect = NULL;
+	const uint32_t first = 3, n = 400;
+	MigramKvmLogStats st;
+	bool done;
+	MigramLogSource src;
+	Vm v;
+
+	/* 256 entries (4 KiB); KVM keeps some in reserve, so it exits
+	 * before the ring is full. */
+	if (!vm_open_mode(&v, LOG_RING, 256))
+		return;
+	vm_setup(&v);
+	migram_kvm_log_source(v.log, &src);
+	start_clean(&v, &src);
+	done = run_pm_pass(&v, first, n);
+	g_test_message("%" G_GUINT64_FORMAT " ring-full exits%s", v.ring_fulls,
+		       done ? "" : ", then stuck");
+	g_assert_cmpuint(v.ring_fulls, >=, 1);
+	migram_kvm_log_get_stats(v.log, &st);
+	g_assert_cmpuint(st.dropped_entries, ==, 0);
+	if (st.ring_overflows || !done) {
+		/*
+		 * This kernel ran the vCPU past the soft limit (seen on a
+		 * nested KVM that emulates the guest): entries were
+		 * overwritten, and the sync must say so, not return a
+		 * partial set.
+		 */
+		unsigned long *c = migram_bitmap_new(NPAGES);
+		uint64_t newly;
+
+		g_test_message("the kernel overflowed the ring: "
+			       "checking that the sync fails");
+		g_assert_false(
+			src.ops->sync(src.opaque, v.block, c, &newly, &error));
+		g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO);
+		g_assert_nonnull(strstr(error->message, "overflowed"));
+		migram_bitmap_free(c);
+	} else {
+		for (uint32_t i = 0; i < n; i++)
+			g_assert_cmpuint(*(uint32_t *)(v.mem + (first + i) * P),
+					 ==, 1);
+		/* every page, and the pass counter's page 2 */
+		expect = g_strdup_printf("2-%u", first + n - 1);
+		migram_bitmap_free(sync_expect(&v, &src, expect));
+		g_assert_cmpuint(st.harvested, >=, n + 1);
+	}
+	src.ops->stop(src.opaque, v.block);
+	vm_close(&v);
+}
+
 static void test_errors(void)
 {
 	g_autoptr(GError) error = NULL;
@@ -403,6 +615,8 @@ static gpointer vcpu_main(gpointer p)
 			continue;
 		}
 		run_guest(v);
+		/* Ring mode: keep the ring from filling (a reaper's job). */
+		g_assert_true(migram_kvm_log_harvest(v->log, NULL, NULL));
 		__atomic_fetch_add(&v->runs, 1, __ATOMIC_RELAXED);
 	}
 	return NULL;
@@ -424,7 +638,7 @@ static void vm_resume(void *opaque)
 
 static void test_migration(gconstpointer data)
 {
-	const bool classic = GPOINTER_TO_INT(data);
+	const LogMode mode = (LogMode)GPOINTER_TO_INT(data);
 	g_autoptr(GError) error = NULL;
 	/*
 	 * 4 MB/s: the first pass over 2 MiB takes half a second while the
@@ -447,7 +661,7 @@ static void test_migration(gconstpointer data)
 	bool ok;
 	Vm v;
 
-	if (!vm_open(&v, classic))
+	if (!vm_open_mode(&v, mode, 0))
 		return;
 	vm_setup(&v);
 	/* initial content, written by the host before the migration */
@@ -489,8 +703,9 @@ static void test_migration(gconstpointer data)
 		       " iterations, %" G_GUINT64_FORMAT
 		       " syncs, %" G_GUINT64_FORMAT
 		       " clears, downtime %" G_GUINT64_FORMAT " ms",
-		       migram_kvm_log_manual_protect(v.log) ? "manual-protect"
-							    : "classic",
+		       migram_kvm_log_ring(v.log)             ? "ring"
+		       : migram_kvm_log_manual_protect(v.log) ? "manual-protect"
+							      : "classic",
 		       (guint64)__atomic_load_n(&v.runs, __ATOMIC_RELAXED),
 		       st.iterations, st.dirty_sync_count, st.log_clear_calls,
 		       st.downtime_ms);
@@ -522,9 +737,13 @@ int main(int argc, char **argv)
 	g_test_add_func("/kvm-log/manual-protect", test_manual_protect);
 	g_test_add_func("/kvm-log/classic", test_classic);
 	g_test_add_func("/kvm-log/errors", test_errors);
+	g_test_add_func("/kvm-log/ring", test_ring);
+	g_test_add_func("/kvm-log/ring/full", test_ring_full);
 	g_test_add_data_func("/kvm-log/migration/manual-protect",
-			     GINT_TO_POINTER(0), test_migration);
-	g_test_add_data_func("/kvm-log/migration/classic", GINT_TO_POINTER(1),
-			     test_migration);
+			     GINT_TO_POINTER(LOG_MANUAL), test_migration);
+	g_test_add_data_func("/kvm-log/migration/classic",
+			     GINT_TO_POINTER(LOG_CLASSIC), test_migration);
+	g_test_add_data_func("/kvm-log/migration/ring",
+			     GINT_TO_POINTER(LOG_RING), test_migration);
 	return g_test_run();
 }

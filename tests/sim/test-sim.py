@@ -4,6 +4,7 @@
 verification, JSON, charts, and two network namespaces with a tbf limit."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -54,6 +55,8 @@ def _(work):
         (["--hot-fraction", "2"], "--hot-fraction"),
         (["--clear-bitmap-shift", "40"], "--clear-bitmap-shift"),
         (["--mode", "warp"], "--mode"),
+        (["--workload", "vm"], "--workload"),
+
         (["--mode", "postcopy", "--transport", "file:/tmp/x"],
          "needs a connection"),
         (["--preempt"], "need --mode postcopy or hybrid"),
@@ -181,6 +184,101 @@ def _(work):
         assert abs(real["iterations"] - model["iterations"]) <= 1
         assert abs(rp - mp) <= 0.15 * rp, (rp, mp)
 
+
+def kvm_ok():
+    try:
+        os.close(os.open("/dev/kvm", os.O_RDWR))
+    except OSError as e:
+        return f"no usable /dev/kvm ({e.strerror})"
+    return None
+
+
+def check_kvm_run(r, j, log):
+    assert r.returncode == 0, (r.returncode, r.stderr, j.get("error"))
+    assert j["status"] == "completed" and j["verified"], j
+    g = j["guest"]
+    assert g["kind"] == "kvm" and g["verified"], g
+    assert g["dirty_log"] == log, g
+    # both sides checked the invariant, and the destination's guest ran
+    assert "source at the pause" in g["detail"], g["detail"]
+    assert "destination: at the pause" in g["detail"], g["detail"]
+    m = re.search(r"resumed for \d+ ms: (\d+) page writes", g["detail"])
+    assert m and int(m.group(1)) > 0, g["detail"]
+    assert g["rate_before"] > 0 and j["workload_writes"] > 0, g
+    assert g["log_syncs"] >= 2 and g["passes"] >= 2, g
+    return g
+
+
+@case("kvm micro-guest, manual protect: live, verified on both sides")
+def _(work):
+    why = kvm_ok()
+    if why:
+        return f"SKIP {why}"
+    r, j = run_json(work, "--ram", "32M", "--workload", "kvm",
+                    "--threads", "2", "--verify-bytes")
+    g = check_kvm_run(r, j, j["guest"]["dirty_log"])
+    assert g["dirty_log"] in ("manual-protect", "classic"), g
+    assert "byte for byte" in j["verify_detail"], j["verify_detail"]
+    if g["dirty_log"] == "manual-protect":
+        assert g["log_clear_ioctls"] >= 1, g
+
+
+@case("kvm micro-guest, dirty ring over tcp: harvested, verified")
+def _(work):
+    why = kvm_ok()
+    if why:
+        return f"SKIP {why}"
+    r, j = run_json(work, "--ram", "32M", "--workload", "kvm",
+                    "--dirty-log", "ring", "--transport",
+                    "tcp:127.0.0.1:47733")
+    if r.returncode and "lacks the dirty ring" in (j.get("error") or ""):
+        return "SKIP KVM lacks the dirty ring"
+    g = check_kvm_run(r, j, "ring")
+    assert g["log_harvested"] > 0 and g["log_clear_ioctls"] == 0, g
+    assert g["log_ring_overflows"] == 0, g
+
+
+@case("kvm micro-guest, classic, working set and stride")
+def _(work):
+    why = kvm_ok()
+    if why:
+        return f"SKIP {why}"
+    r, j = run_json(work, "--ram", "32M", "--workload", "kvm",
+                    "--threads", "1", "--dirty-log", "classic",
+                    "--working-set", "8M", "--stride", "8K")
+    g = check_kvm_run(r, j, "classic")
+    assert " 1024 pages consistent" in g["detail"], g["detail"]
+
+
+@case("kvm micro-guest: a corrupted counter fails the guest check")
+def _(work):
+    why = kvm_ok()
+    if why:
+        return f"SKIP {why}"
+    # page 300 is in the working set (it starts at 1 MiB, page 256)
+    r, j = run_json(work, "--ram", "16M", "--workload", "kvm",
+                    "--threads", "1", "--debug-corrupt-page", "300")
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert "page 300 " in j["verify_detail"], j["verify_detail"]
+    g = j["guest"]
+    assert not g["verified"], g
+    assert "destination: at the pause: vCPU 0: page 44 " in g["detail"], g["detail"]
+
+
+@case("kvm usage errors exit 2")
+def _(work):
+    bad = [
+        (["--workload", "kvm", "--dirty-log", "psychic"], "--dirty-log"),
+        (["--dirty-log", "ring"], "go with --workload kvm"),
+        (["--workload", "kvm", "--ram", "8G"], "2M to 4G"),
+        (["--workload", "kvm", "--model"], "not with --model"),
+        (["--workload", "kvm", "--stride", "100"], "--stride"),
+        (["--workload", "kvm", "--mode", "hybrid"], "precopy only"),
+    ]
+    for args, needle in bad:
+        r = sim(*args)
+        assert r.returncode == 2, (args, r.returncode, r.stderr)
+        assert needle in r.stderr, (args, r.stderr)
 
 def postcopy_ok(work):
     r, j = run_json(work, "--ram", "16M", "--mode", "postcopy",

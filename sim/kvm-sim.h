@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * `migram-sim --workload kvm`: the steps real.c takes for a KVM guest
+ * (kvm-sim.c).  All on the thread that runs the source or destination.
+ */
+#ifndef MIGRAM_SIM_KVM_SIM_H
+#define MIGRAM_SIM_KVM_SIM_H
+
+#include <migram/channel.h>
+#include <migram/dirty-log.h>
+
+#include "kvm-guest.h"
+#include "sim.h"
+
+typedef struct SimKvmSource SimKvmSource;
+
+/*
+ * Start the VM and its guest over the list's only block, wait for the
+ * guest's first pass, measure its rate; fill @src with the VM's dirty log.
+ */
+SimKvmSource *sim_kvm_source_start(const SimOptions *opt, MigramRamList *list,
+				   MigramLogSource *src, SimReport *rep,
+				   GError **error);
+/* The opaque for the pause, resume and throttle callbacks. */
+void *sim_kvm_source_guest(SimKvmSource *s);
+/* The device section's idstr. */
+#define SIM_KVM_DEVICE_IDSTR "migram-sim/kvm-vcpus"
+
+/*
+ * save_device, on the migration thread with the guest paused: check the
+ * guest's invariant and append the vCPUs' state to @out.
+ */
+bool sim_kvm_source_save(SimKvmSource *s, GByteArray *out, GError **error);
+/*
+ * After the migration ran (@ok: it completed and the guest is paused):
+ * the log's counters, the guest's rate, the check at the pause.  False
+ * with error set when something failed.
+ */
+bool sim_kvm_source_finish(SimKvmSource *s, bool ok, SimReport *rep,
+			   GError **error);
+/* After the hash exchange: read the destination's verdict into @rep. */
+bool sim_kvm_source_verdict(SimKvmSource *s, MigramChannel *ch, SimReport *rep,
+			    GError **error);
+void sim_kvm_source_free(SimKvmSource *s);
+
+/*
+ * Destination, after the hashes: run the guest, check, send the verdict.
+ * @state is the device section's bytes (NULL: none came, a failure).
+ * With @copy the guest runs in a copy of the received memory, which then
+ * stays as at the pause (--verify-bytes compares it afterwards).
+ */
+bool sim_kvm_dest_run(MigramRamList *list, GByteArray *state, bool copy,
+		      MigramChannel *ch, GError **error);
+
+#endif

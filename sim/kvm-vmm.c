@@ -1,0 +1,711 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The simulator's minimal VMM for the KVM micro-guest (kvm-guest.h).
+ *
+ * One VM, one memslot (slot 0 at guest physical 0 over the RAM block), no
+ * interrupt controller, no devices.  Each vCPU has a thread that loops on
+ * KVM_RUN; the guest never exits on its own, so the VMM takes a vCPU out
+ * of guest mode with a signal: it sets the vCPU's immediate_exit and sends
+ * SIGUSR1 to its thread (a handler that does nothing, without SA_RESTART).
+ * KVM_RUN then returns EINTR; immediate_exit covers the signal arriving
+ * just before the thread enters KVM_RUN.
+ *
+ * Pause: set paused, kick every vCPU, wait until each thread says it is
+ * parked outside KVM_RUN.  A vCPU thread clears immediate_exit before it
+ * reads paused, and the pauser sets paused before immediate_exit, so a
+ * kick is never lost.  Throttle (auto-converge): a service thread kicks
+ * the vCPUs every 10 ms, and each sleeps 10 ms * p / (100 - p) before it
+ * re-enters, as QEMU's throttle does.  In ring mode the same thread reaps
+ * the dirty rings every few milliseconds, and a vCPU that exits with
+ * KVM_EXIT_DIRTY_RING_FULL harvests before it re-enters.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <linux/kvm.h>
+
+#include <migram/migram.h>
+
+#include "kvm-guest.h"
+
+#define PAGE 4096u
+#define CODE_GPA 0x1000u
+#define SEQ_GPA 0x2000u
+#define SEQ_STRIDE 64u
+#define MAX_VCPUS 64u
+#define STATE_MAGIC 0x564b474du /* "MGKV" */
+#define STATE_VERSION 1u
+#define RING_ENTRIES 65536u /* 1 MiB per vCPU: KVM's usual maximum */
+#define SERVICE_US 5000     /* reaper and throttle period */
+#define THROTTLE_SLICE_US 10000
+
+/* The program: see kvm-guest.h.  Hand-assembled, 32-bit code. */
+static const guint8 guest_code[] = {
+	0x8b, 0x07,       /* again: mov eax, [edi] */
+	0x40,             /* inc eax */
+	0x89, 0x07,       /* mov [edi], eax */
+	0x89, 0xde,       /* mov esi, ebx */
+	0x89, 0xcd,       /* mov ebp, ecx */
+	0xff, 0x06,       /* page: inc dword [esi] */
+	0x89, 0x46, 0x04, /* mov [esi + 4], eax */
+	0x01, 0xd6,       /* add esi, edx */
+	0x4d,             /* dec ebp */
+	0x75, 0xf6,       /* jnz page */
+	0xeb, 0xeb,       /* jmp again */
+};
+
+typedef struct {
+	SimKvm *k;
+	unsigned int id;
+	int fd;
+	struct kvm_run *run;
+	GThread *thread;
+	pthread_t tid;
+	int started; /* atomic: tid is valid */
+	/* the slice, as the registers give it */
+	uint32_t first, n, stride, seq;
+} Vcpu;
+
+struct SimKvm {
+	int kvm, vm;
+	size_t run_size;
+	guint8 *mem;
+	uint64_t mem_bytes;
+	MigramKvmLog *log;
+	Vcpu *vcpus;
+	unsigned int nvcpus;
+	GThread *service;
+	int stop, paused, parked, throttle; /* atomics */
+	GMutex err_lock;
+	char *error; /* the first vCPU failure */
+};
+
+static void on_kick(int sig)
+{
+	(void)sig;
+}
+
+static void fail(SimKvm *k, char *msg)
+{
+	g_mutex_lock(&k->err_lock);
+	if (!k->error)
+		k->error = msg;
+	else
+		g_free(msg);
+	g_mutex_unlock(&k->err_lock);
+}
+
+static bool io_fail(GError **error, const char *what)
+{
+	g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO, "%s: %s", what,
+		    g_strerror(errno));
+	return false;
+}
+
+static void park(SimKvm *k)
+{
+	g_atomic_int_inc(&k->parked);
+	while (g_atomic_int_get(&k->paused) && !g_atomic_int_get(&k->stop))
+		g_usleep(200);
+	g_atomic_int_add(&k->parked, -1);
+}
+
+static void throttle_sleep(SimKvm *k)
+{
+	int p = g_atomic_int_get(&k->throttle);
+
+	if (p > 0 && p < 100)
+		g_usleep((gulong)(THROTTLE_SLICE_US * p / (100 - p)));
+}
+
+static void ring_full(Vcpu *v)
+{
+	GError *error = NULL;
+
+	if (!migram_kvm_log_harvest(v->k->log, NULL, &error)) {
+		fail(v->k,
+		     g_strdup_printf("vCPU %u: %s", v->id, error->message));
+		g_error_free(error);
+	}
+}
+
+static gpointer vcpu_main(gpointer p)
+{
+	Vcpu *v = p;
+	SimKvm *k = v->k;
+
+	v->tid = pthread_self();
+	g_atomic_int_set(&v->started, 1);
+	while (!g_atomic_int_get(&k->stop)) {
+		int r;
+
+		__atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
+		if (g_atomic_int_get(&k->paused)) {
+			park(k);
+			continue;
+		}
+		r = ioctl(v->fd, KVM_RUN, 0);
+		if (r < 0 && (errno == EINTR || errno == EAGAIN)) {
+			throttle_sleep(k);
+			continue;
+		}
+		if (r < 0) {
+			fail(k, g_strdup_printf("vCPU %u: KVM_RUN: %s", v->id,
+						g_strerror(errno)));
+			break;
+		}
+		if (v->run->exit_reason == KVM_EXIT_DIRTY_RING_FULL) {
+			ring_full(v);
+			continue;
+		}
+		if (v->run->exit_reason == KVM_EXIT_INTR)
+			continue;
+		fail(k, g_strdup_printf(
+				"vCPU %u: unexpected KVM exit %u "
+				"(MMIO address %#llx)",
+				v->id, v->run->exit_reason,
+				(unsigned long long)v->run->mmio.phys_addr));
+		break;
+	}
+	/* A dead vCPU counts as parked for good. */
+	g_atomic_int_inc(&k->parked);
+	return NULL;
+}
+
+static void kick_all(SimKvm *k)
+{
+	for (unsigned int i = 0; i < k->nvcpus; i++) {
+		Vcpu *v = &k->vcpus[i];
+
+		if (!v->run)
+			continue; /* never created */
+		__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+		if (g_atomic_int_get(&v->started))
+			pthread_kill(v->tid, SIGUSR1);
+	}
+}
+
+static gpointer service_main(gpointer p)
+{
+	SimKvm *k = p;
+	gint64 last_kick = 0;
+
+	while (!g_atomic_int_get(&k->stop)) {
+		g_usleep(SERVICE_US);
+		if (k->log && migram_kvm_log_ring(k->log))
+			(void)migram_kvm_log_harvest(k->log, NULL, NULL);
+		if (g_atomic_int_get(&k->throttle) > 0 &&
+		    !g_atomic_int_get(&k->paused) &&
+		    g_get_monotonic_time() - last_kick >= THROTTLE_SLICE_US) {
+			last_kick = g_get_monotonic_time();
+			kick_all(k);
+		}
+	}
+	return NULL;
+}
+
+void sim_kvm_pause(void *opaque)
+{
+	SimKvm *k = opaque;
+	gint64 last = 0;
+
+	g_atomic_int_set(&k->paused, 1);
+	while (g_atomic_int_get(&k->parked) < (int)k->nvcpus) {
+		/* Kick again now and then: a vCPU thread may not have had
+		 * its tid published at the first kick. */
+		if (g_get_monotonic_time() - last > 1000) {
+			kick_all(k);
+			last = g_get_monotonic_time();
+		}
+		g_usleep(50);
+	}
+}
+
+void sim_kvm_resume(void *opaque)
+{
+	g_atomic_int_set(&((SimKvm *)opaque)->paused, 0);
+}
+
+void sim_kvm_throttle(void *opaque, unsigned int percent)
+{
+	g_atomic_int_set(&((SimKvm *)opaque)->throttle, (int)percent);
+}
+
+/* KVM, the VM, and a handler for the kick signal. */
+static SimKvm *vm_new(GError **error)
+{
+	struct sigaction sa = { .sa_handler = on_kick };
+	SimKvm *k = g_new0(SimKvm, 1);
+	int sz;
+
+	g_mutex_init(&k->err_lock);
+	k->kvm = k->vm = -1;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGUSR1, &sa, NULL); /* no SA_RESTART: KVM_RUN returns */
+	k->kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (k->kvm < 0) {
+		io_fail(error, "/dev/kvm");
+		sim_kvm_free(k);
+		return NULL;
+	}
+	k->vm = ioctl(k->kvm, KVM_CREATE_VM, 0);
+	sz = ioctl(k->kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
+	if (k->vm < 0 || sz <= 0) {
+		io_fail(error, "KVM_CREATE_VM");
+		sim_kvm_free(k);
+		return NULL;
+	}
+	k->run_size = (size_t)sz;
+	return k;
+}
+
+static bool map_ram(SimKvm *k, guint8 *mem, uint64_t bytes, GError **error)
+{
+	struct kvm_userspace_memory_region r = { 0 };
+
+	k->mem = mem;
+	k->mem_bytes = bytes;
+	if (k->mem_bytes > SIM_KVM_MAX_RAM ||
+	    k->mem_bytes < SIM_KVM_WS_START + PAGE) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
+			    "the KVM guest's RAM must be 1 MiB + 4 KiB to "
+			    "4 GiB");
+		return false;
+	}
+	r.slot = 0;
+	r.guest_phys_addr = 0;
+	r.memory_size = k->mem_bytes;
+	r.userspace_addr = (uint64_t)(uintptr_t)k->mem;
+	if (ioctl(k->vm, KVM_SET_USER_MEMORY_REGION, &r) < 0)
+		return io_fail(error, "KVM_SET_USER_MEMORY_REGION");
+	return true;
+}
+
+static bool vcpu_create(SimKvm *k, unsigned int i, GError **error)
+{
+	Vcpu *v = &k->vcpus[i];
+
+	v->k = k;
+	v->id = i;
+	v->fd = ioctl(k->vm, KVM_CREATE_VCPU, i);
+	if (v->fd < 0)
+		return io_fail(error, "KVM_CREATE_VCPU");
+	v->run = mmap(NULL, k->run_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+		      v->fd, 0);
+	if (v->run == MAP_FAILED) {
+		v->run = NULL;
+		return io_fail(error, "mmap of kvm_run");
+	}
+	if (k->log && migram_kvm_log_ring(k->log) &&
+	    !migram_kvm_log_add_vcpu(k->log, v->fd, error))
+		return false;
+	return true;
+}
+
+static void start_threads(SimKvm *k)
+{
+	for (unsigned int i = 0; i < k->nvcpus; i++)
+		k->vcpus[i].thread = g_thread_new("sim-vcpu", vcpu_main,
+						  &k->vcpus[i]);
+	k->service = g_thread_new("sim-vcpu-service", service_main, k);
+}
+
+/* 32-bit protected mode, flat 4 GiB code and data segments. */
+static bool set_flat_pm(Vcpu *v, GError **error)
+{
+	struct kvm_segment cs = { .limit = 0xffffffff,
+				  .selector = 8,
+				  .type = 11,
+				  .present = 1,
+				  .db = 1,
+				  .s = 1,
+				  .g = 1 };
+	struct kvm_segment ds = cs;
+	struct kvm_sregs s;
+
+	if (ioctl(v->fd, KVM_GET_SREGS, &s) < 0)
+		return io_fail(error, "KVM_GET_SREGS");
+	ds.type = 3;
+	ds.selector = 16;
+	s.cs = cs;
+	s.ds = s.es = s.fs = s.gs = s.ss = ds;
+	s.cr0 |= 1; /* PE; no paging */
+	if (ioctl(v->fd, KVM_SET_SREGS, &s) < 0)
+		return io_fail(error, "KVM_SET_SREGS");
+	return true;
+}
+
+/* Slices: the working set split in nvcpus runs of pages at the stride. */
+static void plan(SimKvm *k, uint64_t ws, uint64_t stride)
+{
+	uint64_t room = MIN(k->mem_bytes, SIM_KVM_WS_END) - SIM_KVM_WS_START;
+	uint64_t per, n;
+
+	ws = ws ? MIN(ws, room) : room;
+	per = ws / k->nvcpus;
+	n = MAX(per / stride, 1);
+	for (unsigned int i = 0; i < k->nvcpus; i++) {
+		Vcpu *v = &k->vcpus[i];
+
+		v->first = (uint32_t)(SIM_KVM_WS_START + i * n * stride);
+		v->n = (uint32_t)n;
+		v->stride = (uint32_t)stride;
+		v->seq = SEQ_GPA + i * SEQ_STRIDE;
+	}
+}
+
+static const char *mode_name(const SimOptions *opt)
+{
+	return opt->dirty_log ? opt->dirty_log : "manual";
+}
+
+SimKvm *sim_kvm_source_new(const SimOptions *opt, MigramRamBlock *block,
+			   GError **error)
+{
+	const char *mode = mode_name(opt);
+	uint64_t stride = opt->stride ? opt->stride : PAGE;
+	SimKvm *k = vm_new(error);
+
+	if (!k)
+		return NULL;
+	k->nvcpus = MIN(MAX(opt->threads, 1), MAX_VCPUS);
+	k->vcpus = g_new0(Vcpu, k->nvcpus);
+	/* The ring must be enabled before the first vCPU exists. */
+	if (strcmp(mode, "ring") == 0)
+		k->log = migram_kvm_log_new_ring(k->vm, RING_ENTRIES, error);
+	else if (strcmp(mode, "classic") == 0)
+		k->log = migram_kvm_log_new_classic(k->vm, error);
+	else
+		k->log = migram_kvm_log_new(k->vm, error);
+	if (!k->log ||
+	    !map_ram(k, migram_ram_block_host(block),
+		     migram_ram_block_used_length(block), error) ||
+	    !migram_kvm_log_add_slot(k->log, block, 0, 0, error))
+		goto fail;
+	plan(k, opt->working_set, stride);
+	/* The program, zero counters and pass numbers; written before the
+	 * migration starts, so the log need not see these writes. */
+	memset(k->mem, 0, SIM_KVM_WS_START);
+	memcpy(k->mem + CODE_GPA, guest_code, sizeof(guest_code));
+	for (unsigned int i = 0; i < k->nvcpus; i++) {
+		Vcpu *v = &k->vcpus[i];
+		struct kvm_regs regs = { .rip = CODE_GPA, .rflags = 0x2 };
+
+		for (uint64_t p = 0; p < v->n; p++)
+			memset(k->mem + v->first + p * v->stride, 0, 8);
+		if (!vcpu_create(k, i, error) || !set_flat_pm(v, error))
+			goto fail;
+		regs.rbx = v->first;
+		regs.rcx = v->n;
+		regs.rdx = v->stride;
+		regs.rdi = v->seq;
+		if (ioctl(v->fd, KVM_SET_REGS, &regs) < 0) {
+			io_fail(error, "KVM_SET_REGS");
+			goto fail;
+		}
+	}
+	start_threads(k);
+	return k;
+fail:
+	sim_kvm_free(k);
+	return NULL;
+}
+
+void sim_kvm_log_source(SimKvm *k, MigramLogSource *src)
+{
+	migram_kvm_log_source(k->log, src);
+}
+
+const char *sim_kvm_log_mode(SimKvm *k)
+{
+	if (!k->log)
+		return NULL;
+	if (migram_kvm_log_ring(k->log))
+		return "ring";
+	return migram_kvm_log_manual_protect(k->log) ? "manual-protect"
+						     : "classic";
+}
+
+void sim_kvm_log_stats(SimKvm *k, MigramKvmLogStats *st)
+{
+	if (k->log)
+		migram_kvm_log_get_stats(k->log, st);
+	else
+		memset(st, 0, sizeof(*st));
+}
+
+/* ---- state: the vCPUs' registers ------------------------------------- */
+
+static void put32(GByteArray *out, uint32_t v)
+{
+	guint8 b[4] = { (guint8)v, (guint8)(v >> 8), (guint8)(v >> 16),
+			(guint8)(v >> 24) };
+
+	g_byte_array_append(out, b, 4);
+}
+
+bool sim_kvm_save_state(SimKvm *k, GByteArray *out, GError **error)
+{
+	put32(out, STATE_MAGIC);
+	put32(out, STATE_VERSION);
+	put32(out, k->nvcpus);
+	for (unsigned int i = 0; i < k->nvcpus; i++) {
+		struct kvm_regs regs;
+		struct kvm_sregs sregs;
+
+		if (ioctl(k->vcpus[i].fd, KVM_GET_REGS, &regs) < 0)
+			return io_fail(error, "KVM_GET_REGS");
+		if (ioctl(k->vcpus[i].fd, KVM_GET_SREGS, &sregs) < 0)
+			return io_fail(error, "KVM_GET_SREGS");
+		put32(out, sizeof(regs));
+		g_byte_array_append(out, (const guint8 *)&regs, sizeof(regs));
+		put32(out, sizeof(sregs));
+		g_byte_array_append(out, (const guint8 *)&sregs, sizeof(sregs));
+	}
+	return true;
+}
+
+typedef struct {
+	const guint8 *p;
+	size_t left;
+} Cursor;
+
+static bool take(Cursor *c, void *dst, size_t n)
+{
+	if (c->left < n)
+		return false;
+	memcpy(dst, c->p, n);
+	c->p += n;
+	c->left -= n;
+	return true;
+}
+
+static bool take32(Cursor *c, uint32_t *v)
+{
+	guint8 b[4];
+
+	if (!take(c, b, 4))
+		return false;
+	*v = b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
+	     (uint32_t)b[3] << 24;
+	return true;
+}
+
+static bool bad_state(GError **error, const char *why)
+{
+	g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
+		    "KVM guest state: %s", why);
+	return false;
+}
+
+/* Load one vCPU's registers; the slice comes from them. */
+static bool load_vcpu(Vcpu *v, Cursor *c, GError **error)
+{
+	struct kvm_regs regs;
+	struct kvm_sregs sregs;
+	uint32_t n;
+
+	if (!take32(c, &n) || n != sizeof(regs) || !take(c, &regs, n) ||
+	    !take32(c, &n) || n != sizeof(sregs) || !take(c, &sregs, n))
+		return bad_state(error, "truncated or of another layout");
+	v->first = (uint32_t)regs.rbx;
+	v->n = (uint32_t)regs.rcx;
+	v->stride = (uint32_t)regs.rdx;
+	v->seq = (uint32_t)regs.rdi;
+	if (!v->n || v->stride < 8 ||
+	    (uint64_t)v->first + (uint64_t)v->n * v->stride > v->k->mem_bytes ||
+	    (uint64_t)v->seq + 4 > v->k->mem_bytes)
+		return bad_state(error, "the working set is outside the RAM");
+	if (ioctl(v->fd, KVM_SET_SREGS, &sregs) < 0)
+		return io_fail(error, "KVM_SET_SREGS");
+	if (ioctl(v->fd, KVM_SET_REGS, &regs) < 0)
+		return io_fail(error, "KVM_SET_REGS");
+	return true;
+}
+
+SimKvm *sim_kvm_dest_new(guint8 *mem, uint64_t bytes, const guint8 *state,
+			 size_t len, GError **error)
+{
+	Cursor c = { state, len };
+	uint32_t magic, version, n;
+	SimKvm *k;
+
+	if (!take32(&c, &magic) || magic != STATE_MAGIC ||
+	    !take32(&c, &version) || version != STATE_VERSION ||
+	    !take32(&c, &n) || !n || n > MAX_VCPUS) {
+		bad_state(error, "bad header");
+		return NULL;
+	}
+	k = vm_new(error);
+	if (!k)
+		return NULL;
+	k->nvcpus = n;
+	k->vcpus = g_new0(Vcpu, n);
+	if (!map_ram(k, mem, bytes, error))
+		goto fail;
+	for (unsigned int i = 0; i < n; i++)
+		if (!vcpu_create(k, i, error) ||
+		    !load_vcpu(&k->vcpus[i], &c, error))
+			goto fail;
+	/* Created paused: sim_kvm_run_for() lets it go. */
+	g_atomic_int_set(&k->paused, 1);
+	start_threads(k);
+	sim_kvm_pause(k);
+	return k;
+fail:
+	sim_kvm_free(k);
+	return NULL;
+}
+
+bool sim_kvm_run_for(SimKvm *k, unsigned int ms, GError **error)
+{
+	g_autofree char *e = NULL;
+
+	sim_kvm_resume(k);
+	g_usleep((gulong)ms * 1000);
+	sim_kvm_pause(k);
+	e = sim_kvm_take_error(k);
+	if (e) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO, "%s", e);
+		return false;
+	}
+	return true;
+}
+
+/* ---- the guest's invariant ------------------------------------------- */
+
+static uint32_t word(const SimKvm *k, uint64_t gpa)
+{
+	return __atomic_load_n((const uint32_t *)(k->mem + gpa),
+			       __ATOMIC_RELAXED);
+}
+
+/* Pages of the current pass done: counters == S form a prefix. */
+static uint64_t prefix(const SimKvm *k, const Vcpu *v, uint32_t s)
+{
+	uint64_t lo = 0, hi = v->n;
+
+	while (lo < hi) {
+		uint64_t mid = lo + (hi - lo) / 2;
+
+		if (word(k, v->first + mid * v->stride) == s)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static bool check_vcpu(const SimKvm *k, const Vcpu *v, GString *d)
+{
+	uint32_t s = word(k, v->seq);
+	uint64_t kk = s ? prefix(k, v, s) : 0;
+
+	for (uint64_t i = 0; i < v->n; i++) {
+		uint64_t at = v->first + i * v->stride;
+		uint32_t cnt = word(k, at), last = word(k, at + 4);
+		uint32_t want = i < kk ? s : (s ? s - 1 : 0);
+		bool torn = i + 1 == kk && last == s - 1;
+
+		if (cnt != want || (last != cnt && !torn)) {
+			g_string_append_printf(
+				d,
+				"vCPU %u: page %" G_GUINT64_FORMAT
+				" has count %u, last %u; pass %u, %" G_GUINT64_FORMAT
+				" pages done",
+				v->id, i, cnt, last, s, kk);
+			return false;
+		}
+	}
+	return true;
+}
+
+bool sim_kvm_check(SimKvm *k, char **detail)
+{
+	GString *d = g_string_new(NULL);
+	uint64_t pages = 0;
+	bool ok = true;
+
+	for (unsigned int i = 0; i < k->nvcpus && ok; i++) {
+		ok = check_vcpu(k, &k->vcpus[i], d);
+		pages += k->vcpus[i].n;
+	}
+	if (ok)
+		g_string_printf(
+			d,
+			"%u vCPUs, %" G_GUINT64_FORMAT
+			" pages consistent with passes (sum %" G_GUINT64_FORMAT
+			")",
+			k->nvcpus, pages, sim_kvm_passes(k));
+	*detail = g_string_free(d, FALSE);
+	return ok;
+}
+
+uint64_t sim_kvm_progress(SimKvm *k)
+{
+	uint64_t total = 0;
+
+	for (unsigned int i = 0; i < k->nvcpus; i++) {
+		const Vcpu *v = &k->vcpus[i];
+		uint32_t s = word(k, v->seq);
+
+		if (s)
+			total += (uint64_t)(s - 1) * v->n + prefix(k, v, s);
+	}
+	return total;
+}
+
+uint64_t sim_kvm_passes(SimKvm *k)
+{
+	uint64_t total = 0;
+
+	for (unsigned int i = 0; i < k->nvcpus; i++)
+		total += word(k, k->vcpus[i].seq);
+	return total;
+}
+
+char *sim_kvm_take_error(SimKvm *k)
+{
+	char *e;
+
+	g_mutex_lock(&k->err_lock);
+	e = k->error;
+	k->error = NULL;
+	g_mutex_unlock(&k->err_lock);
+	return e;
+}
+
+void sim_kvm_free(SimKvm *k)
+{
+	if (!k)
+		return;
+	g_atomic_int_set(&k->stop, 1);
+	if (k->vcpus)
+		kick_all(k);
+	for (unsigned int i = 0; k->vcpus && i < k->nvcpus; i++)
+		if (k->vcpus[i].thread)
+			g_thread_join(k->vcpus[i].thread);
+	if (k->service)
+		g_thread_join(k->service);
+	for (unsigned int i = 0; k->vcpus && i < k->nvcpus; i++) {
+		if (k->vcpus[i].run)
+			munmap(k->vcpus[i].run, k->run_size);
+		if (k->vcpus[i].fd > 0)
+			close(k->vcpus[i].fd);
+	}
+	migram_kvm_log_free(k->log);
+	if (k->vm >= 0)
+		close(k->vm);
+	if (k->kvm >= 0)
+		close(k->kvm);
+	g_free(k->vcpus);
+	g_free(k->error);
+	g_mutex_clear(&k->err_lock);
+	g_free(k);
+}
