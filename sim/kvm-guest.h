@@ -93,6 +93,13 @@ uint64_t sim_kvm_progress(SimKvm *k);
 /* Sum of the vCPUs' pass numbers. */
 uint64_t sim_kvm_passes(SimKvm *k);
 
+/*
+ * Mark in @map (@npages target pages) every page the guest program
+ * writes: the pass numbers and every counter of the working set.
+ */
+void sim_kvm_written_pages(const SimKvm *k, unsigned long *map,
+			   uint64_t npages);
+
 /* Let the guest run for @ms, then pause it; false if a vCPU failed. */
 bool sim_kvm_run_for(SimKvm *k, unsigned int ms, GError **error);
 

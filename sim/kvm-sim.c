@@ -22,6 +22,7 @@
 
 #include <urcu/urcu-memb.h>
 
+#include <migram/bitmap.h>
 #include <migram/migram.h>
 
 #include "kvm-guest.h"
@@ -187,28 +188,24 @@ void sim_kvm_source_free(SimKvmSource *s)
 }
 
 /*
- * Build, check, run, check; the verdict as "1..." or "0...".  The guest
- * runs in @mem.
+ * Check, run, check; the verdict as "1..." or "0...".  Frees @k.  @when
+ * names the first check ("at the pause", "after postcopy").
  */
-static char *dest_verdict(guint8 *mem, uint64_t bytes, GByteArray *state)
+static char *verdict_of(SimKvm *k, const char *when)
 {
 	g_autoptr(GError) error = NULL;
 	g_autofree char *at_pause = NULL, *after = NULL;
 	uint64_t w0, w1;
 	bool ok;
-	SimKvm *k;
 
-	k = sim_kvm_dest_new(mem, bytes, state->data, state->len, &error);
-	if (!k)
-		return g_strdup_printf("0%s", error->message);
 	if (!sim_kvm_check(k, &at_pause)) {
 		sim_kvm_free(k);
-		return g_strdup_printf("0at the pause: %s", at_pause);
+		return g_strdup_printf("0%s: %s", when, at_pause);
 	}
 	w0 = sim_kvm_progress(k);
 	if (!sim_kvm_run_for(k, DEST_RUN_MS, &error)) {
 		sim_kvm_free(k);
-		return g_strdup_printf("0at the pause: %s; then %s", at_pause,
+		return g_strdup_printf("0%s: %s; then %s", when, at_pause,
 				       error->message);
 	}
 	w1 = sim_kvm_progress(k);
@@ -217,10 +214,68 @@ static char *dest_verdict(guint8 *mem, uint64_t bytes, GByteArray *state)
 	if (ok && w1 <= w0)
 		return g_strdup_printf("0the guest made no progress in %d ms",
 				       DEST_RUN_MS);
-	return g_strdup_printf("%cat the pause: %s; resumed for %d ms: "
+	return g_strdup_printf("%c%s: %s; resumed for %d ms: "
 			       "%" G_GUINT64_FORMAT " page writes, %s",
-			       ok ? '1' : '0', at_pause, DEST_RUN_MS, w1 - w0,
-			       after);
+			       ok ? '1' : '0', when, at_pause, DEST_RUN_MS,
+			       w1 - w0, after);
+}
+
+/* Build over @mem, then check, run, check. */
+static char *dest_verdict(guint8 *mem, uint64_t bytes, GByteArray *state)
+{
+	g_autoptr(GError) error = NULL;
+	SimKvm *k = sim_kvm_dest_new(mem, bytes, state->data, state->len,
+				     &error);
+
+	if (!k)
+		return g_strdup_printf("0%s", error->message);
+	return verdict_of(k, "at the pause");
+}
+
+unsigned long *sim_kvm_source_written(SimKvmSource *s, uint64_t npages)
+{
+	unsigned long *map = migram_bitmap_new((size_t)MAX(npages, 1));
+
+	sim_kvm_written_pages(s->kvm, map, npages);
+	return map;
+}
+
+SimKvm *sim_kvm_dest_start(MigramRamList *list, GByteArray *state,
+			   GError **error)
+{
+	MigramRamBlock *b = only_block(list, error);
+	SimKvm *k;
+
+	if (!b)
+		return NULL;
+	if (!state) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
+			    "RUN came without the vCPU state");
+		return NULL;
+	}
+	k = sim_kvm_dest_new(migram_ram_block_host(b),
+			     migram_ram_block_used_length(b), state->data,
+			     state->len, error);
+	if (k)
+		sim_kvm_resume(k);
+	return k;
+}
+
+void sim_kvm_dest_pause(SimKvm *k)
+{
+	sim_kvm_pause(k);
+}
+
+bool sim_kvm_dest_verdict_postcopy(SimKvm *k, MigramChannel *ch, GError **error)
+{
+	g_autofree char *e = sim_kvm_take_error(k);
+	g_autofree char *v = e ? g_strdup_printf("0during postcopy: %s", e)
+			       : verdict_of(k, "after postcopy");
+
+	if (e)
+		sim_kvm_free(k);
+	put_blob(ch, v, strlen(v));
+	return migram_channel_flush(ch, error);
 }
 
 bool sim_kvm_dest_run(MigramRamList *list, GByteArray *state, bool copy,

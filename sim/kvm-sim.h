@@ -42,6 +42,32 @@ bool sim_kvm_source_finish(SimKvmSource *s, bool ok, SimReport *rep,
 bool sim_kvm_source_verdict(SimKvmSource *s, MigramChannel *ch, SimReport *rep,
 			    GError **error);
 void sim_kvm_source_free(SimKvmSource *s);
+/*
+ * Postcopy: a bitmap of the block's pages the guest writes (the hash check
+ * skips them: the destination's guest went on writing them; its invariant
+ * vouches for them).  Caller frees with migram_bitmap_free().
+ */
+unsigned long *sim_kvm_source_written(SimKvmSource *s, uint64_t npages);
+
+/*
+ * Postcopy, destination, at RUN (the loading thread; must not touch guest
+ * memory, which may be missing): build the VM over the only block with the
+ * received vCPU state and let it run; its vCPUs fault on missing pages.
+ * NULL with error set on failure.
+ */
+SimKvm *sim_kvm_dest_start(MigramRamList *list, GByteArray *state,
+			   GError **error);
+/*
+ * Postcopy, destination, after the load: pause the guest that ran during
+ * postcopy (its memory is complete now).
+ */
+void sim_kvm_dest_pause(SimKvm *k);
+/*
+ * ...then check its invariant, let it run a little more, check again and
+ * send the verdict, as sim_kvm_dest_run() does.  Frees @k.
+ */
+bool sim_kvm_dest_verdict_postcopy(SimKvm *k, MigramChannel *ch,
+				   GError **error);
 
 /*
  * Destination, after the hashes: run the guest, check, send the verdict.

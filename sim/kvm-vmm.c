@@ -30,6 +30,7 @@
 
 #include <linux/kvm.h>
 
+#include <migram/bitmap.h>
 #include <migram/migram.h>
 
 #include "kvm-guest.h"
@@ -659,6 +660,22 @@ uint64_t sim_kvm_progress(SimKvm *k)
 			total += (uint64_t)(s - 1) * v->n + prefix(k, v, s);
 	}
 	return total;
+}
+
+void sim_kvm_written_pages(const SimKvm *k, unsigned long *map, uint64_t npages)
+{
+	for (unsigned int i = 0; i < k->nvcpus; i++) {
+		const Vcpu *v = &k->vcpus[i];
+
+		if (v->seq / PAGE < npages)
+			migram_bitmap_set_bit(map, v->seq / PAGE);
+		for (uint64_t p = 0; p < v->n; p++) {
+			uint64_t pfn = (v->first + p * v->stride) / PAGE;
+
+			if (pfn < npages)
+				migram_bitmap_set_bit(map, (size_t)pfn);
+		}
+	}
 }
 
 uint64_t sim_kvm_passes(SimKvm *k)

@@ -185,12 +185,6 @@ static bool apply_kvm(const Args *a, SimOptions *o, GError **error)
 		return fail_usage(error,
 				  "--workload kvm: --threads (vCPUs) 1 to 16%s",
 				  "");
-	if (o->mode != SIM_MODE_PRECOPY)
-		return fail_usage(error,
-				  "--workload kvm: precopy only for now (the "
-				  "destination's guest would write pages the "
-				  "hash check compares)%s",
-				  "");
 	return true;
 }
 

@@ -265,6 +265,30 @@ def _(work):
     assert "destination: at the pause: vCPU 0: page 44 " in g["detail"], g["detail"]
 
 
+@case("kvm micro-guest in postcopy and hybrid: it runs on the destination "
+      "during postcopy, faulting through userfaultfd; invariant holds")
+def _(work):
+    why = kvm_ok() or postcopy_ok(work)
+    if why:
+        return f"SKIP {why}"
+    for mode, extra in (("postcopy", []),
+                        ("hybrid", ["--preempt", "--dirty-log", "ring"]),
+                        ("postcopy", ["--inject-disconnect-after", "30",
+                                      "--max-bandwidth", "100M/s"])):
+        r, j = run_json(work, "--ram", "128M", "--working-set", "32M",
+                        "--workload", "kvm", "--threads", "2",
+                        "--mode", mode, *extra)
+        assert r.returncode == 0, (mode, extra, r.stderr, j.get("error"))
+        assert j["verified"] and j["guest"]["verified"], j
+        assert "vouched for by its invariant" in j["verify_detail"], j
+        # the destination's vCPUs faulted on missing pages
+        assert j["faults"] > 0 and j["postcopy_requests"] > 0, j
+        detail = j["guest"]["detail"]
+        assert "after postcopy" in detail, detail
+        if "--inject-disconnect-after" in extra:
+            assert j["postcopy_recoveries"] == 1, j
+
+
 @case("kvm usage errors exit 2")
 def _(work):
     bad = [
@@ -273,7 +297,6 @@ def _(work):
         (["--workload", "kvm", "--ram", "8G"], "2M to 4G"),
         (["--workload", "kvm", "--model"], "not with --model"),
         (["--workload", "kvm", "--stride", "100"], "--stride"),
-        (["--workload", "kvm", "--mode", "hybrid"], "precopy only"),
     ]
     for args, needle in bad:
         r = sim(*args)
