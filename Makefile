@@ -11,7 +11,8 @@ MESON_ARGS ?=
 SANITIZE_BUILD ?= build-asan
 TSAN_BUILD ?= build-tsan
 FUZZ_BUILD ?= build-fuzz
-FUZZ_SECONDS ?= 60
+FUZZ_SECONDS ?= 45
+FUZZ_RP_SECONDS ?= 15
 
 .PHONY: all help setup build run test bench test-asan test-tsan valgrind clean
 .PHONY: fuzz fuzz-build
@@ -25,7 +26,7 @@ help:
 	@echo "make test-asan  the suites again under AddressSanitizer + UBSan ($(SANITIZE_BUILD)/)"
 	@echo "make test-tsan  the concurrency suites under ThreadSanitizer ($(TSAN_BUILD)/)"
 	@echo "make valgrind   the concurrency suites under valgrind (memcheck)"
-	@echo "make fuzz       build and run the receiver fuzzer for FUZZ_SECONDS (60)"
+	@echo "make fuzz       build, run the receiver fuzzer for FUZZ_SECONDS (45), the return-path one for FUZZ_RP_SECONDS (15)"
 	@echo "make fuzz-build only build the fuzzer and its seed corpus ($(FUZZ_BUILD)/)"
 	@echo "make setup      only install missing Debian packages"
 	@echo "make clean      remove the build directories"
@@ -80,7 +81,8 @@ fuzz-build: setup
 	BUILD_FUZZ=$(FUZZ_BUILD) ./tests/fuzz/build.sh
 
 fuzz: fuzz-build
-	BUILD_FUZZ=$(FUZZ_BUILD) ./tests/fuzz/run.sh $(FUZZ_SECONDS)
+	BUILD_FUZZ=$(FUZZ_BUILD) ./tests/fuzz/run.sh $(FUZZ_SECONDS) receiver
+	BUILD_FUZZ=$(FUZZ_BUILD) ./tests/fuzz/run.sh $(FUZZ_RP_SECONDS) return-path
 
 clean:
 	rm -rf $(BUILD) $(SANITIZE_BUILD) $(TSAN_BUILD)

@@ -279,14 +279,28 @@ static DstBlock *block_by_host(DstPostcopy *pc, uintptr_t addr)
 	return NULL;
 }
 
+/* Forget a table that could not be completed (take_blocks failed). */
+static void drop_blocks(DstPostcopy *pc)
+{
+	for (guint i = 0; i < pc->blocks->len; i++)
+		migram_bitmap_free(
+			g_array_index(pc->blocks, DstBlock, i).requested);
+	g_array_set_size(pc->blocks, 0);
+	pc->max_page = 0;
+}
+
 /*
  * The table of migratable blocks, taken once (at the first discard or at
- * LISTEN).  The embedder must not add, remove or resize blocks during a
- * postcopy load (docs/postcopy.md); host pointers stay valid until then.
+ * LISTEN, named by `what` in errors).  The embedder must not add, remove or
+ * resize blocks during a postcopy load (docs/postcopy.md); host pointers
+ * stay valid until then.  A block's postcopy length is bounded by its used
+ * length: a block the stream did not list keeps the length of an earlier
+ * load, and nothing may be placed past used_length.
  */
-static bool take_blocks(DstPostcopy *pc, GError **error)
+static bool take_blocks(DstPostcopy *pc, const char *what, uint64_t at,
+			GError **error)
 {
-	if (pc->blocks->len)
+	if (pc->zero)
 		return true;
 	urcu_memb_read_lock();
 	for (MigramRamBlock *rb =
@@ -294,7 +308,8 @@ static bool take_blocks(DstPostcopy *pc, GError **error)
 	     rb; rb = migram_ram_list_next_migratable(pc->list, rb)) {
 		DstBlock b = {
 			.host = migram_ram_block_host(rb),
-			.length = migram_ram_block_postcopy_length(rb),
+			.length = MIN(migram_ram_block_postcopy_length(rb),
+				      migram_ram_block_used_length(rb)),
 			.page_size = migram_ram_block_page_size(rb),
 			.shared = (migram_ram_block_flags(rb) &
 				   MIGRAM_RAM_SHARED) ||
@@ -309,15 +324,18 @@ static bool take_blocks(DstPostcopy *pc, GError **error)
 		g_array_append_val(pc->blocks, b);
 	}
 	urcu_memb_read_unlock();
-	for (guint i = 0; i < pc->blocks->len; i++)
-		if (!g_array_index(pc->blocks, DstBlock, i).receivedmap) {
-			g_set_error(
-				error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
-				"postcopy: ramblock '%s' has no "
-				"receivedmap",
-				g_array_index(pc->blocks, DstBlock, i).idstr);
+	for (guint i = 0; i < pc->blocks->len; i++) {
+		DstBlock *b = &g_array_index(pc->blocks, DstBlock, i);
+
+		if (!b->receivedmap) {
+			migram_stream_fail(error, MIGRAM_ERROR_PROTOCOL, at,
+					   "%s before the block list "
+					   "(ramblock '%s' has no receivedmap)",
+					   what, b->idstr);
+			drop_blocks(pc);
 			return false;
 		}
+	}
 	pc->zero =
 		mmap(NULL, MAX(pc->max_page, MIGRAM_TARGET_PAGE_SIZE),
 		     PROT_READ,
@@ -325,8 +343,10 @@ static bool take_blocks(DstPostcopy *pc, GError **error)
 		     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (pc->zero == MAP_FAILED) {
 		pc->zero = NULL;
-		return sys_fail(error, MIGRAM_ERROR_NO_MEMORY,
-				"zero page buffer", errno);
+		drop_blocks(pc);
+		return migram_stream_fail(error, MIGRAM_ERROR_NO_MEMORY, at,
+					  "%s: zero page buffer: %s", what,
+					  g_strerror(errno));
 	}
 	pc->max_page = MAX(pc->max_page, MIGRAM_TARGET_PAGE_SIZE);
 	return true;
@@ -366,8 +386,13 @@ bool migram_postcopy_dst_advise(DstPostcopy *pc, const guint8 *data, size_t len,
 					  "x lacks the target page size",
 					  summary);
 	fd = open_uffd(error);
-	if (fd < 0)
+	if (fd < 0) {
+		g_prefix_error(error,
+			       "stream byte %" G_GUINT64_FORMAT
+			       ": POSTCOPY_ADVISE: ",
+			       at);
 		return false;
+	}
 	pc->uffd = fd;
 	pc->state = DST_ADVISE;
 	return true;
@@ -424,7 +449,7 @@ bool migram_postcopy_dst_discard(DstPostcopy *pc, const guint8 *data,
 					  "POSTCOPY_RAM_DISCARD: NUL in the "
 					  "block name");
 	if (pc->state == DST_ADVISE) {
-		if (!take_blocks(pc, error))
+		if (!take_blocks(pc, "POSTCOPY_RAM_DISCARD", at, error))
 			return false;
 		/* THP would re-form and keep stale subpages: no THP. */
 		for (guint i = 0; i < pc->blocks->len; i++) {
@@ -562,9 +587,11 @@ bool migram_postcopy_dst_listen(DstPostcopy *pc, uint64_t at, GError **error)
 {
 	if (pc->state != DST_ADVISE && pc->state != DST_DISCARD)
 		return migram_stream_fail(error, MIGRAM_ERROR_PROTOCOL, at,
-					  "POSTCOPY_LISTEN without "
-					  "POSTCOPY_ADVISE");
-	if (!take_blocks(pc, error))
+					  "POSTCOPY_LISTEN %s",
+					  pc->state >= DST_LISTENING
+						  ? "twice"
+						  : "without POSTCOPY_ADVISE");
+	if (!take_blocks(pc, "POSTCOPY_LISTEN", at, error))
 		return false;
 	for (guint i = 0; i < pc->blocks->len; i++) {
 		DstBlock *b = &g_array_index(pc->blocks, DstBlock, i);
@@ -592,12 +619,13 @@ bool migram_postcopy_dst_listen(DstPostcopy *pc, uint64_t at, GError **error)
 	}
 	pc->quit_fd = eventfd(0, EFD_CLOEXEC);
 	if (pc->quit_fd < 0)
-		return sys_fail(error, MIGRAM_ERROR_IO, "eventfd", errno);
-	if (pthread_create(&pc->fault_thread, NULL, fault_thread, pc) != 0) {
-		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_NO_MEMORY,
-			    "postcopy: cannot start the fault thread");
-		return false;
-	}
+		return migram_stream_fail(error, MIGRAM_ERROR_IO, at,
+					  "POSTCOPY_LISTEN: eventfd: %s",
+					  g_strerror(errno));
+	if (pthread_create(&pc->fault_thread, NULL, fault_thread, pc) != 0)
+		return migram_stream_fail(error, MIGRAM_ERROR_NO_MEMORY, at,
+					  "POSTCOPY_LISTEN: cannot start the "
+					  "fault thread");
 	pc->fault_running = true;
 	pc->state = DST_LISTENING;
 	pthread_mutex_lock(&pc->lock);
@@ -824,6 +852,9 @@ bool migram_postcopy_dst_send_bitmap(DstPostcopy *pc, const guint8 *data,
 					  len);
 	memcpy(name, data + 1, len - 1);
 	name[len - 1] = '\0';
+	if (strlen(name) != len - 1)
+		return migram_stream_fail(error, MIGRAM_ERROR_PROTOCOL, at,
+					  "RECV_BITMAP: NUL in the block name");
 	b = block_by_name(pc, name);
 	if (!b || pc->state < DST_LISTENING)
 		return migram_stream_fail(error, MIGRAM_ERROR_PROTOCOL, at,
@@ -831,10 +862,21 @@ bool migram_postcopy_dst_send_bitmap(DstPostcopy *pc, const guint8 *data,
 					  b ? "a not yet listening" : "unknown",
 					  name);
 	pthread_mutex_lock(&pc->rp_lock);
-	if (pc->rp) {
+	if (!pc->rp) {
+		migram_stream_fail(error, MIGRAM_ERROR_PROTOCOL, at,
+				   "RECV_BITMAP for ramblock '%s' without a "
+				   "return path",
+				   name);
+	} else {
 		migram_rp_write_bitmap(pc->rp, b->idstr, b->receivedmap,
 				       b->pages);
 		ok = migram_channel_flush(pc->rp, error);
+		if (!ok)
+			g_prefix_error(error,
+				       "stream byte %" G_GUINT64_FORMAT
+				       ": RECV_BITMAP for ramblock '%s': "
+				       "return path: ",
+				       at, name);
 	}
 	pthread_mutex_unlock(&pc->rp_lock);
 	return ok;

@@ -76,8 +76,13 @@ static MigramChannel *read_package(MigramReceiver *r, uint32_t len,
 		guint old = buf->len;
 
 		g_byte_array_set_size(buf, old + n);
-		if (!migram_channel_get_bytes(src, buf->data + old, n, error))
+		if (!migram_channel_get_bytes(src, buf->data + old, n, error)) {
+			g_prefix_error(error,
+				       "stream byte %" G_GUINT64_FORMAT
+				       ": PACKAGED of %u bytes: ",
+				       rec->stream_offset, len);
 			return NULL;
+		}
 	}
 	fd = memfd_create("migram-package", MFD_CLOEXEC);
 	if (fd < 0 || write(fd, buf->data, buf->len) != (ssize_t)buf->len ||
@@ -353,10 +358,15 @@ bool migram_receiver_pause(MigramReceiver *r, GError **error)
 	MigramChannel *ch;
 	int fd;
 
+	/*
+	 * Without a return path nobody can recover the load (the recovery
+	 * handshake runs over it, and faults could never be served): a cut
+	 * stream then fails instead of waiting forever.
+	 */
 	if (!r->pc || r->in_package || r->preempt_error ||
 	    migram_postcopy_dst_state(r->pc) < DST_LISTENING ||
 	    migram_postcopy_dst_state(r->pc) == DST_END ||
-	    !migram_channel_error(r->ch))
+	    !migram_postcopy_dst_has_rp(r->pc) || !migram_channel_error(r->ch))
 		return false;
 	stop_preempt(r, false); /* recovery goes on without it */
 	for (;;) {

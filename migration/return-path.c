@@ -29,6 +29,30 @@ bool migram_rp_fail(GError **error, uint64_t at, const char *fmt, ...)
 	return false;
 }
 
+/*
+ * A channel failure (the return path ended or broke) in the middle of
+ * something: say where on the return path and what was being read.  The
+ * channel keeps its own error, so callers can still tell a broken
+ * connection from bad bytes with migram_channel_error().
+ */
+static void rp_prefix(GError **error, uint64_t at, const char *fmt, ...)
+	G_GNUC_PRINTF(3, 4);
+
+static void rp_prefix(GError **error, uint64_t at, const char *fmt, ...)
+{
+	g_autofree char *what = NULL;
+	va_list ap;
+
+	if (!error || !*error)
+		return;
+	va_start(ap, fmt);
+	what = g_strdup_vprintf(fmt, ap);
+	va_end(ap);
+	g_prefix_error(error,
+		       "return path byte %" G_GUINT64_FORMAT ": %s: ", at,
+		       what);
+}
+
 static const char *type_name(uint16_t type)
 {
 	static const char *const names[] = {
@@ -78,13 +102,16 @@ bool migram_rp_read(MigramChannel *ch, MigramRpMessage *msg, GError **error)
 	uint64_t at = migram_channel_read_offset(ch);
 	uint16_t type, len;
 	guint8 data[MIGRAM_RP_MAX_LEN];
+	uint32_t u32;
 	int fixed;
 
 	memset(msg, 0, sizeof(*msg));
 	msg->at = at;
 	if (!migram_channel_get_be16(ch, &type, error) ||
-	    !migram_channel_get_be16(ch, &len, error))
+	    !migram_channel_get_be16(ch, &len, error)) {
+		rp_prefix(error, at, "message header");
 		return false;
+	}
 	msg->type = type;
 	if (type == 0 || type > MIGRAM_RP_RESUME_ACK)
 		return migram_rp_fail(error, at,
@@ -92,18 +119,25 @@ bool migram_rp_read(MigramChannel *ch, MigramRpMessage *msg, GError **error)
 				      "%u (length %u)",
 				      type, len);
 	fixed = fixed_length(type);
-	if ((fixed >= 0 && len != fixed) || len > sizeof(data))
+	if (fixed >= 0 && len != fixed)
 		return migram_rp_fail(error, at,
 				      "%s message of %u bytes (expected %d)",
-				      type_name(type), len,
-				      fixed >= 0 ? fixed : -1);
-	if (!migram_channel_get_bytes(ch, data, len, error))
+				      type_name(type), len, fixed);
+	if (len > sizeof(data))
+		return migram_rp_fail(error, at,
+				      "%s message of %u bytes (at most %zu)",
+				      type_name(type), len, sizeof(data));
+	if (!migram_channel_get_bytes(ch, data, len, error)) {
+		rp_prefix(error, at, "%s message of %u bytes", type_name(type),
+			  len);
 		return false;
+	}
 	switch (type) {
 	case MIGRAM_RP_SHUT:
 	case MIGRAM_RP_PONG:
 	case MIGRAM_RP_RESUME_ACK:
-		msg->value = GUINT32_FROM_BE(*(uint32_t *)(void *)data);
+		memcpy(&u32, data, 4);
+		msg->value = GUINT32_FROM_BE(u32);
 		return true;
 	case MIGRAM_RP_REQ_PAGES_ID:
 		if (len < 13 || !parse_name(data + 12, len - 12u, msg->idstr))
@@ -146,8 +180,10 @@ bool migram_rp_read_bitmap(MigramChannel *ch, const char *idstr,
 	uint64_t size, end;
 	g_autofree uint64_t *words = NULL;
 
-	if (!migram_channel_get_be64(ch, &size, error))
+	if (!migram_channel_get_be64(ch, &size, error)) {
+		rp_prefix(error, at, "received bitmap of ramblock '%s'", idstr);
 		return false;
+	}
 	if (size != want)
 		return migram_rp_fail(error, at,
 				      "received bitmap of ramblock '%s' has "
@@ -156,8 +192,10 @@ bool migram_rp_read_bitmap(MigramChannel *ch, const char *idstr,
 				      idstr, size, want);
 	words = g_new0(uint64_t, migram_bitmap_le64_words((size_t)nbits) + 1);
 	if (!migram_channel_get_bytes(ch, words, want, error) ||
-	    !migram_channel_get_be64(ch, &end, error))
+	    !migram_channel_get_be64(ch, &end, error)) {
+		rp_prefix(error, at, "received bitmap of ramblock '%s'", idstr);
 		return false;
+	}
 	if (end != RECV_BITMAP_ENDING)
 		return migram_rp_fail(error, at,
 				      "received bitmap of ramblock '%s' ends "

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Build the receiver fuzz target with clang + libFuzzer + ASan + UBSan, and
-# the seed corpus, into build-fuzz/ (meson's gcc build in build/ is not
+# Build the fuzz targets with clang + libFuzzer + ASan + UBSan, and their
+# seed corpora, into build-fuzz/ (meson's gcc build in build/ is not
 # touched).  See docs/fuzzing.md.
 #
-#   tests/fuzz/build.sh            build-fuzz/fuzz-receiver, make-corpus,
-#                                  corpus/ (regenerated every time)
+#   tests/fuzz/build.sh            build-fuzz/fuzz-receiver,
+#                                  fuzz-return-path, make-corpus, corpus/
+#                                  and corpus-rp/ (regenerated every time)
 #   BUILD_FUZZ=<dir> CC=<clang>    other output directory / compiler
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -36,10 +37,18 @@ echo "fuzz: $cc -> $out/fuzz-receiver"
 	"${lib_src[@]}" tests/fuzz/fuzz-harness.c tests/fuzz/fuzz-receiver.c \
 	"${pkg[@]}" -pthread -lm -o "$out/fuzz-receiver"
 
+echo "fuzz: $cc -> $out/fuzz-return-path"
+"$cc" "${common[@]}" -O1 \
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	-fno-omit-frame-pointer \
+	"${lib_src[@]}" tests/fuzz/rp-harness.c tests/fuzz/fuzz-return-path.c \
+	"${pkg[@]}" -pthread -lm -o "$out/fuzz-return-path"
+
 echo "fuzz: $cc -> $out/make-corpus"
 "$cc" "${common[@]}" -O1 \
-	"${lib_src[@]}" tests/fuzz/stream-samples.c tests/fuzz/make-corpus.c \
+	"${lib_src[@]}" tests/fuzz/stream-samples.c tests/fuzz/rp-samples.c \
+	tests/fuzz/make-corpus.c \
 	"${pkg[@]}" -pthread -lm -o "$out/make-corpus"
 
-rm -rf "$out/corpus"
-"$out/make-corpus" "$out/corpus"
+rm -rf "$out/corpus" "$out/corpus-rp"
+"$out/make-corpus" "$out/corpus" "$out/corpus-rp"

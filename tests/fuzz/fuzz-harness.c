@@ -117,6 +117,17 @@ static void add_block(FuzzHarness *h, const MigramRamBlockConfig *c)
 			  error->message);
 }
 
+/* dup() returns the lowest free descriptor: a leaked one raises it. */
+static int lowest_free_fd(const FuzzHarness *h)
+{
+	int fd = dup(h->stream_fd);
+
+	if (fd < 0)
+		violation("dup: %s", g_strerror(errno));
+	close(fd);
+	return fd;
+}
+
 FuzzHarness *fuzz_harness_new(void)
 {
 	FuzzHarness *h = g_new0(FuzzHarness, 1);
@@ -380,6 +391,7 @@ bool fuzz_harness_run(FuzzHarness *h, const uint8_t *data, size_t size,
 	MigramReceiver *r;
 	MigramChannel *ch;
 	uint8_t mode = size ? data[0] : 0;
+	int free_fd;
 	bool ok;
 
 	if (size) {
@@ -393,6 +405,7 @@ bool fuzz_harness_run(FuzzHarness *h, const uint8_t *data, size_t size,
 
 	reset_blocks(h);
 	write_stream(h, data, size);
+	free_fd = lowest_free_fd(h);
 	ch = migram_channel_new(h->stream_fd, false);
 	if (mode & FUZZ_MODE_READER_ONLY) {
 		ok = walk_reader(ch, &st, &err);
@@ -405,6 +418,9 @@ bool fuzz_harness_run(FuzzHarness *h, const uint8_t *data, size_t size,
 	migram_channel_free(ch);
 
 	check_error(ok, err, size, &st);
+	/* ADVISE opens a userfaultfd, LISTEN an eventfd, PACKAGED a memfd. */
+	if (lowest_free_fd(h) != free_fd)
+		violation("file descriptor %d leaked by the load", free_fd);
 	if (check_list(h, created))
 		migram_ram_list_bitmaps_free(h->list);
 	for (guint i = 0; i < created->len; i++) {

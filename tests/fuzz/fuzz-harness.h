@@ -26,7 +26,8 @@
  *
  * After every load the harness checks what the receiver left behind and
  * aborts on a broken rule (a failure without a located GError, a received
- * bit past a block's used_length, a destination block gone or moved), then
+ * bit past a block's used_length, a destination block gone or moved, a
+ * file descriptor left open, such as a postcopy userfaultfd), then
  * removes the blocks the load created and frees the migration bitmaps.  The
  * next load starts with "vram" back at 64 KiB and every block zeroed.
  *

@@ -3,9 +3,11 @@
  * Write the seed corpus of the receiver fuzz target into a directory:
  * every sample of stream-samples.c (valid streams from migram's writer,
  * and hand-made hostile variants) as "<name>", plus truncated copies of
- * the valid ones as "<name>.cut<bytes>".
+ * the valid ones as "<name>.cut<bytes>".  With a second directory, also
+ * the seeds of the return-path target there: every sample of
+ * rp-samples.c.
  *
- * usage: make-corpus DIR
+ * usage: make-corpus DIR [RP_DIR]
  */
 #include <errno.h>
 #include <stdio.h>
@@ -13,6 +15,7 @@
 
 #include <glib.h>
 
+#include "rp-samples.h"
 #include "stream-samples.h"
 
 /* Where to cut a valid stream: inside the header, config, list, pages. */
@@ -31,20 +34,43 @@ static void save(const char *dir, const char *name, const guint8 *data,
 	}
 }
 
+static void make_dir(const char *dir)
+{
+	if (g_mkdir_with_parents(dir, 0755) != 0) {
+		fprintf(stderr, "make-corpus: %s: %s\n", dir,
+			g_strerror(errno));
+		exit(1);
+	}
+}
+
+/* The return-path seeds: every sample as it is. */
+static void rp_corpus(const char *dir)
+{
+	const RpSample *s;
+	size_t n;
+
+	make_dir(dir);
+	s = rp_samples(&n);
+	for (size_t i = 0; i < n; i++) {
+		g_autoptr(GBytes) b = rp_sample_bytes(&s[i]);
+		size_t len;
+		const guint8 *data = g_bytes_get_data(b, &len);
+
+		save(dir, s[i].name, data, len);
+	}
+	printf("make-corpus: %zu files in %s\n", n, dir);
+}
+
 int main(int argc, char **argv)
 {
 	const StreamSample *s;
 	size_t n, files = 0;
 
-	if (argc != 2) {
-		fprintf(stderr, "usage: %s DIR\n", argv[0]);
+	if (argc != 2 && argc != 3) {
+		fprintf(stderr, "usage: %s DIR [RP_DIR]\n", argv[0]);
 		return 2;
 	}
-	if (g_mkdir_with_parents(argv[1], 0755) != 0) {
-		fprintf(stderr, "make-corpus: %s: %s\n", argv[1],
-			g_strerror(errno));
-		return 1;
-	}
+	make_dir(argv[1]);
 	s = stream_samples(&n);
 	for (size_t i = 0; i < n; i++) {
 		g_autoptr(GBytes) b = stream_sample_bytes(&s[i]);
@@ -66,5 +92,7 @@ int main(int argc, char **argv)
 		}
 	}
 	printf("make-corpus: %zu files in %s\n", files, argv[1]);
+	if (argc == 3)
+		rp_corpus(argv[2]);
 	return 0;
 }

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Run the receiver fuzz target for a bounded time, in-process (one job);
-# exit non-zero when it finds a crash, a hang (-timeout), a leak or an
+# Run one fuzz target for a bounded time, in-process (one job); exit
+# non-zero when it finds a crash, a hang (-timeout), a leak or an
 # out-of-memory.
 #
-#   tests/fuzz/run.sh [SECONDS]       default 60
+#   tests/fuzz/run.sh [SECONDS] [TARGET]    default 60, receiver
 #
-# New interesting inputs go to build-fuzz/work/ (the seeds in
-# build-fuzz/corpus/ stay as make-corpus wrote them); findings go to
-# build-fuzz/artifacts/ as crash-*, timeout-*, leak-*, oom-*.
+# TARGET is receiver (fuzz-receiver: the stream reader and the receiver)
+# or return-path (fuzz-return-path: the source's return-path reader).
+#
+# New interesting inputs go to build-fuzz/work/ (receiver) or
+# build-fuzz/work-rp/ (return path); the seeds in build-fuzz/corpus/ and
+# corpus-rp/ stay as make-corpus wrote them.  Findings go to
+# build-fuzz/artifacts/ as crash-*, timeout-*, leak-*, oom-* (return path:
+# rp-crash-* and so on).
 # Extra libFuzzer flags: FUZZ_ARGS="-seed=1 -only_ascii=0".
 #
 # -malloc_limit_mb=512: a single allocation over 512 MiB is reported as an
@@ -22,13 +27,25 @@ cd "$(dirname "$0")/../.."
 
 out=${BUILD_FUZZ:-build-fuzz}
 secs=${1:-60}
-mkdir -p "$out/work" "$out/artifacts"
+target=${2:-receiver}
+case $target in
+receiver)
+	bin=fuzz-receiver work=work corpus=corpus prefix=
+	dict=tests/fuzz/stream.dict ;;
+return-path)
+	bin=fuzz-return-path work=work-rp corpus=corpus-rp prefix=rp-
+	dict=tests/fuzz/return-path.dict ;;
+*)
+	echo "fuzz: unknown target '$target' (receiver, return-path)" >&2
+	exit 2 ;;
+esac
+mkdir -p "$out/$work" "$out/artifacts"
 
 # shellcheck disable=SC2086
 ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1:quarantine_size_mb=64} \
 UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1} \
-"$out/fuzz-receiver" "$out/work" "$out/corpus" \
-	-dict=tests/fuzz/stream.dict \
+"$out/$bin" "$out/$work" "$out/$corpus" \
+	-dict="$dict" \
 	-max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=512 \
 	-print_final_stats=1 \
-	-artifact_prefix="$out/artifacts/" ${FUZZ_ARGS:-}
+	-artifact_prefix="$out/artifacts/$prefix" ${FUZZ_ARGS:-}

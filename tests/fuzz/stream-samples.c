@@ -14,6 +14,7 @@
 #include <migram/migram.h>
 
 #include "fuzz-harness.h"
+#include "migration-internal.h"
 #include "stream-samples.h"
 
 #define KiB(n) ((uint64_t)(n) << 10)
@@ -714,6 +715,560 @@ static void postcopy_huge(SampleCtx *c)
 	migram_stream_writer_ram_start(c->w, blocks_pc, 1);
 }
 
+/* ---- postcopy ----
+ *
+ * The harness's stream is a memfd, so there is no return path: these
+ * streams never OPEN_RETURN_PATH (that fails, see open_return_path) and
+ * never PING.  ADVISE opens a userfaultfd and LISTEN registers the
+ * blocks with it, so where userfaultfd is unavailable the samples that get
+ * past ADVISE fail there instead (tests skip them).  Where a sample has one
+ * hostile part, the builder marks where it starts (mark()), so a test can load
+ * the prefix and compare the destination memory.
+ */
+
+/* Flush and note the stream position: the hostile part starts here. */
+static void mark(SampleCtx *c)
+{
+	off_t pos;
+
+	g_assert(migram_channel_flush(c->ch, NULL));
+	pos = lseek(migram_channel_fd(c->ch), 0, SEEK_CUR);
+	g_assert(pos >= 0);
+	c->mark = (size_t)pos;
+}
+
+static void cmd(SampleCtx *c, uint16_t command, const void *data, uint16_t len)
+{
+	migram_stream_writer_command(c->w, command, data, len);
+}
+
+static void advise_with(SampleCtx *c, uint64_t summary, uint64_t tps)
+{
+	uint64_t be[2] = { GUINT64_TO_BE(summary), GUINT64_TO_BE(tps) };
+
+	cmd(c, MIGRAM_CMD_POSTCOPY_ADVISE, be, 16);
+}
+
+static void advise(SampleCtx *c)
+{
+	advise_with(c, 0x1000, 0x1000);
+}
+
+/*
+ * The precopy part after the list: pc.ram pages 0..7 with contents, every
+ * other page of the three blocks zero, so all 304 pages are received.
+ */
+static void pc_precopy_pages(SampleCtx *c)
+{
+	migram_stream_writer_ram_open(c->w, false);
+	for (size_t i = 0; i < G_N_ELEMENTS(blocks_all); i++) {
+		const MigramStreamBlock *b = &blocks_all[i];
+
+		for (uint64_t off = 0; off < b->used_length; off += 0x1000) {
+			if (i == 0 && off < 0x8000)
+				migram_stream_writer_page(
+					c->w, b->idstr, off,
+					c->page[off / 0x1000 % 3]);
+			else
+				migram_stream_writer_zero_page(c->w, b->idstr,
+							       off);
+		}
+	}
+	migram_stream_writer_ram_close(c->w);
+}
+
+/* Header, ADVISE, the list of the three blocks, the precopy pages. */
+static void pc_precopy(SampleCtx *c)
+{
+	begin(c);
+	advise(c);
+	migram_stream_writer_ram_start(c->w, blocks_all, 3);
+	pc_precopy_pages(c);
+}
+
+/* A DISCARD command as QEMU writes it: version 0, name, NUL, ranges. */
+static void discard(SampleCtx *c, const char *name, const uint64_t *ranges,
+		    size_t n)
+{
+	g_autoptr(GByteArray) d = g_byte_array_new();
+	guint8 h[2] = { 0, (guint8)strlen(name) };
+
+	g_byte_array_append(d, h, 2);
+	g_byte_array_append(d, (const guint8 *)name, (guint)strlen(name));
+	g_byte_array_append(d, (const guint8 *)"", 1);
+	for (size_t i = 0; i < 2 * n; i++) {
+		uint64_t be = GUINT64_TO_BE(ranges[i]);
+
+		g_byte_array_append(d, (const guint8 *)&be, 8);
+	}
+	cmd(c, MIGRAM_CMD_POSTCOPY_RAM_DISCARD, d->data, (uint16_t)d->len);
+}
+
+/* The valid discards: pc.ram pages 0 and 1, shared page 1. */
+static void pc_discards(SampleCtx *c)
+{
+	static const uint64_t pc[] = { 0, 0x2000 };
+	static const uint64_t shared[] = { 0x1000, 0x1000 };
+
+	discard(c, "pc.ram", pc, 1);
+	discard(c, "shared", shared, 1);
+}
+
+/* PACKAGED: be32 length, then the bytes. */
+static void package(SampleCtx *c, const GByteArray *pkg)
+{
+	uint32_t be = GUINT32_TO_BE(pkg->len);
+
+	cmd(c, MIGRAM_CMD_PACKAGED, &be, 4);
+	migram_stream_writer_put_raw(c->w, pkg->data, pkg->len);
+}
+
+/* The package with LISTEN and RUN only (no PING: no return path). */
+static void listen_run(SampleCtx *c)
+{
+	g_autoptr(GByteArray) pkg = g_byte_array_new();
+
+	migram_stream_encode_command(pkg, MIGRAM_CMD_POSTCOPY_LISTEN, NULL, 0);
+	migram_stream_encode_command(pkg, MIGRAM_CMD_POSTCOPY_RUN, NULL, 0);
+	package(c, pkg);
+}
+
+/* After the switch: the discarded pages, then END and EOF. */
+static void pc_postcopy_pages(SampleCtx *c)
+{
+	migram_stream_writer_ram_open(c->w, false);
+	migram_stream_writer_page(c->w, "pc.ram", 0x1000, c->page[2]);
+	migram_stream_writer_zero_page(c->w, "shared", 0x1000);
+	migram_stream_writer_page(c->w, "pc.ram", 0, c->page[1]);
+	migram_stream_writer_ram_close(c->w);
+	migram_stream_writer_ram_open(c->w, true);
+	migram_stream_writer_ram_close(c->w);
+	g_assert(migram_stream_writer_finish_postcopy(c->w, NULL));
+}
+
+static void postcopy(SampleCtx *c)
+{
+	pc_precopy(c);
+	pc_discards(c);
+	listen_run(c);
+	pc_postcopy_pages(c);
+}
+
+/* ADVISE, then precopy to its end: the usual end, uffd unused. */
+static void postcopy_never_switched(SampleCtx *c)
+{
+	pc_precopy(c);
+	migram_stream_writer_ram_open(c->w, true);
+	migram_stream_writer_ram_close(c->w);
+	finish(c);
+}
+
+/* The switch, then EOF with the discarded pages never sent. */
+static void pc_pages_missing(SampleCtx *c)
+{
+	pc_precopy(c);
+	pc_discards(c);
+	listen_run(c);
+	mark(c);
+	migram_stream_writer_ram_open(c->w, true);
+	migram_stream_writer_ram_close(c->w);
+	g_assert(migram_stream_writer_finish_postcopy(c->w, NULL));
+}
+
+/* The switch, then the stream ends: nobody can recover a memfd. */
+static void pc_cut_after_listen(SampleCtx *c)
+{
+	pc_precopy(c);
+	pc_discards(c);
+	listen_run(c);
+	mark(c);
+	migram_stream_writer_ram_open(c->w, false);
+	migram_stream_writer_page(c->w, "pc.ram", 0x1000, c->page[2]);
+}
+
+/* A postcopy page past the block's end, after the switch. */
+static void pc_page_past_end(SampleCtx *c)
+{
+	pc_precopy(c);
+	pc_discards(c);
+	listen_run(c);
+	mark(c);
+	migram_stream_writer_ram_open(c->w, false);
+	raw_page(c, MiB(1) | MIGRAM_RAM_FLAG_PAGE, "pc.ram");
+	raw_eos(c, RAM_ID);
+}
+
+/*
+ * Only pc.ram listed, then after the switch a page of "vram" past its used
+ * length (64 KiB) but inside its max (256 KiB).  The harness's vram is
+ * read-only there.  A vram grown by an earlier load kept that load's
+ * postcopy length, and the page was placed (test-postcopy-hostile.c).
+ */
+static void pc_vram_past_used(SampleCtx *c)
+{
+	begin(c);
+	advise(c);
+	migram_stream_writer_ram_start(c->w, blocks_pc, 1);
+	migram_stream_writer_ram_open(c->w, false);
+	for (uint64_t off = 0; off < MiB(1); off += 0x1000)
+		migram_stream_writer_zero_page(c->w, "pc.ram", off);
+	migram_stream_writer_ram_close(c->w);
+	listen_run(c);
+	mark(c);
+	migram_stream_writer_ram_open(c->w, false);
+	migram_stream_writer_page(c->w, "vram", 0x20000, c->page[0]);
+	migram_stream_writer_ram_close(c->w);
+}
+
+static void pc_open_return_path(SampleCtx *c)
+{
+	begin(c);
+	mark(c);
+	cmd(c, MIGRAM_CMD_OPEN_RETURN_PATH, NULL, 0);
+}
+
+static void pc_ping_in_package(SampleCtx *c)
+{
+	g_autoptr(GByteArray) pkg = g_byte_array_new();
+	uint32_t three = GUINT32_TO_BE(3);
+
+	pc_precopy(c);
+	pc_discards(c);
+	mark(c);
+	migram_stream_encode_command(pkg, MIGRAM_CMD_POSTCOPY_LISTEN, NULL, 0);
+	migram_stream_encode_command(pkg, MIGRAM_CMD_PING, &three, 4);
+	migram_stream_encode_command(pkg, MIGRAM_CMD_POSTCOPY_RUN, NULL, 0);
+	package(c, pkg);
+}
+
+/* Precopy without ADVISE, then one postcopy command. */
+static void pc_no_advise(SampleCtx *c, uint16_t command, const void *data,
+			 uint16_t len)
+{
+	begin(c);
+	migram_stream_writer_ram_start(c->w, blocks_all, 3);
+	pc_precopy_pages(c);
+	mark(c);
+	cmd(c, command, data, len);
+}
+
+static void pc_discard_before_advise(SampleCtx *c)
+{
+	static const guint8 d[] = { 0, 6, 'p', 'c', '.', 'r',  'a', 'm', 0,
+				    0, 0, 0,   0,   0,   0,    0,   0,   0,
+				    0, 0, 0,   0,   0,   0x10, 0 };
+
+	pc_no_advise(c, MIGRAM_CMD_POSTCOPY_RAM_DISCARD, d, sizeof(d));
+}
+
+static void pc_listen_without_advise(SampleCtx *c)
+{
+	pc_no_advise(c, MIGRAM_CMD_POSTCOPY_LISTEN, NULL, 0);
+}
+
+static void pc_run_without_listen(SampleCtx *c)
+{
+	pc_precopy(c);
+	mark(c);
+	cmd(c, MIGRAM_CMD_POSTCOPY_RUN, NULL, 0);
+}
+
+static void pc_resume_outside_recovery(SampleCtx *c)
+{
+	pc_precopy(c);
+	mark(c);
+	cmd(c, MIGRAM_CMD_POSTCOPY_RESUME, NULL, 0);
+}
+
+static void pc_packaged_without_advise(SampleCtx *c)
+{
+	g_autoptr(GByteArray) pkg = g_byte_array_new();
+
+	begin(c);
+	mark(c);
+	migram_stream_encode_command(pkg, MIGRAM_CMD_POSTCOPY_LISTEN, NULL, 0);
+	package(c, pkg);
+}
+
+/* RECV_BITMAP (u8 n, name) after the switch. */
+static void pc_recv_bitmap(SampleCtx *c, const char *name)
+{
+	guint8 d[256];
+	size_t n = strlen(name);
+
+	pc_precopy(c);
+	pc_discards(c);
+	listen_run(c);
+	mark(c);
+	d[0] = (guint8)n;
+	memcpy(d + 1, name, n);
+	cmd(c, MIGRAM_CMD_RECV_BITMAP, d, (uint16_t)(n + 1));
+}
+
+static void pc_recv_bitmap_unknown(SampleCtx *c)
+{
+	pc_recv_bitmap(c, "nope");
+}
+
+static void pc_recv_bitmap_no_rp(SampleCtx *c)
+{
+	pc_recv_bitmap(c, "pc.ram");
+}
+
+static void pc_advise_page_size(SampleCtx *c)
+{
+	begin(c);
+	mark(c);
+	advise_with(c, 0x10000, 0x10000);
+}
+
+static void pc_advise_twice(SampleCtx *c)
+{
+	begin(c);
+	advise(c);
+	mark(c);
+	advise(c);
+}
+
+static void pc_advise_after_list(SampleCtx *c)
+{
+	begin(c);
+	migram_stream_writer_ram_start(c->w, blocks_all, 3);
+	mark(c);
+	advise(c);
+}
+
+static void pc_advise_short(SampleCtx *c)
+{
+	begin(c);
+	mark(c);
+	cmd(c, MIGRAM_CMD_POSTCOPY_ADVISE, NULL, 0);
+}
+
+/* ADVISE, then a discard or LISTEN before the block list. */
+static void pc_discard_before_list(SampleCtx *c)
+{
+	static const uint64_t r[] = { 0, 0x1000 };
+
+	begin(c);
+	advise(c);
+	mark(c);
+	discard(c, "pc.ram", r, 1);
+}
+
+static void pc_listen_before_list(SampleCtx *c)
+{
+	begin(c);
+	advise(c);
+	mark(c);
+	listen_run(c);
+}
+
+/* After the precopy: one discard command with these payload bytes. */
+static void pc_discard_bytes(SampleCtx *c, const guint8 *d, size_t len)
+{
+	pc_precopy(c);
+	mark(c);
+	cmd(c, MIGRAM_CMD_POSTCOPY_RAM_DISCARD, d, (uint16_t)len);
+}
+
+/* ... or this one range of "pc.ram" (or @p name). */
+static void pc_discard_range(SampleCtx *c, const char *name, uint64_t start,
+			     uint64_t len)
+{
+	const uint64_t r[] = { start, len };
+
+	pc_precopy(c);
+	mark(c);
+	discard(c, name, r, 1);
+}
+
+static void pc_discard_unknown(SampleCtx *c)
+{
+	pc_discard_range(c, "nope", 0, 0x1000);
+}
+
+static void pc_discard_rom(SampleCtx *c)
+{
+	pc_discard_range(c, "rom", 0, 0x1000);
+}
+
+static void pc_discard_misaligned(SampleCtx *c)
+{
+	pc_discard_range(c, "pc.ram", 0x800, 0x1000);
+}
+
+static void pc_discard_odd_length(SampleCtx *c)
+{
+	pc_discard_range(c, "pc.ram", 0x1000, 0x1800);
+}
+
+static void pc_discard_past_end(SampleCtx *c)
+{
+	pc_discard_range(c, "pc.ram", 0xff000, 0x2000);
+}
+
+static void pc_discard_wraps(SampleCtx *c)
+{
+	pc_discard_range(c, "pc.ram", 0x1000, UINT64_C(0xfffffffffffff000));
+}
+
+static void pc_discard_zero_length(SampleCtx *c)
+{
+	pc_discard_range(c, "pc.ram", 0x1000, 0);
+}
+
+/* version 1, "pc.ram", NUL, one range */
+static const guint8 discard_v1[] = { 1, 6, 'p', 'c', '.', 'r',  'a', 'm', 0,
+				     0, 0, 0,   0,   0,   0,    0,   0,   0,
+				     0, 0, 0,   0,   0,   0x10, 0 };
+
+static void pc_discard_bad_version(SampleCtx *c)
+{
+	pc_discard_bytes(c, discard_v1, sizeof(discard_v1));
+}
+
+/* The name runs into the range: no NUL after its 6 bytes. */
+static void pc_discard_no_terminator(SampleCtx *c)
+{
+	guint8 d[sizeof(discard_v1)];
+
+	memcpy(d, discard_v1, sizeof(d));
+	d[0] = 0;
+	d[8] = 'x';
+	pc_discard_bytes(c, d, sizeof(d));
+}
+
+/* 3 + n + 16k + 5 bytes */
+static void pc_discard_bad_length(SampleCtx *c)
+{
+	guint8 d[sizeof(discard_v1) + 5] = { 0 };
+
+	memcpy(d, discard_v1, sizeof(discard_v1));
+	d[0] = 0;
+	pc_discard_bytes(c, d, sizeof(d));
+}
+
+static void pc_discard_short(SampleCtx *c)
+{
+	pc_discard_bytes(c, (const guint8 *)"\0\0", 2);
+}
+
+static void pc_discard_nul_in_name(SampleCtx *c)
+{
+	guint8 d[sizeof(discard_v1)];
+
+	memcpy(d, discard_v1, sizeof(d));
+	d[0] = 0;
+	d[4] = 0;
+	pc_discard_bytes(c, d, sizeof(d));
+}
+
+/* A good range, then a bad one: the first is dropped, nothing else. */
+static void pc_discard_second_bad(SampleCtx *c)
+{
+	static const uint64_t r[] = { 0x3000, 0x1000, 0x4000, 0x100000 };
+
+	pc_precopy(c);
+	mark(c);
+	discard(c, "pc.ram", r, 2);
+}
+
+static void pc_package_too_big(SampleCtx *c)
+{
+	uint32_t be = GUINT32_TO_BE(UINT32_MAX);
+
+	pc_precopy(c);
+	pc_discards(c);
+	mark(c);
+	cmd(c, MIGRAM_CMD_PACKAGED, &be, 4);
+}
+
+static void pc_package_truncated(SampleCtx *c)
+{
+	uint32_t be = GUINT32_TO_BE(100);
+
+	pc_precopy(c);
+	pc_discards(c);
+	mark(c);
+	cmd(c, MIGRAM_CMD_PACKAGED, &be, 4);
+	migram_stream_writer_put_raw(c->w, "\x08\x00\x04\x00\x00", 5);
+}
+
+static void pc_package_short_len(SampleCtx *c)
+{
+	pc_precopy(c);
+	pc_discards(c);
+	mark(c);
+	cmd(c, MIGRAM_CMD_PACKAGED, "\0\0\0", 3);
+}
+
+/* A RAM PART section (one page) inside the package. */
+static void pc_package_ram(SampleCtx *c)
+{
+	g_autoptr(GByteArray) pkg = g_byte_array_new();
+	guint8 part[5] = { MIGRAM_QEMU_VM_SECTION_PART, 0, 0, 0, RAM_ID };
+	uint64_t word = GUINT64_TO_BE(MIGRAM_RAM_FLAG_ZERO);
+
+	pc_precopy(c);
+	pc_discards(c);
+	mark(c);
+	migram_stream_encode_command(pkg, MIGRAM_CMD_POSTCOPY_LISTEN, NULL, 0);
+	g_byte_array_append(pkg, part, sizeof(part));
+	g_byte_array_append(pkg, (const guint8 *)&word, 8);
+	g_byte_array_append(pkg, (const guint8 *)"\x06pc.ram\x00", 8);
+	package(c, pkg);
+}
+
+static void pc_package_nested(SampleCtx *c)
+{
+	g_autoptr(GByteArray) inner = g_byte_array_new();
+	g_autoptr(GByteArray) pkg = g_byte_array_new();
+	uint32_t be;
+
+	pc_precopy(c);
+	pc_discards(c);
+	mark(c);
+	migram_stream_encode_command(inner, MIGRAM_CMD_POSTCOPY_RUN, NULL, 0);
+	be = GUINT32_TO_BE(inner->len);
+	migram_stream_encode_command(pkg, MIGRAM_CMD_PACKAGED, &be, 4);
+	g_byte_array_append(pkg, inner->data, inner->len);
+	package(c, pkg);
+}
+
+/* The package's last record is EOF: it would end the stream. */
+static void pc_package_eof(SampleCtx *c)
+{
+	g_autoptr(GByteArray) pkg = g_byte_array_new();
+
+	pc_precopy(c);
+	pc_discards(c);
+	mark(c);
+	migram_stream_encode_command(pkg, MIGRAM_CMD_POSTCOPY_LISTEN, NULL, 0);
+	g_byte_array_append(pkg, (const guint8 *)"", 1);
+	package(c, pkg);
+}
+
+static void pc_listen_twice(SampleCtx *c)
+{
+	pc_precopy(c);
+	pc_discards(c);
+	listen_run(c);
+	mark(c);
+	cmd(c, MIGRAM_CMD_POSTCOPY_LISTEN, NULL, 0);
+}
+
+static void pc_discard_after_listen(SampleCtx *c)
+{
+	static const uint64_t r[] = { 0x3000, 0x1000 };
+
+	pc_precopy(c);
+	pc_discards(c);
+	listen_run(c);
+	mark(c);
+	discard(c, "pc.ram", r, 1);
+}
+
 #define OK 0
 #define M_CREATE FUZZ_MODE_CREATE_BLOCKS
 #define M_STOP FUZZ_MODE_STOP_AT_DEVICES
@@ -854,6 +1409,101 @@ static const StreamSample samples[] = {
 	  MIGRAM_ERROR_PROTOCOL, "unexpected end of stream at byte" },
 	{ "reader-xbzrle", M_READER, xbzrle, MIGRAM_ERROR_UNSUPPORTED,
 	  "XBZRLE page" },
+
+	/* Postcopy, without a return path (the stream is a memfd). */
+	{ "pc-valid", 0, postcopy, OK, NULL },
+	{ "pc-never-switched", 0, postcopy_never_switched, OK, NULL },
+	{ "pc-pages-missing", 0, pc_pages_missing, MIGRAM_ERROR_PROTOCOL,
+	  "postcopy ended with 3 pages never received (first in ramblock "
+	  "'pc.ram')" },
+	{ "pc-cut-after-listen", 0, pc_cut_after_listen, MIGRAM_ERROR_PROTOCOL,
+	  "unexpected end of stream at byte" },
+	{ "pc-page-past-end", 0, pc_page_past_end, MIGRAM_ERROR_PROTOCOL,
+	  "postcopy page at offset 0x100000 is outside ramblock 'pc.ram'" },
+	{ "pc-vram-past-used", 0, pc_vram_past_used, MIGRAM_ERROR_PROTOCOL,
+	  "postcopy page at offset 0x20000 is outside ramblock 'vram' "
+	  "(postcopy length 0x10000)" },
+	{ "pc-open-return-path", 0, pc_open_return_path,
+	  MIGRAM_ERROR_UNSUPPORTED,
+	  "OPEN_RETURN_PATH: the stream is not on a socket" },
+	{ "pc-ping-in-package", 0, pc_ping_in_package, MIGRAM_ERROR_PROTOCOL,
+	  "PING without a return path" },
+	{ "pc-discard-before-advise", 0, pc_discard_before_advise,
+	  MIGRAM_ERROR_PROTOCOL, "postcopy command 6 without POSTCOPY_ADVISE" },
+	{ "pc-listen-without-advise", 0, pc_listen_without_advise,
+	  MIGRAM_ERROR_PROTOCOL, "postcopy command 4 without POSTCOPY_ADVISE" },
+	{ "pc-run-without-listen", 0, pc_run_without_listen,
+	  MIGRAM_ERROR_PROTOCOL, "POSTCOPY_RUN before POSTCOPY_LISTEN" },
+	{ "pc-resume-outside-recovery", 0, pc_resume_outside_recovery,
+	  MIGRAM_ERROR_PROTOCOL, "POSTCOPY_RESUME outside a recovery" },
+	{ "pc-packaged-without-advise", 0, pc_packaged_without_advise,
+	  MIGRAM_ERROR_PROTOCOL, "postcopy command 7 without POSTCOPY_ADVISE" },
+	{ "pc-recv-bitmap-unknown", 0, pc_recv_bitmap_unknown,
+	  MIGRAM_ERROR_PROTOCOL, "RECV_BITMAP for unknown ramblock 'nope'" },
+	{ "pc-recv-bitmap-no-rp", 0, pc_recv_bitmap_no_rp,
+	  MIGRAM_ERROR_PROTOCOL,
+	  "RECV_BITMAP for ramblock 'pc.ram' without a return path" },
+	{ "pc-advise-page-size", 0, pc_advise_page_size, MIGRAM_ERROR_INVALID,
+	  "POSTCOPY_ADVISE: target page size 65536 (this host uses 4096)" },
+	{ "pc-advise-twice", 0, pc_advise_twice, MIGRAM_ERROR_PROTOCOL,
+	  "POSTCOPY_ADVISE twice" },
+	{ "pc-advise-after-list", 0, pc_advise_after_list,
+	  MIGRAM_ERROR_PROTOCOL, "POSTCOPY_ADVISE after the block list" },
+	{ "pc-advise-short", 0, pc_advise_short, MIGRAM_ERROR_UNSUPPORTED,
+	  "POSTCOPY_ADVISE of 0 bytes: only postcopy-ram (16 bytes)" },
+	{ "pc-discard-before-list", 0, pc_discard_before_list,
+	  MIGRAM_ERROR_PROTOCOL, "POSTCOPY_RAM_DISCARD before the block list" },
+	{ "pc-listen-before-list", 0, pc_listen_before_list,
+	  MIGRAM_ERROR_PROTOCOL, "POSTCOPY_LISTEN before the block list" },
+	{ "pc-discard-unknown", 0, pc_discard_unknown, MIGRAM_ERROR_NOT_FOUND,
+	  "POSTCOPY_RAM_DISCARD for unknown ramblock 'nope'" },
+	{ "pc-discard-rom", 0, pc_discard_rom, MIGRAM_ERROR_NOT_FOUND,
+	  "POSTCOPY_RAM_DISCARD for unknown ramblock 'rom'" },
+	{ "pc-discard-misaligned", 0, pc_discard_misaligned,
+	  MIGRAM_ERROR_PROTOCOL,
+	  "POSTCOPY_RAM_DISCARD of ramblock 'pc.ram': range 0x800+0x1000 is "
+	  "misaligned or outside its 0x100000 bytes" },
+	{ "pc-discard-odd-length", 0, pc_discard_odd_length,
+	  MIGRAM_ERROR_PROTOCOL, "range 0x1000+0x1800 is misaligned" },
+	{ "pc-discard-past-end", 0, pc_discard_past_end, MIGRAM_ERROR_PROTOCOL,
+	  "range 0xff000+0x2000 is misaligned or outside" },
+	{ "pc-discard-wraps", 0, pc_discard_wraps, MIGRAM_ERROR_PROTOCOL,
+	  "range 0x1000+0xfffffffffffff000 is misaligned or outside" },
+	{ "pc-discard-zero-length", 0, pc_discard_zero_length,
+	  MIGRAM_ERROR_PROTOCOL, "range 0x1000+0 is misaligned or outside" },
+	{ "pc-discard-bad-version", 0, pc_discard_bad_version,
+	  MIGRAM_ERROR_PROTOCOL, "POSTCOPY_RAM_DISCARD: unknown version" },
+	{ "pc-discard-no-terminator", 0, pc_discard_no_terminator,
+	  MIGRAM_ERROR_PROTOCOL,
+	  "POSTCOPY_RAM_DISCARD of 25 bytes: bad name or range list" },
+	{ "pc-discard-bad-length", 0, pc_discard_bad_length,
+	  MIGRAM_ERROR_PROTOCOL,
+	  "POSTCOPY_RAM_DISCARD of 30 bytes: bad name or range list" },
+	{ "pc-discard-short", 0, pc_discard_short, MIGRAM_ERROR_PROTOCOL,
+	  "POSTCOPY_RAM_DISCARD: too short" },
+	{ "pc-discard-nul-in-name", 0, pc_discard_nul_in_name,
+	  MIGRAM_ERROR_PROTOCOL,
+	  "POSTCOPY_RAM_DISCARD: NUL in the block name" },
+	{ "pc-discard-second-bad", 0, pc_discard_second_bad,
+	  MIGRAM_ERROR_PROTOCOL, "range 0x4000+0x100000 is misaligned" },
+	{ "pc-discard-after-listen", 0, pc_discard_after_listen,
+	  MIGRAM_ERROR_PROTOCOL,
+	  "POSTCOPY_RAM_DISCARD outside the advise/discard phase" },
+	{ "pc-listen-twice", 0, pc_listen_twice, MIGRAM_ERROR_PROTOCOL,
+	  "POSTCOPY_LISTEN twice" },
+	{ "pc-package-too-big", 0, pc_package_too_big, MIGRAM_ERROR_PROTOCOL,
+	  "package of 4294967295 bytes (at most 269484032)" },
+	{ "pc-package-truncated", 0, pc_package_truncated,
+	  MIGRAM_ERROR_PROTOCOL,
+	  "PACKAGED of 100 bytes: unexpected end of stream at byte" },
+	{ "pc-package-short-len", 0, pc_package_short_len,
+	  MIGRAM_ERROR_PROTOCOL, "PACKAGED of 3 bytes (expected 4)" },
+	{ "pc-package-ram", 0, pc_package_ram, MIGRAM_ERROR_PROTOCOL,
+	  "package holds a record of type" },
+	{ "pc-package-nested", 0, pc_package_nested, MIGRAM_ERROR_PROTOCOL,
+	  "package inside a package" },
+	{ "pc-package-eof", 0, pc_package_eof, MIGRAM_ERROR_PROTOCOL,
+	  "package holds a record of type" },
 };
 
 const StreamSample *stream_samples(size_t *n)
@@ -863,6 +1513,11 @@ const StreamSample *stream_samples(size_t *n)
 }
 
 GBytes *stream_sample_bytes(const StreamSample *s)
+{
+	return stream_sample_bytes_at(s, NULL);
+}
+
+GBytes *stream_sample_bytes_at(const StreamSample *s, size_t *mark)
 {
 	guint8 *pages = g_malloc(3 * MIGRAM_TARGET_PAGE_SIZE);
 	SampleCtx c = { 0 };
@@ -885,6 +1540,8 @@ GBytes *stream_sample_bytes(const StreamSample *s)
 	migram_channel_free(c.ch);
 	g_free(pages);
 
+	if (mark)
+		*mark = c.mark ? c.mark + 1 : 0;
 	g_byte_array_append(out, &s->mode, 1);
 	g_assert(lseek(fd, 0, SEEK_SET) == 0);
 	while ((n = read(fd, buf, sizeof(buf))) > 0)

@@ -24,6 +24,7 @@ typedef struct {
 	MigramStreamWriter *w;
 	MigramChannel *ch;
 	const guint8 *page[3]; /* 4 KiB pages filled with 0x11, 0x22, 0x33 */
+	size_t mark;           /* where the hostile part starts, or 0 */
 } SampleCtx;
 
 typedef struct {
@@ -39,5 +40,11 @@ const StreamSample *stream_samples(size_t *n);
 
 /* One sample's input: the mode byte, then the stream. */
 GBytes *stream_sample_bytes(const StreamSample *s);
+
+/*
+ * The same, and in @p mark where its hostile part starts in the input
+ * (mode byte included), or 0 when the builder marks none.
+ */
+GBytes *stream_sample_bytes_at(const StreamSample *s, size_t *mark);
 
 #endif /* MIGRAM_STREAM_SAMPLES_H */

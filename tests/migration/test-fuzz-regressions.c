@@ -58,6 +58,18 @@ static void check_outcome(bool ok, const GError *error, int code,
 	g_assert_nonnull(strstr(error->message, "byte "));
 }
 
+/*
+ * A postcopy sample failed at ADVISE because this host has no userfaultfd:
+ * its outcome cannot be checked here.
+ */
+static bool uffd_missing(const GError *error)
+{
+	return error &&
+	       g_error_matches(error, MIGRAM_ERROR, MIGRAM_ERROR_UNSUPPORTED) &&
+	       strstr(error->message, "userfaultfd") &&
+	       !migram_postcopy_available(NULL);
+}
+
 static void test_sample(gconstpointer p)
 {
 	const StreamSample *s = p;
@@ -68,6 +80,10 @@ static void test_sample(gconstpointer p)
 	const guint8 *data = g_bytes_get_data(b, &len);
 	bool ok = load(data, len, &st, &error);
 
+	if (uffd_missing(error)) {
+		g_test_skip(error->message);
+		return;
+	}
 	if (error)
 		g_test_message("%s: %s", s->name, error->message);
 	check_outcome(ok, error, s->code, s->message);
