@@ -41,7 +41,8 @@ echo "fuzz: $cc -> $out/fuzz-return-path"
 "$cc" "${common[@]}" -O1 \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 	-fno-omit-frame-pointer \
-	"${lib_src[@]}" tests/fuzz/rp-harness.c tests/fuzz/fuzz-return-path.c \
+	"${lib_src[@]}" tests/fuzz/fuzz-harness.c tests/fuzz/rp-harness.c \
+	tests/fuzz/fuzz-return-path.c \
 	"${pkg[@]}" -pthread -lm -o "$out/fuzz-return-path"
 
 echo "fuzz: $cc -> $out/make-corpus"

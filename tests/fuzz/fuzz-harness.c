@@ -61,14 +61,13 @@ struct FuzzHarness {
 	FixedBlock fixed[N_FIXED];
 };
 
-static void violation(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+#define violation(...) fuzz_violation("fuzz-harness", __VA_ARGS__)
 
-/* A broken rule: report and abort, so libFuzzer keeps the input. */
-static void violation(const char *fmt, ...)
+void fuzz_violation(const char *who, const char *fmt, ...)
 {
 	va_list ap;
 
-	fputs("fuzz-harness: rule broken: ", stderr);
+	fprintf(stderr, "%s: rule broken: ", who);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
@@ -206,14 +205,13 @@ const uint8_t *fuzz_harness_host(const FuzzHarness *h, const char *block)
 	return NULL;
 }
 
-static void write_stream(FuzzHarness *h, const uint8_t *data, size_t size)
+void fuzz_fill_fd(int fd, const uint8_t *data, size_t size)
 {
 	/* The previous load left the file offset anywhere. */
-	if (ftruncate(h->stream_fd, 0) != 0 ||
-	    lseek(h->stream_fd, 0, SEEK_SET) != 0)
+	if (ftruncate(fd, 0) != 0 || lseek(fd, 0, SEEK_SET) != 0)
 		violation("ftruncate: %s", g_strerror(errno));
 	while (size > 0) {
-		ssize_t w = write(h->stream_fd, data, size);
+		ssize_t w = write(fd, data, size);
 
 		if (w < 0 && errno == EINTR)
 			continue;
@@ -222,7 +220,7 @@ static void write_stream(FuzzHarness *h, const uint8_t *data, size_t size)
 		data += w;
 		size -= (size_t)w;
 	}
-	if (lseek(h->stream_fd, 0, SEEK_SET) != 0)
+	if (lseek(fd, 0, SEEK_SET) != 0)
 		violation("lseek: %s", g_strerror(errno));
 }
 
@@ -404,7 +402,7 @@ bool fuzz_harness_run(FuzzHarness *h, const uint8_t *data, size_t size,
 		cfg.machine_type = FUZZ_MACHINE_TYPE;
 
 	reset_blocks(h);
-	write_stream(h, data, size);
+	fuzz_fill_fd(h->stream_fd, data, size);
 	free_fd = lowest_free_fd(h);
 	ch = migram_channel_new(h->stream_fd, false);
 	if (mode & FUZZ_MODE_READER_ONLY) {

@@ -85,4 +85,13 @@ bool fuzz_harness_run(FuzzHarness *h, const uint8_t *data, size_t size,
  */
 const uint8_t *fuzz_harness_host(const FuzzHarness *h, const char *block);
 
+/*
+ * Shared by the fuzz harnesses: report a broken rule (who: the harness's
+ * name) and abort, so libFuzzer keeps the input; and replace the contents
+ * of fd with data, offset 0 after.
+ */
+void fuzz_violation(const char *who, const char *fmt, ...)
+	G_GNUC_PRINTF(2, 3) G_GNUC_NORETURN;
+void fuzz_fill_fd(int fd, const uint8_t *data, size_t size);
+
 #endif /* MIGRAM_FUZZ_HARNESS_H */

@@ -21,6 +21,7 @@
 #include <migram/migram.h>
 
 #include "migration-internal.h"
+#include "fuzz-harness.h"
 #include "rp-harness.h"
 
 #define END_MARK UINT64_C(0x0123456789ABCDEF)
@@ -38,20 +39,7 @@ struct RpHarness {
 	int fd;
 };
 
-static void violation(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
-
-/* A broken rule: report and abort, so libFuzzer keeps the input. */
-static void violation(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("rp-harness: rule broken: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	abort();
-}
+#define violation(...) fuzz_violation("rp-harness", __VA_ARGS__)
 
 RpHarness *rp_harness_new(void)
 {
@@ -69,24 +57,6 @@ void rp_harness_free(RpHarness *h)
 		return;
 	close(h->fd);
 	g_free(h);
-}
-
-static void write_input(RpHarness *h, const uint8_t *data, size_t size)
-{
-	if (ftruncate(h->fd, 0) != 0 || lseek(h->fd, 0, SEEK_SET) != 0)
-		violation("ftruncate: %s", g_strerror(errno));
-	while (size > 0) {
-		ssize_t w = write(h->fd, data, size);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			violation("write: %s", g_strerror(errno));
-		data += w;
-		size -= (size_t)w;
-	}
-	if (lseek(h->fd, 0, SEEK_SET) != 0)
-		violation("lseek: %s", g_strerror(errno));
 }
 
 /* Big-endian fields of the input, where the harness knows they are. */
@@ -246,7 +216,7 @@ bool rp_harness_run(RpHarness *h, const uint8_t *data, size_t size,
 		data++;
 		size--;
 	}
-	write_input(h, data, size);
+	fuzz_fill_fd(h->fd, data, size);
 	ch = migram_channel_new(h->fd, false);
 	if (mode & RP_MODE_EXACT_READS)
 		migram_channel_set_exact_reads(ch);
