@@ -1550,3 +1550,15 @@ GBytes *stream_sample_bytes_at(const StreamSample *s, size_t *mark)
 	close(fd);
 	return g_byte_array_free_to_bytes(out);
 }
+
+GBytes *stream_sample_named(const char *name)
+{
+	const StreamSample *s;
+	size_t n;
+
+	s = stream_samples(&n);
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(s[i].name, name) == 0)
+			return stream_sample_bytes(&s[i]);
+	g_error("no sample '%s'", name);
+}

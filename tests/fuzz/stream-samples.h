@@ -47,4 +47,7 @@ GBytes *stream_sample_bytes(const StreamSample *s);
  */
 GBytes *stream_sample_bytes_at(const StreamSample *s, size_t *mark);
 
+/* The bytes of the sample called name; aborts the test if none is. */
+GBytes *stream_sample_named(const char *name);
+
 #endif /* MIGRAM_STREAM_SAMPLES_H */

@@ -94,14 +94,7 @@ static void test_sample(gconstpointer p)
 
 static GBytes *sample(const char *name)
 {
-	const StreamSample *s;
-	size_t n;
-
-	s = stream_samples(&n);
-	for (size_t i = 0; i < n; i++)
-		if (strcmp(s[i].name, name) == 0)
-			return stream_sample_bytes(&s[i]);
-	g_error("no sample '%s'", name);
+	return stream_sample_named(name);
 }
 
 /* The pages of the simplest valid stream land where they should. */

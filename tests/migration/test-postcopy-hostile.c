@@ -205,14 +205,7 @@ static void test_valid_contents(void)
 
 static GBytes *sample(const char *name)
 {
-	const StreamSample *s;
-	size_t n;
-
-	s = stream_samples(&n);
-	for (size_t i = 0; i < n; i++)
-		if (strcmp(s[i].name, name) == 0)
-			return stream_sample_bytes(&s[i]);
-	g_error("no sample '%s'", name);
+	return stream_sample_named(name);
 }
 
 /*
