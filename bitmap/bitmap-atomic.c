@@ -22,6 +22,14 @@
 #include "migram-common.h"
 #include "bitmap-internal.h"
 
+MIGRAM_EXPORT bool migram_bitmap_test_bit_atomic(const unsigned long *map,
+						 size_t bit)
+{
+	return (__atomic_load_n(&map[bit / BPL], __ATOMIC_ACQUIRE) >>
+		(bit % BPL)) &
+	       1;
+}
+
 MIGRAM_EXPORT void migram_bitmap_set_bit_atomic(unsigned long *map, size_t bit)
 {
 	__atomic_fetch_or(&map[bit / BPL], 1UL << (bit % BPL),

@@ -79,15 +79,6 @@ struct DstPostcopy {
 	MigramPostcopyStats st;
 };
 
-static bool test_bit_acquire(const unsigned long *map, size_t bit)
-{
-	const size_t bits = 8 * sizeof(unsigned long);
-
-	return (__atomic_load_n(&map[bit / bits], __ATOMIC_ACQUIRE) >>
-		(bit % bits)) &
-	       1;
-}
-
 static bool sys_fail(GError **error, int code, const char *what, int err)
 {
 	g_set_error(error, MIGRAM_ERROR, code, "postcopy: %s: %s", what,
@@ -519,7 +510,7 @@ static void handle_fault(DstPostcopy *pc, uintptr_t addr, gint64 now)
 	page = off / MIGRAM_TARGET_PAGE_SIZE;
 	pthread_mutex_lock(&pc->lock);
 	pc->st.faults++;
-	received = test_bit_acquire(b->receivedmap, (size_t)page);
+	received = migram_bitmap_test_bit_atomic(b->receivedmap, (size_t)page);
 	if (!received) {
 		gpointer key = b->host + off;
 		GArray *times = g_hash_table_lookup(pc->waiting, key);
@@ -696,8 +687,8 @@ static bool place_host_page(DstPostcopy *pc, DstPlacer *pl, DstBlock *b,
 {
 	int rc;
 
-	if (test_bit_acquire(b->receivedmap,
-			     (size_t)(off / MIGRAM_TARGET_PAGE_SIZE))) {
+	if (migram_bitmap_test_bit_atomic(
+		    b->receivedmap, (size_t)(off / MIGRAM_TARGET_PAGE_SIZE))) {
 		pthread_mutex_lock(&pc->lock);
 		pc->st.duplicate_pages++;
 		pthread_mutex_unlock(&pc->lock);
@@ -895,7 +886,7 @@ void migram_postcopy_dst_rerequest(DstPostcopy *pc)
 		     p < b->pages;
 		     p = migram_bitmap_find_next_set(b->requested,
 						     (size_t)b->pages, p + hp))
-			if (!test_bit_acquire(b->receivedmap, p))
+			if (!migram_bitmap_test_bit_atomic(b->receivedmap, p))
 				send_request(pc, b,
 					     (uint64_t)p *
 						     MIGRAM_TARGET_PAGE_SIZE);

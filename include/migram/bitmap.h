@@ -29,6 +29,7 @@
  * Atomic variants (one read-modify-write per word; safe against other
  * atomic writers of the same words, see each function's Ordering line):
  *
+ *     migram_bitmap_test_bit_atomic (an acquire load),
  *     migram_bitmap_set_bit_atomic, migram_bitmap_clear_bit_atomic,
  *     migram_bitmap_test_and_set_bit_atomic,
  *     migram_bitmap_test_and_clear_bit_atomic,
@@ -307,6 +308,20 @@ void migram_bitmap_fold(unsigned long *coarse, const unsigned long *fine,
  */
 void migram_bitmap_expand(unsigned long *fine, size_t fine_nbits,
 			  const unsigned long *coarse, unsigned int shift);
+
+/**
+ * Read bit @p bit with an acquire load, against concurrent atomic writers.
+ *
+ * @param map the bitmap.
+ * @param bit the bit number.
+ * @return whether the bit is set.
+ *
+ * Context: Any thread.
+ * Ordering: acquire; pairs with the release of migram_bitmap_set_bit_atomic()
+ * and migram_bitmap_set_atomic(), so what was written before the bit was
+ * set is visible once it reads set.
+ */
+bool migram_bitmap_test_bit_atomic(const unsigned long *map, size_t bit);
 
 /**
  * Atomically set bit @p bit.

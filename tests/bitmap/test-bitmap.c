@@ -113,6 +113,8 @@ static void test_single_bits(void)
 		case_init(&c, r, pick_nbits(r), 0.5);
 		b = (size_t)g_rand_int_range(r, 0, (gint32)c.nbits);
 		g_assert_cmpint(migram_bitmap_test_bit(c.map, b), ==, c.ref[b]);
+		g_assert_cmpint(migram_bitmap_test_bit_atomic(c.map, b), ==,
+				c.ref[b]);
 		switch (g_rand_int_range(r, 0, 8)) {
 		case 0:
 			migram_bitmap_set_bit(c.map, b);
