@@ -64,7 +64,6 @@ struct SrcPostcopy {
 	guint recv_pending;
 	bool paused;
 	MigramChannel *recover_ch;
-	uint64_t requests;
 	int bad; /* atomic mirror of rp_error != NULL, for the page loop */
 
 	/* migration thread only */
@@ -150,7 +149,6 @@ static bool rp_request(MigramMigration *m, guint bi, const MigramRpMessage *msg,
 				      "length %#" G_GINT64_MODIFIER "x",
 				      sb->idstr, msg->start, msg->len, used);
 	pthread_mutex_lock(&pc->lock);
-	pc->requests++;
 	if (pc->q_len < REQ_QUEUE_MAX) {
 		pc->q[(pc->q_head + pc->q_len) % REQ_QUEUE_MAX] =
 			(PageReq){ bi, msg->start / MIGRAM_TARGET_PAGE_SIZE,
@@ -589,11 +587,13 @@ static bool send_host_page(MigramMigration *m, SendBlock *sb, uint64_t p,
 	return true;
 }
 
-static bool pop_request(SrcPostcopy *pc, PageReq *r)
+static bool pop_request(MigramMigration *m, PageReq *r)
 {
+	SrcPostcopy *pc = m->pc;
 	bool got;
 
 	pthread_mutex_lock(&pc->lock);
+	m->st.postcopy_requests_overflowed = pc->q_dropped;
 	got = pc->q_len > 0;
 	if (got) {
 		*r = pc->q[pc->q_head];
@@ -643,7 +643,7 @@ static bool postcopy_section(MigramMigration *m, GError **error)
 		guint bi;
 		uint64_t p;
 
-		if (pop_request(m->pc, &r)) {
+		if (pop_request(m, &r)) {
 			ok = serve_request(m, &r, error);
 			continue;
 		}

@@ -69,7 +69,7 @@ bool migram_receiver_postcopy_placing(const MigramReceiver *r);
 
 /* receiver-postcopy.c */
 bool migram_receiver_command(MigramReceiver *r, const MigramStreamRecord *rec,
-			     bool *done, GError **error);
+			     GError **error);
 bool migram_receiver_postcopy_finish(MigramReceiver *r,
 				     const MigramStreamRecord *rec,
 				     GError **error);

@@ -281,9 +281,8 @@ static bool check_len(const MigramStreamRecord *rec, uint64_t want,
 }
 
 bool migram_receiver_command(MigramReceiver *r, const MigramStreamRecord *rec,
-			     bool *done, GError **error)
+			     GError **error)
 {
-	(void)done;
 	switch (rec->command) {
 	case MIGRAM_CMD_OPEN_RETURN_PATH:
 		return check_len(rec, 0, "OPEN_RETURN_PATH", error) &&

@@ -439,7 +439,7 @@ bool migram_receiver_handle(MigramReceiver *r, const MigramStreamRecord *rec,
 		r->ram_done |= r->in_end;
 		return true;
 	case MIGRAM_STREAM_REC_COMMAND:
-		return migram_receiver_command(r, rec, done, error);
+		return migram_receiver_command(r, rec, error);
 	case MIGRAM_STREAM_REC_EOF:
 		if (migram_receiver_postcopy_placing(r)) {
 			*done = true;

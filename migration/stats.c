@@ -88,6 +88,7 @@ migram_migration_stats_to_json(const MigramMigrationStats *s)
 	U64("postcopy_requests", postcopy_requests);
 	U64("postcopy_urgent_pages", postcopy_urgent_pages);
 	U64("postcopy_requests_already_sent", postcopy_requests_already_sent);
+	U64("postcopy_requests_overflowed", postcopy_requests_overflowed);
 	U64("postcopy_background_pages", postcopy_background_pages);
 	U64("postcopy_discard_ranges", postcopy_discard_ranges);
 	U64("postcopy_discard_pages", postcopy_discard_pages);

@@ -165,6 +165,9 @@ typedef struct {
 	uint64_t postcopy_requests;     /**< page requests received */
 	uint64_t postcopy_urgent_pages; /**< pages sent because requested */
 	uint64_t postcopy_requests_already_sent; /**< asked for, already sent */
+	uint64_t postcopy_requests_overflowed;   /**< not queued (queue full);
+						      background sending serves
+						      them */
 	uint64_t postcopy_background_pages; /**< pages sent in background */
 	uint64_t postcopy_discard_ranges;   /**< ranges in the discard list */
 	uint64_t postcopy_discard_pages;    /**< pages they cover */

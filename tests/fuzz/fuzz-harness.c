@@ -434,3 +434,19 @@ bool fuzz_harness_run(FuzzHarness *h, const uint8_t *data, size_t size,
 		g_propagate_error(error, err);
 	return ok;
 }
+
+void fuzz_assert_outcome(bool ok, const GError *error, int code,
+			 const char *message)
+{
+	if (code == 0) {
+		g_assert_no_error(error);
+		g_assert_true(ok);
+		return;
+	}
+	g_assert_false(ok);
+	g_assert_error(error, MIGRAM_ERROR, code);
+	if (!strstr(error->message, message))
+		g_error("error '%s' lacks '%s'", error->message, message);
+	/* Where: every failure names a byte offset (stream or return path). */
+	g_assert_nonnull(strstr(error->message, "byte "));
+}

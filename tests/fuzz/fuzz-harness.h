@@ -94,4 +94,11 @@ void fuzz_violation(const char *who, const char *fmt, ...)
 	G_GNUC_PRINTF(2, 3) G_GNUC_NORETURN;
 void fuzz_fill_fd(int fd, const uint8_t *data, size_t size);
 
+/*
+ * Tests: code 0 means the load succeeded; otherwise it failed with that
+ * MIGRAM_ERROR code, a message containing @message, and a byte offset.
+ */
+void fuzz_assert_outcome(bool ok, const GError *error, int code,
+			 const char *message);
+
 #endif /* MIGRAM_FUZZ_HARNESS_H */

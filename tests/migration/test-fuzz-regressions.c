@@ -42,22 +42,6 @@ static bool load(const guint8 *data, size_t len, MigramReceiverStats *stats,
 	return fuzz_harness_run(harness, data, len, stats, error);
 }
 
-static void check_outcome(bool ok, const GError *error, int code,
-			  const char *message)
-{
-	if (code == 0) {
-		g_assert_no_error(error);
-		g_assert_true(ok);
-		return;
-	}
-	g_assert_false(ok);
-	g_assert_error(error, MIGRAM_ERROR, code);
-	if (!strstr(error->message, message))
-		g_error("error '%s' lacks '%s'", error->message, message);
-	/* Where: every failure names a byte offset in the stream. */
-	g_assert_nonnull(strstr(error->message, "byte "));
-}
-
 /*
  * A postcopy sample failed at ADVISE because this host has no userfaultfd:
  * its outcome cannot be checked here.
@@ -86,7 +70,7 @@ static void test_sample(gconstpointer p)
 	}
 	if (error)
 		g_test_message("%s: %s", s->name, error->message);
-	check_outcome(ok, error, s->code, s->message);
+	fuzz_assert_outcome(ok, error, s->code, s->message);
 	/* A complete load reads every byte; a stop leaves the device. */
 	if (ok && !st.stopped_at_device)
 		g_assert_cmpuint(st.bytes, ==, len - 1);
@@ -161,8 +145,8 @@ static void test_vmdesc_chunks(void)
 		size_t drop = cut == 0 ? 0 : cut == 1 ? len - 1000 : 1000;
 		bool ok = load(in->data, in->len - drop, NULL, &error);
 
-		check_outcome(ok, error, cut ? MIGRAM_ERROR_PROTOCOL : 0,
-			      "unexpected end of stream at byte");
+		fuzz_assert_outcome(ok, error, cut ? MIGRAM_ERROR_PROTOCOL : 0,
+				    "unexpected end of stream at byte");
 	}
 }
 
@@ -249,7 +233,7 @@ static void test_found(gconstpointer p)
 
 	if (error)
 		g_test_message("%s: %s", f->name, error->message);
-	check_outcome(ok, error, f->code, f->message);
+	fuzz_assert_outcome(ok, error, f->code, f->message);
 }
 
 int main(int argc, char **argv)
