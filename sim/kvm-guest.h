@@ -59,7 +59,9 @@ typedef struct SimKvm SimKvm;
 /*
  * Source: a VM whose slot 0 maps @block at guest physical 0, with its
  * dirty log in opt->dirty_log's mode, and opt->threads vCPUs that start
- * running the program at once.  NULL with error set when KVM is missing
+ * running the program at once; with opt->guest_image, one vCPU that runs
+ * that boot sector from 0x7c00 in real mode (kvm-image.h), returned once
+ * the guest printed its banner.  NULL with error set when KVM is missing
  * or refuses.
  */
 SimKvm *sim_kvm_source_new(const SimOptions *opt, MigramRamBlock *block,
@@ -99,6 +101,13 @@ uint64_t sim_kvm_passes(SimKvm *k);
  */
 void sim_kvm_written_pages(const SimKvm *k, unsigned long *map,
 			   uint64_t npages);
+
+/* Pages one pass of the guest writes (all vCPUs). */
+uint64_t sim_kvm_ws_pages(const SimKvm *k);
+/* True for a --guest-image guest. */
+bool sim_kvm_is_image(const SimKvm *k);
+/* '.' progress marks an image guest printed on COM1 so far. */
+unsigned int sim_kvm_serial_marks(SimKvm *k);
 
 /* Let the guest run for @ms, then pause it; false if a vCPU failed. */
 bool sim_kvm_run_for(SimKvm *k, unsigned int ms, GError **error);

@@ -64,7 +64,7 @@ SimKvmSource *sim_kvm_source_start(const SimOptions *opt, MigramRamList *list,
 	SimKvmSource *s;
 	SimKvm *k;
 	gint64 t0;
-	uint64_t w0;
+	uint64_t w0, want;
 
 	if (!b)
 		return NULL;
@@ -76,9 +76,14 @@ SimKvmSource *sim_kvm_source_start(const SimOptions *opt, MigramRamList *list,
 	rep->kvm = true;
 	rep->dirty_log = g_strdup(sim_kvm_log_mode(k));
 	sim_kvm_log_source(k, src);
-	/* The first pass: every vCPU's pass number reaches 2. */
+	rep->guest_image = sim_kvm_is_image(k);
+	rep->guest_ws_pages = sim_kvm_ws_pages(k);
+	/* The first pass: every vCPU's pass number reaches 2 (an image
+	 * guest: 4 passes, or at once if it halts). */
+	want = rep->guest_image ? (rep->guest_ws_pages ? 4 : 0)
+				: 2 * (uint64_t)MAX(opt->threads, 1);
 	t0 = g_get_monotonic_time();
-	while (sim_kvm_passes(k) < 2 * (uint64_t)MAX(opt->threads, 1) &&
+	while (sim_kvm_passes(k) < want &&
 	       g_get_monotonic_time() - t0 < FIRST_PASS_TIMEOUT_US)
 		g_usleep(1000);
 	/* The guest's own rate before the migration. */
@@ -196,7 +201,7 @@ static char *verdict_of(SimKvm *k, const char *when)
 	g_autoptr(GError) error = NULL;
 	g_autofree char *at_pause = NULL, *after = NULL;
 	uint64_t w0, w1;
-	bool ok;
+	bool ok, halts;
 
 	if (!sim_kvm_check(k, &at_pause)) {
 		sim_kvm_free(k);
@@ -210,8 +215,9 @@ static char *verdict_of(SimKvm *k, const char *when)
 	}
 	w1 = sim_kvm_progress(k);
 	ok = sim_kvm_check(k, &after);
+	halts = sim_kvm_ws_pages(k) == 0;
 	sim_kvm_free(k);
-	if (ok && w1 <= w0)
+	if (ok && w1 <= w0 && !halts)
 		return g_strdup_printf("0the guest made no progress in %d ms",
 				       DEST_RUN_MS);
 	return g_strdup_printf("%c%s: %s; resumed for %d ms: "

@@ -34,6 +34,7 @@
 #include <migram/migram.h>
 
 #include "kvm-guest.h"
+#include "kvm-image.h"
 
 #define PAGE 4096u
 #define CODE_GPA 0x1000u
@@ -41,7 +42,7 @@
 #define SEQ_STRIDE 64u
 #define MAX_VCPUS 64u
 #define STATE_MAGIC 0x564b474du /* "MGKV" */
-#define STATE_VERSION 1u
+#define STATE_VERSION 2u
 #define RING_ENTRIES 65536u /* 1 MiB per vCPU: KVM's usual maximum */
 #define SERVICE_US 5000     /* reaper and throttle period */
 #define THROTTLE_SLICE_US 10000
@@ -71,6 +72,7 @@ typedef struct {
 	int started; /* atomic: tid is valid */
 	/* the slice, as the registers give it */
 	uint32_t first, n, stride, seq;
+	bool halted; /* an image guest executed HLT (this thread only) */
 } Vcpu;
 
 struct SimKvm {
@@ -85,6 +87,12 @@ struct SimKvm {
 	int stop, paused, parked, throttle; /* atomics */
 	GMutex err_lock;
 	char *error; /* the first vCPU failure */
+	/* --guest-image: a boot-sector guest (kvm-image.h) on one vCPU; its
+	 * working set, known once it printed 'D' (banner, atomic: 0, 'D' or
+	 * 'H'), and the '.' marks it printed (atomic) */
+	bool image;
+	uint64_t ws_start, ws_end;
+	int banner, marks;
 };
 
 static void on_kick(int sig)
@@ -125,6 +133,40 @@ static void throttle_sleep(SimKvm *k)
 		g_usleep((gulong)(THROTTLE_SLICE_US * p / (100 - p)));
 }
 
+/*
+ * An image guest's port I/O: COM1 output is its progress report; port
+ * 0x92 (A20) reads 0 and ignores writes; any other port reads all ones.
+ * On 'D' the loop is about to start with esi and edi holding the working
+ * set's bounds.
+ */
+static bool port_io(Vcpu *v)
+{
+	struct kvm_run *r = v->run;
+	guint8 *data = (guint8 *)r + r->io.data_offset;
+	size_t n = (size_t)r->io.size * r->io.count;
+
+	if (r->io.direction == KVM_EXIT_IO_IN) {
+		memset(data, r->io.port == SIM_IMAGE_PORT_A20 ? 0 : 0xff, n);
+		return true;
+	}
+	if (r->io.port != SIM_IMAGE_COM1)
+		return true;
+	for (size_t i = 0; i < n; i++) {
+		struct kvm_regs regs;
+
+		if (data[i] == '.')
+			g_atomic_int_inc(&v->k->marks);
+		if (data[i] != 'D' && data[i] != 'H')
+			continue;
+		if (data[i] == 'D' && ioctl(v->fd, KVM_GET_REGS, &regs) == 0) {
+			v->k->ws_start = (uint32_t)regs.rsi;
+			v->k->ws_end = (uint32_t)regs.rdi;
+		}
+		g_atomic_int_set(&v->k->banner, data[i]);
+	}
+	return true;
+}
+
 static void ring_full(Vcpu *v)
 {
 	GError *error = NULL;
@@ -151,6 +193,10 @@ static gpointer vcpu_main(gpointer p)
 			park(k);
 			continue;
 		}
+		if (v->halted) { /* interrupts are off: for good */
+			g_usleep(1000);
+			continue;
+		}
 		r = ioctl(v->fd, KVM_RUN, 0);
 		if (r < 0 && (errno == EINTR || errno == EAGAIN)) {
 			throttle_sleep(k);
@@ -167,6 +213,13 @@ static gpointer vcpu_main(gpointer p)
 		}
 		if (v->run->exit_reason == KVM_EXIT_INTR)
 			continue;
+		if (k->image && v->run->exit_reason == KVM_EXIT_IO &&
+		    port_io(v))
+			continue;
+		if (k->image && v->run->exit_reason == KVM_EXIT_HLT) {
+			v->halted = true;
+			continue;
+		}
 		fail(k, g_strdup_printf(
 				"vCPU %u: unexpected KVM exit %u "
 				"(MMIO address %#llx)",
@@ -361,6 +414,56 @@ static void plan(SimKvm *k, uint64_t ws, uint64_t stride)
 	}
 }
 
+/* Real mode at 0000:7c00, as a BIOS leaves a boot sector. */
+static bool set_boot_sector(Vcpu *v, GError **error)
+{
+	struct kvm_regs regs = { .rip = SIM_IMAGE_LOAD_GPA, .rflags = 0x2 };
+	struct kvm_sregs s;
+
+	if (ioctl(v->fd, KVM_GET_SREGS, &s) < 0)
+		return io_fail(error, "KVM_GET_SREGS");
+	s.cs.base = 0;
+	s.cs.selector = 0;
+	if (ioctl(v->fd, KVM_SET_SREGS, &s) < 0)
+		return io_fail(error, "KVM_SET_SREGS");
+	if (ioctl(v->fd, KVM_SET_REGS, &regs) < 0)
+		return io_fail(error, "KVM_SET_REGS");
+	return true;
+}
+
+/*
+ * --guest-image: copy the image to 0x7c00 of otherwise untouched (zero)
+ * memory and start one vCPU there; wait until it printed its banner.
+ */
+static bool start_image(SimKvm *k, const char *path, GError **error)
+{
+	g_autoptr(GBytes) img = NULL;
+	gint64 t0;
+
+	if (!sim_image_load(path, &img, error))
+		return false;
+	k->image = true;
+	memcpy(k->mem + SIM_IMAGE_LOAD_GPA, g_bytes_get_data(img, NULL),
+	       g_bytes_get_size(img));
+	if (!vcpu_create(k, 0, error) || !set_boot_sector(&k->vcpus[0], error))
+		return false;
+	start_threads(k);
+	t0 = g_get_monotonic_time();
+	while (!g_atomic_int_get(&k->banner)) {
+		g_autofree char *e = sim_kvm_take_error(k);
+
+		if (e || g_get_monotonic_time() - t0 > 10 * G_USEC_PER_SEC) {
+			g_set_error(
+				error, MIGRAM_ERROR, MIGRAM_ERROR_IO,
+				"%s: the guest never printed its banner%s%s",
+				path, e ? ": " : "", e ? e : "");
+			return false;
+		}
+		g_usleep(1000);
+	}
+	return true;
+}
+
 static const char *mode_name(const SimOptions *opt)
 {
 	return opt->dirty_log ? opt->dirty_log : "manual";
@@ -375,7 +478,7 @@ SimKvm *sim_kvm_source_new(const SimOptions *opt, MigramRamBlock *block,
 
 	if (!k)
 		return NULL;
-	k->nvcpus = MIN(MAX(opt->threads, 1), MAX_VCPUS);
+	k->nvcpus = opt->guest_image ? 1 : MIN(MAX(opt->threads, 1), MAX_VCPUS);
 	k->vcpus = g_new0(Vcpu, k->nvcpus);
 	/* The ring must be enabled before the first vCPU exists. */
 	if (strcmp(mode, "ring") == 0)
@@ -389,6 +492,11 @@ SimKvm *sim_kvm_source_new(const SimOptions *opt, MigramRamBlock *block,
 		     migram_ram_block_used_length(block), error) ||
 	    !migram_kvm_log_add_slot(k->log, block, 0, 0, error))
 		goto fail;
+	if (opt->guest_image) {
+		if (!start_image(k, opt->guest_image, error))
+			goto fail;
+		return k;
+	}
 	plan(k, opt->working_set, stride);
 	/* The program, zero counters and pass numbers; written before the
 	 * migration starts, so the log need not see these writes. */
@@ -456,6 +564,9 @@ bool sim_kvm_save_state(SimKvm *k, GByteArray *out, GError **error)
 	put32(out, STATE_MAGIC);
 	put32(out, STATE_VERSION);
 	put32(out, k->nvcpus);
+	put32(out, k->image);
+	put32(out, (uint32_t)k->ws_start);
+	put32(out, (uint32_t)k->ws_end);
 	for (unsigned int i = 0; i < k->nvcpus; i++) {
 		struct kvm_regs regs;
 		struct kvm_sregs sregs;
@@ -515,6 +626,13 @@ static bool load_vcpu(Vcpu *v, Cursor *c, GError **error)
 	if (!take32(c, &n) || n != sizeof(regs) || !take(c, &regs, n) ||
 	    !take32(c, &n) || n != sizeof(sregs) || !take(c, &sregs, n))
 		return bad_state(error, "truncated or of another layout");
+	if (v->k->image) {
+		if (v->k->ws_start > v->k->ws_end ||
+		    v->k->ws_end > v->k->mem_bytes)
+			return bad_state(error,
+					 "the working set is outside the RAM");
+		goto set;
+	}
 	v->first = (uint32_t)regs.rbx;
 	v->n = (uint32_t)regs.rcx;
 	v->stride = (uint32_t)regs.rdx;
@@ -523,6 +641,7 @@ static bool load_vcpu(Vcpu *v, Cursor *c, GError **error)
 	    (uint64_t)v->first + (uint64_t)v->n * v->stride > v->k->mem_bytes ||
 	    (uint64_t)v->seq + 4 > v->k->mem_bytes)
 		return bad_state(error, "the working set is outside the RAM");
+set:
 	if (ioctl(v->fd, KVM_SET_SREGS, &sregs) < 0)
 		return io_fail(error, "KVM_SET_SREGS");
 	if (ioctl(v->fd, KVM_SET_REGS, &regs) < 0)
@@ -534,12 +653,14 @@ SimKvm *sim_kvm_dest_new(guint8 *mem, uint64_t bytes, const guint8 *state,
 			 size_t len, GError **error)
 {
 	Cursor c = { state, len };
-	uint32_t magic, version, n;
+	uint32_t magic, version, n, image, ws_start, ws_end;
 	SimKvm *k;
 
 	if (!take32(&c, &magic) || magic != STATE_MAGIC ||
 	    !take32(&c, &version) || version != STATE_VERSION ||
-	    !take32(&c, &n) || !n || n > MAX_VCPUS) {
+	    !take32(&c, &n) || !n || n > MAX_VCPUS || !take32(&c, &image) ||
+	    image > 1 || (image && n != 1) || !take32(&c, &ws_start) ||
+	    !take32(&c, &ws_end)) {
 		bad_state(error, "bad header");
 		return NULL;
 	}
@@ -548,6 +669,10 @@ SimKvm *sim_kvm_dest_new(guint8 *mem, uint64_t bytes, const guint8 *state,
 		return NULL;
 	k->nvcpus = n;
 	k->vcpus = g_new0(Vcpu, n);
+	k->image = image;
+	k->ws_start = ws_start;
+	k->ws_end = ws_end;
+	g_atomic_int_set(&k->banner, image ? 'D' : 0);
 	if (!map_ram(k, mem, bytes, error))
 		goto fail;
 	for (unsigned int i = 0; i < n; i++)
@@ -633,6 +758,11 @@ bool sim_kvm_check(SimKvm *k, char **detail)
 	uint64_t pages = 0;
 	bool ok = true;
 
+	if (k->image) {
+		ok = sim_image_check(k->mem, k->ws_start, k->ws_end, d);
+		*detail = g_string_free(d, FALSE);
+		return ok;
+	}
 	for (unsigned int i = 0; i < k->nvcpus && ok; i++) {
 		ok = check_vcpu(k, &k->vcpus[i], d);
 		pages += k->vcpus[i].n;
@@ -652,6 +782,11 @@ uint64_t sim_kvm_progress(SimKvm *k)
 {
 	uint64_t total = 0;
 
+	if (k->image)
+		return g_atomic_int_get(&k->banner) == 'D'
+			       ? sim_image_progress(k->mem, k->ws_start,
+						    k->ws_end)
+			       : 0;
 	for (unsigned int i = 0; i < k->nvcpus; i++) {
 		const Vcpu *v = &k->vcpus[i];
 		uint32_t s = word(k, v->seq);
@@ -664,6 +799,10 @@ uint64_t sim_kvm_progress(SimKvm *k)
 
 void sim_kvm_written_pages(const SimKvm *k, unsigned long *map, uint64_t npages)
 {
+	if (k->image) {
+		sim_image_written_pages(k->ws_start, k->ws_end, map, npages);
+		return;
+	}
 	for (unsigned int i = 0; i < k->nvcpus; i++) {
 		const Vcpu *v = &k->vcpus[i];
 
@@ -682,9 +821,35 @@ uint64_t sim_kvm_passes(SimKvm *k)
 {
 	uint64_t total = 0;
 
+	if (k->image)
+		return g_atomic_int_get(&k->banner) == 'D'
+			       ? sim_image_passes(k->mem, k->ws_start,
+						  k->ws_end, NULL)
+			       : 0;
 	for (unsigned int i = 0; i < k->nvcpus; i++)
 		total += word(k, k->vcpus[i].seq);
 	return total;
+}
+
+uint64_t sim_kvm_ws_pages(const SimKvm *k)
+{
+	uint64_t n = 0;
+
+	if (k->image)
+		return (k->ws_end - k->ws_start) / PAGE;
+	for (unsigned int i = 0; i < k->nvcpus; i++)
+		n += k->vcpus[i].n;
+	return n;
+}
+
+bool sim_kvm_is_image(const SimKvm *k)
+{
+	return k->image;
+}
+
+unsigned int sim_kvm_serial_marks(SimKvm *k)
+{
+	return (unsigned int)g_atomic_int_get(&k->marks);
 }
 
 char *sim_kvm_take_error(SimKvm *k)

@@ -127,7 +127,7 @@ static bool add_block(SimOptions *o, const char *spec, GError **error)
 
 typedef struct {
 	char *ram, *workload, *dirty_rate, *max_bandwidth, *transport, *mode;
-	char *working_set, *stride;
+	char *working_set, *stride, *fill;
 	char **blocks;
 	gint64 downtime_limit, clear_shift, max_time, corrupt, latency;
 	gint64 inject_disconnect;
@@ -153,13 +153,24 @@ static bool apply_kvm(const Args *a, SimOptions *o, GError **error)
 		return fail_usage(error,
 				  "--dirty-log '%s': manual, classic or ring",
 				  o->dirty_log);
-	if (!kvm && (o->dirty_log || a->working_set || a->stride))
+	if (!kvm &&
+	    (o->dirty_log || a->working_set || a->stride || o->guest_image))
 		return fail_usage(error,
-				  "--dirty-log, --working-set and --stride "
-				  "go with --workload kvm%s",
+				  "--dirty-log, --working-set, --stride and "
+				  "--guest-image go with --workload kvm%s",
 				  "");
 	if (!kvm)
 		return true;
+	if (o->fill != SIM_FILL_ZERO)
+		return fail_usage(error,
+				  "--workload kvm: guest memory starts zero "
+				  "(--fill %s is for the other workloads)",
+				  a->fill);
+	if (o->guest_image && (a->working_set || a->stride))
+		return fail_usage(error,
+				  "--guest-image: the image sets its own "
+				  "working set; no --working-set or --stride%s",
+				  "");
 	if (a->working_set && !(o->working_set = parse_size(a->working_set)))
 		return fail_usage(error,
 				  "--working-set '%s': a size such as 64M",
@@ -207,6 +218,20 @@ static bool apply(const Args *a, SimOptions *o, GError **error)
 					  a->workload);
 		o->workload = (SimWorkload)i;
 	}
+	if (o->guest_image && !a->workload)
+		o->workload = SIM_WORKLOAD_KVM;
+	if (!a->fill)
+		o->fill = o->workload == SIM_WORKLOAD_KVM ? SIM_FILL_ZERO
+							  : SIM_FILL_PATTERN;
+	else if (strcmp(a->fill, "pattern") == 0)
+		o->fill = SIM_FILL_PATTERN;
+	else if (strcmp(a->fill, "random") == 0)
+		o->fill = SIM_FILL_RANDOM;
+	else if (strcmp(a->fill, "zero") == 0)
+		o->fill = SIM_FILL_ZERO;
+	else
+		return fail_usage(error, "--fill '%s': pattern, random or zero",
+				  a->fill);
 	if (!a->mode || strcmp(a->mode, "precopy") == 0)
 		o->mode = SIM_MODE_PRECOPY;
 	else if (strcmp(a->mode, "postcopy") == 0)
@@ -337,6 +362,15 @@ static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
 		{ "working-set", 0, 0, G_OPTION_ARG_STRING, &a.working_set,
 		  "kvm: bytes the guest writes (default all above 1M)",
 		  "SIZE" },
+		{ "guest-image", 0, 0, G_OPTION_ARG_FILENAME, &o->guest_image,
+		  "kvm: boot this raw boot-sector image (real mode at "
+		  "0x7c00, COM1 output) instead of the micro-guest; implies "
+		  "--workload kvm",
+		  "FILE" },
+		{ "fill", 0, 0, G_OPTION_ARG_STRING, &a.fill,
+		  "Initial RAM: pattern (3 pages in 4, default), random or "
+		  "zero (untouched); kvm guests start zero",
+		  "KIND" },
 		{ "stride", 0, 0, G_OPTION_ARG_STRING, &a.stride,
 		  "kvm: distance between written pages (default 4K)", "SIZE" },
 		{ "dirty-rate", 0, 0, G_OPTION_ARG_STRING, &a.dirty_rate,
@@ -427,6 +461,7 @@ static void options_clear(SimOptions *o)
 	g_free(o->transport_arg);
 	g_free(o->role);
 	g_free(o->dirty_log);
+	g_free(o->guest_image);
 	g_free(o->json_path);
 	g_free(o->plot_path);
 }

@@ -53,20 +53,6 @@ static guint64 page_hash(const guint8 *p)
 	return h;
 }
 
-/*
- * A guest's memory holds data: three pages in four get a pattern, the
- * fourth stays zero (ZERO records).
- */
-static void prefill(MigramRamBlock *b)
-{
-	guint8 *h = migram_ram_block_host(b);
-	uint64_t n = migram_ram_block_used_length(b) / PAGE;
-
-	for (uint64_t p = 0; p < n; p++)
-		if (p % 4 != 3)
-			memset(h + p * PAGE, (int)(p % 251) + 1, PAGE);
-}
-
 static MigramRamList *source_list(const SimOptions *opt, GError **error)
 {
 	MigramRamList *list = migram_ram_list_new();
@@ -87,7 +73,7 @@ static MigramRamList *source_list(const SimOptions *opt, GError **error)
 			migram_ram_list_free(list);
 			return NULL;
 		}
-		prefill(b);
+		sim_fill_block(b, opt->fill);
 	}
 	return list;
 }

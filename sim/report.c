@@ -163,8 +163,13 @@ void sim_report_print_kvm(const SimReport *r)
 	       (double)k->sync_ns_max / 1e6, k->clear_ioctls,
 	       (double)k->clear_ns / 1e6, k->harvested);
 	printf("guest rate:        %.0f page writes/s before, %.0f while "
-	       "migrating\n",
+	       "migrating",
 	       r->guest_rate_before, r->guest_rate_during);
+	if (r->guest_ws_pages)
+		printf(" (%.1f passes/s over %" G_GUINT64_FORMAT " pages)",
+		       r->guest_rate_during / (double)r->guest_ws_pages,
+		       r->guest_ws_pages);
+	printf("\n");
 	if (r->guest_detail)
 		printf("guest check:       %s: %s\n",
 		       r->guest_verified ? "OK" : "FAILED", r->guest_detail);
@@ -189,6 +194,13 @@ static void add_kvm(JsonBuilder *b, const SimReport *r)
 	add_double(b, "rate_before", r->guest_rate_before);
 	add_double(b, "rate_during", r->guest_rate_during);
 	add_u64(b, "passes", r->guest_passes);
+	add_u64(b, "ws_pages", r->guest_ws_pages);
+	add_double(b, "passes_per_s_during",
+		   r->guest_ws_pages
+			   ? r->guest_rate_during / (double)r->guest_ws_pages
+			   : 0);
+	json_builder_set_member_name(b, "guest_image");
+	json_builder_add_boolean_value(b, r->guest_image);
 	add_u64(b, "log_syncs", k->syncs);
 	add_u64(b, "log_sync_ns", k->sync_ns);
 	add_u64(b, "log_sync_ns_max", k->sync_ns_max);

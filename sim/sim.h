@@ -39,6 +39,13 @@ typedef enum {
 	SIM_WORKLOAD_KVM, /* a KVM micro-guest (kvm-guest.h) */
 } SimWorkload;
 
+/* What the source's RAM holds before the workload starts (--fill). */
+typedef enum {
+	SIM_FILL_PATTERN, /* three pages in four a byte pattern, one zero */
+	SIM_FILL_RANDOM,  /* every byte pseudo-random (incompressible) */
+	SIM_FILL_ZERO,    /* untouched: the kernel's zero pages */
+} SimFill;
+
 typedef enum {
 	SIM_MODE_PRECOPY,
 	SIM_MODE_POSTCOPY, /* switch right after setup */
@@ -73,6 +80,10 @@ typedef struct {
 	char *dirty_log;
 	uint64_t working_set;
 	uint64_t stride;
+	/* kvm: a raw boot-sector image run instead of the micro-guest */
+	char *guest_image;
+	/* initial RAM content (default: pattern; zero with --workload kvm) */
+	SimFill fill;
 
 	/* policy, QEMU's names */
 	uint64_t downtime_limit_ms;
@@ -139,12 +150,14 @@ typedef struct {
 
 	/* --workload kvm */
 	bool kvm;
-	char *dirty_log;           /* the mode in force */
-	bool guest_verified;       /* invariant held on both sides, dest ran */
-	char *guest_detail;        /* what was checked, or what failed */
-	double guest_rate_before;  /* guest page writes/s before migrating */
-	double guest_rate_during;  /* ... while migrating (until the pause) */
-	uint64_t guest_passes;     /* sum of the vCPUs' pass numbers at pause */
+	char *dirty_log;          /* the mode in force */
+	bool guest_verified;      /* invariant held on both sides, dest ran */
+	char *guest_detail;       /* what was checked, or what failed */
+	double guest_rate_before; /* guest page writes/s before migrating */
+	double guest_rate_during; /* ... while migrating (until the pause) */
+	uint64_t guest_passes;    /* sum of the vCPUs' pass numbers at pause */
+	uint64_t guest_ws_pages;  /* pages one pass writes (all vCPUs) */
+	bool guest_image;         /* a boot-sector image, not the micro-guest */
 	MigramKvmLogStats kvm_log; /* the KVM log's ioctl counters */
 
 	/* postcopy (source figures, and the destination's sent back) */

@@ -192,3 +192,31 @@ uint64_t sim_guest_stop(SimGuest *g)
 	g_free(g);
 	return writes;
 }
+
+/* splitmix64: a fast generator, good enough for page content. */
+static guint64 mix64(guint64 *x)
+{
+	guint64 z = (*x += 0x9e3779b97f4a7c15ULL);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+void sim_fill_block(MigramRamBlock *b, SimFill fill)
+{
+	guint8 *h = migram_ram_block_host(b);
+	uint64_t n = migram_ram_block_used_length(b) / PAGE;
+
+	for (uint64_t p = 0; p < n && fill != SIM_FILL_ZERO; p++) {
+		guint64 *w = (guint64 *)(h + p * PAGE), x = p;
+
+		if (fill == SIM_FILL_PATTERN) {
+			if (p % 4 != 3)
+				memset(w, (int)(p % 251) + 1, PAGE);
+			continue;
+		}
+		for (unsigned int i = 0; i < PAGE / 8; i++)
+			w[i] = mix64(&x);
+	}
+}

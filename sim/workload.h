@@ -19,6 +19,15 @@
 typedef struct SimGuest SimGuest;
 
 /*
+ * The block's content before the migration (--fill): SIM_FILL_PATTERN
+ * gives three pages in four a byte pattern and leaves the fourth zero (a
+ * ZERO record on the wire); SIM_FILL_RANDOM gives every byte a
+ * pseudo-random value (a fixed seed per page: incompressible, the same
+ * on every run); SIM_FILL_ZERO touches nothing.  Before any writer runs.
+ */
+void sim_fill_block(MigramRamBlock *b, SimFill fill);
+
+/*
  * Start opt->threads writers over the blocks (borrowed; the caller keeps
  * them alive until sim_guest_stop()).  The idle workload starts none.
  */

@@ -288,6 +288,70 @@ def _(work):
             assert j["postcopy_recoveries"] == 1, j
 
 
+def boot_image(work, start_mib, end_mib):
+    """The QEMU peer harness's boot-sector guest, built by its own script
+    (../shared/peers/qemu beside the repository, or $MIGRAM_QEMU_PEERS)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    peers = os.environ.get("MIGRAM_QEMU_PEERS",
+                           os.path.join(here, "..", "..", "..", "shared",
+                                        "peers", "qemu"))
+    script = os.path.join(peers, "build-guest.sh")
+    if not os.path.exists(script):
+        return None, f"no {script} (set MIGRAM_QEMU_PEERS)"
+    if not shutil.which("as"):
+        return None, "binutils' as is missing"
+    img = os.path.join(work, f"ws{start_mib}-{end_mib}.img")
+    subprocess.run(["bash", script, img, str(start_mib), str(end_mib), "2"],
+                   check=True, timeout=60, capture_output=True)
+    return img, None
+
+
+@case("kvm boot-sector image (--guest-image): boots in real mode, "
+      "migrates over tcp, invariant checked on both sides")
+def _(work):
+    why = kvm_ok()
+    img, why2 = boot_image(work, 1, 9) if not why else (None, None)
+    if why or why2:
+        return f"SKIP {why or why2}"
+    r, j = run_json(work, "--ram", "32M", "--guest-image", img,
+                    "--transport", "tcp:127.0.0.1:47734", "--verify-bytes")
+    assert r.returncode == 0, (r.returncode, r.stderr, j.get("error"))
+    g = j["guest"]
+    assert g["guest_image"] and g["verified"] and j["verified"], g
+    assert g["ws_pages"] == 2048, g
+    assert "source at the pause: boot-sector guest: 2048" in g["detail"], g
+    m = re.search(r"resumed for \d+ ms: (\d+) page writes", g["detail"])
+    assert m and int(m.group(1)) > 0, g["detail"]
+    assert g["passes"] >= 4 and g["passes_per_s_during"] > 0, g
+    # memory outside the working set starts zero: the stream carries
+    # about the working set and the program's pages, the rest as zero
+    assert j["normal_pages"] >= 2048, j
+    assert j["duplicate_pages"] >= 8192 - 2048 - 16, j
+    # a corrupted working-set page (page 300 = 44 of the working set)
+    r, j = run_json(work, "--ram", "16M", "--guest-image", img,
+                    "--debug-corrupt-page", "300")
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert "working-set page 44 " in j["guest"]["detail"], j["guest"]
+    # the idle variant halts; a halted guest counts as alive
+    idle, _ = boot_image(work, 0, 0)
+    r, j = run_json(work, "--ram", "16M", "--guest-image", idle)
+    assert r.returncode == 0, (r.returncode, r.stderr, j.get("error"))
+    assert "the guest halts" in j["guest"]["detail"], j["guest"]
+
+
+@case("--fill random, pattern and zero: what the stream carries")
+def _(work):
+    seen = {}
+    for fill in ("random", "pattern", "zero"):
+        r, j = run_json(work, "--ram", "16M", "--workload", "idle",
+                        "--fill", fill)
+        assert r.returncode == 0 and j["verified"], (fill, r.stderr)
+        seen[fill] = (j["normal_pages"], j["duplicate_pages"])
+    assert seen["random"] == (4096, 0), seen
+    assert seen["pattern"] == (3072, 1024), seen
+    assert seen["zero"] == (0, 4096), seen
+
+
 @case("kvm usage errors exit 2")
 def _(work):
     bad = [
@@ -296,6 +360,12 @@ def _(work):
         (["--workload", "kvm", "--ram", "8G"], "2M to 4G"),
         (["--workload", "kvm", "--model"], "not with --model"),
         (["--workload", "kvm", "--stride", "100"], "--stride"),
+        (["--fill", "lava"], "--fill"),
+        (["--workload", "kvm", "--fill", "random"], "starts zero"),
+        (["--guest-image", "/x.img", "--working-set", "8M"],
+         "sets its own working set"),
+        (["--guest-image", "/x.img", "--workload", "uniform"],
+         "go with --workload kvm"),
     ]
     for args, needle in bad:
         r = sim(*args)
