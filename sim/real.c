@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -42,6 +43,17 @@
 #define PAGE 4096u
 
 /* ---- pages and hashes ------------------------------------------------ */
+
+/* CPU time (user + system) of this process so far, in µs. */
+static uint64_t cpu_us(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) *
+		       G_USEC_PER_SEC +
+	       (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
 
 static guint64 page_hash(const guint8 *p)
 {
@@ -114,6 +126,15 @@ static bool compare_hashes(MigramRamList *list, MigramChannel *ch,
 			return false;
 		if (!name[0])
 			break;
+		if (strcmp(name, "#cpu") == 0) {
+			uint64_t us;
+
+			if (!migram_channel_get_be64(ch, &us, error))
+				return false;
+			if (rep)
+				rep->cpu_dst_ms = us / 1000;
+			continue;
+		}
 		if (strcmp(name, "#postcopy") == 0) {
 			uint64_t v[6];
 
@@ -401,7 +422,7 @@ static int run_source(const SimOptions *opt, MigramRamList *list, SimLink *lk,
 		.opt = opt, .lk = lk, .mon = &mon, .channels = channels
 	};
 	GThread *mt;
-	uint64_t end = 0;
+	uint64_t end = 0, cpu0;
 	bool ok;
 
 	urcu_memb_read_lock();
@@ -458,7 +479,9 @@ static int run_source(const SimOptions *opt, MigramRamList *list, SimLink *lk,
 	mt = g_thread_new("sim-monitor", monitor_main, &mon);
 	ctx.cur = migram_channel_new(lk->fd, true);
 	g_ptr_array_add(channels, ctx.cur);
+	cpu0 = cpu_us();
 	ok = migram_migration_run(mon.m, ctx.cur, error);
+	rep->cpu_src_ms = (cpu_us() - cpu0) / 1000;
 	g_atomic_int_set(&mon.done, 1);
 	g_thread_join(mt);
 	/* Freeze the guest before stopping writers: memory stays final. */
@@ -677,6 +700,7 @@ static int run_destination(const SimOptions *opt, MigramRamList *list,
 		rc.load_device = dst_load_device;
 	MigramChannel *preempt = NULL;
 	GError *error = NULL;
+	uint64_t cpu0 = cpu_us();
 	bool ok;
 
 	d.hosts = g_ptr_array_new();
@@ -691,6 +715,7 @@ static int run_destination(const SimOptions *opt, MigramRamList *list,
 		migram_receiver_set_preempt(d.r, preempt);
 	}
 	ok = migram_receiver_load(d.r, d.cur, &error);
+	cpu0 = cpu_us() - cpu0;
 	g_atomic_int_set(&d.stop, 1);
 	for (unsigned int i = 0; i < d.nreaders; i++)
 		g_thread_join(d.readers[i]);
@@ -699,6 +724,9 @@ static int run_destination(const SimOptions *opt, MigramRamList *list,
 	if (ok && opt->debug_corrupt_page >= 0)
 		corrupt(list, opt->debug_corrupt_page);
 	if (ok && reply) {
+		/* the load's CPU time, from the connection to the end */
+		migram_channel_put_counted_string(d.cur, "#cpu");
+		migram_channel_put_be64(d.cur, cpu0);
 		if (opt->mode != SIM_MODE_PRECOPY)
 			send_postcopy_stats(&d, d.cur);
 		ok = send_hashes(list, d.cur, &error);

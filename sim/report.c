@@ -106,6 +106,11 @@ void sim_report_print(const SimOptions *opt, const SimReport *r)
 	if (!r->model)
 		printf("guest writes:      %" G_GUINT64_FORMAT "\n",
 		       r->workload_writes);
+	if (!r->model)
+		printf("cpu time:          source %.2f s, destination %.2f s "
+		       "(whole processes, during the migration)\n",
+		       (double)r->cpu_src_ms / 1000,
+		       (double)r->cpu_dst_ms / 1000);
 	if (r->mode_name[0] && strcmp(r->mode_name, "precopy") != 0) {
 		printf("migration mode:    %s\n", r->mode_name);
 		printf("postcopy time:     %" G_GUINT64_FORMAT " ms\n",
@@ -229,6 +234,8 @@ bool sim_report_write_json(const SimOptions *opt, const SimReport *r,
 	add_u64(b, "total_bytes", r->total_bytes);
 	add_u64(b, "transferred_bytes", r->transferred_bytes);
 	add_u64(b, "normal_pages", r->normal_pages);
+	add_u64(b, "cpu_src_ms", r->cpu_src_ms);
+	add_u64(b, "cpu_dst_ms", r->cpu_dst_ms);
 	add_u64(b, "duplicate_pages", r->duplicate_pages);
 	add_u64(b, "dirty_sync_count", r->dirty_sync_count);
 	add_u64(b, "iterations", r->iterations);

@@ -142,6 +142,11 @@ typedef struct {
 	double mbps;
 	unsigned int throttle_percent;
 	uint64_t workload_writes;
+	/* CPU time (user + system) of each side's whole process during the
+	 * migration: the source from start to completion, the destination
+	 * from its connection to the end of the load */
+	uint64_t cpu_src_ms;
+	uint64_t cpu_dst_ms;
 	char *error; /* NULL on success */
 
 	/* verification (real mode) */
