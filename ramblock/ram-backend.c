@@ -67,6 +67,10 @@ static bool map_anon(MigramRamBlock *b, GError **error)
 	if (p == MAP_FAILED)
 		return set_io_error(error, b->idstr, "mmap", errno);
 	b->host = p;
+	/* Advice only: a kernel without THP (or with it off) says EINVAL,
+	 * and the block works as well with 4 KiB pages. */
+	if (!(b->flags & MIGRAM_RAM_NO_THP))
+		(void)madvise(p, b->max_length, MADV_HUGEPAGE);
 	return true;
 }
 

@@ -227,7 +227,8 @@ migram_ram_list_add(MigramRamList *list, const MigramRamBlockConfig *config,
 	b->list = list;
 	g_strlcpy(b->idstr, config->idstr, sizeof(b->idstr));
 	b->backend = config->backend;
-	b->flags = config->flags & (MIGRAM_RAM_SHARED | MIGRAM_RAM_RESIZEABLE);
+	b->flags = config->flags & (MIGRAM_RAM_SHARED | MIGRAM_RAM_RESIZEABLE |
+				    MIGRAM_RAM_NO_THP);
 	if (!config->not_migratable)
 		b->flags |= MIGRAM_RAM_MIGRATABLE;
 	b->resized = config->resized;

@@ -93,6 +93,17 @@ typedef enum {
 	MIGRAM_RAM_MIGRATABLE = 1u << 4,
 	/** Backed by hugetlb pages (migram's own flag). */
 	MIGRAM_RAM_HUGETLB = 1u << 16,
+	/**
+	 * MIGRAM_RAM_BACKEND_ANON: do not advise transparent huge pages
+	 * (migram's own flag).  By default an anonymous block is
+	 * madvise(MADV_HUGEPAGE)d, as QEMU does with guest RAM: first
+	 * touches and the reads of never-written memory (the huge zero page)
+	 * then cost one fault per 2 MiB instead of one per 4 KiB.  Set it
+	 * where 4 KiB granularity matters more (a strict per-page
+	 * userfaultfd-WP count); postcopy's destination turns huge pages off
+	 * by itself before it registers a block with userfaultfd.
+	 */
+	MIGRAM_RAM_NO_THP = 1u << 17,
 } MigramRamFlags;
 
 /** Where a block's host memory comes from. */
@@ -173,7 +184,10 @@ typedef struct {
 	 * base page size).  Ignored for the other backends.
 	 */
 	uint64_t page_size;
-	/** Extra flags: MIGRAM_RAM_SHARED for shared caller memory. */
+	/**
+	 * Extra flags: MIGRAM_RAM_SHARED for shared caller memory,
+	 * MIGRAM_RAM_NO_THP for an anonymous block without huge pages.
+	 */
 	uint32_t flags;
 	/** Leave the block out of migration (MIGRAM_RAM_MIGRATABLE unset). */
 	bool not_migratable;
