@@ -44,6 +44,10 @@ typedef struct {
 	unsigned int throttle_percent;
 	uint64_t expected_downtime_ms;
 	bool not_converging;
+	/* the send rate of the latest window, and what it sends within the
+	 * downtime limit (QEMU's threshold_size); 0 until a window ended */
+	double window_bw;
+	uint64_t threshold_bytes;
 } PolicyState;
 
 void migram_policy_init(PolicyState *ps, uint64_t downtime_limit_ms,
@@ -61,6 +65,28 @@ PolicyDecision migram_policy_after_sync(PolicyState *ps,
 					uint64_t sent_bytes,
 					uint64_t dirtied_bytes,
 					uint64_t period_us);
+
+/*
+ * A bandwidth window ended: sent_bytes went out in window_us.  Updates
+ * window_bw and threshold_bytes.
+ */
+void migram_policy_window(PolicyState *ps, uint64_t sent_bytes,
+			  uint64_t window_us);
+
+/*
+ * Mid-pass: is what is left in bmap already below what the downtime limit
+ * allows at the window's rate?  Then a sync is worth making now, and
+ * migram_policy_mid_pass() decides on what it found.
+ */
+bool migram_policy_worth_sync(const PolicyState *ps, uint64_t remaining_bytes);
+
+/*
+ * After a mid-pass sync: POLICY_COMPLETE when remaining_bytes fit the
+ * downtime limit at the window's rate, else POLICY_CONTINUE (the pass goes
+ * on; stalls and throttling are judged at pass ends only).
+ */
+PolicyDecision migram_policy_mid_pass(PolicyState *ps,
+				      uint64_t remaining_bytes);
 
 /*
  * Sets *error (domain MIGRAM_ERROR, the given code) to "stream byte AT: "
@@ -238,6 +264,8 @@ struct MigramMigration {
 	uint64_t dirty_pages;
 	gint64 t_start, t_sync, t_pause;
 	uint64_t sent_at_sync;
+	gint64 t_window; /* the bandwidth window (policy.window_bw) */
+	uint64_t sent_at_window;
 	uint64_t dirtied_in_period;
 	PolicyState policy;
 	MigramMigrationStats st; /* working copy */

@@ -18,6 +18,14 @@
  *    stall_syncs the migration is "not converging": with auto-converge the
  *    throttle goes up once more; without it (or at 99 %) the sender gives
  *    up instead of looping forever, and the guest keeps running.
+ *
+ * The sender does not wait for a pass to end to ask: as QEMU does, it
+ * measures its send rate over windows of about 100 ms, and as soon as
+ * what is left in bmap drops below what that rate moves within the
+ * downtime limit (threshold_bytes), it syncs mid-pass; if the remainder
+ * still fits, it completes there.  A guest that re-dirties its working
+ * set as fast as the link drains it never lets a whole pass fit, but the
+ * remainder does dip below the threshold partway through a pass.
  */
 #include "migram-common.h"
 #include "migration-internal.h"
@@ -88,4 +96,30 @@ PolicyDecision migram_policy_after_sync(PolicyState *ps,
 			return POLICY_THROTTLE;
 	}
 	return POLICY_CONTINUE;
+}
+
+void migram_policy_window(PolicyState *ps, uint64_t sent_bytes,
+			  uint64_t window_us)
+{
+	if (!window_us)
+		return;
+	ps->window_bw = (double)sent_bytes * 1e6 / (double)window_us;
+	ps->threshold_bytes = (uint64_t)(ps->window_bw *
+					 (double)ps->downtime_limit_ms /
+					 1000.0);
+}
+
+bool migram_policy_worth_sync(const PolicyState *ps, uint64_t remaining_bytes)
+{
+	return ps->threshold_bytes && remaining_bytes < ps->threshold_bytes;
+}
+
+PolicyDecision migram_policy_mid_pass(PolicyState *ps, uint64_t remaining_bytes)
+{
+	if (ps->window_bw <= 0)
+		return remaining_bytes ? POLICY_CONTINUE : POLICY_COMPLETE;
+	ps->expected_downtime_ms =
+		(uint64_t)((double)remaining_bytes * 1000.0 / ps->window_bw);
+	return remaining_bytes <= ps->threshold_bytes ? POLICY_COMPLETE
+						      : POLICY_CONTINUE;
 }

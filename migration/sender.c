@@ -259,10 +259,41 @@ static bool after_pass(MigramMigration *m, bool *complete, GError **error)
 	}
 }
 
+#define WINDOW_US ((gint64)100 * 1000) /* QEMU's BUFFER_DELAY */
+
+/*
+ * Between sections: close the bandwidth window every 100 ms, and sync
+ * mid-pass once what is left may fit the downtime limit (policy.c).
+ */
+static bool mid_pass(MigramMigration *m, bool *complete, GError **error)
+{
+	gint64 now = g_get_monotonic_time();
+	uint64_t sent = migram_channel_bytes_sent(m->ch);
+
+	if (now - m->t_window >= WINDOW_US) {
+		migram_policy_window(&m->policy, sent - m->sent_at_window,
+				     (uint64_t)(now - m->t_window));
+		m->t_window = now;
+		m->sent_at_window = sent;
+	}
+	if (!migram_policy_worth_sync(&m->policy,
+				      m->dirty_pages * MIGRAM_TARGET_PAGE_SIZE))
+		return true;
+	if (!migram_sender_sync(m, error))
+		return false;
+	m->st.remaining_bytes = m->dirty_pages * MIGRAM_TARGET_PAGE_SIZE;
+	*complete = migram_policy_mid_pass(&m->policy, m->st.remaining_bytes) ==
+		    POLICY_COMPLETE;
+	m->st.expected_downtime_ms = m->policy.expected_downtime_ms;
+	return true;
+}
+
 static bool iterate(MigramMigration *m, GError **error)
 {
 	bool complete = false, pass_done;
 
+	m->t_window = g_get_monotonic_time();
+	m->sent_at_window = migram_channel_bytes_sent(m->ch);
 	while (!complete) {
 		if (!migram_sender_check(m, error))
 			return false;
@@ -281,6 +312,8 @@ static bool iterate(MigramMigration *m, GError **error)
 		if (!migram_sender_section(m, false, &pass_done, error))
 			return false;
 		if (pass_done && !after_pass(m, &complete, error))
+			return false;
+		if (!pass_done && !mid_pass(m, &complete, error))
 			return false;
 		migram_sender_publish(m);
 	}
