@@ -343,6 +343,18 @@ static bool finish(MigramMigration *m, GError **error)
 	return true;
 }
 
+/*
+ * Auto-converge throttled the guest: let it run at full speed again.  QEMU
+ * does the same whatever the outcome (completed, failed, cancelled, after
+ * postcopy); st.throttle_percent keeps the last value applied.
+ */
+static void lift_throttle(MigramMigration *m)
+{
+	if (m->policy.throttle_percent && m->cfg.throttle_guest)
+		m->cfg.throttle_guest(m->cfg.opaque, 0);
+	m->policy.throttle_percent = 0;
+}
+
 MIGRAM_EXPORT bool migram_migration_run(MigramMigration *m, MigramChannel *ch,
 					GError **error)
 {
@@ -378,6 +390,7 @@ MIGRAM_EXPORT bool migram_migration_run(MigramMigration *m, MigramChannel *ch,
 	if (!ok && m->t_pause && m->cfg.resume_guest && !m->postcopy_committed)
 		m->cfg.resume_guest(m->cfg.opaque);
 	cleanup(m);
+	lift_throttle(m);
 	m->st.status = ok ? MIGRAM_MIGRATION_COMPLETED
 		       : g_error_matches(err, MIGRAM_ERROR,
 					 MIGRAM_ERROR_CANCELLED)

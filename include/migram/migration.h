@@ -132,7 +132,11 @@ typedef struct {
 	void (*pause_guest)(void *opaque);
 	/** Let the guest run again when a migration fails after pausing it. */
 	void (*resume_guest)(void *opaque);
-	/** Auto-converge: slow the guest to @p percent % of its time throttled.
+	/**
+	 * Auto-converge: slow the guest to @p percent % of its time
+	 * throttled.  Called with 0 when the migration ends, whatever the
+	 * outcome (completed, failed, cancelled), if it was ever called with
+	 * more.
 	 */
 	void (*throttle_guest)(void *opaque, unsigned int percent);
 	/** Passed to the callbacks. */
@@ -159,7 +163,8 @@ typedef struct {
 	uint64_t iterations;           /**< complete passes over RAM */
 	uint64_t log_clear_calls;      /**< clear calls to the source */
 	uint64_t log_clear_pages;      /**< pages those calls covered */
-	unsigned int throttle_percent; /**< current auto-converge throttle */
+	unsigned int throttle_percent; /**< auto-converge throttle applied
+					    last; lifted when run returns */
 	bool not_converging; /**< iterations stopped making progress */
 	/* postcopy (all zero in a precopy migration) */
 	uint64_t postcopy_requests;     /**< page requests received */
@@ -217,7 +222,8 @@ void migram_migration_free(MigramMigration *m);
  * @return true when the migration completed.
  *
  * Context: Migration thread only; registered with RCU; not inside a
- * read-side section.  May block.
+ * read-side section.  May block.  An auto-converge throttle is lifted
+ * (throttle_guest(0)) before it returns, on every path.
  */
 bool migram_migration_run(MigramMigration *m, MigramChannel *ch,
 			  GError **error);
