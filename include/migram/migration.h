@@ -191,6 +191,10 @@ typedef struct MigramMigration MigramMigration;
  * @param source the dirty-log source; copied (its opaque is borrowed).
  * @param config options and callbacks; copied.
  * @return a new migration; caller frees with migram_migration_free().
+ *         NULL @p list, @p source (or its ops) or @p config is a
+ *         programming error: a critical and NULL, nothing allocated.  The
+ *         config's contents are checked by migram_migration_run(), which
+ *         can report them.
  *
  * Context: Any thread.
  */
@@ -218,8 +222,12 @@ void migram_migration_free(MigramMigration *m);
  * @param error MIGRAM_ERROR_CANCELLED, MIGRAM_ERROR_NOT_CONVERGED (the guest
  *        was never paused and keeps running), MIGRAM_ERROR_INVALID when the
  *        block list changed (the message names the block), MIGRAM_ERROR_IO
- *        from the channel, or a source's error.
- * @return true when the migration completed.
+ *        from the channel, MIGRAM_ERROR_NO_MEMORY when a bitmap cannot
+ *        be allocated, or a source's error.  A config without
+ *        @c pause_guest fails at once with MIGRAM_ERROR_INVALID.
+ * @return true when the migration completed; false always comes with
+ *         @p error set (a NULL @p m or @p ch is a programming error: a
+ *         critical and false).
  *
  * Context: Migration thread only; registered with RCU; not inside a
  * read-side section.  May block.  An auto-converge throttle is lifted

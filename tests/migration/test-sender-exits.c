@@ -197,6 +197,65 @@ static void test_max_time_lifts_throttle(void)
 	ctx_free(&c);
 }
 
+/* A required callback missing is an error the caller can print. */
+static void test_no_pause_guest(void)
+{
+	MigramMigrationConfig cfg = { 0 };
+	g_autoptr(GError) error = NULL;
+	Ctx c = { 0 };
+	MigramLogSource src = { &dirty_ops, &c };
+	MigramChannel *ch = null_channel();
+
+	c.list = one_block();
+	c.m = migram_migration_new(c.list, &src, &cfg);
+	g_assert_nonnull(c.m);
+	g_assert_false(migram_migration_run(c.m, ch, &error));
+	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID);
+	g_assert_nonnull(strstr(error->message, "pause_guest"));
+	migram_channel_free(ch);
+	ctx_free(&c);
+}
+
+/* A programming error: a critical and NULL, nothing half-built. */
+static void test_new_without_source(void)
+{
+	MigramMigrationConfig cfg = { .pause_guest = pause_guest };
+	MigramLogSource none = { NULL, NULL };
+	MigramRamList *l = migram_ram_list_new();
+
+	g_test_expect_message("migram", G_LOG_LEVEL_CRITICAL, "*source*");
+	g_assert_null(migram_migration_new(l, &none, &cfg));
+	g_test_assert_expected_messages();
+	g_test_expect_message("migram", G_LOG_LEVEL_CRITICAL, "*config*");
+	g_assert_null(migram_migration_new(
+		l, &(MigramLogSource){ &dirty_ops, NULL }, NULL));
+	g_test_assert_expected_messages();
+	migram_ram_list_free(l);
+}
+
+/*
+ * A block added after the bitmaps were allocated but before the blocks
+ * started has no bmap: the migration fails and names it.
+ */
+static void test_block_added_in_setup(void)
+{
+	MigramMigrationConfig cfg = { .pause_guest = pause_guest };
+	g_autoptr(GError) error = NULL;
+	Ctx c = { .add_on_start = true };
+	MigramLogSource src = { &dirty_ops, &c };
+	MigramChannel *ch = null_channel();
+
+	cfg.opaque = &c;
+	c.list = one_block();
+	c.m = migram_migration_new(c.list, &src, &cfg);
+	g_assert_false(migram_migration_run(c.m, ch, &error));
+	g_assert_true(c.added);
+	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID);
+	g_assert_nonnull(strstr(error->message, "hotplug.ram"));
+	migram_channel_free(ch);
+	ctx_free(&c);
+}
+
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
@@ -205,5 +264,11 @@ int main(int argc, char **argv)
 			test_cancel_lifts_throttle);
 	g_test_add_func("/migration/sender-exits/max-time-lifts-throttle",
 			test_max_time_lifts_throttle);
+	g_test_add_func("/migration/sender-exits/no-pause-guest",
+			test_no_pause_guest);
+	g_test_add_func("/migration/sender-exits/new-without-source",
+			test_new_without_source);
+	g_test_add_func("/migration/sender-exits/block-added-in-setup",
+			test_block_added_in_setup);
 	return g_test_run();
 }
