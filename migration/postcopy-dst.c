@@ -318,6 +318,15 @@ static bool take_blocks(DstPostcopy *pc, const char *what, uint64_t at,
 	for (guint i = 0; i < pc->blocks->len; i++) {
 		DstBlock *b = &g_array_index(pc->blocks, DstBlock, i);
 
+		if (!b->requested) {
+			migram_stream_fail(error, MIGRAM_ERROR_NO_MEMORY, at,
+					   "%s: ramblock '%s': cannot allocate "
+					   "the request bitmap for "
+					   "%" G_GUINT64_FORMAT " pages",
+					   what, b->idstr, b->pages);
+			drop_blocks(pc);
+			return false;
+		}
 		if (!b->receivedmap) {
 			migram_stream_fail(error, MIGRAM_ERROR_PROTOCOL, at,
 					   "%s before the block list "

@@ -181,6 +181,13 @@ static bool rp_bitmap(MigramMigration *m, const MigramRpMessage *msg,
 				      "for",
 				      msg->idstr);
 	map = migram_bitmap_new((size_t)MAX(sb_at(m, bi)->pages, 1));
+	if (!map) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_NO_MEMORY,
+			    "recovery: cannot allocate the received bitmap of "
+			    "ramblock '%s' (%" G_GUINT64_FORMAT " pages)",
+			    msg->idstr, sb_at(m, bi)->pages);
+		return false;
+	}
 	if (!migram_rp_read_bitmap(ch, msg->idstr, map, sb_at(m, bi)->pages,
 				   error)) {
 		migram_bitmap_free(map);
