@@ -20,9 +20,10 @@
  * Placement is UFFDIO_COPY (or UFFDIO_ZEROPAGE) in mode 0: it maps the
  * page atomically and wakes every thread blocked on it.  A page whose
  * receivedmap bit is already set is dropped, and EEXIST (another channel
- * won the race) is not an error.  A received page can still be missing:
- * a precopy ZERO record leaves unpopulated memory alone.  The fault thread
- * maps the zero page for those; nothing else can arrive for them.
+ * won the race) is not an error.  Every placement goes through one helper,
+ * place_page(), with one retry policy (EAGAIN is retried).  A received page can
+ * still be missing: a precopy ZERO record leaves unpopulated memory alone.  The
+ * fault thread maps the zero page for those; nothing else can arrive for them.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -72,6 +73,9 @@ struct DstPostcopy {
 	bool fault_running;
 	guint8 *zero; /* a zero buffer of the largest page size */
 	uint64_t max_page;
+
+	DstPlaceHook place_hook; /* tests: injected placement errors */
+	void *place_hook_opaque;
 
 	pthread_mutex_t lock; /* waiting, lat, st */
 	GHashTable *waiting;  /* host page address -> GArray of gint64 */
@@ -490,21 +494,66 @@ bool migram_postcopy_dst_discard(DstPostcopy *pc, const guint8 *data,
 
 /* ---- faults ---- */
 
+void migram_postcopy_dst_set_place_hook(DstPostcopy *pc, DstPlaceHook hook,
+					void *opaque)
+{
+	pc->place_hook = hook;
+	pc->place_hook_opaque = opaque;
+}
+
+/*
+ * Place one host page at b + off, atomically, waking every thread blocked
+ * on it: UFFDIO_ZEROPAGE when zero and the range supports it, otherwise
+ * UFFDIO_COPY from src (the zero buffer when zero).  The one retry policy
+ * of every placement, the stream's and the fault thread's: EAGAIN (the
+ * address space is changing under the copy) is retried until the kernel
+ * gives an answer.  Returns 0, or the errno; EEXIST means the page is
+ * already there (another channel or the fault thread won the race).
+ * Any thread; never allocates or locks.
+ */
+static int place_page(DstPostcopy *pc, DstBlock *b, uint64_t off,
+		      const void *src, bool zero)
+{
+	int err;
+
+	do {
+		err = pc->place_hook
+			      ? pc->place_hook(pc->place_hook_opaque, off, zero)
+			      : 0;
+		if (err)
+			continue;
+		if (zero && b->zeroable) {
+			struct uffdio_zeropage z = {
+				.range = { (uintptr_t)b->host + off,
+					   b->page_size },
+			};
+
+			err = ioctl(pc->uffd, UFFDIO_ZEROPAGE, &z) < 0 ? errno
+								       : 0;
+		} else {
+			struct uffdio_copy c = {
+				.dst = (uintptr_t)b->host + off,
+				.src = (uintptr_t)(zero ? pc->zero : src),
+				.len = b->page_size,
+			};
+
+			err = ioctl(pc->uffd, UFFDIO_COPY, &c) < 0 ? errno : 0;
+		}
+	} while (err == EAGAIN);
+	return err;
+}
+
+/* Received but unpopulated (a precopy ZERO record): map the zero page. */
 static void zero_fill(DstPostcopy *pc, DstBlock *b, uint64_t off)
 {
-	if (b->zeroable) {
-		struct uffdio_zeropage z = {
-			.range = { (uintptr_t)b->host + off, b->page_size },
-		};
+	int err = place_page(pc, b, off, NULL, true);
 
-		ioctl(pc->uffd, UFFDIO_ZEROPAGE, &z);
-	} else {
-		struct uffdio_copy c = { .dst = (uintptr_t)b->host + off,
-					 .src = (uintptr_t)pc->zero,
-					 .len = b->page_size };
-
-		ioctl(pc->uffd, UFFDIO_COPY, &c);
-	}
+	/* Nothing else will arrive for this page: a faulting thread stays
+	 * blocked until the load ends and the range is unregistered. */
+	if (err && err != EEXIST)
+		g_warning("postcopy: zero page for ramblock '%s' at "
+			  "%#" G_GINT64_MODIFIER "x: %s",
+			  b->idstr, off, g_strerror(err));
 }
 
 static void handle_fault(DstPostcopy *pc, uintptr_t addr, gint64 now)
@@ -703,37 +752,21 @@ static bool place_host_page(DstPostcopy *pc, DstPlacer *pl, DstBlock *b,
 		pthread_mutex_unlock(&pc->lock);
 		return true;
 	}
-	do {
-		if (zero && b->zeroable) {
-			struct uffdio_zeropage z = {
-				.range = { (uintptr_t)b->host + off,
-					   b->page_size },
-			};
-
-			rc = ioctl(pc->uffd, UFFDIO_ZEROPAGE, &z);
-		} else {
-			struct uffdio_copy c = {
-				.dst = (uintptr_t)b->host + off,
-				.src = (uintptr_t)(zero ? pc->zero : src),
-				.len = b->page_size,
-			};
-
-			rc = ioctl(pc->uffd, UFFDIO_COPY, &c);
-		}
-	} while (rc < 0 && errno == EAGAIN);
-	if (rc < 0 && errno == EEXIST) {
+	rc = place_page(pc, b, off, src, zero);
+	if (rc == EEXIST) {
 		pthread_mutex_lock(&pc->lock);
 		pc->st.duplicate_pages++;
 		pthread_mutex_unlock(&pc->lock);
 		return true;
 	}
-	if (rc < 0)
+	if (rc)
 		return migram_stream_fail(
 			error, MIGRAM_ERROR_IO, at,
 			"placing ramblock '%s' page %#" G_GINT64_MODIFIER
 			"x: %s: %s",
-			b->idstr, off, zero ? "UFFDIO_ZEROPAGE" : "UFFDIO_COPY",
-			g_strerror(errno));
+			b->idstr, off,
+			zero && b->zeroable ? "UFFDIO_ZEROPAGE" : "UFFDIO_COPY",
+			g_strerror(rc));
 	placed(pc, pl, b, off);
 	return true;
 }

@@ -76,4 +76,14 @@ bool migram_postcopy_place(DstPostcopy *pc, DstPlacer *pl, const char *idstr,
 
 void migram_postcopy_dst_stats(DstPostcopy *pc, MigramPostcopyStats *out);
 
+/*
+ * Tests only: call hook(opaque, offset, zero) before every placement
+ * ioctl (offset in the block, zero for UFFDIO_ZEROPAGE or a zero page); a
+ * non-zero return is taken as that attempt's errno instead of making the
+ * call (EAGAIN exercises the retry).  Set before LISTEN; NULL removes it.
+ */
+typedef int (*DstPlaceHook)(void *opaque, uint64_t offset, bool zero);
+void migram_postcopy_dst_set_place_hook(DstPostcopy *pc, DstPlaceHook hook,
+					void *opaque);
+
 #endif /* MIGRAM_POSTCOPY_DST_H */
