@@ -77,9 +77,8 @@ struct DstPostcopy {
 	DstPlaceHook place_hook; /* tests: injected placement errors */
 	void *place_hook_opaque;
 
-	pthread_mutex_t lock; /* waiting, lat, st */
+	pthread_mutex_t lock; /* waiting, st */
 	GHashTable *waiting;  /* host page address -> GArray of gint64 */
-	GArray *lat;          /* per-fault latency, us */
 	MigramPostcopyStats st;
 };
 
@@ -139,7 +138,6 @@ DstPostcopy *migram_postcopy_dst_new(MigramRamList *list)
 	pthread_mutex_init(&pc->lock, NULL);
 	pc->waiting = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL,
 					    (GDestroyNotify)g_array_unref);
-	pc->lat = g_array_new(FALSE, FALSE, sizeof(uint64_t));
 	return pc;
 }
 
@@ -183,7 +181,6 @@ void migram_postcopy_dst_free(DstPostcopy *pc)
 			g_array_index(pc->blocks, DstBlock, i).requested);
 	g_array_unref(pc->blocks);
 	g_hash_table_unref(pc->waiting);
-	g_array_unref(pc->lat);
 	if (pc->zero)
 		munmap(pc->zero, pc->max_page);
 	migram_channel_free(pc->rp);
@@ -706,6 +703,12 @@ void migram_postcopy_placer_clear(DstPlacer *pl)
 	memset(pl, 0, sizeof(*pl));
 }
 
+/* Bucket i holds latencies in [2^i, 2^(i+1)) us; 0 us counts in bucket 0. */
+static unsigned int latency_bucket(uint64_t us)
+{
+	return us ? MIN(g_bit_storage(us) - 1, MIGRAM_LATENCY_BUCKETS - 1) : 0;
+}
+
 /* After a successful placement: receivedmap, latencies, counters. */
 static void placed(DstPostcopy *pc, DstPlacer *pl, DstBlock *b, uint64_t off)
 {
@@ -730,9 +733,9 @@ static void placed(DstPostcopy *pc, DstPlacer *pl, DstBlock *b, uint64_t off)
 				(uint64_t)(now -
 					   g_array_index(times, gint64, i));
 
-			g_array_append_val(pc->lat, us);
 			pc->st.blocked_us += us;
-			pc->st.latency_hist[MIN(g_bit_storage(us), 31)]++;
+			pc->st.latency_hist[latency_bucket(us)]++;
+			pc->st.latency_max_us = MAX(pc->st.latency_max_us, us);
 		}
 		g_hash_table_remove(pc->waiting, b->host + off);
 	}
@@ -945,25 +948,35 @@ void migram_postcopy_dst_set_paused(DstPostcopy *pc, bool paused, bool done)
 	pthread_mutex_unlock(&pc->lock);
 }
 
-static int cmp_u64(gconstpointer a, gconstpointer b)
+uint64_t migram_postcopy_latency_quantile(const uint64_t *hist, uint64_t max_us,
+					  unsigned int permille)
 {
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	uint64_t n = 0, rank, seen = 0;
 
-	return x < y ? -1 : x > y;
+	for (unsigned int i = 0; i < MIGRAM_LATENCY_BUCKETS; i++)
+		n += hist[i];
+	if (!n)
+		return 0;
+	rank = n * permille / 1000; /* 0-based, as in a sorted array */
+	for (unsigned int i = 0; i < MIGRAM_LATENCY_BUCKETS; i++) {
+		seen += hist[i];
+		if (seen > rank)
+			return i + 1 < MIGRAM_LATENCY_BUCKETS
+				       ? MIN((UINT64_C(1) << (i + 1)) - 1,
+					     max_us)
+				       : max_us; /* the last is open-ended */
+	}
+	return max_us;
 }
 
+/* A copy under the lock; the quantiles from the copy, outside it. */
 void migram_postcopy_dst_stats(DstPostcopy *pc, MigramPostcopyStats *out)
 {
 	pthread_mutex_lock(&pc->lock);
 	*out = pc->st;
-	if (pc->lat->len) {
-		g_array_sort(pc->lat, cmp_u64);
-		out->latency_p50_us = g_array_index(pc->lat, uint64_t,
-						    pc->lat->len / 2);
-		out->latency_p99_us = g_array_index(pc->lat, uint64_t,
-						    (pc->lat->len * 99) / 100);
-		out->latency_max_us = g_array_index(pc->lat, uint64_t,
-						    pc->lat->len - 1);
-	}
 	pthread_mutex_unlock(&pc->lock);
+	out->latency_p50_us = migram_postcopy_latency_quantile(
+		out->latency_hist, out->latency_max_us, 500);
+	out->latency_p99_us = migram_postcopy_latency_quantile(
+		out->latency_hist, out->latency_max_us, 990);
 }

@@ -166,6 +166,80 @@ static void test_copy_retries(void)
 	fixture_free(&f);
 }
 
+/*
+ * One fault held for a few ms: its latency lands in the bucket the header
+ * names ([2^i, 2^(i+1)) us), and with one sample p50 = p99 = max.
+ */
+static void test_latency_histogram(void)
+{
+	g_autoptr(GError) error = NULL;
+	MigramPostcopyStats st;
+	DstPlacer pl;
+	Fixture f;
+	Toucher t = { 0 };
+	GThread *th;
+	guint8 *host;
+	uint64_t n = 0;
+	unsigned int bucket = 0;
+
+	if (!fixture_listen(&f, 0))
+		return;
+	urcu_memb_read_lock();
+	host = migram_ram_block_host(f.block);
+	urcu_memb_read_unlock();
+	t.addr = host + 7 * P;
+	th = g_thread_new("toucher", touch_main, &t);
+	do {
+		g_usleep(1000);
+		migram_postcopy_dst_stats(f.pc, &st);
+	} while (st.faults == 0);
+	g_usleep(3000);
+	migram_postcopy_placer_init(&pl, false);
+	memset(migram_postcopy_placer_buffer(f.pc, &pl, "ram", 7 * P), 1, P);
+	g_assert_true(migram_postcopy_place(f.pc, &pl, "ram", 7 * P, false, 0,
+					    &error));
+	g_assert_true(wait_done(&t));
+	g_thread_join(th);
+	migram_postcopy_dst_stats(f.pc, &st);
+	for (unsigned int i = 0; i < MIGRAM_LATENCY_BUCKETS; i++) {
+		n += st.latency_hist[i];
+		if (st.latency_hist[i])
+			bucket = i;
+	}
+	g_test_message("latency %" G_GUINT64_FORMAT " us in bucket %u",
+		       st.latency_max_us, bucket);
+	g_assert_cmpuint(n, ==, 1);
+	g_assert_cmpuint(st.latency_max_us, >=, 3000);
+	g_assert_cmpuint(st.latency_max_us, >=, UINT64_C(1) << bucket);
+	g_assert_cmpuint(st.latency_max_us, <, UINT64_C(1) << (bucket + 1));
+	g_assert_cmpuint(st.latency_p50_us, ==, st.latency_max_us);
+	g_assert_cmpuint(st.latency_p99_us, ==, st.latency_max_us);
+	migram_postcopy_placer_clear(&pl);
+	fixture_free(&f);
+}
+
+/* Quantiles from a histogram: the bucket's upper end, capped at max. */
+static void test_latency_quantiles(void)
+{
+	uint64_t hist[MIGRAM_LATENCY_BUCKETS] = { 0 };
+
+	g_assert_cmpuint(migram_postcopy_latency_quantile(hist, 0, 500), ==, 0);
+	hist[3] = 90;  /* [8, 16) us */
+	hist[10] = 10; /* [1024, 2048) us */
+	g_assert_cmpuint(migram_postcopy_latency_quantile(hist, 1500, 500), ==,
+			 15);
+	g_assert_cmpuint(migram_postcopy_latency_quantile(hist, 1500, 890), ==,
+			 15);
+	g_assert_cmpuint(migram_postcopy_latency_quantile(hist, 1500, 900), ==,
+			 1500);
+	g_assert_cmpuint(migram_postcopy_latency_quantile(hist, 1500, 990), ==,
+			 1500);
+	hist[31] = 1; /* 2^31 us and more: open-ended, so the max */
+	g_assert_cmpuint(
+		migram_postcopy_latency_quantile(hist, UINT64_C(1) << 40, 1000),
+		==, UINT64_C(1) << 40);
+}
+
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
@@ -174,5 +248,9 @@ int main(int argc, char **argv)
 			test_zero_fill_retries);
 	g_test_add_func("/migration/postcopy-place/copy-retries",
 			test_copy_retries);
+	g_test_add_func("/migration/postcopy-place/latency-histogram",
+			test_latency_histogram);
+	g_test_add_func("/migration/postcopy-place/latency-quantiles",
+			test_latency_quantiles);
 	return g_test_run();
 }
