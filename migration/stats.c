@@ -12,6 +12,7 @@
 
 void migram_sender_publish(MigramMigration *m)
 {
+	m->st.out_of_range_marks = migram_soft_log_lost_marks(&m->source);
 	m->st.transferred_bytes = m->ch ? migram_channel_bytes_sent(m->ch)
 					: m->st.transferred_bytes;
 	if (m->st.status != MIGRAM_MIGRATION_COMPLETED &&
@@ -94,6 +95,7 @@ migram_migration_stats_to_json(const MigramMigrationStats *s)
 	U64("postcopy_discard_pages", postcopy_discard_pages);
 	U64("postcopy_time", postcopy_time_ms);
 	U64("postcopy_recoveries", postcopy_recoveries);
+	U64("out_of_range_marks", out_of_range_marks);
 #undef U64
 	g_string_append_printf(j, ", \"postcopy_preempt\": %s",
 			       s->postcopy_preempt ? "true" : "false");

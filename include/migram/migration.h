@@ -179,6 +179,12 @@ typedef struct {
 	uint64_t postcopy_time_ms;          /**< switch to completion */
 	uint64_t postcopy_recoveries;       /**< successful recoveries */
 	bool postcopy_preempt;              /**< the preempt channel is used */
+	/**
+	 * Marks of the software log's bitmap that fell outside it since the
+	 * log was created (migram_dirty_bitmap_out_of_range_marks()): writes
+	 * the migration cannot see.  0 for other sources.  Added in 0.2.
+	 */
+	uint64_t out_of_range_marks;
 } MigramMigrationStats;
 
 /** Opaque; single owner. */

@@ -256,6 +256,40 @@ static void test_block_added_in_setup(void)
 	ctx_free(&c);
 }
 
+/* A lost mark on the software log shows in the migration's stats. */
+static void test_lost_marks_in_stats(void)
+{
+	MigramMigrationConfig cfg = { .pause_guest = pause_guest };
+	g_autoptr(GError) error = NULL;
+	g_autofree char *json = NULL;
+	MigramMigrationStats st;
+	MigramSoftLog *log;
+	MigramLogSource src;
+	MigramChannel *ch = null_channel();
+	Ctx c = { 0 };
+
+	c.list = one_block();
+	log = migram_soft_log_new(16 * MiB, &error);
+	g_assert_no_error(error);
+#ifndef G_DISABLE_ASSERT
+	g_test_expect_message("migram", G_LOG_LEVEL_CRITICAL, "*outside*");
+#endif
+	g_assert_false(migram_dirty_bitmap_set_dirty(
+		migram_soft_log_bitmap(log), 64 * MiB));
+	g_test_assert_expected_messages();
+	migram_soft_log_source(log, &src);
+	c.m = migram_migration_new(c.list, &src, &cfg);
+	g_assert_true(migram_migration_run(c.m, ch, &error));
+	g_assert_no_error(error);
+	migram_migration_get_stats(c.m, &st);
+	g_assert_cmpuint(st.out_of_range_marks, ==, 1);
+	json = migram_migration_stats_to_json(&st);
+	g_assert_nonnull(strstr(json, "\"out_of_range_marks\": 1"));
+	migram_channel_free(ch);
+	ctx_free(&c);
+	migram_soft_log_free(log);
+}
+
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
@@ -270,5 +304,7 @@ int main(int argc, char **argv)
 			test_new_without_source);
 	g_test_add_func("/migration/sender-exits/block-added-in-setup",
 			test_block_added_in_setup);
+	g_test_add_func("/migration/sender-exits/lost-marks-in-stats",
+			test_lost_marks_in_stats);
 	return g_test_run();
 }
