@@ -63,6 +63,7 @@ MIGRAM_EXPORT char *
 migram_migration_stats_to_json(const MigramMigrationStats *s)
 {
 	GString *j = g_string_new("{");
+	char num[G_ASCII_DTOSTR_BUF_SIZE];
 
 	g_string_append_printf(j, "\"status\": \"%s\"",
 			       migram_migration_status_name(s->status));
@@ -99,7 +100,10 @@ migram_migration_stats_to_json(const MigramMigrationStats *s)
 #undef U64
 	g_string_append_printf(j, ", \"postcopy_preempt\": %s",
 			       s->postcopy_preempt ? "true" : "false");
-	g_string_append_printf(j, ", \"mbps\": %.3f", s->mbps);
+	/* Locale-independent: a decimal comma would break the JSON. */
+	g_string_append_printf(j, ", \"mbps\": %s",
+			       g_ascii_formatd(num, sizeof(num), "%.3f",
+					       s->mbps));
 	g_string_append_printf(j, ", \"not_converging\": %s}",
 			       s->not_converging ? "true" : "false");
 	return g_string_free(j, FALSE);

@@ -7,6 +7,7 @@
  * tests need no receiver and no guest threads.
  */
 #include <fcntl.h>
+#include <locale.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -290,6 +291,34 @@ static void test_lost_marks_in_stats(void)
 	migram_soft_log_free(log);
 }
 
+/* The JSON's numbers have a decimal point whatever the locale says. */
+static void test_json_decimal_comma(void)
+{
+	static const char *const commas[] = { "de_DE.UTF-8", "de_DE.utf8",
+					      "fr_FR.UTF-8", "nl_NL.UTF-8" };
+	MigramMigrationStats st = { .mbps = 1.5 };
+	g_autofree char *saved = g_strdup(setlocale(LC_NUMERIC, NULL));
+	g_autofree char *json = NULL;
+	const char *got = NULL;
+
+	/* The formatter itself, in the current (C) locale. */
+	json = migram_migration_stats_to_json(&st);
+	g_assert_nonnull(strstr(json, "\"mbps\": 1.500"));
+	g_clear_pointer(&json, g_free);
+	for (size_t i = 0; i < G_N_ELEMENTS(commas) && !got; i++)
+		got = setlocale(LC_NUMERIC, commas[i]);
+	if (!got) {
+		g_test_skip("no decimal-comma locale installed (de_DE.UTF-8: "
+			    "localedef -i de_DE -f UTF-8 de_DE.UTF-8)");
+		return;
+	}
+	g_test_message("LC_NUMERIC=%s", got);
+	json = migram_migration_stats_to_json(&st);
+	setlocale(LC_NUMERIC, saved);
+	g_assert_nonnull(strstr(json, "\"mbps\": 1.500"));
+	g_assert_null(strstr(json, "1,500"));
+}
+
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
@@ -306,5 +335,7 @@ int main(int argc, char **argv)
 			test_block_added_in_setup);
 	g_test_add_func("/migration/sender-exits/lost-marks-in-stats",
 			test_lost_marks_in_stats);
+	g_test_add_func("/migration/sender-exits/json-decimal-comma",
+			test_json_decimal_comma);
 	return g_test_run();
 }
