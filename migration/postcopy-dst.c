@@ -36,9 +36,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <urcu/urcu-memb.h>
-
 #include "migram-common.h"
+#include "migram-rcu.h"
 #include "migram/bitmap.h"
 #include "migram/migram.h"
 #include "migram/ramblock.h"
@@ -294,7 +293,7 @@ static bool take_blocks(DstPostcopy *pc, const char *what, uint64_t at,
 {
 	if (pc->zero)
 		return true;
-	urcu_memb_read_lock();
+	migram_rcu_read_lock();
 	for (MigramRamBlock *rb =
 		     migram_ram_list_next_migratable(pc->list, NULL);
 	     rb; rb = migram_ram_list_next_migratable(pc->list, rb)) {
@@ -315,7 +314,7 @@ static bool take_blocks(DstPostcopy *pc, const char *what, uint64_t at,
 		pc->max_page = MAX(pc->max_page, b.page_size);
 		g_array_append_val(pc->blocks, b);
 	}
-	urcu_memb_read_unlock();
+	migram_rcu_read_unlock();
 	for (guint i = 0; i < pc->blocks->len; i++) {
 		DstBlock *b = &g_array_index(pc->blocks, DstBlock, i);
 

@@ -19,9 +19,8 @@
 #include <pthread.h>
 #include <string.h>
 
-#include <urcu/urcu-memb.h>
-
 #include "migram-common.h"
+#include "migram-rcu.h"
 #include "migram/bitmap.h"
 #include "migram/migram.h"
 #include "migration-internal.h"
@@ -143,7 +142,7 @@ static bool start_blocks(MigramMigration *m, GError **error)
 	GArray *list = g_array_new(FALSE, FALSE, sizeof(MigramStreamBlock));
 	bool ok = true;
 
-	urcu_memb_read_lock();
+	migram_rcu_read_lock();
 	m->version = migram_ram_list_version(m->list);
 	for (MigramRamBlock *b = migram_ram_list_next_migratable(m->list, NULL);
 	     b && ok; b = migram_ram_list_next_migratable(m->list, b)) {
@@ -177,7 +176,7 @@ static bool start_blocks(MigramMigration *m, GError **error)
 		migram_stream_writer_ram_start(m->w,
 					       (MigramStreamBlock *)list->data,
 					       list->len);
-	urcu_memb_read_unlock();
+	migram_rcu_read_unlock();
 	g_array_unref(list);
 	if (ok && m->version != migram_ram_list_version(m->list))
 		g_atomic_int_set(&m->changed, 1);
@@ -212,14 +211,14 @@ static void cleanup(MigramMigration *m)
 		migram_postcopy_src_cleanup(m);
 	if (m->listener)
 		migram_ram_list_remove_listener(m->list, m->listener);
-	urcu_memb_read_lock();
+	migram_rcu_read_lock();
 	if (migram_ram_list_version(m->list) == m->version) {
 		for (guint i = 0; i < m->blocks->len; i++)
 			m->source.ops->stop(
 				m->source.opaque,
 				g_array_index(m->blocks, SendBlock, i).block);
 	}
-	urcu_memb_read_unlock();
+	migram_rcu_read_unlock();
 	for (guint i = 0; i < m->blocks->len; i++)
 		migram_bitmap_free(
 			g_array_index(m->blocks, SendBlock, i).synced);
