@@ -330,6 +330,8 @@ char *migram_migration_stats_to_json(const MigramMigrationStats *stats);
  */
 const char *migram_migration_status_name(MigramMigrationStatus status);
 
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(MigramMigration, migram_migration_free)
+
 G_END_DECLS
 
 #endif /* MIGRAM_MIGRATION_H */

@@ -237,6 +237,8 @@ bool migram_postcopy_available(GError **error);
 void migram_receiver_get_stats(const MigramReceiver *r,
 			       MigramReceiverStats *stats);
 
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(MigramReceiver, migram_receiver_free)
+
 G_END_DECLS
 
 #endif /* MIGRAM_RECEIVER_H */

@@ -18,6 +18,8 @@
 #include <migram/migram.h>
 #include <migram/migration.h>
 #include <migram/ramblock.h>
+#include <migram/receiver.h>
+#include <migram/stream.h>
 
 #include "migram-test-util.h"
 
@@ -319,6 +321,23 @@ static void test_json_decimal_comma(void)
 	g_assert_null(strstr(json, "1,500"));
 }
 
+/* g_autoptr() for the public object types (declared owner first). */
+static void test_autoptr(void)
+{
+	g_autoptr(MigramRamList) list = one_block();
+	g_autoptr(MigramChannel) ch = null_channel();
+	g_autoptr(MigramReceiver) rx = migram_receiver_new(list, NULL);
+	g_autoptr(MigramStreamWriter) w = migram_stream_writer_new(ch);
+	g_autoptr(MigramMigration) m = NULL;
+	MigramMigrationConfig cfg = { .pause_guest = pause_guest };
+	MigramLogSource src = { &dirty_ops, NULL };
+
+	m = migram_migration_new(list, &src, &cfg);
+	g_assert_nonnull(rx);
+	g_assert_nonnull(w);
+	g_assert_nonnull(m);
+}
+
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
@@ -337,5 +356,6 @@ int main(int argc, char **argv)
 			test_lost_marks_in_stats);
 	g_test_add_func("/migration/sender-exits/json-decimal-comma",
 			test_json_decimal_comma);
+	g_test_add_func("/migration/sender-exits/autoptr", test_autoptr);
 	return g_test_run();
 }
