@@ -22,7 +22,8 @@ struct MigramDirtyBitmap {
 	uint64_t page_size;
 	uint64_t page_count;
 	unsigned int page_shift;
-	unsigned long *words; /* page_count bits; atomic access only */
+	unsigned long *words;  /* page_count bits; atomic access only */
+	uint64_t out_of_range; /* atomic: marks outside the range */
 };
 
 unsigned long *migram_dirty_bitmap_words(struct MigramDirtyBitmap *db)
@@ -137,22 +138,69 @@ migram_dirty_bitmap_page_index_of(const MigramDirtyBitmap *db, uint64_t addr,
 	return true;
 }
 
+/*
+ * The rare path of a mark outside the bitmap: one relaxed atomic add, and
+ * in debug builds (the project's: no G_DISABLE_ASSERT) a critical.
+ */
+static __attribute__((noinline)) void
+lost_mark(MigramDirtyBitmap *db, const char *what, uint64_t where)
+{
+	__atomic_add_fetch(&db->out_of_range, 1, __ATOMIC_RELAXED);
+#ifndef G_DISABLE_ASSERT
+	g_critical("dirty bitmap [%#" G_GINT64_MODIFIER
+		   "x, +%#" G_GINT64_MODIFIER
+		   "x): mark of %s %#" G_GINT64_MODIFIER
+		   "x is outside it; the write is lost",
+		   db->ram_start, db->ram_size, what, where);
+#else
+	(void)what;
+	(void)where;
+#endif
+}
+
+MIGRAM_EXPORT MigramMarkResult
+migram_dirty_bitmap_mark_by_index(MigramDirtyBitmap *db, uint64_t pfn)
+{
+	if (G_UNLIKELY(pfn >= db->page_count)) {
+		lost_mark(db, "page", pfn);
+		return MIGRAM_MARK_OUT_OF_RANGE;
+	}
+	return migram_bitmap_test_and_set_bit_atomic(db->words, (size_t)pfn)
+		       ? MIGRAM_MARK_ALREADY_DIRTY
+		       : MIGRAM_MARK_NEWLY_DIRTY;
+}
+
+MIGRAM_EXPORT MigramMarkResult migram_dirty_bitmap_mark(MigramDirtyBitmap *db,
+							uint64_t addr)
+{
+	uint64_t pfn;
+
+	if (G_UNLIKELY(!migram_dirty_bitmap_page_index_of(db, addr, &pfn))) {
+		lost_mark(db, "address", addr);
+		return MIGRAM_MARK_OUT_OF_RANGE;
+	}
+	return migram_bitmap_test_and_set_bit_atomic(db->words, (size_t)pfn)
+		       ? MIGRAM_MARK_ALREADY_DIRTY
+		       : MIGRAM_MARK_NEWLY_DIRTY;
+}
+
 MIGRAM_EXPORT bool migram_dirty_bitmap_set_dirty_by_index(MigramDirtyBitmap *db,
 							  uint64_t pfn)
 {
-	if (G_UNLIKELY(pfn >= db->page_count))
-		return false;
-	return !migram_bitmap_test_and_set_bit_atomic(db->words, (size_t)pfn);
+	return migram_dirty_bitmap_mark_by_index(db, pfn) ==
+	       MIGRAM_MARK_NEWLY_DIRTY;
 }
 
 MIGRAM_EXPORT bool migram_dirty_bitmap_set_dirty(MigramDirtyBitmap *db,
 						 uint64_t addr)
 {
-	uint64_t pfn;
+	return migram_dirty_bitmap_mark(db, addr) == MIGRAM_MARK_NEWLY_DIRTY;
+}
 
-	if (G_UNLIKELY(!migram_dirty_bitmap_page_index_of(db, addr, &pfn)))
-		return false;
-	return !migram_bitmap_test_and_set_bit_atomic(db->words, (size_t)pfn);
+MIGRAM_EXPORT uint64_t
+migram_dirty_bitmap_out_of_range_marks(const MigramDirtyBitmap *db)
+{
+	return db ? __atomic_load_n(&db->out_of_range, __ATOMIC_RELAXED) : 0;
 }
 
 MIGRAM_EXPORT bool

@@ -317,6 +317,15 @@ MIGRAM_EXPORT bool migram_kvm_log_add_slot(MigramKvmLog *log,
 	/* Whole 64-bit words: KVM reads and writes them. */
 	s.bitmap = migram_bitmap_new((size_t)s.npages);
 	s.scratch = migram_bitmap_new((size_t)s.npages);
+	if (!s.bitmap || !s.scratch) {
+		migram_bitmap_free(s.bitmap);
+		migram_bitmap_free(s.scratch);
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_NO_MEMORY,
+			    "KVM dirty log: ramblock '%s': cannot allocate "
+			    "bitmaps for %" PRIu64 " pages",
+			    migram_ram_block_idstr(block), s.npages);
+		return false;
+	}
 	g_mutex_lock(&log->lock);
 	g_array_append_val(log->slots, s);
 	g_mutex_unlock(&log->lock);

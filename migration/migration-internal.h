@@ -305,6 +305,10 @@ bool migram_postcopy_src_precopy_done(MigramMigration *m, GError **error);
 void migram_postcopy_src_cleanup(MigramMigration *m);
 void migram_postcopy_src_wake(MigramMigration *m);
 
+/* soft-log.c: the software log's out-of-range marks; 0 for any other
+ * source.  Any thread. */
+uint64_t migram_soft_log_lost_marks(const MigramLogSource *source);
+
 /* stats.c */
 void migram_sender_publish(MigramMigration *m);
 

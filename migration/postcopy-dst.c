@@ -20,9 +20,10 @@
  * Placement is UFFDIO_COPY (or UFFDIO_ZEROPAGE) in mode 0: it maps the
  * page atomically and wakes every thread blocked on it.  A page whose
  * receivedmap bit is already set is dropped, and EEXIST (another channel
- * won the race) is not an error.  A received page can still be missing:
- * a precopy ZERO record leaves unpopulated memory alone.  The fault thread
- * maps the zero page for those; nothing else can arrive for them.
+ * won the race) is not an error.  Every placement goes through one helper,
+ * place_page(), with one retry policy (EAGAIN is retried).  A received page can
+ * still be missing: a precopy ZERO record leaves unpopulated memory alone.  The
+ * fault thread maps the zero page for those; nothing else can arrive for them.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -35,9 +36,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <urcu/urcu-memb.h>
-
 #include "migram-common.h"
+#include "migram-rcu.h"
 #include "migram/bitmap.h"
 #include "migram/migram.h"
 #include "migram/ramblock.h"
@@ -73,9 +73,11 @@ struct DstPostcopy {
 	guint8 *zero; /* a zero buffer of the largest page size */
 	uint64_t max_page;
 
-	pthread_mutex_t lock; /* waiting, lat, st */
+	DstPlaceHook place_hook; /* tests: injected placement errors */
+	void *place_hook_opaque;
+
+	pthread_mutex_t lock; /* waiting, st */
 	GHashTable *waiting;  /* host page address -> GArray of gint64 */
-	GArray *lat;          /* per-fault latency, us */
 	MigramPostcopyStats st;
 };
 
@@ -135,7 +137,6 @@ DstPostcopy *migram_postcopy_dst_new(MigramRamList *list)
 	pthread_mutex_init(&pc->lock, NULL);
 	pc->waiting = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL,
 					    (GDestroyNotify)g_array_unref);
-	pc->lat = g_array_new(FALSE, FALSE, sizeof(uint64_t));
 	return pc;
 }
 
@@ -179,7 +180,6 @@ void migram_postcopy_dst_free(DstPostcopy *pc)
 			g_array_index(pc->blocks, DstBlock, i).requested);
 	g_array_unref(pc->blocks);
 	g_hash_table_unref(pc->waiting);
-	g_array_unref(pc->lat);
 	if (pc->zero)
 		munmap(pc->zero, pc->max_page);
 	migram_channel_free(pc->rp);
@@ -293,7 +293,7 @@ static bool take_blocks(DstPostcopy *pc, const char *what, uint64_t at,
 {
 	if (pc->zero)
 		return true;
-	urcu_memb_read_lock();
+	migram_rcu_read_lock();
 	for (MigramRamBlock *rb =
 		     migram_ram_list_next_migratable(pc->list, NULL);
 	     rb; rb = migram_ram_list_next_migratable(pc->list, rb)) {
@@ -314,10 +314,19 @@ static bool take_blocks(DstPostcopy *pc, const char *what, uint64_t at,
 		pc->max_page = MAX(pc->max_page, b.page_size);
 		g_array_append_val(pc->blocks, b);
 	}
-	urcu_memb_read_unlock();
+	migram_rcu_read_unlock();
 	for (guint i = 0; i < pc->blocks->len; i++) {
 		DstBlock *b = &g_array_index(pc->blocks, DstBlock, i);
 
+		if (!b->requested) {
+			migram_stream_fail(error, MIGRAM_ERROR_NO_MEMORY, at,
+					   "%s: ramblock '%s': cannot allocate "
+					   "the request bitmap for "
+					   "%" G_GUINT64_FORMAT " pages",
+					   what, b->idstr, b->pages);
+			drop_blocks(pc);
+			return false;
+		}
 		if (!b->receivedmap) {
 			migram_stream_fail(error, MIGRAM_ERROR_PROTOCOL, at,
 					   "%s before the block list "
@@ -481,21 +490,66 @@ bool migram_postcopy_dst_discard(DstPostcopy *pc, const guint8 *data,
 
 /* ---- faults ---- */
 
+void migram_postcopy_dst_set_place_hook(DstPostcopy *pc, DstPlaceHook hook,
+					void *opaque)
+{
+	pc->place_hook = hook;
+	pc->place_hook_opaque = opaque;
+}
+
+/*
+ * Place one host page at b + off, atomically, waking every thread blocked
+ * on it: UFFDIO_ZEROPAGE when zero and the range supports it, otherwise
+ * UFFDIO_COPY from src (the zero buffer when zero).  The one retry policy
+ * of every placement, the stream's and the fault thread's: EAGAIN (the
+ * address space is changing under the copy) is retried until the kernel
+ * gives an answer.  Returns 0, or the errno; EEXIST means the page is
+ * already there (another channel or the fault thread won the race).
+ * Any thread; never allocates or locks.
+ */
+static int place_page(DstPostcopy *pc, DstBlock *b, uint64_t off,
+		      const void *src, bool zero)
+{
+	int err;
+
+	do {
+		err = pc->place_hook
+			      ? pc->place_hook(pc->place_hook_opaque, off, zero)
+			      : 0;
+		if (err)
+			continue;
+		if (zero && b->zeroable) {
+			struct uffdio_zeropage z = {
+				.range = { (uintptr_t)b->host + off,
+					   b->page_size },
+			};
+
+			err = ioctl(pc->uffd, UFFDIO_ZEROPAGE, &z) < 0 ? errno
+								       : 0;
+		} else {
+			struct uffdio_copy c = {
+				.dst = (uintptr_t)b->host + off,
+				.src = (uintptr_t)(zero ? pc->zero : src),
+				.len = b->page_size,
+			};
+
+			err = ioctl(pc->uffd, UFFDIO_COPY, &c) < 0 ? errno : 0;
+		}
+	} while (err == EAGAIN);
+	return err;
+}
+
+/* Received but unpopulated (a precopy ZERO record): map the zero page. */
 static void zero_fill(DstPostcopy *pc, DstBlock *b, uint64_t off)
 {
-	if (b->zeroable) {
-		struct uffdio_zeropage z = {
-			.range = { (uintptr_t)b->host + off, b->page_size },
-		};
+	int err = place_page(pc, b, off, NULL, true);
 
-		ioctl(pc->uffd, UFFDIO_ZEROPAGE, &z);
-	} else {
-		struct uffdio_copy c = { .dst = (uintptr_t)b->host + off,
-					 .src = (uintptr_t)pc->zero,
-					 .len = b->page_size };
-
-		ioctl(pc->uffd, UFFDIO_COPY, &c);
-	}
+	/* Nothing else will arrive for this page: a faulting thread stays
+	 * blocked until the load ends and the range is unregistered. */
+	if (err && err != EEXIST)
+		g_warning("postcopy: zero page for ramblock '%s' at "
+			  "%#" G_GINT64_MODIFIER "x: %s",
+			  b->idstr, off, g_strerror(err));
 }
 
 static void handle_fault(DstPostcopy *pc, uintptr_t addr, gint64 now)
@@ -648,6 +702,12 @@ void migram_postcopy_placer_clear(DstPlacer *pl)
 	memset(pl, 0, sizeof(*pl));
 }
 
+/* Bucket i holds latencies in [2^i, 2^(i+1)) us; 0 us counts in bucket 0. */
+static unsigned int latency_bucket(uint64_t us)
+{
+	return us ? MIN(g_bit_storage(us) - 1, MIGRAM_LATENCY_BUCKETS - 1) : 0;
+}
+
 /* After a successful placement: receivedmap, latencies, counters. */
 static void placed(DstPostcopy *pc, DstPlacer *pl, DstBlock *b, uint64_t off)
 {
@@ -672,9 +732,9 @@ static void placed(DstPostcopy *pc, DstPlacer *pl, DstBlock *b, uint64_t off)
 				(uint64_t)(now -
 					   g_array_index(times, gint64, i));
 
-			g_array_append_val(pc->lat, us);
 			pc->st.blocked_us += us;
-			pc->st.latency_hist[MIN(g_bit_storage(us), 31)]++;
+			pc->st.latency_hist[latency_bucket(us)]++;
+			pc->st.latency_max_us = MAX(pc->st.latency_max_us, us);
 		}
 		g_hash_table_remove(pc->waiting, b->host + off);
 	}
@@ -694,37 +754,21 @@ static bool place_host_page(DstPostcopy *pc, DstPlacer *pl, DstBlock *b,
 		pthread_mutex_unlock(&pc->lock);
 		return true;
 	}
-	do {
-		if (zero && b->zeroable) {
-			struct uffdio_zeropage z = {
-				.range = { (uintptr_t)b->host + off,
-					   b->page_size },
-			};
-
-			rc = ioctl(pc->uffd, UFFDIO_ZEROPAGE, &z);
-		} else {
-			struct uffdio_copy c = {
-				.dst = (uintptr_t)b->host + off,
-				.src = (uintptr_t)(zero ? pc->zero : src),
-				.len = b->page_size,
-			};
-
-			rc = ioctl(pc->uffd, UFFDIO_COPY, &c);
-		}
-	} while (rc < 0 && errno == EAGAIN);
-	if (rc < 0 && errno == EEXIST) {
+	rc = place_page(pc, b, off, src, zero);
+	if (rc == EEXIST) {
 		pthread_mutex_lock(&pc->lock);
 		pc->st.duplicate_pages++;
 		pthread_mutex_unlock(&pc->lock);
 		return true;
 	}
-	if (rc < 0)
+	if (rc)
 		return migram_stream_fail(
 			error, MIGRAM_ERROR_IO, at,
 			"placing ramblock '%s' page %#" G_GINT64_MODIFIER
 			"x: %s: %s",
-			b->idstr, off, zero ? "UFFDIO_ZEROPAGE" : "UFFDIO_COPY",
-			g_strerror(errno));
+			b->idstr, off,
+			zero && b->zeroable ? "UFFDIO_ZEROPAGE" : "UFFDIO_COPY",
+			g_strerror(rc));
 	placed(pc, pl, b, off);
 	return true;
 }
@@ -903,25 +947,35 @@ void migram_postcopy_dst_set_paused(DstPostcopy *pc, bool paused, bool done)
 	pthread_mutex_unlock(&pc->lock);
 }
 
-static int cmp_u64(gconstpointer a, gconstpointer b)
+uint64_t migram_postcopy_latency_quantile(const uint64_t *hist, uint64_t max_us,
+					  unsigned int permille)
 {
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	uint64_t n = 0, rank, seen = 0;
 
-	return x < y ? -1 : x > y;
+	for (unsigned int i = 0; i < MIGRAM_LATENCY_BUCKETS; i++)
+		n += hist[i];
+	if (!n)
+		return 0;
+	rank = n * permille / 1000; /* 0-based, as in a sorted array */
+	for (unsigned int i = 0; i < MIGRAM_LATENCY_BUCKETS; i++) {
+		seen += hist[i];
+		if (seen > rank)
+			return i + 1 < MIGRAM_LATENCY_BUCKETS
+				       ? MIN((UINT64_C(1) << (i + 1)) - 1,
+					     max_us)
+				       : max_us; /* the last is open-ended */
+	}
+	return max_us;
 }
 
+/* A copy under the lock; the quantiles from the copy, outside it. */
 void migram_postcopy_dst_stats(DstPostcopy *pc, MigramPostcopyStats *out)
 {
 	pthread_mutex_lock(&pc->lock);
 	*out = pc->st;
-	if (pc->lat->len) {
-		g_array_sort(pc->lat, cmp_u64);
-		out->latency_p50_us = g_array_index(pc->lat, uint64_t,
-						    pc->lat->len / 2);
-		out->latency_p99_us = g_array_index(pc->lat, uint64_t,
-						    (pc->lat->len * 99) / 100);
-		out->latency_max_us = g_array_index(pc->lat, uint64_t,
-						    pc->lat->len - 1);
-	}
 	pthread_mutex_unlock(&pc->lock);
+	out->latency_p50_us = migram_postcopy_latency_quantile(
+		out->latency_hist, out->latency_max_us, 500);
+	out->latency_p99_us = migram_postcopy_latency_quantile(
+		out->latency_hist, out->latency_max_us, 990);
 }

@@ -76,4 +76,24 @@ bool migram_postcopy_place(DstPostcopy *pc, DstPlacer *pl, const char *idstr,
 
 void migram_postcopy_dst_stats(DstPostcopy *pc, MigramPostcopyStats *out);
 
+/*
+ * A latency quantile (permille: 500 for p50, 990 for p99) from the
+ * power-of-two histogram of MIGRAM_LATENCY_BUCKETS buckets (bucket i:
+ * [2^i, 2^(i+1)) us): the upper end of the bucket holding that rank,
+ * capped at max_us, so at most twice the exact value.  0 with no samples.
+ * Pure; any thread.
+ */
+uint64_t migram_postcopy_latency_quantile(const uint64_t *hist, uint64_t max_us,
+					  unsigned int permille);
+
+/*
+ * Tests only: call hook(opaque, offset, zero) before every placement
+ * ioctl (offset in the block, zero for UFFDIO_ZEROPAGE or a zero page); a
+ * non-zero return is taken as that attempt's errno instead of making the
+ * call (EAGAIN exercises the retry).  Set before LISTEN; NULL removes it.
+ */
+typedef int (*DstPlaceHook)(void *opaque, uint64_t offset, bool zero);
+void migram_postcopy_dst_set_place_hook(DstPostcopy *pc, DstPlaceHook hook,
+					void *opaque);
+
 #endif /* MIGRAM_POSTCOPY_DST_H */

@@ -23,9 +23,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <urcu/urcu-memb.h>
-
 #include "migram-common.h"
+#include "migram-rcu.h"
 #include "migram/bitmap.h"
 #include "migram/migram.h"
 #include "migration-internal.h"
@@ -181,6 +180,13 @@ static bool rp_bitmap(MigramMigration *m, const MigramRpMessage *msg,
 				      "for",
 				      msg->idstr);
 	map = migram_bitmap_new((size_t)MAX(sb_at(m, bi)->pages, 1));
+	if (!map) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_NO_MEMORY,
+			    "recovery: cannot allocate the received bitmap of "
+			    "ramblock '%s' (%" G_GUINT64_FORMAT " pages)",
+			    msg->idstr, sb_at(m, bi)->pages);
+		return false;
+	}
 	if (!migram_rp_read_bitmap(ch, msg->idstr, map, sb_at(m, bi)->pages,
 				   error)) {
 		migram_bitmap_free(map);
@@ -360,11 +366,11 @@ bool migram_postcopy_src_setup(MigramMigration *m, GError **error)
 	}
 	pc->index = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
 					  NULL);
-	urcu_memb_read_lock();
+	migram_rcu_read_lock();
 	for (MigramRamBlock *b = migram_ram_list_next_migratable(m->list, NULL);
 	     b; b = migram_ram_list_next_migratable(m->list, b))
 		summary |= migram_ram_block_page_size(b);
-	urcu_memb_read_unlock();
+	migram_rcu_read_unlock();
 	advise[0] = GUINT64_TO_BE(summary);
 	advise[1] = GUINT64_TO_BE((uint64_t)MIGRAM_TARGET_PAGE_SIZE);
 	migram_stream_writer_command(m->w, MIGRAM_CMD_OPEN_RETURN_PATH, NULL,
@@ -509,12 +515,12 @@ static bool switch_over(MigramMigration *m, GError **error)
 	migram_channel_set_rate_limit(m->ch, 0);
 	if (!migram_sender_sync(m, error))
 		return false;
-	urcu_memb_read_lock();
+	migram_rcu_read_lock();
 	for (guint i = 0; i < m->blocks->len; i++) {
 		canonicalize(m, sb_at(m, i));
 		discard_block(m, sb_at(m, i));
 	}
-	urcu_memb_read_unlock();
+	migram_rcu_read_unlock();
 	ping(NULL, m, 2);
 	/*
 	 * The PONG of PING(2) says the discards arrived and nothing of the
@@ -637,7 +643,7 @@ static bool postcopy_section(MigramMigration *m, GError **error)
 	bool ok = true;
 
 	migram_stream_writer_ram_open(m->w, false);
-	urcu_memb_read_lock();
+	migram_rcu_read_lock();
 	while (ok && sent < BACKGROUND_BATCH && m->dirty_pages) {
 		PageReq r;
 		guint bi;
@@ -657,7 +663,7 @@ static bool postcopy_section(MigramMigration *m, GError **error)
 	}
 	migram_stream_writer_ram_close(m->w);
 	ok = migram_channel_flush(m->ch, ok ? error : NULL) && ok;
-	urcu_memb_read_unlock();
+	migram_rcu_read_unlock();
 	m->st.transferred_bytes =
 		migram_channel_bytes_sent(m->ch) +
 		(m->preempt ? migram_channel_bytes_sent(m->preempt) : 0);

@@ -33,9 +33,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <urcu/urcu-memb.h>
-
 #include "migram-common.h"
+#include "migram-rcu.h"
 #include "migram/bitmap.h"
 #include "migram/migram.h"
 #include "migram/receiver.h"
@@ -133,7 +132,7 @@ static bool handle_block(MigramReceiver *r, const MigramStreamRecord *rec,
 	uint64_t used, max, page;
 	uint32_t flags;
 
-	urcu_memb_read_lock();
+	migram_rcu_read_lock();
 	b = migram_ram_list_find(r->list, rec->name);
 	if (b) {
 		used = migram_ram_block_used_length(b);
@@ -141,7 +140,7 @@ static bool handle_block(MigramReceiver *r, const MigramStreamRecord *rec,
 		page = migram_ram_block_page_size(b);
 		flags = migram_ram_block_flags(b);
 	}
-	urcu_memb_read_unlock();
+	migram_rcu_read_unlock();
 
 	if (!b) {
 		if (r->cfg.create_blocks)
@@ -191,11 +190,11 @@ static bool handle_block(MigramReceiver *r, const MigramStreamRecord *rec,
 			return false;
 		}
 	}
-	urcu_memb_read_lock();
+	migram_rcu_read_lock();
 	b = migram_ram_list_find(r->list, rec->name);
 	if (b)
 		migram_ram_block_set_postcopy_length(b, rec->length);
-	urcu_memb_read_unlock();
+	migram_rcu_read_unlock();
 	return true;
 }
 
@@ -206,11 +205,11 @@ static bool finish_block_list(MigramReceiver *r, const MigramStreamRecord *rec,
 	GError *err = NULL;
 	bool missing = false;
 
-	urcu_memb_read_lock();
+	migram_rcu_read_lock();
 	for (MigramRamBlock *b = migram_ram_list_next_migratable(r->list, NULL);
 	     b; b = migram_ram_list_next_migratable(r->list, b))
 		missing |= migram_ram_block_receivedmap(b) == NULL;
-	urcu_memb_read_unlock();
+	migram_rcu_read_unlock();
 	if (missing &&
 	    !migram_ram_list_bitmaps_init(
 		    r->list, MIGRAM_CLEAR_BMAP_SHIFT_DEFAULT, &err)) {
@@ -317,14 +316,14 @@ static bool place_page(MigramReceiver *r, const MigramStreamRecord *rec,
 
 	if (migram_receiver_postcopy_placing(r))
 		return postcopy_page(r, rec, false, error);
-	urcu_memb_read_lock();
+	migram_rcu_read_lock();
 	dst = target_page(r, rec, &b, error);
 	if (dst && migram_stream_reader_read_page(r->reader, dst, error)) {
 		mark_received(r, b, rec->offset);
 		r->stats.normal_pages++;
 		ok = true;
 	}
-	urcu_memb_read_unlock();
+	migram_rcu_read_unlock();
 	return ok;
 }
 
@@ -340,7 +339,7 @@ static bool place_zero(MigramReceiver *r, const MigramStreamRecord *rec,
 		return fail(error, MIGRAM_ERROR_PROTOCOL, rec,
 			    "zero page record with fill byte 0x%02x",
 			    rec->fill);
-	urcu_memb_read_lock();
+	migram_rcu_read_lock();
 	dst = target_page(r, rec, &b, error);
 	if (dst) {
 		if (!migram_buffer_is_zero(dst, r->page_size)) {
@@ -350,7 +349,7 @@ static bool place_zero(MigramReceiver *r, const MigramStreamRecord *rec,
 		mark_received(r, b, rec->offset);
 		r->stats.zero_pages++;
 	}
-	urcu_memb_read_unlock();
+	migram_rcu_read_unlock();
 	return dst != NULL;
 }
 

@@ -24,9 +24,8 @@
  */
 #include <string.h>
 
-#include <urcu/urcu-memb.h>
-
 #include "migram-common.h"
+#include "migram-rcu.h"
 #include "migram/bitmap.h"
 #include "migram/migram.h"
 #include "migration-internal.h"
@@ -96,11 +95,11 @@ bool migram_sender_sync(MigramMigration *m, GError **error)
 {
 	bool ok = true;
 
-	urcu_memb_read_lock();
+	migram_rcu_read_lock();
 	ok = list_unchanged(m, error);
 	for (guint i = 0; ok && i < m->blocks->len; i++)
 		ok = sync_block(m, sb_at(m, i), error);
-	urcu_memb_read_unlock();
+	migram_rcu_read_unlock();
 	m->st.dirty_sync_count++;
 	return ok;
 }
@@ -189,7 +188,7 @@ bool migram_sender_section(MigramMigration *m, bool last, bool *pass_done,
 
 	*pass_done = false;
 	migram_stream_writer_ram_open(m->w, last);
-	urcu_memb_read_lock();
+	migram_rcu_read_lock();
 	ok = list_unchanged(m, error);
 	while (ok) {
 		guint bi;
@@ -212,7 +211,7 @@ bool migram_sender_section(MigramMigration *m, bool last, bool *pass_done,
 	if (ok)
 		migram_stream_writer_ram_close(m->w);
 	ok = migram_channel_flush(m->ch, ok ? error : NULL) && ok;
-	urcu_memb_read_unlock();
+	migram_rcu_read_unlock();
 	m->st.transferred_bytes = migram_channel_bytes_sent(m->ch);
 	m->st.remaining_bytes = m->dirty_pages * MIGRAM_TARGET_PAGE_SIZE;
 	return ok;

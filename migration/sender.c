@@ -19,9 +19,8 @@
 #include <pthread.h>
 #include <string.h>
 
-#include <urcu/urcu-memb.h>
-
 #include "migram-common.h"
+#include "migram-rcu.h"
 #include "migram/bitmap.h"
 #include "migram/migram.h"
 #include "migration-internal.h"
@@ -33,9 +32,13 @@ MIGRAM_EXPORT MigramMigration *
 migram_migration_new(MigramRamList *list, const MigramLogSource *source,
 		     const MigramMigrationConfig *config)
 {
-	MigramMigration *m = g_new0(MigramMigration, 1);
+	MigramMigration *m;
 
-	g_return_val_if_fail(source && source->ops && config, m);
+	/* Programming errors: checked before anything is allocated. */
+	g_return_val_if_fail(list != NULL, NULL);
+	g_return_val_if_fail(source != NULL && source->ops != NULL, NULL);
+	g_return_val_if_fail(config != NULL, NULL);
+	m = g_new0(MigramMigration, 1);
 	m->list = list;
 	m->source = *source;
 	m->cfg = *config;
@@ -111,12 +114,35 @@ static void on_list_change(MigramRamList *list, MigramRamEvent event,
 	g_atomic_int_set(&m->changed, 1);
 }
 
+/* Start the log of one block taken at setup; false with *error set. */
+static bool start_block(MigramMigration *m, const SendBlock *sb, GError **error)
+{
+	if (!sb->synced) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_NO_MEMORY,
+			    "ramblock '%s': cannot allocate the sync bitmap "
+			    "for %" G_GUINT64_FORMAT " pages",
+			    sb->idstr,
+			    migram_ram_block_max_length(sb->block) /
+				    MIGRAM_TARGET_PAGE_SIZE);
+		return false;
+	}
+	if (!sb->bmap) {
+		/* Added after bitmaps_init: the listener saw it too. */
+		g_atomic_int_set(&m->changed, 1);
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
+			    "ramblock '%s' changed during migration",
+			    sb->idstr);
+		return false;
+	}
+	return m->source.ops->start(m->source.opaque, sb->block, error);
+}
+
 static bool start_blocks(MigramMigration *m, GError **error)
 {
 	GArray *list = g_array_new(FALSE, FALSE, sizeof(MigramStreamBlock));
 	bool ok = true;
 
-	urcu_memb_read_lock();
+	migram_rcu_read_lock();
 	m->version = migram_ram_list_version(m->list);
 	for (MigramRamBlock *b = migram_ram_list_next_migratable(m->list, NULL);
 	     b && ok; b = migram_ram_list_next_migratable(m->list, b)) {
@@ -144,14 +170,13 @@ static bool start_blocks(MigramMigration *m, GError **error)
 		g_array_append_val(list, wb);
 		m->dirty_pages += sb.pages;
 		m->st.total_bytes += wb.used_length;
-		ok = sb.synced && sb.bmap &&
-		     m->source.ops->start(m->source.opaque, b, error);
+		ok = start_block(m, &sb, error);
 	}
 	if (ok)
 		migram_stream_writer_ram_start(m->w,
 					       (MigramStreamBlock *)list->data,
 					       list->len);
-	urcu_memb_read_unlock();
+	migram_rcu_read_unlock();
 	g_array_unref(list);
 	if (ok && m->version != migram_ram_list_version(m->list))
 		g_atomic_int_set(&m->changed, 1);
@@ -186,14 +211,14 @@ static void cleanup(MigramMigration *m)
 		migram_postcopy_src_cleanup(m);
 	if (m->listener)
 		migram_ram_list_remove_listener(m->list, m->listener);
-	urcu_memb_read_lock();
+	migram_rcu_read_lock();
 	if (migram_ram_list_version(m->list) == m->version) {
 		for (guint i = 0; i < m->blocks->len; i++)
 			m->source.ops->stop(
 				m->source.opaque,
 				g_array_index(m->blocks, SendBlock, i).block);
 	}
-	urcu_memb_read_unlock();
+	migram_rcu_read_unlock();
 	for (guint i = 0; i < m->blocks->len; i++)
 		migram_bitmap_free(
 			g_array_index(m->blocks, SendBlock, i).synced);
@@ -376,14 +401,32 @@ static bool finish(MigramMigration *m, GError **error)
 	return true;
 }
 
+/*
+ * Auto-converge throttled the guest: let it run at full speed again.  QEMU
+ * does the same whatever the outcome (completed, failed, cancelled, after
+ * postcopy); st.throttle_percent keeps the last value applied.
+ */
+static void lift_throttle(MigramMigration *m)
+{
+	if (m->policy.throttle_percent && m->cfg.throttle_guest)
+		m->cfg.throttle_guest(m->cfg.opaque, 0);
+	m->policy.throttle_percent = 0;
+}
+
 MIGRAM_EXPORT bool migram_migration_run(MigramMigration *m, MigramChannel *ch,
 					GError **error)
 {
 	GError *err = NULL;
 	bool ok;
 
-	g_return_val_if_fail(m->cfg.pause_guest != NULL, false);
+	g_return_val_if_fail(m != NULL && ch != NULL, false);
 	MIGRAM_ASSERT_NOT_RCU_READER();
+	if (!m->cfg.pause_guest) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
+			    "migration config lacks the required pause_guest "
+			    "callback");
+		return false;
+	}
 	m->t_start = g_get_monotonic_time();
 	pthread_mutex_lock(&m->cancel_lock);
 	m->ch = ch;
@@ -407,10 +450,17 @@ MIGRAM_EXPORT bool migram_migration_run(MigramMigration *m, MigramChannel *ch,
 			     (!m->pc ||
 			      migram_postcopy_src_precopy_done(m, &err));
 	}
+	/* A source's op that failed without saying why still gets a reason. */
+	if (!ok && !err)
+		g_set_error(&err, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
+			    "migration failed without a reason (a dirty-log "
+			    "source or callback returned false without setting "
+			    "its error)");
 	/* After the package the destination runs: never resume here. */
 	if (!ok && m->t_pause && m->cfg.resume_guest && !m->postcopy_committed)
 		m->cfg.resume_guest(m->cfg.opaque);
 	cleanup(m);
+	lift_throttle(m);
 	m->st.status = ok ? MIGRAM_MIGRATION_COMPLETED
 		       : g_error_matches(err, MIGRAM_ERROR,
 					 MIGRAM_ERROR_CANCELLED)

@@ -26,6 +26,7 @@
 #include "migram/bitmap.h"
 #include "migram/dirty-log.h"
 #include "migram/migram.h"
+#include "migration-internal.h"
 
 struct MigramSoftLog {
 	MigramDirtyBitmap *bitmap;
@@ -137,4 +138,13 @@ MIGRAM_EXPORT void migram_soft_log_source(MigramSoftLog *log,
 {
 	source->ops = &soft_ops;
 	source->opaque = log;
+}
+
+uint64_t migram_soft_log_lost_marks(const MigramLogSource *source)
+{
+	const MigramSoftLog *log = source->opaque;
+
+	return source->ops == &soft_ops
+		       ? migram_dirty_bitmap_out_of_range_marks(log->bitmap)
+		       : 0;
 }

@@ -12,6 +12,7 @@
 
 void migram_sender_publish(MigramMigration *m)
 {
+	m->st.out_of_range_marks = migram_soft_log_lost_marks(&m->source);
 	m->st.transferred_bytes = m->ch ? migram_channel_bytes_sent(m->ch)
 					: m->st.transferred_bytes;
 	if (m->st.status != MIGRAM_MIGRATION_COMPLETED &&
@@ -62,6 +63,7 @@ MIGRAM_EXPORT char *
 migram_migration_stats_to_json(const MigramMigrationStats *s)
 {
 	GString *j = g_string_new("{");
+	char num[G_ASCII_DTOSTR_BUF_SIZE];
 
 	g_string_append_printf(j, "\"status\": \"%s\"",
 			       migram_migration_status_name(s->status));
@@ -94,10 +96,14 @@ migram_migration_stats_to_json(const MigramMigrationStats *s)
 	U64("postcopy_discard_pages", postcopy_discard_pages);
 	U64("postcopy_time", postcopy_time_ms);
 	U64("postcopy_recoveries", postcopy_recoveries);
+	U64("out_of_range_marks", out_of_range_marks);
 #undef U64
 	g_string_append_printf(j, ", \"postcopy_preempt\": %s",
 			       s->postcopy_preempt ? "true" : "false");
-	g_string_append_printf(j, ", \"mbps\": %.3f", s->mbps);
+	/* Locale-independent: a decimal comma would break the JSON. */
+	g_string_append_printf(j, ", \"mbps\": %s",
+			       g_ascii_formatd(num, sizeof(num), "%.3f",
+					       s->mbps));
 	g_string_append_printf(j, ", \"not_converging\": %s}",
 			       s->not_converging ? "true" : "false");
 	return g_string_free(j, FALSE);

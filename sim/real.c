@@ -136,9 +136,9 @@ static bool compare_hashes(MigramRamList *list, MigramChannel *ch,
 			continue;
 		}
 		if (strcmp(name, "#postcopy") == 0) {
-			uint64_t v[6];
+			uint64_t v[6 + 32];
 
-			for (int i = 0; i < 6; i++)
+			for (int i = 0; i < 6 + 32; i++)
 				if (!migram_channel_get_be64(ch, &v[i], error))
 					return false;
 			if (rep) {
@@ -148,6 +148,8 @@ static bool compare_hashes(MigramRamList *list, MigramChannel *ch,
 				rep->fault_max_us = v[3];
 				rep->blocked_ms = v[4] / 1000;
 				rep->dest_touches = v[5];
+				memcpy(rep->fault_hist, v + 6,
+				       sizeof(rep->fault_hist));
 			}
 			continue;
 		}
@@ -683,6 +685,8 @@ static void send_postcopy_stats(DstCtx *d, MigramChannel *ch)
 	migram_channel_put_be64(ch, ps.latency_max_us);
 	migram_channel_put_be64(ch, ps.blocked_us);
 	migram_channel_put_be64(ch, d->touches);
+	for (int i = 0; i < 32; i++)
+		migram_channel_put_be64(ch, ps.latency_hist[i]);
 }
 
 static int run_destination(const SimOptions *opt, MigramRamList *list,

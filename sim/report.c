@@ -257,6 +257,11 @@ bool sim_report_write_json(const SimOptions *opt, const SimReport *r,
 	add_u64(b, "fault_latency_p50_us", r->fault_p50_us);
 	add_u64(b, "fault_latency_p99_us", r->fault_p99_us);
 	add_u64(b, "fault_latency_max_us", r->fault_max_us);
+	json_builder_set_member_name(b, "fault_latency_hist_us");
+	json_builder_begin_array(b);
+	for (int i = 0; i < 32; i++)
+		json_builder_add_int_value(b, (gint64)r->fault_hist[i]);
+	json_builder_end_array(b);
 	add_u64(b, "blocked_ms", r->blocked_ms);
 	add_u64(b, "dest_reads", r->dest_touches);
 	json_builder_set_member_name(b, "mbps");

@@ -176,6 +176,7 @@ typedef struct {
 	uint64_t fault_p50_us;
 	uint64_t fault_p99_us;
 	uint64_t fault_max_us;
+	uint64_t fault_hist[32]; /* faults by latency, [2^i, 2^(i+1)) us */
 	uint64_t blocked_ms;
 	uint64_t dest_touches; /* destination workload reads after RUN */
 

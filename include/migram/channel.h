@@ -365,6 +365,8 @@ const GError *migram_channel_error(const MigramChannel *ch);
  */
 void migram_channel_set_error(MigramChannel *ch, GError *error);
 
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(MigramChannel, migram_channel_free)
+
 G_END_DECLS
 
 #endif /* MIGRAM_CHANNEL_H */

@@ -139,7 +139,9 @@ bool migram_dirty_bitmap_page_index_of(const MigramDirtyBitmap *db,
  * Mark the page holding @p addr dirty.  One atomic OR; idempotent.
  *
  * @param db the bitmap.
- * @param addr a byte address; one outside the range is ignored.
+ * @param addr a byte address; one outside the range marks nothing, but is
+ *        counted and, in debug builds, logged as with
+ *        migram_dirty_bitmap_mark(), which also tells the two apart.
  * @return true when the page went from clean to dirty; false when it was
  *         dirty already or @p addr is outside the range.
  *
@@ -148,11 +150,66 @@ bool migram_dirty_bitmap_page_index_of(const MigramDirtyBitmap *db,
  */
 bool migram_dirty_bitmap_set_dirty(MigramDirtyBitmap *db, uint64_t addr);
 
+/** What a mark did (migram_dirty_bitmap_mark()). */
+typedef enum {
+	MIGRAM_MARK_OUT_OF_RANGE = -1, /**< outside the bitmap: the write is
+					    lost; counted, a critical in debug
+					    builds */
+	MIGRAM_MARK_ALREADY_DIRTY = 0, /**< the page was dirty already */
+	MIGRAM_MARK_NEWLY_DIRTY = 1,   /**< the page went from clean to dirty */
+} MigramMarkResult;
+
+/**
+ * Mark the page holding @p addr dirty, and say what happened: unlike
+ * migram_dirty_bitmap_set_dirty(), an address outside the bitmap (a
+ * guest-physical address across a hole, say) is not mistaken for "already
+ * dirty".  Such a mark is also counted
+ * (migram_dirty_bitmap_out_of_range_marks()) and, in debug builds (without
+ * G_DISABLE_ASSERT), logged with g_critical().
+ *
+ * @param db the bitmap.
+ * @param addr a byte address.
+ * @return #MIGRAM_MARK_NEWLY_DIRTY, #MIGRAM_MARK_ALREADY_DIRTY or
+ *         #MIGRAM_MARK_OUT_OF_RANGE.
+ *
+ * Context: Any thread; lock-free, never allocates (an out-of-range mark
+ * adds one atomic increment, and its critical formats a message).
+ * Ordering: release (see the file comment).
+ */
+MigramMarkResult migram_dirty_bitmap_mark(MigramDirtyBitmap *db, uint64_t addr);
+
+/**
+ * Mark page @p pfn dirty.  Same results as migram_dirty_bitmap_mark().
+ *
+ * @param db the bitmap.
+ * @param pfn page index; one >= the page count is out of range.
+ * @return #MIGRAM_MARK_NEWLY_DIRTY, #MIGRAM_MARK_ALREADY_DIRTY or
+ *         #MIGRAM_MARK_OUT_OF_RANGE.
+ *
+ * Context: Any thread; lock-free, never allocates.
+ * Ordering: release.
+ */
+MigramMarkResult migram_dirty_bitmap_mark_by_index(MigramDirtyBitmap *db,
+						   uint64_t pfn);
+
+/**
+ * How many marks fell outside the bitmap since it was created (by
+ * migram_dirty_bitmap_mark(), _mark_by_index(), _set_dirty() and
+ * _set_dirty_by_index()).  Anything but 0 means writes were not tracked.
+ *
+ * @param db the bitmap, or NULL (0).
+ * @return the count (a relaxed load).
+ *
+ * Context: Any thread.
+ */
+uint64_t migram_dirty_bitmap_out_of_range_marks(const MigramDirtyBitmap *db);
+
 /**
  * Mark page @p pfn dirty.  Same semantics as migram_dirty_bitmap_set_dirty().
  *
  * @param db the bitmap.
- * @param pfn page index; one >= the page count is ignored.
+ * @param pfn page index; one >= the page count marks nothing (counted and
+ *        logged as with migram_dirty_bitmap_mark()).
  * @return true when the page went from clean to dirty.
  *
  * Context: Any thread; lock-free, never allocates.

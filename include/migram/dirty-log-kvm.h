@@ -198,7 +198,8 @@ void migram_kvm_log_free(MigramKvmLog *log);
  * @param guest_phys_addr where the slot starts in guest physical memory.
  * @param error MIGRAM_ERROR_EXISTS when @p block or @p slot is already
  *        added, MIGRAM_ERROR_INVALID when the block's used_length or host
- *        address is not page-aligned or is empty.
+ *        address is not page-aligned or is empty, MIGRAM_ERROR_NO_MEMORY
+ *        when the slot's bitmaps cannot be allocated.
  * @return false with @p error set on failure.
  *
  * Context: The log's thread, while no migration uses the log.

@@ -132,7 +132,11 @@ typedef struct {
 	void (*pause_guest)(void *opaque);
 	/** Let the guest run again when a migration fails after pausing it. */
 	void (*resume_guest)(void *opaque);
-	/** Auto-converge: slow the guest to @p percent % of its time throttled.
+	/**
+	 * Auto-converge: slow the guest to @p percent % of its time
+	 * throttled.  Called with 0 when the migration ends, whatever the
+	 * outcome (completed, failed, cancelled), if it was ever called with
+	 * more.
 	 */
 	void (*throttle_guest)(void *opaque, unsigned int percent);
 	/** Passed to the callbacks. */
@@ -159,7 +163,8 @@ typedef struct {
 	uint64_t iterations;           /**< complete passes over RAM */
 	uint64_t log_clear_calls;      /**< clear calls to the source */
 	uint64_t log_clear_pages;      /**< pages those calls covered */
-	unsigned int throttle_percent; /**< current auto-converge throttle */
+	unsigned int throttle_percent; /**< auto-converge throttle applied
+					    last; lifted when run returns */
 	bool not_converging; /**< iterations stopped making progress */
 	/* postcopy (all zero in a precopy migration) */
 	uint64_t postcopy_requests;     /**< page requests received */
@@ -174,6 +179,12 @@ typedef struct {
 	uint64_t postcopy_time_ms;          /**< switch to completion */
 	uint64_t postcopy_recoveries;       /**< successful recoveries */
 	bool postcopy_preempt;              /**< the preempt channel is used */
+	/**
+	 * Marks of the software log's bitmap that fell outside it since the
+	 * log was created (migram_dirty_bitmap_out_of_range_marks()): writes
+	 * the migration cannot see.  0 for other sources.  Added in 0.2.
+	 */
+	uint64_t out_of_range_marks;
 } MigramMigrationStats;
 
 /** Opaque; single owner. */
@@ -186,6 +197,10 @@ typedef struct MigramMigration MigramMigration;
  * @param source the dirty-log source; copied (its opaque is borrowed).
  * @param config options and callbacks; copied.
  * @return a new migration; caller frees with migram_migration_free().
+ *         NULL @p list, @p source (or its ops) or @p config is a
+ *         programming error: a critical and NULL, nothing allocated.  The
+ *         config's contents are checked by migram_migration_run(), which
+ *         can report them.
  *
  * Context: Any thread.
  */
@@ -213,11 +228,16 @@ void migram_migration_free(MigramMigration *m);
  * @param error MIGRAM_ERROR_CANCELLED, MIGRAM_ERROR_NOT_CONVERGED (the guest
  *        was never paused and keeps running), MIGRAM_ERROR_INVALID when the
  *        block list changed (the message names the block), MIGRAM_ERROR_IO
- *        from the channel, or a source's error.
- * @return true when the migration completed.
+ *        from the channel, MIGRAM_ERROR_NO_MEMORY when a bitmap cannot
+ *        be allocated, or a source's error.  A config without
+ *        @c pause_guest fails at once with MIGRAM_ERROR_INVALID.
+ * @return true when the migration completed; false always comes with
+ *         @p error set (a NULL @p m or @p ch is a programming error: a
+ *         critical and false).
  *
  * Context: Migration thread only; registered with RCU; not inside a
- * read-side section.  May block.
+ * read-side section.  May block.  An auto-converge throttle is lifted
+ * (throttle_guest(0)) before it returns, on every path.
  */
 bool migram_migration_run(MigramMigration *m, MigramChannel *ch,
 			  GError **error);
@@ -309,6 +329,8 @@ char *migram_migration_stats_to_json(const MigramMigrationStats *stats);
  * Context: Any thread.
  */
 const char *migram_migration_status_name(MigramMigrationStatus status);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(MigramMigration, migram_migration_free)
 
 G_END_DECLS
 

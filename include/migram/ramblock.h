@@ -587,6 +587,8 @@ unsigned long *migram_ram_block_clear_bmap(const MigramRamBlock *block);
  */
 unsigned int migram_ram_block_clear_bmap_shift(const MigramRamBlock *block);
 
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(MigramRamList, migram_ram_list_free)
+
 G_END_DECLS
 
 #endif /* MIGRAM_RAMBLOCK_H */

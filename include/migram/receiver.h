@@ -88,6 +88,9 @@ typedef struct {
 	char device[256];            /**< the section it stopped at */
 } MigramReceiverStats;
 
+/** Buckets of MigramPostcopyStats.latency_hist (powers of two of us). */
+#define MIGRAM_LATENCY_BUCKETS 32
+
 /** Postcopy on the destination (migram_receiver_get_postcopy_stats()). */
 typedef struct {
 	bool active;              /**< LISTEN was reached in the last load */
@@ -101,11 +104,21 @@ typedef struct {
 	uint64_t discarded_pages; /**< dropped by the discard list */
 	uint64_t preempt_pages;   /**< placed from the preempt channel */
 	uint64_t recoveries;      /**< completed recoveries */
-	uint64_t latency_p50_us;  /**< fault to placement, per fault */
-	uint64_t latency_p99_us;
-	uint64_t latency_max_us;
-	uint64_t blocked_us; /**< sum over faults: threads' blocked time */
-	uint64_t latency_hist[32]; /**< faults by latency, [2^i, 2^(i+1)) us */
+	/**
+	 * Fault to placement, per fault: the median, from latency_hist (the
+	 * upper end of the bucket holding it, capped at latency_max_us, so at
+	 * most twice the exact value).
+	 */
+	uint64_t latency_p50_us;
+	uint64_t latency_p99_us; /**< the 99th percentile, the same way */
+	uint64_t latency_max_us; /**< the longest, exact */
+	uint64_t blocked_us;     /**< sum over faults: threads' blocked time */
+	/**
+	 * Faults by latency: bucket i counts [2^i, 2^(i+1)) us (0 us in
+	 * bucket 0, 2^31 us and more in the last).  Fixed memory however
+	 * many faults; the quantiles above are read from it.
+	 */
+	uint64_t latency_hist[MIGRAM_LATENCY_BUCKETS];
 } MigramPostcopyStats;
 
 /** Opaque; single owner. */
@@ -223,6 +236,8 @@ bool migram_postcopy_available(GError **error);
  */
 void migram_receiver_get_stats(const MigramReceiver *r,
 			       MigramReceiverStats *stats);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(MigramReceiver, migram_receiver_free)
 
 G_END_DECLS
 

@@ -299,6 +299,9 @@ bool migram_stream_reader_read_page(MigramStreamReader *r, void *dst,
  */
 uint64_t migram_stream_reader_page_size(const MigramStreamReader *r);
 
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(MigramStreamWriter, migram_stream_writer_free)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(MigramStreamReader, migram_stream_reader_free)
+
 G_END_DECLS
 
 #endif /* MIGRAM_STREAM_H */

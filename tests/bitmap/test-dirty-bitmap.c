@@ -77,6 +77,18 @@ static void test_index_mapping(void)
 	g_assert_cmpuint(pfn, ==, 77);
 }
 
+/* Debug builds (no G_DISABLE_ASSERT) report a lost mark as a critical. */
+static void expect_lost_marks(int n)
+{
+#ifndef G_DISABLE_ASSERT
+	for (int i = 0; i < n; i++)
+		g_test_expect_message("migram", G_LOG_LEVEL_CRITICAL,
+				      "*outside*write is lost*");
+#else
+	(void)n;
+#endif
+}
+
 static void test_transitions(void)
 {
 	g_autoptr(MigramDirtyBitmap) db =
@@ -90,10 +102,12 @@ static void test_transitions(void)
 	g_assert_false(migram_dirty_bitmap_set_dirty(db, 0x10000 + 5 * 4096));
 	g_assert_false(migram_dirty_bitmap_set_dirty_by_index(db, 5));
 	g_assert_true(migram_dirty_bitmap_set_dirty_by_index(db, 63));
-	/* Out of range: ignored. */
+	/* Out of range: nothing marked (and counted: see out-of-range). */
+	expect_lost_marks(3);
 	g_assert_false(migram_dirty_bitmap_set_dirty(db, 0xffff));
 	g_assert_false(migram_dirty_bitmap_set_dirty(db, 0x10000 + 64 * 4096));
 	g_assert_false(migram_dirty_bitmap_set_dirty_by_index(db, 64));
+	g_test_assert_expected_messages();
 	g_assert_false(migram_dirty_bitmap_is_dirty_by_index(db, 64));
 
 	g_autoptr(GArray) pages = migram_dirty_bitmap_drain(db);
@@ -393,6 +407,37 @@ static void test_concurrent_drain(void)
 	migram_bitmap_free(d.drained);
 }
 
+/*
+ * A mark outside the bitmap is not "already dirty": a distinct result, a
+ * counter, and a critical in debug builds.
+ */
+static void test_out_of_range(void)
+{
+	g_autoptr(MigramDirtyBitmap) db =
+		migram_dirty_bitmap_new(0x10000, 64 * 4096, 4096, NULL);
+
+	g_assert_cmpint(migram_dirty_bitmap_mark(db, 0x10000), ==,
+			MIGRAM_MARK_NEWLY_DIRTY);
+	g_assert_cmpint(migram_dirty_bitmap_mark(db, 0x10000 + 4095), ==,
+			MIGRAM_MARK_ALREADY_DIRTY);
+	g_assert_cmpint(migram_dirty_bitmap_mark_by_index(db, 63), ==,
+			MIGRAM_MARK_NEWLY_DIRTY);
+	g_assert_cmpuint(migram_dirty_bitmap_out_of_range_marks(db), ==, 0);
+	expect_lost_marks(4);
+	/* Below the range, past it, and across a hole by a whole GiB. */
+	g_assert_cmpint(migram_dirty_bitmap_mark(db, 0xffff), ==,
+			MIGRAM_MARK_OUT_OF_RANGE);
+	g_assert_cmpint(migram_dirty_bitmap_mark(db, 0x10000 + 64 * 4096), ==,
+			MIGRAM_MARK_OUT_OF_RANGE);
+	g_assert_cmpint(migram_dirty_bitmap_mark_by_index(db, 64), ==,
+			MIGRAM_MARK_OUT_OF_RANGE);
+	/* The bool API keeps its answer, and counts too. */
+	g_assert_false(migram_dirty_bitmap_set_dirty(db, UINT64_C(1) << 32));
+	g_test_assert_expected_messages();
+	g_assert_cmpuint(migram_dirty_bitmap_out_of_range_marks(db), ==, 4);
+	g_assert_cmpuint(migram_dirty_bitmap_out_of_range_marks(NULL), ==, 0);
+}
+
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
@@ -407,5 +452,6 @@ int main(int argc, char **argv)
 	g_test_add_func("/bitmap/dirty-bitmap/fold-errors", test_fold_errors);
 	g_test_add_func("/bitmap/dirty-bitmap/concurrent-drain",
 			test_concurrent_drain);
+	g_test_add_func("/bitmap/dirty-bitmap/out-of-range", test_out_of_range);
 	return g_test_run();
 }
