@@ -175,7 +175,8 @@ static bool send_page(MigramMigration *m, SendBlock *sb, uint64_t p,
 
 /*
  * One section of pages.  PART: until the rate limit's budget is spent, the
- * pass ends, 50 ms went by, or a cancel; END (last): until nothing is left.
+ * pass ends (nothing dirty is left, or the search wrapped), 50 ms went by,
+ * or a cancel; END (last): until nothing is left.
  * The read-side section spans the flush, because queued pages are
  * referenced in place.
  */
@@ -194,7 +195,16 @@ bool migram_sender_section(MigramMigration *m, bool last, bool *pass_done,
 		guint bi;
 		uint64_t p;
 
-		if (!migram_sender_find_dirty(m, &bi, &p)) {
+		/* A pass ends when nothing is dirty or the search wrapped
+		 * past the last block: a pass is one sweep from the first
+		 * page to the last (QEMU's round), so a mid-pass sync, which
+		 * may set bits behind the position, never keeps it from
+		 * ending.  The next pass starts at the first page. */
+		if (!migram_sender_find_dirty(m, &bi, &p) ||
+		    (!last &&
+		     (bi < m->cur || (bi == m->cur && p < m->cur_page)))) {
+			m->cur = 0;
+			m->cur_page = 0;
 			*pass_done = true;
 			break;
 		}

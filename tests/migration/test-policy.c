@@ -127,6 +127,38 @@ static void test_low_dirty_rate_no_throttle(void)
 	g_assert_cmpuint(ps.throttle_percent, ==, 0);
 }
 
+/* Mid-pass: a 100 ms window sets the threshold; only below it a sync. */
+static void test_mid_pass_threshold(void)
+{
+	PolicyState ps;
+
+	migram_policy_init(&ps, 300, 5, false, 20, 10);
+	/* No window closed yet: never worth a sync, however little is left. */
+	g_assert_false(migram_policy_worth_sync(&ps, 4096));
+	/* 100 MB in 100 ms = 1 GB/s: 300 MB fit the 300 ms limit. */
+	migram_policy_window(&ps, 100 * MB, SEC / 10);
+	g_assert_cmpuint(ps.threshold_bytes, ==, 300 * MB);
+	g_assert_false(migram_policy_worth_sync(&ps, 400 * MB));
+	g_assert_false(migram_policy_worth_sync(&ps, 300 * MB));
+	g_assert_true(migram_policy_worth_sync(&ps, 299 * MB));
+	/* The sync found more dirty than fits: the pass goes on. */
+	g_assert_cmpint(migram_policy_mid_pass(&ps, 450 * MB), ==,
+			POLICY_CONTINUE);
+	g_assert_cmpuint(ps.expected_downtime_ms, ==, 450);
+	/* ...and mid-pass syncs never count as stalls or throttle. */
+	g_assert_cmpuint(ps.stalls, ==, 0);
+	g_assert_cmpuint(ps.throttle_percent, ==, 0);
+	/* It fits: complete. */
+	g_assert_cmpint(migram_policy_mid_pass(&ps, 250 * MB), ==,
+			POLICY_COMPLETE);
+	g_assert_cmpuint(ps.expected_downtime_ms, ==, 250);
+	/* A slower window lowers the threshold. */
+	migram_policy_window(&ps, 10 * MB, SEC / 10);
+	g_assert_cmpuint(ps.threshold_bytes, ==, 30 * MB);
+	g_assert_cmpint(migram_policy_mid_pass(&ps, 250 * MB), ==,
+			POLICY_CONTINUE);
+}
+
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
@@ -140,6 +172,8 @@ int main(int argc, char **argv)
 			test_noise_is_not_progress);
 	g_test_add_func("/migration/policy/auto-converge-steps",
 			test_auto_converge_steps);
+	g_test_add_func("/migration/policy/mid-pass-threshold",
+			test_mid_pass_threshold);
 	g_test_add_func("/migration/policy/low-dirty-rate-no-throttle",
 			test_low_dirty_rate_no_throttle);
 	return g_test_run();
