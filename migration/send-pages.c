@@ -68,9 +68,13 @@ static bool sync_block(MigramMigration *m, SendBlock *sb, GError **error)
 {
 	uint64_t newly = 0, fresh;
 
+	gint64 t0 = g_get_monotonic_time();
+
 	if (!m->source.ops->sync(m->source.opaque, sb->block, sb->synced,
 				 &newly, error))
 		return false;
+	if (!m->last_stage)
+		m->st.log_sync_us += (uint64_t)(g_get_monotonic_time() - t0);
 	fresh = migram_bitmap_or_collect(sb->bmap, sb->synced, 0,
 					 (size_t)sb->pages);
 	m->dirty_pages += fresh;
@@ -80,9 +84,11 @@ static bool sync_block(MigramMigration *m, SendBlock *sb, GError **error)
 	if (m->cfg.clear_at_sync) {
 		m->st.log_clear_calls++;
 		m->st.log_clear_pages += sb->pages;
+		t0 = g_get_monotonic_time();
 		if (!m->source.ops->clear(m->source.opaque, sb->block, 0,
 					  sb->pages, sb->synced, error))
 			return false;
+		m->st.log_clear_us += (uint64_t)(g_get_monotonic_time() - t0);
 		migram_bitmap_clear(sb->synced, 0, (size_t)sb->pages);
 	} else if (sb->pages) {
 		migram_bitmap_set(sb->clear_bmap, 0,
@@ -137,6 +143,7 @@ static bool clear_owed_chunk(MigramMigration *m, SendBlock *sb, uint64_t p,
 			     GError **error)
 {
 	uint64_t chunk = p >> m->shift, first, n;
+	gint64 t0;
 
 	if (m->last_stage || m->cfg.clear_at_sync ||
 	    !migram_bitmap_test_and_clear_bit(sb->clear_bmap, (size_t)chunk))
@@ -145,9 +152,11 @@ static bool clear_owed_chunk(MigramMigration *m, SendBlock *sb, uint64_t p,
 	n = MIN((uint64_t)1 << m->shift, sb->pages - first);
 	m->st.log_clear_calls++;
 	m->st.log_clear_pages += n;
+	t0 = g_get_monotonic_time();
 	if (!m->source.ops->clear(m->source.opaque, sb->block, first, n,
 				  sb->synced, error))
 		return false;
+	m->st.log_clear_us += (uint64_t)(g_get_monotonic_time() - t0);
 	migram_bitmap_clear(sb->synced, (size_t)first, (size_t)n);
 	return true;
 }

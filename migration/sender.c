@@ -387,17 +387,27 @@ static bool finish(MigramMigration *m, GError **error)
 
 	m->st.status = MIGRAM_MIGRATION_DEVICE;
 	migram_sender_publish(m);
+	gint64 t[5];
+
+	t[0] = g_get_monotonic_time();
 	m->cfg.pause_guest(m->cfg.opaque);
-	m->t_pause = g_get_monotonic_time();
+	m->t_pause = t[1] = g_get_monotonic_time();
 	m->last_stage = true;
 	migram_channel_set_rate_limit(m->ch, 0);
-	if (!migram_sender_sync(m, error) ||
-	    !migram_sender_section(m, true, &pass_done, error))
+	if (!migram_sender_sync(m, error))
 		return false;
+	t[2] = g_get_monotonic_time();
+	if (!migram_sender_section(m, true, &pass_done, error))
+		return false;
+	t[3] = g_get_monotonic_time();
 	if (!save_device(m, error) || !migram_stream_writer_finish(m->w, error))
 		return false;
-	m->st.downtime_ms = (uint64_t)(g_get_monotonic_time() - m->t_pause) /
-			    1000;
+	t[4] = g_get_monotonic_time();
+	m->st.downtime_pause_us = (uint64_t)(t[1] - t[0]);
+	m->st.downtime_sync_us = (uint64_t)(t[2] - t[1]);
+	m->st.downtime_pages_us = (uint64_t)(t[3] - t[2]);
+	m->st.downtime_device_us = (uint64_t)(t[4] - t[3]);
+	m->st.downtime_ms = (uint64_t)(t[4] - t[1]) / 1000;
 	return true;
 }
 

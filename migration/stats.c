@@ -97,6 +97,12 @@ migram_migration_stats_to_json(const MigramMigrationStats *s)
 	U64("postcopy_time", postcopy_time_ms);
 	U64("postcopy_recoveries", postcopy_recoveries);
 	U64("out_of_range_marks", out_of_range_marks);
+	U64("downtime_pause_us", downtime_pause_us);
+	U64("downtime_sync_us", downtime_sync_us);
+	U64("downtime_pages_us", downtime_pages_us);
+	U64("downtime_device_us", downtime_device_us);
+	U64("log_sync_us", log_sync_us);
+	U64("log_clear_us", log_clear_us);
 #undef U64
 	g_string_append_printf(j, ", \"postcopy_preempt\": %s",
 			       s->postcopy_preempt ? "true" : "false");

@@ -318,6 +318,12 @@ static void fill_report(SimReport *rep, const MigramMigrationStats *st)
 	rep->iterations = st->iterations;
 	rep->log_clear_calls = st->log_clear_calls;
 	rep->downtime_ms = st->downtime_ms;
+	rep->downtime_parts_us[0] = st->downtime_pause_us;
+	rep->downtime_parts_us[1] = st->downtime_sync_us;
+	rep->downtime_parts_us[2] = st->downtime_pages_us;
+	rep->downtime_parts_us[3] = st->downtime_device_us;
+	rep->log_sync_us = st->log_sync_us;
+	rep->log_clear_us = st->log_clear_us;
 	rep->setup_time_ms = st->setup_time_ms;
 	rep->total_time_ms = st->total_time_ms;
 	rep->mbps = st->mbps;

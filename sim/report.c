@@ -87,7 +87,15 @@ void sim_report_print(const SimOptions *opt, const SimReport *r)
 	       r->model ? " (model mode, virtual time)" : "");
 	printf("total time:        %" G_GUINT64_FORMAT " ms\n",
 	       r->total_time_ms);
-	printf("downtime:          %" G_GUINT64_FORMAT " ms\n", r->downtime_ms);
+	printf("downtime:          %" G_GUINT64_FORMAT " ms", r->downtime_ms);
+	if (!r->model && r->downtime_ms)
+		printf(" (pause %.1f, final sync %.1f, pages %.1f, device and "
+		       "end %.1f ms)",
+		       (double)r->downtime_parts_us[0] / 1000,
+		       (double)r->downtime_parts_us[1] / 1000,
+		       (double)r->downtime_parts_us[2] / 1000,
+		       (double)r->downtime_parts_us[3] / 1000);
+	printf("\n");
 	printf("setup:             %" G_GUINT64_FORMAT " ms\n",
 	       r->setup_time_ms);
 	printf("transferred ram:   %s\n", xfer);
@@ -235,6 +243,12 @@ bool sim_report_write_json(const SimOptions *opt, const SimReport *r,
 	add_u64(b, "transferred_bytes", r->transferred_bytes);
 	add_u64(b, "normal_pages", r->normal_pages);
 	add_u64(b, "cpu_src_ms", r->cpu_src_ms);
+	add_u64(b, "downtime_pause_us", r->downtime_parts_us[0]);
+	add_u64(b, "downtime_sync_us", r->downtime_parts_us[1]);
+	add_u64(b, "downtime_pages_us", r->downtime_parts_us[2]);
+	add_u64(b, "downtime_device_us", r->downtime_parts_us[3]);
+	add_u64(b, "log_sync_us", r->log_sync_us);
+	add_u64(b, "log_clear_us", r->log_clear_us);
 	add_u64(b, "cpu_dst_ms", r->cpu_dst_ms);
 	add_u64(b, "duplicate_pages", r->duplicate_pages);
 	add_u64(b, "dirty_sync_count", r->dirty_sync_count);

@@ -137,6 +137,9 @@ typedef struct {
 	uint64_t iterations;
 	uint64_t log_clear_calls;
 	uint64_t downtime_ms;
+	/* where the downtime went (µs): pause, final sync, pages, device */
+	uint64_t downtime_parts_us[4];
+	uint64_t log_sync_us, log_clear_us; /* dirty-log calls while live */
 	uint64_t setup_time_ms;
 	uint64_t total_time_ms;
 	double mbps;

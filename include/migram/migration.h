@@ -185,6 +185,23 @@ typedef struct {
 	 * the migration cannot see.  0 for other sources.  Added in 0.2.
 	 */
 	uint64_t out_of_range_marks;
+	/**
+	 * Where the downtime went, in µs (added in 0.2): pause_guest()
+	 * returning, the final sync of the dirty log, the pages still dirty
+	 * after it, and the device state plus the stream's end.
+	 */
+	uint64_t downtime_pause_us;
+	uint64_t downtime_sync_us;   /**< final dirty-log sync */
+	uint64_t downtime_pages_us;  /**< the last pages */
+	uint64_t downtime_device_us; /**< device state, EOF, flush */
+	/**
+	 * Time the migration thread spent in the dirty-log source's sync and
+	 * clear calls while the guest ran (µs; added in 0.2).  With KVM the
+	 * clears re-protect pages, and the guest's next writes to them fault:
+	 * the guest's share of the cost shows in its progress, not here.
+	 */
+	uint64_t log_sync_us;
+	uint64_t log_clear_us;
 } MigramMigrationStats;
 
 /** Opaque; single owner. */
