@@ -14,7 +14,7 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 45
 FUZZ_RP_SECONDS ?= 15
 
-.PHONY: all help setup build run test bench test-asan test-tsan valgrind clean
+.PHONY: all help setup build run test bench bench-vs-qemu test-asan test-tsan valgrind clean
 .PHONY: fuzz fuzz-build
 
 all: build
@@ -23,6 +23,7 @@ help:
 	@echo "make run        set up, build, run a live migration (migram-sim) and print its report"
 	@echo "make test       set up, build, run every test suite (meson test)"
 	@echo "make bench      set up, build, run the benchmarks (meson test --benchmark)"
+	@echo "make bench-vs-qemu  QEMU 7.2 and migram-sim interleaved on the same guest (VS_QEMU_ARGS=...)"
 	@echo "make test-asan  the suites again under AddressSanitizer + UBSan ($(SANITIZE_BUILD)/)"
 	@echo "make test-tsan  the concurrency suites under ThreadSanitizer ($(TSAN_BUILD)/)"
 	@echo "make valgrind   the concurrency suites under valgrind (memcheck)"
@@ -53,6 +54,13 @@ test: build
 
 bench: build
 	meson test -C $(BUILD) --benchmark --verbose
+
+# QEMU 7.2 against migram-sim, interleaved, same guest (docs/performance.md).
+# Nothing else may run meanwhile.  Skips with the reason without QEMU,
+# /dev/kvm or the peer harness (../shared/peers/qemu, $$MIGRAM_QEMU_PEERS).
+VS_QEMU_ARGS ?=
+bench-vs-qemu: build
+	python3 bench/vs-qemu.py --sim $(BUILD)/sim/migram-sim $(VS_QEMU_ARGS)
 
 test-asan: setup
 	@[ -f $(SANITIZE_BUILD)/build.ninja ] || meson setup $(SANITIZE_BUILD) \
