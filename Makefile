@@ -15,7 +15,7 @@ FUZZ_SECONDS ?= 45
 FUZZ_RP_SECONDS ?= 15
 
 .PHONY: all help setup build run test bench bench-vs-qemu test-asan test-tsan valgrind clean
-.PHONY: fuzz fuzz-build
+.PHONY: fuzz fuzz-build embed-check
 
 all: build
 
@@ -27,6 +27,7 @@ help:
 	@echo "make test-asan  the suites again under AddressSanitizer + UBSan ($(SANITIZE_BUILD)/)"
 	@echo "make test-tsan  the concurrency suites under ThreadSanitizer ($(TSAN_BUILD)/)"
 	@echo "make valgrind   the concurrency suites under valgrind (memcheck)"
+	@echo "make embed-check install into $(BUILD)/stage, build an embedder's program with only pkg-config's flags, run it"
 	@echo "make fuzz       build, run the receiver fuzzer for FUZZ_SECONDS (45), the return-path one for FUZZ_RP_SECONDS (15)"
 	@echo "make fuzz-build only build the fuzzer and its seed corpus ($(FUZZ_BUILD)/)"
 	@echo "make setup      only install missing Debian packages"
@@ -83,6 +84,11 @@ valgrind: build
 	meson test -C $(BUILD) --print-errorlogs --suite concurrency \
 		--timeout-multiplier 10 \
 		--wrap='valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite'
+
+# An embedder's program against the installed library, with nothing but
+# `pkg-config --cflags --libs migram` (scripts/embed-check.sh).
+embed-check: build
+	./scripts/embed-check.sh $(BUILD)
 
 # libFuzzer + ASan + UBSan with clang, outside meson (docs/fuzzing.md).
 fuzz-build: setup

@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
-"""Count TAP test cases across meson build directories' testlog.json."""
+"""Count TAP test cases across meson build directories' testlog*.json.
+
+A build directory may hold more than one run's log: .ci/run writes
+testlog.json (make test) and testlog-hugetlb.json (the hugetlb programs
+again, with huge pages reserved); every case of every run counts.
+"""
 import json
 import re
 import sys
 from pathlib import Path
 
 passed = failed = skipped = 0
-for build in sys.argv[1:]:
-    log = Path(build) / "meson-logs" / "testlog.json"
-    if not log.exists():
-        continue
+logs = [log for build in sys.argv[1:]
+        for log in sorted((Path(build) / "meson-logs").glob("testlog*.json"))]
+for log in logs:
     for line in log.read_text().splitlines():
         entry = json.loads(line)
         out = entry.get("stdout") or ""

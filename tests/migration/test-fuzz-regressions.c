@@ -25,8 +25,26 @@
 #include "fuzz-harness.h"
 #include "stream-samples.h"
 
-/* One harness for the whole run, as in the fuzzer. */
-static FuzzHarness *harness;
+/*
+ * Each case loads into a harness of its own, made by the set-up and freed
+ * by the tear-down, so no case sees what an earlier one loaded.  (The
+ * fuzzer reuses one harness; fuzz_harness_run() resets it per input.)
+ */
+typedef struct {
+	FuzzHarness *h;
+} Fixture;
+
+static void harness_set_up(Fixture *f, gconstpointer data)
+{
+	(void)data;
+	f->h = fuzz_harness_new();
+}
+
+static void harness_tear_down(Fixture *f, gconstpointer data)
+{
+	(void)data;
+	fuzz_harness_free(f->h);
+}
 
 typedef struct {
 	const char *name;
@@ -36,10 +54,10 @@ typedef struct {
 	const char *message; /* substring of the error */
 } FoundInput;
 
-static bool load(const guint8 *data, size_t len, MigramReceiverStats *stats,
-		 GError **error)
+static bool load(Fixture *f, const guint8 *data, size_t len,
+		 MigramReceiverStats *stats, GError **error)
 {
-	return fuzz_harness_run(harness, data, len, stats, error);
+	return fuzz_harness_run(f->h, data, len, stats, error);
 }
 
 /*
@@ -54,7 +72,7 @@ static bool uffd_missing(const GError *error)
 	       !migram_postcopy_available(NULL);
 }
 
-static void test_sample(gconstpointer p)
+static void test_sample(Fixture *f, gconstpointer p)
 {
 	const StreamSample *s = p;
 	g_autoptr(GBytes) b = stream_sample_bytes(s);
@@ -62,7 +80,7 @@ static void test_sample(gconstpointer p)
 	MigramReceiverStats st;
 	size_t len;
 	const guint8 *data = g_bytes_get_data(b, &len);
-	bool ok = load(data, len, &st, &error);
+	bool ok = load(f, data, len, &st, &error);
 
 	if (uffd_missing(error)) {
 		g_test_skip(error->message);
@@ -82,20 +100,21 @@ static GBytes *sample(const char *name)
 }
 
 /* The pages of the simplest valid stream land where they should. */
-static void test_one_block_contents(void)
+static void test_one_block_contents(Fixture *f, gconstpointer data)
 {
 	g_autoptr(GBytes) b = sample("one-block");
 	g_autoptr(GError) error = NULL;
 	MigramReceiverStats st;
 	const guint8 *pc;
 
-	g_assert_true(load(g_bytes_get_data(b, NULL), g_bytes_get_size(b), &st,
-			   &error));
+	(void)data;
+	g_assert_true(load(f, g_bytes_get_data(b, NULL), g_bytes_get_size(b),
+			   &st, &error));
 	g_assert_no_error(error);
 	g_assert_cmpuint(st.normal_pages, ==, 3);
 	g_assert_cmpuint(st.zero_pages, ==, 1);
 	g_assert_cmpuint(st.sections, ==, 3);
-	pc = fuzz_harness_host(harness, "pc.ram");
+	pc = fuzz_harness_host(f->h, "pc.ram");
 	g_assert_cmphex(pc[0], ==, 0x11);
 	g_assert_cmphex(pc[0x1fff], ==, 0x22);
 	g_assert_cmphex(pc[0x2000], ==, 0);
@@ -103,14 +122,15 @@ static void test_one_block_contents(void)
 }
 
 /* stop_at_devices: success, and the section it stopped at. */
-static void test_stop_at_devices(void)
+static void test_stop_at_devices(Fixture *f, gconstpointer data)
 {
 	g_autoptr(GBytes) b = sample("stop-at-devices");
 	g_autoptr(GError) error = NULL;
 	MigramReceiverStats st;
 
-	g_assert_true(load(g_bytes_get_data(b, NULL), g_bytes_get_size(b), &st,
-			   &error));
+	(void)data;
+	g_assert_true(load(f, g_bytes_get_data(b, NULL), g_bytes_get_size(b),
+			   &st, &error));
 	g_assert_no_error(error);
 	g_assert_true(st.stopped_at_device);
 	g_assert_cmpstr(st.device, ==, "timer");
@@ -121,7 +141,7 @@ static void test_stop_at_devices(void)
  * short: the buffer grows with the bytes that arrive, not with the
  * announced length (found by review, not by the fuzzer).
  */
-static void test_vmdesc_chunks(void)
+static void test_vmdesc_chunks(Fixture *f, gconstpointer data)
 {
 	g_autoptr(GBytes) head = sample("no-vmdesc");
 	const uint32_t len = 200000;
@@ -130,6 +150,7 @@ static void test_vmdesc_chunks(void)
 	uint32_t be = GUINT32_TO_BE(len);
 	guint8 type = 0x06;
 
+	(void)data;
 	memset(json, ' ', len);
 	json[0] = '{';
 	json[len - 1] = '}';
@@ -143,7 +164,7 @@ static void test_vmdesc_chunks(void)
 		g_autoptr(GError) error = NULL;
 		/* whole; cut inside the first chunk; inside the third */
 		size_t drop = cut == 0 ? 0 : cut == 1 ? len - 1000 : 1000;
-		bool ok = load(in->data, in->len - drop, NULL, &error);
+		bool ok = load(f, in->data, in->len - drop, NULL, &error);
 
 		fuzz_assert_outcome(ok, error, cut ? MIGRAM_ERROR_PROTOCOL : 0,
 				    "unexpected end of stream at byte");
@@ -225,15 +246,22 @@ static const FoundInput found[] = {
 	  "stream byte 42: cannot create block 'big' of 0x400000000000 bytes" },
 };
 
-static void test_found(gconstpointer p)
+static void test_found(Fixture *f, gconstpointer p)
 {
-	const FoundInput *f = p;
+	const FoundInput *in = p;
 	g_autoptr(GError) error = NULL;
-	bool ok = load(f->data, f->len, NULL, &error);
+	bool ok = load(f, in->data, in->len, NULL, &error);
 
 	if (error)
-		g_test_message("%s: %s", f->name, error->message);
-	fuzz_assert_outcome(ok, error, f->code, f->message);
+		g_test_message("%s: %s", in->name, error->message);
+	fuzz_assert_outcome(ok, error, in->code, in->message);
+}
+
+static void add(const char *path, gconstpointer data,
+		void (*test)(Fixture *, gconstpointer))
+{
+	g_test_add(path, Fixture, data, harness_set_up, test,
+		   harness_tear_down);
 }
 
 int main(int argc, char **argv)
@@ -244,29 +272,27 @@ int main(int argc, char **argv)
 
 	g_test_init(&argc, &argv, NULL);
 	urcu_memb_register_thread();
-	harness = fuzz_harness_new();
 
 	s = stream_samples(&n);
 	for (size_t i = 0; i < n; i++) {
 		g_autofree char *path = g_strdup_printf("/fuzz/sample/%s",
 							s[i].name);
 
-		g_test_add_data_func(path, &s[i], test_sample);
+		add(path, &s[i], test_sample);
 	}
-	g_test_add_func("/fuzz/one-block-contents", test_one_block_contents);
-	g_test_add_func("/fuzz/stop-at-devices", test_stop_at_devices);
+	add("/fuzz/one-block-contents", NULL, test_one_block_contents);
+	add("/fuzz/stop-at-devices", NULL, test_stop_at_devices);
 	g_test_add_func("/fuzz/second-load-creates", test_second_load_creates);
-	g_test_add_func("/fuzz/vmdesc-chunks", test_vmdesc_chunks);
+	add("/fuzz/vmdesc-chunks", NULL, test_vmdesc_chunks);
 	for (size_t i = 0; i < G_N_ELEMENTS(found); i++) {
 		g_autofree char *path = NULL;
 
 		if (!found[i].name)
 			continue;
 		path = g_strdup_printf("/fuzz/found/%s", found[i].name);
-		g_test_add_data_func(path, &found[i], test_found);
+		add(path, &found[i], test_found);
 	}
 	rc = g_test_run();
-	fuzz_harness_free(harness);
 	urcu_memb_unregister_thread();
 	return rc;
 }

@@ -33,8 +33,28 @@
 #include "rp-samples.h"
 #include "stream-samples.h"
 
-static FuzzHarness *harness;
-static RpHarness *rp_harness;
+/*
+ * Each case loads into harnesses of its own, made by the set-up and freed
+ * by the tear-down, so no case sees what an earlier one loaded.
+ */
+typedef struct {
+	FuzzHarness *h;
+	RpHarness *rp;
+} Fixture;
+
+static void harness_set_up(Fixture *f, gconstpointer data)
+{
+	(void)data;
+	f->h = fuzz_harness_new();
+	f->rp = rp_harness_new();
+}
+
+static void harness_tear_down(Fixture *f, gconstpointer data)
+{
+	(void)data;
+	rp_harness_free(f->rp);
+	fuzz_harness_free(f->h);
+}
 
 /* The pages a sample's hostile part may change, by design. */
 typedef struct {
@@ -82,14 +102,14 @@ static bool need_uffd(void)
 }
 
 /* The destination blocks' memory as the last load left it. */
-static GByteArray *snapshot(void)
+static GByteArray *snapshot(const Fixture *f)
 {
 	GByteArray *a = g_byte_array_new();
 
 	for (size_t i = 0; i < G_N_ELEMENTS(compared); i++)
-		g_byte_array_append(
-			a, fuzz_harness_host(harness, compared[i].name),
-			(guint)compared[i].bytes);
+		g_byte_array_append(a,
+				    fuzz_harness_host(f->h, compared[i].name),
+				    (guint)compared[i].bytes);
 	return a;
 }
 
@@ -115,7 +135,7 @@ static bool is_named(const char *sample, size_t at)
 	return false;
 }
 
-static void test_stream(gconstpointer p)
+static void test_stream(Fixture *f, gconstpointer p)
 {
 	const StreamSample *s = p;
 	size_t mark = 0, len;
@@ -127,7 +147,7 @@ static void test_stream(gconstpointer p)
 	const guint8 *data = g_bytes_get_data(b, &len);
 	bool ok;
 
-	ok = fuzz_harness_run(harness, data, len, NULL, &error);
+	ok = fuzz_harness_run(f->h, data, len, NULL, &error);
 	if (uffd_missing(error)) {
 		g_test_skip(error->message);
 		return;
@@ -137,14 +157,13 @@ static void test_stream(gconstpointer p)
 	fuzz_assert_outcome(ok, error, s->code, s->message);
 	if (!mark)
 		return;
-	after = snapshot();
+	after = snapshot(f);
 	/* The valid prefix alone (it fails at its end of stream). */
-	g_assert_false(
-		fuzz_harness_run(harness, data, mark, NULL, &prefix_error));
+	g_assert_false(fuzz_harness_run(f->h, data, mark, NULL, &prefix_error));
 	g_assert_error(prefix_error, MIGRAM_ERROR, MIGRAM_ERROR_PROTOCOL);
 	g_assert_nonnull(strstr(prefix_error->message, "unexpected end of "
 						       "stream at byte"));
-	before = snapshot();
+	before = snapshot(f);
 	g_assert_cmpuint(after->len, ==, before->len);
 	for (size_t i = 0; i < after->len; i++)
 		if (after->data[i] != before->data[i] && !is_named(s->name, i))
@@ -154,7 +173,7 @@ static void test_stream(gconstpointer p)
 }
 
 /* A valid postcopy stream: the discarded pages arrive after the switch. */
-static void test_valid_contents(void)
+static void test_valid_contents(Fixture *f, gconstpointer data)
 {
 	const StreamSample *all;
 	const StreamSample *s = NULL;
@@ -164,6 +183,7 @@ static void test_valid_contents(void)
 	const guint8 *pc, *shared;
 	size_t n;
 
+	(void)data;
 	if (!need_uffd())
 		return;
 	all = stream_samples(&n);
@@ -172,11 +192,11 @@ static void test_valid_contents(void)
 			s = &all[i];
 	g_assert_nonnull(s);
 	b = stream_sample_bytes(s);
-	g_assert_true(fuzz_harness_run(harness, g_bytes_get_data(b, NULL),
+	g_assert_true(fuzz_harness_run(f->h, g_bytes_get_data(b, NULL),
 				       g_bytes_get_size(b), &st, &error));
 	g_assert_no_error(error);
-	pc = fuzz_harness_host(harness, "pc.ram");
-	shared = fuzz_harness_host(harness, "shared");
+	pc = fuzz_harness_host(f->h, "pc.ram");
+	shared = fuzz_harness_host(f->h, "shared");
 	/* page 0 and 1 discarded and resent; page 2 from precopy */
 	g_assert_cmphex(pc[0], ==, 0x22);
 	g_assert_cmphex(pc[0x1fff], ==, 0x33);
@@ -199,18 +219,19 @@ static GBytes *sample(const char *name)
  * harness's read-only tail (the harness aborted on the received bit).
  * The postcopy length is now bounded by the used length.
  */
-static void test_stale_postcopy_length(void)
+static void test_stale_postcopy_length(Fixture *f, gconstpointer data)
 {
 	g_autoptr(GBytes) grow = sample("vram-grow");
 	g_autoptr(GBytes) past = sample("pc-vram-past-used");
 	g_autoptr(GError) error = NULL;
 
+	(void)data;
 	if (!need_uffd())
 		return;
-	g_assert_true(fuzz_harness_run(harness, g_bytes_get_data(grow, NULL),
+	g_assert_true(fuzz_harness_run(f->h, g_bytes_get_data(grow, NULL),
 				       g_bytes_get_size(grow), NULL, &error));
 	g_assert_no_error(error);
-	g_assert_false(fuzz_harness_run(harness, g_bytes_get_data(past, NULL),
+	g_assert_false(fuzz_harness_run(f->h, g_bytes_get_data(past, NULL),
 					g_bytes_get_size(past), NULL, &error));
 	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_PROTOCOL);
 	g_assert_nonnull(strstr(error->message,
@@ -218,7 +239,7 @@ static void test_stale_postcopy_length(void)
 				"ramblock 'vram' (postcopy length 0x10000)"));
 }
 
-static void test_rp(gconstpointer p)
+static void test_rp(Fixture *f, gconstpointer p)
 {
 	const RpSample *s = p;
 	g_autoptr(GBytes) b = rp_sample_bytes(s);
@@ -226,7 +247,7 @@ static void test_rp(gconstpointer p)
 	RpStats st;
 	size_t len;
 	const guint8 *data = g_bytes_get_data(b, &len);
-	bool ok = rp_harness_run(rp_harness, data, len, &st, &error);
+	bool ok = rp_harness_run(f->rp, data, len, &st, &error);
 
 	if (error)
 		g_test_message("%s: %s", s->name, error->message);
@@ -251,12 +272,13 @@ static unsigned count_dir(const char *path)
 }
 
 /* Every postcopy sample, then as many fds and threads as before. */
-static void test_no_leaks(void)
+static void test_no_leaks(Fixture *f, gconstpointer data)
 {
 	const StreamSample *s;
 	unsigned fds, threads;
 	size_t n;
 
+	(void)data;
 	if (!need_uffd())
 		return;
 	s = stream_samples(&n);
@@ -269,11 +291,18 @@ static void test_no_leaks(void)
 		if (!g_str_has_prefix(s[i].name, "pc-"))
 			continue;
 		b = stream_sample_bytes(&s[i]);
-		fuzz_harness_run(harness, g_bytes_get_data(b, NULL),
+		fuzz_harness_run(f->h, g_bytes_get_data(b, NULL),
 				 g_bytes_get_size(b), NULL, &error);
 	}
 	g_assert_cmpuint(count_dir("/proc/self/fd"), ==, fds);
 	g_assert_cmpuint(count_dir("/proc/self/task"), ==, threads);
+}
+
+static void add(const char *path, gconstpointer data,
+		void (*test)(Fixture *, gconstpointer))
+{
+	g_test_add(path, Fixture, data, harness_set_up, test,
+		   harness_tear_down);
 }
 
 int main(int argc, char **argv)
@@ -285,8 +314,6 @@ int main(int argc, char **argv)
 
 	g_test_init(&argc, &argv, NULL);
 	urcu_memb_register_thread();
-	harness = fuzz_harness_new();
-	rp_harness = rp_harness_new();
 
 	s = stream_samples(&n);
 	for (size_t i = 0; i < n; i++) {
@@ -296,23 +323,20 @@ int main(int argc, char **argv)
 			continue;
 		path = g_strdup_printf("/postcopy-hostile/stream/%s",
 				       s[i].name);
-		g_test_add_data_func(path, &s[i], test_stream);
+		add(path, &s[i], test_stream);
 	}
-	g_test_add_func("/postcopy-hostile/valid-contents",
-			test_valid_contents);
-	g_test_add_func("/postcopy-hostile/no-leaks", test_no_leaks);
-	g_test_add_func("/postcopy-hostile/stale-postcopy-length",
-			test_stale_postcopy_length);
+	add("/postcopy-hostile/valid-contents", NULL, test_valid_contents);
+	add("/postcopy-hostile/no-leaks", NULL, test_no_leaks);
+	add("/postcopy-hostile/stale-postcopy-length", NULL,
+	    test_stale_postcopy_length);
 	r = rp_samples(&n);
 	for (size_t i = 0; i < n; i++) {
 		g_autofree char *path =
 			g_strdup_printf("/postcopy-hostile/rp/%s", r[i].name);
 
-		g_test_add_data_func(path, &r[i], test_rp);
+		add(path, &r[i], test_rp);
 	}
 	rc = g_test_run();
-	rp_harness_free(rp_harness);
-	fuzz_harness_free(harness);
 	urcu_memb_unregister_thread();
 	return rc;
 }

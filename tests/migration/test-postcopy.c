@@ -39,6 +39,7 @@ typedef struct {
 	MigramSoftLog *log;
 	MigramDirtyBitmap *db;
 	MigramRamBlock *b[NBLOCKS];
+	bool hugetlb; /* block 1 is hugetlb, not memfd */
 	GThread *writer;
 	int stop, paused, quiet; /* atomic */
 	int pause_calls, resume_calls;
@@ -118,19 +119,17 @@ static void src_resume(void *o)
 	g_atomic_int_set(&s->paused, 0);
 }
 
-/* Block 1 is memfd-shared, or hugetlb when the case asks for it. */
-static bool hugetlb_case;
-
-static MigramRamBlock *add_block(MigramRamList *l, int i, bool memfd)
+/* Block 0 is anonymous; block 1 memfd-shared, or hugetlb if asked for. */
+static MigramRamBlock *add_block(MigramRamList *l, int i, bool hugetlb)
 {
 	g_autoptr(GError) e = NULL;
 	MigramRamBlock *b = migram_ram_list_add(
 		l,
 		&(MigramRamBlockConfig){
 			.idstr = names[i],
-			.backend = !memfd         ? MIGRAM_RAM_BACKEND_ANON
-				   : hugetlb_case ? MIGRAM_RAM_BACKEND_HUGETLB
-						  : MIGRAM_RAM_BACKEND_MEMFD,
+			.backend = i == 0    ? MIGRAM_RAM_BACKEND_ANON
+				   : hugetlb ? MIGRAM_RAM_BACKEND_HUGETLB
+					     : MIGRAM_RAM_BACKEND_MEMFD,
 			.used_length = sizes[i] },
 		&e);
 
@@ -158,17 +157,22 @@ static bool hugetlb_available(void)
 			     &e) != NULL;
 	}
 	migram_ram_list_free(l);
-	if (!ok)
-		g_test_skip(e->message);
+	if (!ok) {
+		g_autofree char *why = g_strdup_printf(
+			"needs two 4 MiB hugetlb blocks: %s", e->message);
+
+		g_test_skip(why);
+	}
 	return ok;
 }
 
-static void src_init(Src *s)
+static void src_init(Src *s, bool hugetlb)
 {
 	memset(s, 0, sizeof(*s));
+	s->hugetlb = hugetlb;
 	s->list = migram_ram_list_new();
 	for (int i = 0; i < NBLOCKS; i++)
-		s->b[i] = add_block(s->list, i, i == 1);
+		s->b[i] = add_block(s->list, i, hugetlb);
 	s->log = migram_soft_log_new(64 * MiB, NULL);
 	s->db = migram_soft_log_bitmap(s->log);
 	/* Two pages in three hold data, the rest stay zero. */
@@ -178,13 +182,17 @@ static void src_init(Src *s)
 				src_write(s, i, pfn, pfn + 1);
 }
 
+/* Idempotent: a zeroed or already freed Src is left as it is. */
 static void src_free(Src *s)
 {
+	if (!s->list)
+		return;
 	g_atomic_int_set(&s->stop, 1);
 	if (s->writer)
 		g_thread_join(s->writer);
 	migram_ram_list_free(s->list);
 	migram_soft_log_free(s->log);
+	memset(s, 0, sizeof(*s));
 }
 
 /* ---- destination ---- */
@@ -260,12 +268,13 @@ static void dst_paused(void *o)
 		g_assert_true(migram_receiver_recover(d->r, d->recover_ch, &e));
 }
 
+/* The destination's blocks have the source's backends. */
 static void dst_init(Dst *d, Src *s, int nworkers)
 {
 	memset(d, 0, sizeof(*d));
 	d->list = migram_ram_list_new();
 	for (int i = 0; i < NBLOCKS; i++) {
-		MigramRamBlock *b = add_block(d->list, i, i == 1);
+		MigramRamBlock *b = add_block(d->list, i, s->hugetlb);
 
 		d->host[i] = migram_ram_block_host(b);
 		d->src_host[i] = migram_ram_block_host(s->b[i]);
@@ -309,12 +318,33 @@ static void dst_verify(Dst *d)
 	g_assert_cmpuint(stamps, ==, d->touched);
 }
 
+/* Idempotent: a zeroed or already freed Dst is left as it is. */
 static void dst_free(Dst *d)
 {
+	if (!d->list)
+		return;
 	migram_receiver_free(d->r);
 	for (int i = 0; i < NBLOCKS; i++)
 		migram_bitmap_free(d->stamped[i]);
 	migram_ram_list_free(d->list);
+	memset(d, 0, sizeof(*d));
+}
+
+/*
+ * Each case gets a fresh, zeroed fixture (g_test_add) and builds in it
+ * only what it needs; the tear-down frees whatever was built, so nothing
+ * carries from one case to the next, whichever cases run (-p).
+ */
+typedef struct {
+	Src s;
+	Dst d;
+} Fixture;
+
+static void fixture_tear_down(Fixture *f, gconstpointer data)
+{
+	(void)data;
+	dst_free(&f->d);
+	src_free(&f->s);
 }
 
 /* ---- a proxy that cuts the connection at a chosen point ---- */
@@ -343,7 +373,8 @@ static bool is_discard_at(const guint8 *buf, ssize_t n, ssize_t i)
 static gpointer proxy_main(gpointer p)
 {
 	Proxy *x = p;
-	static __thread guint8 buf[256 * 1024];
+	const size_t len = 256 * 1024;
+	guint8 *buf = g_malloc(len);
 	uint64_t down = 0, up = 0;
 
 	for (;;) {
@@ -355,7 +386,7 @@ static gpointer proxy_main(gpointer p)
 		if (poll(fds, 2, -1) < 0)
 			break;
 		if (fds[0].revents) {
-			n = read(x->a, buf, sizeof(buf));
+			n = read(x->a, buf, len);
 			if (n <= 0)
 				break;
 			if (x->cut == CUT_DISCARD)
@@ -371,7 +402,7 @@ static gpointer proxy_main(gpointer p)
 				break;
 		}
 		if (!cut && fds[1].revents) {
-			n = read(x->b, buf, sizeof(buf));
+			n = read(x->b, buf, len);
 			if (n <= 0)
 				break;
 			up += (uint64_t)n;
@@ -385,6 +416,7 @@ static gpointer proxy_main(gpointer p)
 			break;
 		}
 	}
+	g_free(buf);
 	shutdown(x->a, SHUT_RDWR);
 	shutdown(x->b, SHUT_RDWR);
 	return NULL;
@@ -420,8 +452,6 @@ static gpointer load_main(gpointer p)
 	urcu_memb_unregister_thread();
 	return NULL;
 }
-
-static MigramChannel *src_recover_ch;
 
 static void src_paused(void *o)
 {
@@ -538,7 +568,6 @@ static bool run_case(const Case *c, Src *s, Dst *d, MigramMigrationStats *st,
 	if (d->recover_ch)
 		migram_channel_free(d->recover_ch);
 	d->recover_ch = NULL;
-	(void)src_recover_ch;
 	g_assert_cmpint(ok, ==, la.ok);
 	return ok;
 }
@@ -553,28 +582,27 @@ static bool have_uffd(void)
 	return false;
 }
 
-static void test_postcopy(gconstpointer data)
+static void test_postcopy(Fixture *f, gconstpointer data)
 {
 	const Case *c = data;
 	MigramMigrationStats st;
 	MigramPostcopyStats ps;
 	GError *se = NULL, *de = NULL;
-	Src s;
-	Dst d;
+	Src *s = &f->s;
+	Dst *d = &f->d;
 
 	if (!have_uffd())
 		return;
-	hugetlb_case = c->hugetlb;
 	if (c->hugetlb && !hugetlb_available())
 		return;
-	src_init(&s);
+	src_init(s, c->hugetlb);
 	if (c->hybrid)
-		s.writer = g_thread_new("src-writer", src_writer, &s);
-	dst_init(&d, &s, c->nworkers);
-	g_assert_true(run_case(c, &s, &d, &st, &se, &de));
+		s->writer = g_thread_new("src-writer", src_writer, s);
+	dst_init(d, s, c->nworkers);
+	g_assert_true(run_case(c, s, d, &st, &se, &de));
 	g_assert_no_error(se);
 	g_assert_no_error(de);
-	migram_receiver_get_postcopy_stats(d.r, &ps);
+	migram_receiver_get_postcopy_stats(d->r, &ps);
 	g_test_message("%s: downtime %" G_GUINT64_FORMAT
 		       " ms, postcopy %" G_GUINT64_FORMAT
 		       " ms, discarded %" G_GUINT64_FORMAT
@@ -592,9 +620,9 @@ static void test_postcopy(gconstpointer data)
 		       ps.duplicate_pages, ps.preempt_pages, ps.latency_p50_us,
 		       ps.latency_p99_us, ps.recoveries);
 	g_assert_cmpint(st.status, ==, MIGRAM_MIGRATION_COMPLETED);
-	g_assert_cmpint(s.pause_calls, ==, 1);
-	g_assert_cmpint(s.resume_calls, ==, 0);
-	g_assert_cmpint(d.run_calls, ==, 1);
+	g_assert_cmpint(s->pause_calls, ==, 1);
+	g_assert_cmpint(s->resume_calls, ==, 0);
+	g_assert_cmpint(d->run_calls, ==, 1);
 	g_assert_true(ps.active && ps.running);
 	/* The workload touched pages before they arrived. */
 	if (c->nworkers) {
@@ -609,45 +637,42 @@ static void test_postcopy(gconstpointer data)
 	if (c->cut != CUT_NONE) {
 		g_assert_cmpuint(st.postcopy_recoveries, ==, 1);
 		g_assert_cmpuint(ps.recoveries, ==, 1);
-		g_assert_cmpint(d.paused_calls, ==, 1);
+		g_assert_cmpint(d->paused_calls, ==, 1);
 	}
-	dst_verify(&d);
-	dst_free(&d);
-	src_free(&s);
+	dst_verify(d);
 }
 
 /* A cut before the package: nothing ran here, the source resumes. */
-static void test_cut_during_discard(void)
+static void test_cut_during_discard(Fixture *f, gconstpointer data)
 {
 	const Case c = { .cut = CUT_DISCARD, .nworkers = NWORKERS };
 	const Case again = { .nworkers = NWORKERS };
 	MigramMigrationStats st;
 	GError *se = NULL, *de = NULL;
-	Src s;
-	Dst d;
+	Src *s = &f->s;
+	Dst *d = &f->d;
 
+	(void)data;
 	if (!have_uffd())
 		return;
-	src_init(&s);
-	dst_init(&d, &s, NWORKERS);
-	g_assert_false(run_case(&c, &s, &d, &st, &se, &de));
+	src_init(s, false);
+	dst_init(d, s, NWORKERS);
+	g_assert_false(run_case(&c, s, d, &st, &se, &de));
 	g_assert_nonnull(se);
 	g_assert_nonnull(de);
 	g_test_message("source: %s; destination: %s", se->message, de->message);
 	g_clear_error(&se);
 	g_clear_error(&de);
 	g_assert_cmpint(st.status, ==, MIGRAM_MIGRATION_FAILED);
-	g_assert_cmpint(s.resume_calls, ==, 1); /* the source runs again */
-	g_assert_cmpint(d.run_calls, ==, 0);
-	dst_free(&d);
+	g_assert_cmpint(s->resume_calls, ==, 1); /* the source runs again */
+	g_assert_cmpint(d->run_calls, ==, 0);
+	dst_free(d);
 	/* A new migration to a fresh destination completes. */
-	dst_init(&d, &s, NWORKERS);
-	g_assert_true(run_case(&again, &s, &d, &st, &se, &de));
+	dst_init(d, s, NWORKERS);
+	g_assert_true(run_case(&again, s, d, &st, &se, &de));
 	g_assert_no_error(se);
 	g_assert_no_error(de);
-	dst_verify(&d);
-	dst_free(&d);
-	src_free(&s);
+	dst_verify(d);
 }
 
 /* ---- hostile return-path messages ---- */
@@ -669,7 +694,8 @@ static gpointer fake_dst_main(gpointer p)
 	return NULL;
 }
 
-static void hostile_rp(const guint8 *msg, size_t len, const char *needle)
+static void hostile_rp(Fixture *fx, const guint8 *msg, size_t len,
+		       const char *needle)
 {
 	MigramLogSource source;
 	MigramMigration *m;
@@ -678,22 +704,22 @@ static void hostile_rp(const guint8 *msg, size_t len, const char *needle)
 	FakeDst f;
 	GThread *t;
 	guint8 *before;
-	Src s;
+	Src *s = &fx->s;
 	int fds[2];
 
-	src_init(&s);
-	before = g_memdup2(migram_ram_block_host(s.b[0]), sizes[0]);
+	src_init(s, false);
+	before = g_memdup2(migram_ram_block_host(s->b[0]), sizes[0]);
 	pair(fds);
 	f = (FakeDst){ fds[1], msg, len };
 	t = g_thread_new("fake-dst", fake_dst_main, &f);
-	migram_soft_log_source(s.log, &source);
-	m = migram_migration_new(s.list, &source,
+	migram_soft_log_source(s->log, &source);
+	m = migram_migration_new(s->list, &source,
 				 &(MigramMigrationConfig){
 					 .postcopy = true,
 					 .max_bandwidth = 16 * MiB,
 					 .pause_guest = src_pause,
 					 .resume_guest = src_resume,
-					 .opaque = &s });
+					 .opaque = s });
 	ch = migram_channel_new(fds[0], true);
 	g_assert_false(migram_migration_run(m, ch, &e));
 	g_assert_nonnull(e);
@@ -705,86 +731,91 @@ static void hostile_rp(const guint8 *msg, size_t len, const char *needle)
 	close(fds[1]);
 	migram_channel_free(ch);
 	migram_migration_free(m);
-	g_assert_cmpint(memcmp(before, migram_ram_block_host(s.b[0]), sizes[0]),
+	g_assert_cmpint(memcmp(before, migram_ram_block_host(s->b[0]),
+			       sizes[0]),
 			==, 0);
 	g_free(before);
-	src_free(&s);
 }
 
-static void test_rp_unknown_type(void)
+static void test_rp_unknown_type(Fixture *f, gconstpointer data)
 {
 	const guint8 msg[] = { 0, 99, 0, 0 };
 
-	hostile_rp(msg, sizeof(msg), "unknown message type 99");
+	(void)data;
+	hostile_rp(f, msg, sizeof(msg), "unknown message type 99");
 }
 
-static void test_rp_out_of_range(void)
+static void test_rp_out_of_range(Fixture *f, gconstpointer data)
 {
 	/* REQ_PAGES_ID pc.ram at 24 MiB (one past the end), one page. */
 	const guint8 msg[] = { 0,    3,    0,   19,  0,   0,   0,    0,
 			       0x01, 0x80, 0,   0,   0,   0,   0x10, 0,
 			       6,    'p',  'c', '.', 'r', 'a', 'm' };
 
-	hostile_rp(msg, sizeof(msg), "overruns ramblock 'pc.ram'");
+	(void)data;
+	hostile_rp(f, msg, sizeof(msg), "overruns ramblock 'pc.ram'");
 }
 
-static void test_rp_misaligned(void)
+static void test_rp_misaligned(Fixture *f, gconstpointer data)
 {
 	const guint8 msg[] = { 0, 3,   0,    19,  0,   0,   0,    0,
 			       0, 0,   0x08, 0,   0,   0,   0x10, 0,
 			       6, 'p', 'c',  '.', 'r', 'a', 'm' };
 
-	hostile_rp(msg, sizeof(msg) - 0, "misaligned");
-	(void)0;
+	(void)data;
+	hostile_rp(f, msg, sizeof(msg), "misaligned");
 }
 
-static void test_rp_unknown_block(void)
+static void test_rp_unknown_block(Fixture *f, gconstpointer data)
 {
 	const guint8 msg[] = { 0, 3, 0, 17,   0, 0, 0,   0,   0,   0,  0,
 			       0, 0, 0, 0x10, 0, 4, 'n', 'o', 'p', 'e' };
 
-	hostile_rp(msg, sizeof(msg), "unknown ramblock 'nope'");
+	(void)data;
+	hostile_rp(f, msg, sizeof(msg), "unknown ramblock 'nope'");
 }
 
-static void test_rp_req_without_id(void)
+static void test_rp_req_without_id(Fixture *f, gconstpointer data)
 {
 	const guint8 msg[] = { 0, 4, 0, 12, 0, 0, 0,    0,
 			       0, 0, 0, 0,  0, 0, 0x10, 0 };
 
-	hostile_rp(msg, sizeof(msg), "REQ_PAGES before any REQ_PAGES_ID");
+	(void)data;
+	hostile_rp(f, msg, sizeof(msg), "REQ_PAGES before any REQ_PAGES_ID");
 }
 
-static void test_rp_bad_length(void)
+static void test_rp_bad_length(Fixture *f, gconstpointer data)
 {
 	const guint8 msg[] = { 0, 2, 0, 3, 0, 0, 0 };
 
-	hostile_rp(msg, sizeof(msg), "PONG message of 3 bytes");
+	(void)data;
+	hostile_rp(f, msg, sizeof(msg), "PONG message of 3 bytes");
 }
 
-static void test_not_a_socket(void)
+static void test_not_a_socket(Fixture *f, gconstpointer data)
 {
 	MigramLogSource source;
 	MigramMigration *m;
 	MigramChannel *ch;
 	g_autoptr(GError) e = NULL;
-	Src s;
+	Src *s = &f->s;
 	int fd = memfd_create("not-a-socket", MFD_CLOEXEC);
 
-	src_init(&s);
-	migram_soft_log_source(s.log, &source);
-	m = migram_migration_new(s.list, &source,
+	(void)data;
+	src_init(s, false);
+	migram_soft_log_source(s->log, &source);
+	m = migram_migration_new(s->list, &source,
 				 &(MigramMigrationConfig){
 					 .postcopy = true,
 					 .pause_guest = src_pause,
-					 .opaque = &s });
+					 .opaque = s });
 	ch = migram_channel_new(fd, true);
 	g_assert_false(migram_migration_run(m, ch, &e));
 	g_assert_error(e, MIGRAM_ERROR, MIGRAM_ERROR_UNSUPPORTED);
 	g_assert_nonnull(strstr(e->message, "needs a socket"));
-	g_assert_cmpint(s.pause_calls, ==, 0);
+	g_assert_cmpint(s->pause_calls, ==, 0);
 	migram_channel_free(ch);
 	migram_migration_free(m);
-	src_free(&s);
 }
 
 static void test_recover_when_not_paused(void)
@@ -823,40 +854,37 @@ static const Case cut_preempt = { .cut = CUT_BACKGROUND,
 				  .cut_bytes = 8 * MiB,
 				  .nworkers = NWORKERS };
 
+/* Registers a case that runs on a fresh, zeroed Fixture. */
+static void add(const char *path, const Case *c,
+		void (*test)(Fixture *, gconstpointer))
+{
+	g_test_add(path, Fixture, c, NULL, test, fixture_tear_down);
+}
+
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
 	urcu_memb_register_thread();
-	g_test_add_data_func("/postcopy/pure", &pure, test_postcopy);
-	g_test_add_data_func("/postcopy/hybrid", &hybrid, test_postcopy);
-	g_test_add_data_func("/postcopy/pure-preempt", &pure_preempt,
-			     test_postcopy);
-	g_test_add_data_func("/postcopy/hybrid-preempt", &hybrid_preempt,
-			     test_postcopy);
-	g_test_add_data_func("/postcopy/no-workload", &no_workload,
-			     test_postcopy);
-	g_test_add_data_func("/postcopy/hugetlb-hybrid", &huge, test_postcopy);
-	g_test_add_data_func("/postcopy/hugetlb-preempt", &huge_preempt,
-			     test_postcopy);
-	g_test_add_data_func("/postcopy/recover/background", &cut_background,
-			     test_postcopy);
-	g_test_add_data_func("/postcopy/recover/faults-outstanding",
-			     &cut_faults, test_postcopy);
-	g_test_add_data_func("/postcopy/recover/preempt", &cut_preempt,
-			     test_postcopy);
-	g_test_add_func("/postcopy/recover/cut-during-discard",
-			test_cut_during_discard);
-	g_test_add_func("/postcopy/return-path/unknown-type",
-			test_rp_unknown_type);
-	g_test_add_func("/postcopy/return-path/out-of-range",
-			test_rp_out_of_range);
-	g_test_add_func("/postcopy/return-path/misaligned", test_rp_misaligned);
-	g_test_add_func("/postcopy/return-path/unknown-block",
-			test_rp_unknown_block);
-	g_test_add_func("/postcopy/return-path/req-without-id",
-			test_rp_req_without_id);
-	g_test_add_func("/postcopy/return-path/bad-length", test_rp_bad_length);
-	g_test_add_func("/postcopy/not-a-socket", test_not_a_socket);
+	add("/postcopy/pure", &pure, test_postcopy);
+	add("/postcopy/hybrid", &hybrid, test_postcopy);
+	add("/postcopy/pure-preempt", &pure_preempt, test_postcopy);
+	add("/postcopy/hybrid-preempt", &hybrid_preempt, test_postcopy);
+	add("/postcopy/no-workload", &no_workload, test_postcopy);
+	add("/postcopy/hugetlb-hybrid", &huge, test_postcopy);
+	add("/postcopy/hugetlb-preempt", &huge_preempt, test_postcopy);
+	add("/postcopy/recover/background", &cut_background, test_postcopy);
+	add("/postcopy/recover/faults-outstanding", &cut_faults, test_postcopy);
+	add("/postcopy/recover/preempt", &cut_preempt, test_postcopy);
+	add("/postcopy/recover/cut-during-discard", NULL,
+	    test_cut_during_discard);
+	add("/postcopy/return-path/unknown-type", NULL, test_rp_unknown_type);
+	add("/postcopy/return-path/out-of-range", NULL, test_rp_out_of_range);
+	add("/postcopy/return-path/misaligned", NULL, test_rp_misaligned);
+	add("/postcopy/return-path/unknown-block", NULL, test_rp_unknown_block);
+	add("/postcopy/return-path/req-without-id", NULL,
+	    test_rp_req_without_id);
+	add("/postcopy/return-path/bad-length", NULL, test_rp_bad_length);
+	add("/postcopy/not-a-socket", NULL, test_not_a_socket);
 	g_test_add_func("/postcopy/recover-when-not-paused",
 			test_recover_when_not_paused);
 	return g_test_run();

@@ -45,18 +45,21 @@ static GBytes *written(WriteFn fn, gpointer data)
 #define put64 migram_test_put64
 #define putstr migram_test_putstr
 
-static guint8 page_a[P], page_b[P];
+/* The two page payloads of the minimal stream. */
+typedef struct {
+	guint8 a[P], b[P];
+} MinimalPages;
 
 static void write_minimal(MigramStreamWriter *w, gpointer data)
 {
+	const MinimalPages *pg = data;
 	MigramStreamBlock blocks[] = { { "pc.ram", 0x4000, 0 } };
 
-	(void)data;
 	migram_stream_writer_begin(w, "none");
 	migram_stream_writer_ram_start(w, blocks, 1);
 	migram_stream_writer_ram_open(w, false);
-	migram_stream_writer_page(w, "pc.ram", 0, page_a);
-	migram_stream_writer_page(w, "pc.ram", 0x1000, page_b);
+	migram_stream_writer_page(w, "pc.ram", 0, pg->a);
+	migram_stream_writer_page(w, "pc.ram", 0x1000, pg->b);
 	migram_stream_writer_zero_page(w, "pc.ram", 0x2000);
 	migram_stream_writer_ram_close(w);
 	migram_stream_writer_ram_open(w, true);
@@ -64,7 +67,7 @@ static void write_minimal(MigramStreamWriter *w, gpointer data)
 }
 
 /* The layout of docs/wire-format.md, byte by byte. */
-static GByteArray *expected_minimal(void)
+static GByteArray *expected_minimal(const MinimalPages *pg)
 {
 	GByteArray *a = g_byte_array_new();
 	const char *json = "{\"page_size\": 4096, \"devices\": []}";
@@ -89,9 +92,9 @@ static GByteArray *expected_minimal(void)
 	put32(a, 2);
 	put64(a, 0x0 | 0x08); /* PAGE, named */
 	putstr(a, "pc.ram");
-	g_byte_array_append(a, page_a, P);
+	g_byte_array_append(a, pg->a, P);
 	put64(a, 0x1000 | 0x08 | 0x20); /* PAGE | CONTINUE */
-	g_byte_array_append(a, page_b, P);
+	g_byte_array_append(a, pg->b, P);
 	put64(a, 0x2000 | 0x02 | 0x20); /* ZERO | CONTINUE */
 	put8(a, 0);
 	put64(a, 0x10);
@@ -113,13 +116,14 @@ static void test_exact_bytes(void)
 {
 	g_autoptr(GBytes) got = NULL;
 	g_autoptr(GByteArray) want = NULL;
+	g_autofree MinimalPages *pg = g_new(MinimalPages, 1);
 	gsize n;
 	const guint8 *p;
 
-	memset(page_a, 0xaa, P);
-	memset(page_b, 0xbb, P);
-	want = expected_minimal();
-	got = written(write_minimal, NULL);
+	memset(pg->a, 0xaa, P);
+	memset(pg->b, 0xbb, P);
+	want = expected_minimal(pg);
+	got = written(write_minimal, pg);
 	p = g_bytes_get_data(got, &n);
 	g_assert_cmpmem(p, n, want->data, want->len);
 }
@@ -166,39 +170,57 @@ static GArray *read_records(const void *bytes, size_t len, GError **error)
 	return out;
 }
 
-static char long_name[256];
-static guint8 pages[8][P];
+/*
+ * The round-trip stream's inputs: a block name of the longest length the
+ * format allows and page payloads whose first byte says which page it is.
+ * Each case that writes the stream gets its own, filled by the set-up.
+ */
+typedef struct {
+	char long_name[256];
+	guint8 pages[8][P];
+} Roundtrip;
+
+static void roundtrip_set_up(Roundtrip *f, gconstpointer data)
+{
+	(void)data;
+	memset(f->long_name, 'n', 255);
+	f->long_name[255] = '\0';
+	for (int i = 0; i < 8; i++)
+		memset(f->pages[i], 0x10 + i, P);
+}
 
 static void write_roundtrip(MigramStreamWriter *w, gpointer data)
 {
+	const Roundtrip *f = data;
+	const char *long_name = f->long_name;
 	MigramStreamBlock blocks[] = {
 		{ "pc.ram", 8 * P, 0 },
 		{ long_name, 4 * P, 0 },
 		{ "vga.vram", 2 * P, 0 },
 	};
 
-	(void)data;
 	migram_stream_writer_begin(w, "pc-i440fx-7.2");
 	migram_stream_writer_ram_start(w, blocks, 3);
 	migram_stream_writer_ram_open(w, false);
-	migram_stream_writer_page(w, "pc.ram", 0, pages[0]);
-	migram_stream_writer_page(w, "pc.ram", 7 * P, pages[1]);
-	migram_stream_writer_page(w, long_name, P, pages[2]);
+	migram_stream_writer_page(w, "pc.ram", 0, f->pages[0]);
+	migram_stream_writer_page(w, "pc.ram", 7 * P, f->pages[1]);
+	migram_stream_writer_page(w, long_name, P, f->pages[2]);
 	migram_stream_writer_zero_page(w, long_name, 3 * P);
 	migram_stream_writer_ram_close(w);
 	/* The CONTINUE context carries across sections. */
 	migram_stream_writer_ram_open(w, false);
-	migram_stream_writer_page(w, long_name, 0, pages[3]);
-	migram_stream_writer_page(w, "vga.vram", P, pages[4]);
+	migram_stream_writer_page(w, long_name, 0, f->pages[3]);
+	migram_stream_writer_page(w, "vga.vram", P, f->pages[4]);
 	migram_stream_writer_ram_close(w);
 	migram_stream_writer_ram_open(w, true);
 	migram_stream_writer_zero_page(w, "pc.ram", P);
-	migram_stream_writer_page(w, "pc.ram", 2 * P, pages[5]);
+	migram_stream_writer_page(w, "pc.ram", 2 * P, f->pages[5]);
 	migram_stream_writer_ram_close(w);
 }
 
-static void test_roundtrip(void)
+static void test_roundtrip(Roundtrip *f, gconstpointer data)
 {
+	const char *long_name = f->long_name;
 	g_autoptr(GBytes) bytes = NULL;
 	g_autoptr(GError) error = NULL;
 	g_autoptr(GArray) recs = NULL;
@@ -235,10 +257,8 @@ static void test_roundtrip(void)
 	gsize n;
 	const guint8 *p;
 
-	memset(long_name, 'n', 255);
-	for (int i = 0; i < 8; i++)
-		memset(pages[i], 0x10 + i, P);
-	bytes = written(write_roundtrip, NULL);
+	(void)data;
+	bytes = written(write_roundtrip, f);
 	p = g_bytes_get_data(bytes, &n);
 	recs = read_records(p, n, &error);
 	g_assert_no_error(error);
@@ -264,7 +284,7 @@ static void test_roundtrip(void)
  * Cut a valid stream at every length: each cut fails cleanly, except the
  * ones that end right after EOF (the vmdesc is optional).
  */
-static void test_every_truncation(void)
+static void test_every_truncation(Roundtrip *f, gconstpointer data)
 {
 	g_autoptr(GBytes) bytes = NULL;
 	gsize n;
@@ -272,8 +292,8 @@ static void test_every_truncation(void)
 	size_t eof_at;
 	unsigned int failures = 0;
 
-	memset(long_name, 'n', 255);
-	bytes = written(write_roundtrip, NULL);
+	(void)data;
+	bytes = written(write_roundtrip, f);
 	p = g_bytes_get_data(bytes, &n);
 	/* The EOF byte sits just before 0x06 + be32 length + JSON. */
 	for (eof_at = n - 6; eof_at > 0; eof_at--) {
@@ -600,9 +620,10 @@ int main(int argc, char **argv)
 	g_test_add_func("/migration/stream/exact-bytes", test_exact_bytes);
 	g_test_add_func("/migration/stream/writer-refuses-partial-page",
 			test_writer_refuses_partial_page);
-	g_test_add_func("/migration/stream/roundtrip", test_roundtrip);
-	g_test_add_func("/migration/stream/every-truncation",
-			test_every_truncation);
+	g_test_add("/migration/stream/roundtrip", Roundtrip, NULL,
+		   roundtrip_set_up, test_roundtrip, NULL);
+	g_test_add("/migration/stream/every-truncation", Roundtrip, NULL,
+		   roundtrip_set_up, test_every_truncation, NULL);
 	for (size_t i = 0; i < G_N_ELEMENTS(bad_cases); i++) {
 		g_autofree char *path = g_strdup_printf(
 			"/migration/stream/bad/%s", bad_cases[i].name);

@@ -118,7 +118,7 @@ static void test_backends(void)
 static void test_bad_configs(void)
 {
 	MigramRamList *list = migram_ram_list_new();
-	static guint8 unaligned_buf[8192];
+	g_autofree guint8 *unaligned_buf = g_malloc(8192);
 	struct {
 		MigramRamBlockConfig c;
 		const char *needle;
