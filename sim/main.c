@@ -8,7 +8,8 @@
  * than this machine.  See docs/simulator.md.
  *
  * Exit codes: 0 migrated and verified, 1 failed or mismatched, 2 bad
- * usage, 3 did not converge within --max-time.
+ * usage, 3 did not converge within --max-time.  --version prints the
+ * library version.
  */
 #include <stdio.h>
 #include <string.h>
@@ -135,6 +136,7 @@ typedef struct {
 	gint threads;
 	gdouble hot_fraction, hot_weight;
 	gboolean auto_converge, model, quiet, verify_bytes, clear_at_sync;
+	gboolean version;
 } Args;
 
 static bool fail_usage(GError **error, const char *fmt, const char *v)
@@ -388,6 +390,8 @@ static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
 		  "Write a chart of the timeline (.svg or .png)", "FILE" },
 		{ "quiet", 'q', 0, G_OPTION_ARG_NONE, &a.quiet,
 		  "No progress line and no summary", NULL },
+		{ "version", 0, 0, G_OPTION_ARG_NONE, &a.version,
+		  "Print the version and exit", NULL },
 		{ "debug-corrupt-page", 0, G_OPTION_FLAG_HIDDEN,
 		  G_OPTION_ARG_INT64, &a.corrupt,
 		  "Test hook: corrupt a destination page", "N" },
@@ -406,7 +410,11 @@ static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
 	ok = g_option_context_parse(ctx, argc, argv, error);
 	if (ok && *argc > 1)
 		ok = fail_usage(error, "unexpected argument '%s'", (*argv)[1]);
-	ok = ok && apply(&a, o, error);
+	if (ok && a.version) {
+		printf("migram-sim %s\n", migram_version_string());
+		o->version_only = true;
+	}
+	ok = ok && (o->version_only || apply(&a, o, error));
 	g_free(a.ram);
 	g_free(a.workload);
 	g_free(a.dirty_rate);
@@ -443,6 +451,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "migram-sim: %s\n", error->message);
 		options_clear(&opt);
 		return SIM_EXIT_USAGE;
+	}
+	if (opt.version_only) {
+		options_clear(&opt);
+		return SIM_EXIT_OK;
 	}
 	urcu_memb_register_thread();
 	sim_report_init(&rep);

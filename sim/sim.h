@@ -100,6 +100,7 @@ typedef struct {
 	uint64_t link_latency_us; /* model: round-trip latency */
 
 	/* output */
+	bool version_only; /* --version: printed, nothing to run */
 	bool quiet;
 	char *json_path;
 	char *plot_path;

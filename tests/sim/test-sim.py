@@ -76,6 +76,14 @@ def _(work):
     assert "debug-corrupt" not in r.stdout  # the test hook stays hidden
 
 
+@case("--version prints 'migram-sim VERSION' and exits 0")
+def _(work):
+    r = sim("--version")
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    assert re.fullmatch(r"migram-sim \d+\.\d+\.\d+\n", r.stdout), r.stdout
+    assert "--version" in sim("--help").stdout
+
+
 @case("socketpair (default), uniform, several blocks: verified")
 def _(work):
     r, j = run_json(work, "--block", "pc.ram:64M", "--block",
