@@ -8,6 +8,7 @@
  *   kvm-vmm.c   --workload kvm: a minimal VMM and its micro-guest
  *   kvm-sim.c   --workload kvm: the source's and destination's steps
  *   model.c     model mode: virtual time, no page contents
+ *   units.c     sizes, rates and durations on the command line
  *   report.c    progress line, summary, JSON (json-glib), chart (cairo)
  *
  * Exit codes: SIM_EXIT_OK 0 migrated and verified, SIM_EXIT_FAILED 1
@@ -30,6 +31,9 @@ enum {
 	SIM_EXIT_USAGE = 2,
 	SIM_EXIT_NOT_CONVERGED = 3,
 };
+
+/* --recover-timeout's default: 3 minutes. */
+#define SIM_RECOVER_TIMEOUT_DEFAULT_MS (3 * 60 * 1000)
 
 typedef enum {
 	SIM_WORKLOAD_IDLE,
@@ -87,6 +91,7 @@ typedef struct {
 	SimMode mode;
 	bool preempt;                  /* a second connection for requests */
 	uint64_t inject_disconnect_ms; /* cut main this long into postcopy */
+	uint64_t recover_timeout_ms;   /* a paused side waits this long */
 
 	/* real mode */
 	SimTransport transport;
@@ -166,6 +171,22 @@ typedef struct {
 	GArray *timeline; /* SimSample */
 	bool model;
 } SimReport;
+
+/* units.c: the command line's units (docs/simulator.md, "Units"). */
+/* A size: "2G", "512M", "64K", "4096" (binary units); 0 on error. */
+uint64_t sim_parse_size(const char *s);
+/* A rate: "200M/s", "1G/s", "10Gbit/s"; bytes per second, 0 on error. */
+uint64_t sim_parse_rate(const char *s);
+/*
+ * A duration: "250ms", "1.5s", "2m", "500us", "1h", or a plain number
+ * counted in plain_unit_us microseconds (the option's documented unit).
+ * Stores microseconds (rounded up) in *out_us; false on a malformed,
+ * negative or too large value.
+ */
+bool sim_parse_duration(const char *s, uint64_t plain_unit_us,
+			uint64_t *out_us);
+/* "3m", "1.5s", "250ms": a duration for a message; caller g_free()s. */
+char *sim_format_duration(uint64_t us);
 
 /* model.c: run the scenario in virtual time; fill report; exit code. */
 int sim_model_run(const SimOptions *opt, SimReport *report);

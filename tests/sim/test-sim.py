@@ -64,6 +64,14 @@ def _(work):
          "need --mode postcopy or hybrid"),
         (["--mode", "hybrid", "--model"], "model mode simulates precopy"),
         (["--verify-bytes", "--transport", "file:/tmp/x"], "--verify-bytes"),
+        (["--inject-disconnect-after", "1s"],
+         "need --mode postcopy or hybrid"),
+        (["--max-time", "5x"], "--max-time '5x': a duration"),
+        (["--downtime-limit", "-1ms"], "--downtime-limit"),
+        (["--inject-disconnect-after", "soon", "--mode", "postcopy"],
+         "--inject-disconnect-after"),
+        (["--recover-timeout", "1 min"], "--recover-timeout"),
+        (["--link-latency-us", "1S", "--model"], "--link-latency-us"),
         (["stray"], "unexpected argument"),
         (["--bogus"], "Unknown option"),
     ]
@@ -82,6 +90,27 @@ def _(work):
     assert r.returncode == 0, (r.returncode, r.stderr)
     assert re.fullmatch(r"migram-sim \d+\.\d+\.\d+\n", r.stdout), r.stdout
     assert "--version" in sim("--help").stdout
+
+
+@case("durations take units everywhere; a plain number keeps its unit")
+def _(work):
+    # model mode: quick, and it takes every policy time
+    for args in (["--max-time", "1.5s", "--downtime-limit", "200ms",
+                  "--link-latency-us", "1ms"],
+                 ["--max-time", "2", "--downtime-limit", "300",
+                  "--link-latency-us", "500"],
+                 ["--max-time", "1m", "--downtime-limit", "0.3s"]):
+        r = sim("--quiet", "--model", "--ram", "64M", "--dirty-rate",
+                "10M/s", *args)
+        assert r.returncode == 0, (args, r.returncode, r.stderr)
+    # the example: it used to fail with "Cannot parse integer"
+    if postcopy_ok(work):
+        return f"SKIP (in part) {postcopy_ok(work)}"
+    r, j = run_json(work, "--ram", "16M", "--mode", "postcopy",
+                    "--inject-disconnect-after", "1s",
+                    "--recover-timeout", "30s")
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    assert j["status"] == "completed", j
 
 
 @case("socketpair (default), uniform, several blocks: verified")
