@@ -15,10 +15,8 @@
  * memory shared with the source, which compares them byte for byte too.
  * The file transport saves, then restores into this very process.
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -37,6 +35,7 @@
 #include <migram/bitmap.h>
 
 #include "kvm-sim.h"
+#include "link.h"
 #include "workload.h"
 
 #define PAGE 4096u
@@ -189,47 +188,6 @@ static bool compare_hashes(MigramRamList *list, MigramChannel *ch,
 	return true;
 }
 
-/* ---- connections ----------------------------------------------------- */
-
-#define MAX_SPARES 4
-
-/*
- * One side's connections: main, the optional preempt one, and how to get
- * a new main connection after a cut (postcopy recovery): a spare
- * socketpair end made before the fork, or TCP (connect or accept again).
- */
-typedef struct {
-	int fd;
-	int preempt_fd; /* -1 without --preempt */
-	int spare[MAX_SPARES];
-	int nspare, next_spare;
-	int listen_fd; /* TCP destination; -1 otherwise */
-	bool tcp;      /* TCP source */
-} SimLink;
-
-static int tcp_connect(const SimOptions *opt, GError **error);
-
-static int link_reconnect(const SimOptions *opt, SimLink *lk)
-{
-	if (lk->next_spare < lk->nspare)
-		return lk->spare[lk->next_spare++];
-	if (lk->listen_fd >= 0)
-		return accept(lk->listen_fd, NULL, NULL);
-	if (lk->tcp)
-		return tcp_connect(opt, NULL);
-	return -1;
-}
-
-static void link_close(SimLink *lk)
-{
-	if (lk->preempt_fd >= 0)
-		close(lk->preempt_fd);
-	for (int i = lk->next_spare; i < lk->nspare; i++)
-		close(lk->spare[i]);
-	lk->preempt_fd = -1;
-	lk->nspare = lk->next_spare = 0;
-}
-
 /* ---- the monitor: timeline and progress ------------------------------ */
 
 typedef struct {
@@ -371,7 +329,10 @@ static bool src_save_device(void *o, GByteArray *out, GError **error)
 static void src_paused(void *o)
 {
 	SrcCtx *c = o;
-	int fd = link_reconnect(c->opt, c->lk);
+	int fd =
+		sim_link_reconnect(c->opt, c->lk,
+				   g_get_monotonic_time() + 10 * G_USEC_PER_SEC,
+				   -1);
 	g_autoptr(GError) e = NULL;
 
 	if (fd < 0) {
@@ -507,7 +468,7 @@ static int run_source(const SimOptions *opt, MigramRamList *list, SimLink *lk,
 		ok = sim_kvm_source_verdict(ctx.kvm, ctx.cur, rep, error);
 		rep->verified = rep->verified && rep->guest_verified;
 	}
-	link_close(lk);
+	sim_link_close(lk);
 	g_clear_pointer(&channels, g_ptr_array_unref);
 	migram_soft_log_free(log);
 	sim_kvm_source_free(ctx.kvm);
@@ -646,7 +607,7 @@ static void dst_run(void *o)
 static void dst_paused(void *o)
 {
 	DstCtx *d = o;
-	int fd = link_reconnect(d->opt, d->lk);
+	int fd = sim_link_reconnect(d->opt, d->lk, G_MAXINT64, -1);
 	g_autoptr(GError) e = NULL;
 
 	if (fd < 0) {
@@ -731,81 +692,10 @@ static int run_destination(const SimOptions *opt, MigramRamList *list,
 		g_printerr("migram-sim: destination: %s\n", error->message);
 	g_clear_error(&error);
 	migram_receiver_free(d.r);
-	link_close(lk);
+	sim_link_close(lk);
 	g_ptr_array_unref(d.hosts);
 	g_array_unref(d.lens);
 	return ok ? SIM_EXIT_OK : SIM_EXIT_FAILED;
-}
-
-/* ---- transports ------------------------------------------------------ */
-
-static bool parse_hostport(const char *arg, struct sockaddr_in *a,
-			   GError **error)
-{
-	g_autofree char *host = NULL;
-	const char *colon = arg ? strrchr(arg, ':') : NULL;
-	long port;
-
-	if (!colon || colon == arg) {
-		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
-			    "transport tcp needs HOST:PORT, got '%s'",
-			    arg ? arg : "");
-		return false;
-	}
-	host = g_strndup(arg, (gsize)(colon - arg));
-	port = strtol(colon + 1, NULL, 10);
-	memset(a, 0, sizeof(*a));
-	a->sin_family = AF_INET;
-	a->sin_port = htons((uint16_t)port);
-	if (port < 0 || port > 65535 ||
-	    inet_pton(AF_INET, strcmp(host, "localhost") ? host : "127.0.0.1",
-		      &a->sin_addr) != 1) {
-		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
-			    "bad tcp address '%s' (IPv4 HOST:PORT)", arg);
-		return false;
-	}
-	return true;
-}
-
-static int tcp_listen(const SimOptions *opt, GError **error)
-{
-	struct sockaddr_in a;
-	int one = 1, fd;
-
-	if (!parse_hostport(opt->transport_arg, &a, error))
-		return -1;
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
-	    listen(fd, 1) < 0) {
-		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO,
-			    "listen on %s: %s", opt->transport_arg,
-			    g_strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		return -1;
-	}
-	return fd;
-}
-
-/* Connect, retrying for up to 10 s (the destination may start later). */
-static int tcp_connect(const SimOptions *opt, GError **error)
-{
-	struct sockaddr_in a;
-
-	if (!parse_hostport(opt->transport_arg, &a, error))
-		return -1;
-	for (int i = 0; i < 200; i++) {
-		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-		if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0)
-			return fd;
-		close(fd);
-		g_usleep(50 * 1000);
-	}
-	g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO, "connect to %s: %s",
-		    opt->transport_arg, g_strerror(errno));
-	return -1;
 }
 
 static int run_file(const SimOptions *opt, SimReport *rep, GError **error)
@@ -922,70 +812,6 @@ static void compare_bytes(const SimOptions *opt, MigramRamList *src,
 	}
 }
 
-/* Socketpairs for main, preempt and reconnects: [0] source, [1] dest. */
-static bool make_pairs(const SimOptions *opt, SimLink *src, SimLink *dst)
-{
-	int p[2];
-
-	*src = (SimLink){ .preempt_fd = -1, .listen_fd = -1 };
-	*dst = (SimLink){ .preempt_fd = -1, .listen_fd = -1 };
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p))
-		return false;
-	src->fd = p[0];
-	dst->fd = p[1];
-	if (opt->preempt) {
-		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p))
-			return false;
-		src->preempt_fd = p[0];
-		dst->preempt_fd = p[1];
-	}
-	if (opt->inject_disconnect_ms)
-		for (int i = 0; i < MAX_SPARES; i++) {
-			if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0,
-				       p))
-				return false;
-			src->spare[src->nspare++] = p[0];
-			dst->spare[dst->nspare++] = p[1];
-		}
-	return true;
-}
-
-/* Close the other side's ends in a forked process. */
-static void close_link(SimLink *lk)
-{
-	close(lk->fd);
-	link_close(lk);
-}
-
-/* TCP destination: accept main (and preempt); keep listening for
- * reconnects in postcopy. */
-static bool tcp_accept_link(const SimOptions *opt, int lfd, SimLink *lk)
-{
-	*lk = (SimLink){ .preempt_fd = -1, .listen_fd = -1 };
-	lk->fd = accept(lfd, NULL, NULL);
-	if (lk->fd < 0)
-		return false;
-	if (opt->preempt)
-		lk->preempt_fd = accept(lfd, NULL, NULL);
-	if (opt->mode != SIM_MODE_PRECOPY)
-		lk->listen_fd = lfd;
-	return !opt->preempt || lk->preempt_fd >= 0;
-}
-
-static bool tcp_connect_link(const SimOptions *opt, SimLink *lk, GError **error)
-{
-	*lk = (SimLink){ .preempt_fd = -1, .listen_fd = -1, .tcp = true };
-	lk->fd = tcp_connect(opt, error);
-	if (lk->fd < 0)
-		return false;
-	if (opt->preempt) {
-		lk->preempt_fd = tcp_connect(opt, error);
-		if (lk->preempt_fd < 0)
-			return false;
-	}
-	return true;
-}
-
 static int run_pair(const SimOptions *opt, SimReport *rep, GError **error)
 {
 	g_autoptr(GPtrArray) maps = g_ptr_array_new();
@@ -999,33 +825,33 @@ static int run_pair(const SimOptions *opt, SimReport *rep, GError **error)
 	if (opt->verify_bytes)
 		dst = shared_destination(opt, maps);
 	if (opt->transport == SIM_TRANSPORT_TCP) {
-		lfd = tcp_listen(opt, error);
+		lfd = sim_link_tcp_listen(opt, error);
 		if (lfd < 0)
 			return SIM_EXIT_FAILED;
-	} else if (!make_pairs(opt, &sl, &dl)) {
+	} else if (!sim_link_pairs(opt, &sl, &dl)) {
 		return SIM_EXIT_FAILED;
 	}
 	pid = fork();
 	if (pid == 0) {
 		/* The destination process. */
 		if (lfd >= 0) {
-			if (!tcp_accept_link(opt, lfd, &dl))
+			if (!sim_link_tcp_accept(opt, lfd, &dl))
 				_exit(SIM_EXIT_FAILED);
 		} else {
-			close_link(&sl);
+			sim_link_close_all(&sl);
 		}
 		_exit(run_destination(opt, dst ? dst : migram_ram_list_new(),
 				      &dl, true));
 	}
 	if (lfd >= 0) {
 		close(lfd);
-		if (!tcp_connect_link(opt, &sl, error)) {
+		if (!sim_link_tcp_connect(opt, &sl, error)) {
 			kill(pid, SIGTERM);
 			waitpid(pid, NULL, 0);
 			return SIM_EXIT_FAILED;
 		}
 	} else {
-		close_link(&dl);
+		sim_link_close_all(&dl);
 	}
 	rc = run_source(opt, src, &sl, rep, error);
 	waitpid(pid, &status, 0);
@@ -1053,11 +879,11 @@ int sim_real_run(const SimOptions *opt, SimReport *rep)
 
 	signal(SIGPIPE, SIG_IGN);
 	if (opt->role && strcmp(opt->role, "destination") == 0) {
-		int lfd = tcp_listen(opt, &error);
+		int lfd = sim_link_tcp_listen(opt, &error);
 		MigramRamList *dst = migram_ram_list_new();
 		SimLink dl;
 
-		rc = lfd < 0 || !tcp_accept_link(opt, lfd, &dl)
+		rc = lfd < 0 || !sim_link_tcp_accept(opt, lfd, &dl)
 			     ? SIM_EXIT_FAILED
 			     : run_destination(opt, dst, &dl, true);
 		migram_ram_list_free(dst);
@@ -1069,7 +895,7 @@ int sim_real_run(const SimOptions *opt, SimReport *rep)
 		MigramRamList *src = source_list(opt, &error);
 		SimLink sl;
 
-		rc = !src || !tcp_connect_link(opt, &sl, &error)
+		rc = !src || !sim_link_tcp_connect(opt, &sl, &error)
 			     ? SIM_EXIT_FAILED
 			     : run_source(opt, src, &sl, rep, &error);
 		migram_ram_list_free(src);

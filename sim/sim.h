@@ -4,6 +4,7 @@
  *
  *   main.c      command line, mode dispatch, exit codes
  *   real.c      real mode: two processes, a transport, a workload, verify
+ *   link.c      real mode's connections: socketpairs, TCP, reconnects
  *   workload.c  writer threads that dirty guest memory (real mode)
  *   kvm-vmm.c   --workload kvm: a minimal VMM and its micro-guest
  *   kvm-sim.c   --workload kvm: the source's and destination's steps
