@@ -97,16 +97,29 @@ int sim_link_tcp_listen(const SimOptions *opt, GError **error)
 	return fd;
 }
 
-/* One connection attempt; the fd or -errno. */
+/*
+ * One connection attempt; the fd or -errno.  With nobody listening, a
+ * connect to a local port in the ephemeral range can be given that very
+ * port and connect to itself (TCP simultaneous open); retried every 50 ms
+ * for minutes that happens, so such a socket counts as refused.
+ */
 static int connect_once(const struct sockaddr_in *a)
 {
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), err;
+	struct sockaddr_in me;
+	socklen_t len = sizeof(me);
 
 	if (fd < 0)
 		return -errno;
-	if (connect(fd, (const struct sockaddr *)a, sizeof(*a)) == 0)
-		return fd;
-	err = errno;
+	if (connect(fd, (const struct sockaddr *)a, sizeof(*a)) == 0) {
+		if (getsockname(fd, (struct sockaddr *)&me, &len) != 0 ||
+		    me.sin_port != a->sin_port ||
+		    me.sin_addr.s_addr != a->sin_addr.s_addr)
+			return fd;
+		err = ECONNREFUSED;
+	} else {
+		err = errno;
+	}
 	close(fd);
 	return -err;
 }

@@ -8,8 +8,10 @@
  * than this machine.  See docs/simulator.md.
  *
  * Exit codes: 0 migrated and verified, 1 failed or mismatched, 2 bad
- * usage, 3 did not converge within --max-time.  --version prints the
- * library version.
+ * usage, 3 did not converge within --max-time, 4 postcopy paused and the
+ * peer did not reconnect within --recover-timeout, 128 + N stopped by
+ * signal N (SIGINT, SIGTERM) after printing the report.  --version prints
+ * the library version.
  */
 #include <stdio.h>
 #include <string.h>
@@ -19,6 +21,7 @@
 #include <migram/migram.h>
 #include <migram/ramblock.h>
 
+#include "peer.h"
 #include "sim.h"
 
 static bool add_block(SimOptions *o, const char *spec, GError **error)
@@ -391,8 +394,14 @@ static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
 		ctx, "Migrate running memory live between two processes "
 		     "(or in virtual time with --model) and verify it.");
 	g_option_context_set_description(
-		ctx, "Exit status: 0 migrated and verified, 1 failed or "
-		     "mismatched, 2 bad usage, 3 did not converge in time.\n");
+		ctx,
+		"Durations take a unit (us, ms, s, m, h: 250ms, 1.5s, 2m); "
+		"a plain number is in the unit the option names.\n\n"
+		"Exit status: 0 migrated and verified, 1 failed or "
+		"mismatched, 2 bad usage, 3 did not converge in time, 4 "
+		"postcopy paused and the peer did not reconnect within "
+		"--recover-timeout, 128+N stopped by signal N (130 SIGINT, "
+		"143 SIGTERM) after printing the report.\n");
 	g_option_context_add_main_entries(ctx, entries, NULL);
 	ok = g_option_context_parse(ctx, argc, argv, error);
 	if (ok && *argc > 1)
@@ -448,11 +457,13 @@ int main(int argc, char **argv)
 		options_clear(&opt);
 		return SIM_EXIT_OK;
 	}
+	/* Before any thread: they all inherit SIGINT and SIGTERM blocked. */
+	opt.peer = opt.model ? NULL : sim_peer_new();
 	urcu_memb_register_thread();
 	sim_report_init(&rep);
 	rc = opt.model ? sim_model_run(&opt, &rep) : sim_real_run(&opt, &rep);
-	if (!opt.role || strcmp(opt.role, "destination"))
-		sim_report_print(&opt, &rep);
+	rc = sim_peer_outcome(opt.peer, rc, &rep);
+	sim_report_print(&opt, &rep);
 	if (opt.json_path && !sim_report_write_json(&opt, &rep, &error)) {
 		fprintf(stderr, "migram-sim: %s\n", error->message);
 		rc = rc ? rc : SIM_EXIT_FAILED;
@@ -469,6 +480,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "migram-sim: %s\n", rep.error);
 	sim_report_clear(&rep);
 	urcu_memb_unregister_thread();
+	sim_peer_free(opt.peer);
 	options_clear(&opt);
 	return rc;
 }

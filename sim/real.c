@@ -36,6 +36,7 @@
 
 #include "kvm-sim.h"
 #include "link.h"
+#include "peer.h"
 #include "workload.h"
 
 #define PAGE 4096u
@@ -134,6 +135,7 @@ static bool compare_hashes(MigramRamList *list, MigramChannel *ch,
 				if (!migram_channel_get_be64(ch, &v[i], error))
 					return false;
 			if (rep) {
+				rep->dest_figures = true;
 				rep->faults = v[0];
 				rep->fault_p50_us = v[1];
 				rep->fault_p99_us = v[2];
@@ -214,12 +216,23 @@ static void maybe_cut(Monitor *mon, const MigramMigrationStats *st, gint64 now,
 	*cut = true;
 }
 
+/* Two processes (--role): say when postcopy begins; true once said. */
+static bool announce_switch(const SimOptions *opt, gint64 at_us)
+{
+	if (opt->role && !opt->quiet)
+		fprintf(stderr,
+			"migram-sim: source: switched to postcopy at %.1f s; "
+			"the guest runs on the destination\n",
+			(double)at_us / 1e6);
+	return true;
+}
+
 static gpointer monitor_main(gpointer p)
 {
 	Monitor *mon = p;
 	uint64_t last_bytes = 0;
 	gint64 last_t = mon->t0, t_active = 0;
-	bool cut = false;
+	bool cut = false, switched = false;
 
 	while (!g_atomic_int_get(&mon->done)) {
 		MigramMigrationStats st;
@@ -231,6 +244,8 @@ static gpointer monitor_main(gpointer p)
 		migram_migration_get_stats(mon->m, &st);
 		now = g_get_monotonic_time();
 		maybe_cut(mon, &st, now, &t_active, &cut);
+		if (!switched && st.status == MIGRAM_MIGRATION_POSTCOPY_ACTIVE)
+			switched = announce_switch(mon->opt, now - mon->t0);
 		if (mon->opt->inject_disconnect_ms && now - last_t < 100000)
 			continue;
 		s = (SimSample){
@@ -325,19 +340,20 @@ static bool src_save_device(void *o, GByteArray *out, GError **error)
 	return sim_kvm_source_save(((SrcCtx *)o)->kvm, out, error);
 }
 
+/* SIGINT, SIGTERM (peer.c): stop the migration; the report follows. */
+static void cancel_migration(void *m)
+{
+	migram_migration_cancel(m);
+}
+
 /* Postcopy paused: a new connection, then recover (or give up). */
 static void src_paused(void *o)
 {
 	SrcCtx *c = o;
-	int fd =
-		sim_link_reconnect(c->opt, c->lk,
-				   g_get_monotonic_time() + 10 * G_USEC_PER_SEC,
-				   -1);
+	int fd = sim_peer_await(c->opt->peer, c->opt, c->lk, "source", c->cur);
 	g_autoptr(GError) e = NULL;
 
 	if (fd < 0) {
-		g_printerr("migram-sim: source: cannot reconnect for "
-			   "postcopy recovery\n");
 		migram_migration_cancel(c->mon->m);
 		return;
 	}
@@ -433,7 +449,9 @@ static int run_source(const SimOptions *opt, MigramRamList *list, SimLink *lk,
 	mt = g_thread_new("sim-monitor", monitor_main, &mon);
 	ctx.cur = migram_channel_new(lk->fd, true);
 	g_ptr_array_add(channels, ctx.cur);
+	sim_peer_set_cancel(opt->peer, cancel_migration, mon.m);
 	ok = migram_migration_run(mon.m, ctx.cur, error);
+	sim_peer_set_cancel(opt->peer, NULL, NULL);
 	g_atomic_int_set(&mon.done, 1);
 	g_thread_join(mt);
 	/* Freeze the guest before stopping writers: memory stays final. */
@@ -570,6 +588,10 @@ static void dst_run(void *o)
 {
 	DstCtx *d = o;
 
+	if (d->opt->role && !d->opt->quiet)
+		fprintf(stderr, "migram-sim: destination: postcopy running: "
+				"the guest runs here now\n");
+
 	if (d->opt->workload == SIM_WORKLOAD_KVM) {
 		g_autoptr(GError) e = NULL;
 
@@ -607,12 +629,11 @@ static void dst_run(void *o)
 static void dst_paused(void *o)
 {
 	DstCtx *d = o;
-	int fd = sim_link_reconnect(d->opt, d->lk, G_MAXINT64, -1);
+	int fd = sim_peer_await(d->opt->peer, d->opt, d->lk, "destination",
+				d->cur);
 	g_autoptr(GError) e = NULL;
 
 	if (fd < 0) {
-		g_printerr("migram-sim: destination: no connection to "
-			   "recover on\n");
 		migram_receiver_cancel(d->r);
 		return;
 	}
@@ -637,8 +658,52 @@ static void send_postcopy_stats(DstCtx *d, MigramChannel *ch)
 	migram_channel_put_be64(ch, d->touches);
 }
 
+/* SIGINT, SIGTERM (peer.c): stop the load; the report follows. */
+static void cancel_load(void *r)
+{
+	migram_receiver_cancel(r);
+}
+
+/* The destination's own report (--role destination prints it). */
+static void dest_report(DstCtx *d, SimReport *rep, gint64 t0,
+			const GError *error)
+{
+	MigramReceiverStats rs;
+	MigramPostcopyStats ps;
+
+	if (!rep)
+		return;
+	migram_receiver_get_stats(d->r, &rs);
+	migram_receiver_get_postcopy_stats(d->r, &ps);
+	rep->destination = true;
+	g_strlcpy(rep->status, error ? "failed" : "completed",
+		  sizeof(rep->status));
+	g_strlcpy(rep->mode_name,
+		  ps.active ? mode_name(d->opt->mode) : "precopy",
+		  sizeof(rep->mode_name));
+	rep->total_time_ms = (uint64_t)(g_get_monotonic_time() - t0) / 1000;
+	rep->transferred_bytes = rs.bytes;
+	rep->normal_pages = rs.normal_pages;
+	rep->duplicate_pages = rs.zero_pages;
+	rep->placed_pages = ps.placed_pages;
+	rep->faults = ps.faults;
+	rep->fault_p50_us = ps.latency_p50_us;
+	rep->fault_p99_us = ps.latency_p99_us;
+	rep->fault_max_us = ps.latency_max_us;
+	rep->blocked_ms = ps.blocked_us / 1000;
+	rep->postcopy_requests = ps.requests;
+	rep->postcopy_recoveries = ps.recoveries;
+	rep->dest_touches = __atomic_load_n(&d->touches, __ATOMIC_RELAXED);
+	g_free(rep->error);
+	rep->error = error ? g_strdup(error->message) : NULL;
+}
+
+/*
+ * The destination: load from lk's connection (and answer with the hashes
+ * when reply).  rep, if not NULL, gets the destination's own figures.
+ */
 static int run_destination(const SimOptions *opt, MigramRamList *list,
-			   SimLink *lk, bool reply)
+			   SimLink *lk, bool reply, SimReport *rep)
 {
 	g_autoptr(GPtrArray) channels = g_ptr_array_new_with_free_func(
 		(GDestroyNotify)migram_channel_free);
@@ -652,6 +717,7 @@ static int run_destination(const SimOptions *opt, MigramRamList *list,
 		rc.load_device = dst_load_device;
 	MigramChannel *preempt = NULL;
 	GError *error = NULL;
+	gint64 t0;
 	bool ok;
 
 	d.hosts = g_ptr_array_new();
@@ -665,7 +731,13 @@ static int run_destination(const SimOptions *opt, MigramRamList *list,
 		g_ptr_array_add(channels, preempt);
 		migram_receiver_set_preempt(d.r, preempt);
 	}
+	t0 = g_get_monotonic_time();
+	sim_peer_set_cancel(opt->peer, cancel_load, d.r);
 	ok = migram_receiver_load(d.r, d.cur, &error);
+	sim_peer_set_cancel(opt->peer, NULL, NULL);
+	dest_report(&d, rep, t0, error);
+	if (!ok) /* unregisters userfaultfd: blocked readers and vCPUs go on */
+		g_clear_pointer(&d.r, migram_receiver_free);
 	g_atomic_int_set(&d.stop, 1);
 	for (unsigned int i = 0; i < d.nreaders; i++)
 		g_thread_join(d.readers[i]);
@@ -690,6 +762,11 @@ static int run_destination(const SimOptions *opt, MigramRamList *list,
 		g_byte_array_unref(d.kvm_state);
 	if (!ok)
 		g_printerr("migram-sim: destination: %s\n", error->message);
+	if (!ok && rep) {
+		g_strlcpy(rep->status, "failed", sizeof(rep->status));
+		if (!rep->error)
+			rep->error = g_strdup(error->message);
+	}
 	g_clear_error(&error);
 	migram_receiver_free(d.r);
 	sim_link_close(lk);
@@ -725,7 +802,7 @@ static int run_file(const SimOptions *opt, SimReport *rep, GError **error)
 				     &(SimLink){ .fd = fd,
 						 .preempt_fd = -1,
 						 .listen_fd = -1 },
-				     false);
+				     false, NULL);
 		fd = -1;
 		if (rc == SIM_EXIT_OK) {
 			int sp[2];
@@ -833,15 +910,20 @@ static int run_pair(const SimOptions *opt, SimReport *rep, GError **error)
 	}
 	pid = fork();
 	if (pid == 0) {
-		/* The destination process. */
+		/* The destination process.  No signal thread here: signals
+		 * act as by default. */
+		SimOptions child = *opt;
+
+		child.peer = NULL;
+		sim_peer_child();
 		if (lfd >= 0) {
 			if (!sim_link_tcp_accept(opt, lfd, &dl))
 				_exit(SIM_EXIT_FAILED);
 		} else {
 			sim_link_close_all(&sl);
 		}
-		_exit(run_destination(opt, dst ? dst : migram_ram_list_new(),
-				      &dl, true));
+		_exit(run_destination(&child, dst ? dst : migram_ram_list_new(),
+				      &dl, true, NULL));
 	}
 	if (lfd >= 0) {
 		close(lfd);
@@ -885,12 +967,13 @@ int sim_real_run(const SimOptions *opt, SimReport *rep)
 
 		rc = lfd < 0 || !sim_link_tcp_accept(opt, lfd, &dl)
 			     ? SIM_EXIT_FAILED
-			     : run_destination(opt, dst, &dl, true);
+			     : run_destination(opt, dst, &dl, true, rep);
 		migram_ram_list_free(dst);
 		if (lfd >= 0)
 			close(lfd);
-		g_strlcpy(rep->status, rc ? "failed" : "completed",
-			  sizeof(rep->status));
+		rep->destination = true;
+		if (rc)
+			g_strlcpy(rep->status, "failed", sizeof(rep->status));
 	} else if (opt->role && strcmp(opt->role, "source") == 0) {
 		MigramRamList *src = source_list(opt, &error);
 		SimLink sl;
@@ -905,6 +988,7 @@ int sim_real_run(const SimOptions *opt, SimReport *rep)
 		rc = run_pair(opt, rep, &error);
 	}
 	if (error) {
+		g_free(rep->error);
 		rep->error = g_strdup(error->message);
 		g_error_free(error);
 	}

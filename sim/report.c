@@ -75,12 +75,67 @@ void sim_progress_done(const SimOptions *opt)
 		fprintf(stderr, "\r\033[K");
 }
 
+/* The destination's postcopy figures, if it sent them back. */
+static void print_dest_figures(const SimReport *r)
+{
+	if (!r->dest_figures) {
+		printf("destination:       no figures (it did not finish)\n");
+		return;
+	}
+	printf("faults:            %" G_GUINT64_FORMAT
+	       " (latency p50 %" G_GUINT64_FORMAT " us, p99 %" G_GUINT64_FORMAT
+	       " us, max %" G_GUINT64_FORMAT " us)\n",
+	       r->faults, r->fault_p50_us, r->fault_p99_us, r->fault_max_us);
+	printf("blocked:           %" G_GUINT64_FORMAT
+	       " ms (workload threads, summed)\n",
+	       r->blocked_ms);
+	printf("dest reads:        %" G_GUINT64_FORMAT "\n", r->dest_touches);
+}
+
+/* --role destination: what this side received, and how it ended. */
+static void print_destination(const SimReport *r)
+{
+	char xfer[32];
+
+	human_bytes(xfer, sizeof(xfer), (double)r->transferred_bytes);
+	printf("Migration status: %s (destination)\n", r->status);
+	printf("load time:         %" G_GUINT64_FORMAT " ms\n",
+	       r->total_time_ms);
+	printf("received:          %s (%" G_GUINT64_FORMAT
+	       " normal pages, %" G_GUINT64_FORMAT " zero)\n",
+	       xfer, r->normal_pages, r->duplicate_pages);
+	if (r->mode_name[0] && strcmp(r->mode_name, "precopy") != 0) {
+		printf("migration mode:    %s\n", r->mode_name);
+		printf("placed:            %" G_GUINT64_FORMAT
+		       " pages in postcopy\n",
+		       r->placed_pages);
+		printf("page requests:     %" G_GUINT64_FORMAT "\n",
+		       r->postcopy_requests);
+		printf("faults:            %" G_GUINT64_FORMAT
+		       " (latency p50 %" G_GUINT64_FORMAT
+		       " us, p99 %" G_GUINT64_FORMAT
+		       " us, max %" G_GUINT64_FORMAT " us)\n",
+		       r->faults, r->fault_p50_us, r->fault_p99_us,
+		       r->fault_max_us);
+		printf("dest reads:        %" G_GUINT64_FORMAT "\n",
+		       r->dest_touches);
+		printf("recoveries:        %" G_GUINT64_FORMAT "\n",
+		       r->postcopy_recoveries);
+	}
+	if (r->error)
+		printf("error:             %s\n", r->error);
+}
+
 void sim_report_print(const SimOptions *opt, const SimReport *r)
 {
 	char tot[32], xfer[32];
 
 	if (opt->quiet)
 		return;
+	if (r->destination) {
+		print_destination(r);
+		return;
+	}
 	human_bytes(tot, sizeof(tot), (double)r->total_bytes);
 	human_bytes(xfer, sizeof(xfer), (double)r->transferred_bytes);
 	printf("Migration status: %s%s\n", r->status,
@@ -115,17 +170,7 @@ void sim_report_print(const SimOptions *opt, const SimReport *r)
 		printf("page requests:     %" G_GUINT64_FORMAT
 		       " (%" G_GUINT64_FORMAT " pages sent because asked)\n",
 		       r->postcopy_requests, r->postcopy_urgent_pages);
-		printf("faults:            %" G_GUINT64_FORMAT
-		       " (latency p50 %" G_GUINT64_FORMAT
-		       " us, p99 %" G_GUINT64_FORMAT
-		       " us, max %" G_GUINT64_FORMAT " us)\n",
-		       r->faults, r->fault_p50_us, r->fault_p99_us,
-		       r->fault_max_us);
-		printf("blocked:           %" G_GUINT64_FORMAT
-		       " ms (workload threads, summed)\n",
-		       r->blocked_ms);
-		printf("dest reads:        %" G_GUINT64_FORMAT "\n",
-		       r->dest_touches);
+		print_dest_figures(r);
 		printf("recoveries:        %" G_GUINT64_FORMAT "\n",
 		       r->postcopy_recoveries);
 	}

@@ -5,6 +5,7 @@
  *   main.c      command line, mode dispatch, exit codes
  *   real.c      real mode: two processes, a transport, a workload, verify
  *   link.c      real mode's connections: socketpairs, TCP, reconnects
+ *   peer.c      a dead peer in postcopy (--recover-timeout), SIGINT/SIGTERM
  *   workload.c  writer threads that dirty guest memory (real mode)
  *   kvm-vmm.c   --workload kvm: a minimal VMM and its micro-guest
  *   kvm-sim.c   --workload kvm: the source's and destination's steps
@@ -14,7 +15,9 @@
  *
  * Exit codes: SIM_EXIT_OK 0 migrated and verified, SIM_EXIT_FAILED 1
  * failed or mismatched, SIM_EXIT_USAGE 2 bad usage, SIM_EXIT_NOT_CONVERGED
- * 3 did not converge within --max-time.
+ * 3 did not converge within --max-time, SIM_EXIT_RECOVER_TIMEOUT 4 postcopy
+ * paused and the peer did not reconnect within --recover-timeout; 128 + N
+ * stopped by signal N (the report printed first).
  */
 #ifndef MIGRAM_SIM_H
 #define MIGRAM_SIM_H
@@ -31,7 +34,14 @@ enum {
 	SIM_EXIT_FAILED = 1,
 	SIM_EXIT_USAGE = 2,
 	SIM_EXIT_NOT_CONVERGED = 3,
+	/* postcopy paused and the peer did not reconnect in --recover-timeout
+	 */
+	SIM_EXIT_RECOVER_TIMEOUT = 4,
+	/* 128 + N: stopped by signal N (SIGINT, SIGTERM), report printed */
 };
+
+/* peer.c: peer death in postcopy, and SIGINT/SIGTERM */
+typedef struct SimPeer SimPeer;
 
 /* --recover-timeout's default: 3 minutes. */
 #define SIM_RECOVER_TIMEOUT_DEFAULT_MS (3 * 60 * 1000)
@@ -93,6 +103,7 @@ typedef struct {
 	bool preempt;                  /* a second connection for requests */
 	uint64_t inject_disconnect_ms; /* cut main this long into postcopy */
 	uint64_t recover_timeout_ms;   /* a paused side waits this long */
+	SimPeer *peer;                 /* signals and pauses; may be NULL */
 
 	/* real mode */
 	SimTransport transport;
@@ -166,7 +177,12 @@ typedef struct {
 	uint64_t fault_p99_us;
 	uint64_t fault_max_us;
 	uint64_t blocked_ms;
+	bool dest_figures;     /* the destination sent the next five back */
 	uint64_t dest_touches; /* destination workload reads after RUN */
+	uint64_t placed_pages; /* destination: placed in postcopy */
+
+	/* --role destination: the figures are the destination's own */
+	bool destination;
 
 	double pause_at;  /* seconds since the start, or < 0 */
 	GArray *timeline; /* SimSample */

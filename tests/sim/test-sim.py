@@ -402,6 +402,124 @@ def _(work):
         assert j["postcopy_recoveries"] == 1, (transport, j)
 
 
+class Proc:
+    """A migram-sim process whose output lines are read as they come."""
+
+    def __init__(self, *args):
+        import queue
+        import threading
+        self.p = subprocess.Popen([SIM, *args], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        self.err = queue.Queue()
+        self.out, self.errs = [], []
+
+        def pump(f, keep, q=None):
+            for line in f:
+                keep.append(line)
+                if q:
+                    q.put(line)
+        self.threads = [
+            threading.Thread(target=pump, args=(self.p.stdout, self.out),
+                             daemon=True),
+            threading.Thread(target=pump,
+                             args=(self.p.stderr, self.errs, self.err),
+                             daemon=True)]
+        for t in self.threads:
+            t.start()
+
+    def wait_err(self, needle, timeout):
+        """The first stderr line with needle, or fail after timeout s."""
+        import queue
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.err.get(timeout=max(end - time.monotonic(), 0))
+            except queue.Empty:
+                raise AssertionError(f"no '{needle}' on stderr within "
+                                     f"{timeout} s: {self.errs}") from None
+            if needle in line:
+                return line
+
+    def finish(self, timeout):
+        rc = self.p.wait(timeout=timeout)
+        for t in self.threads:
+            t.join(timeout=10)
+        return rc, "".join(self.out), "".join(self.errs)
+
+    def kill(self):
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+
+
+@case("postcopy, two processes: kill -9 one side after the switch; the "
+      "survivor says it is paused, and gives up after --recover-timeout "
+      "(exit 4) or on SIGTERM (exit 143), printing its report")
+def _(work):
+    why = postcopy_ok(work)
+    if why:
+        return f"SKIP {why}"
+    port = 47750
+    for victim, end in (("source", "timeout"), ("destination", "sigterm"),
+                        ("destination", "timeout"), ("source", "sigterm")):
+        port += 1
+        common = ["--mode", "postcopy", "--transport",
+                  f"tcp:127.0.0.1:{port}", "--recover-timeout", "3s"]
+        procs = {}
+        try:
+            procs["destination"] = Proc("--role", "destination", *common)
+            # 1 GiB: postcopy takes seconds here, the kill lands in it
+            procs["source"] = Proc("--role", "source", "--ram", "1G",
+                                   *common)
+            procs["source"].wait_err("switched to postcopy", 60)
+            procs[victim].kill()
+            side = "destination" if victim == "source" else "source"
+            survivor = procs[side]
+            line = survivor.wait_err("postcopy paused:", 20)
+            assert f"the {victim} to reconnect" in line, line
+            assert "waiting up to 3s" in line, line
+            if end == "sigterm":
+                survivor.p.terminate()
+            rc, out, err = survivor.finish(60)
+            ctx = (victim, end, rc, out, err)
+            assert "Migration status:" in out, ctx
+            if end == "timeout":
+                assert rc == 4, ctx
+                assert f"the {victim} did not reconnect within 3s" in out, ctx
+            else:
+                assert rc == 143, ctx
+                assert "interrupted by SIGTERM while postcopy was paused" \
+                    in out, ctx
+            if side == "destination":
+                assert "(destination)" in out and "placed:" in out, ctx
+            else:
+                assert "migration mode:    postcopy" in out, ctx
+        finally:
+            for p in procs.values():
+                p.kill()
+
+
+@case("two processes: SIGINT stops a precopy source, which prints its "
+      "report (exit 130)")
+def _(work):
+    common = ["--transport", "tcp:127.0.0.1:47760"]
+    dst = Proc("--role", "destination", *common)
+    src = Proc("--role", "source", "--ram", "256M", "--max-bandwidth",
+               "20M/s", *common)
+    try:
+        time.sleep(1.5)
+        assert src.p.poll() is None, src.finish(5)
+        src.p.send_signal(2)
+        rc, out, err = src.finish(60)
+        assert rc == 130, (rc, out, err)
+        assert "Migration status: cancelled" in out, out
+        assert "interrupted by SIGINT" in out, out
+        assert dst.finish(60)[0] == 1  # a dead peer before the switch
+    finally:
+        src.kill()
+        dst.kill()
+
+
 def netns_ok():
     if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"):
         return "needs root, ip and tc"
