@@ -244,7 +244,7 @@ static gpointer monitor_main(gpointer p)
 		migram_migration_get_stats(mon->m, &st);
 		now = g_get_monotonic_time();
 		maybe_cut(mon, &st, now, &t_active, &cut);
-		if (!switched && st.status == MIGRAM_MIGRATION_POSTCOPY_ACTIVE)
+		if (!switched && st.status >= MIGRAM_MIGRATION_POSTCOPY_ACTIVE)
 			switched = announce_switch(mon->opt, now - mon->t0);
 		if (mon->opt->inject_disconnect_ms && now - last_t < 100000)
 			continue;
@@ -256,7 +256,11 @@ static gpointer monitor_main(gpointer p)
 				(double)(st.transferred_bytes - last_bytes) *
 				1e6 / (double)MAX(now - last_t, 1),
 			.pages_sent = st.normal_pages + st.duplicate_pages,
+			.pass = st.iterations,
+			/* measured at the sync that ends a pass */
+			.dirty_rate_known = st.iterations > 0,
 			.paused = st.status == MIGRAM_MIGRATION_DEVICE,
+			.postcopy = switched,
 		};
 		last_bytes = st.transferred_bytes;
 		last_t = now;

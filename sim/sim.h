@@ -11,7 +11,8 @@
  *   kvm-sim.c   --workload kvm: the source's and destination's steps
  *   model.c     model mode: virtual time, no page contents
  *   units.c     sizes, rates and durations on the command line
- *   report.c    progress line, summary, JSON (json-glib), chart (cairo)
+ *   report.c    progress line, summary, JSON (json-glib)
+ *   chart.c     the chart of the timeline (cairo)
  *
  * Exit codes: SIM_EXIT_OK 0 migrated and verified, SIM_EXIT_FAILED 1
  * failed or mismatched, SIM_EXIT_USAGE 2 bad usage, SIM_EXIT_NOT_CONVERGED
@@ -127,10 +128,13 @@ typedef struct {
 typedef struct {
 	double t; /* seconds since the start */
 	uint64_t remaining_pages;
-	uint64_t dirty_rate; /* bytes/s, last period */
-	double bandwidth;    /* bytes/s */
+	uint64_t dirty_rate;   /* bytes/s, last period */
+	bool dirty_rate_known; /* measured yet (real: after the first pass) */
+	double bandwidth;      /* bytes/s */
 	uint64_t pages_sent;
-	bool paused; /* the guest is paused (stop-and-copy) */
+	uint64_t pass; /* passes over RAM completed */
+	bool paused;   /* the guest is paused (stop-and-copy) */
+	bool postcopy; /* after the switch to postcopy */
 } SimSample;
 
 typedef struct {
@@ -211,7 +215,7 @@ int sim_model_run(const SimOptions *opt, SimReport *report);
 /* real.c */
 int sim_real_run(const SimOptions *opt, SimReport *report);
 
-/* report.c */
+/* report.c, and chart.c for the chart */
 void sim_report_init(SimReport *r);
 void sim_report_clear(SimReport *r);
 void sim_report_print(const SimOptions *opt, const SimReport *r);

@@ -183,17 +183,32 @@ def _(work):
     assert j["mode"] == "real"
     assert len(j["timeline"]) >= 1
     for k in ("t", "remaining_pages", "dirty_rate", "bandwidth",
-              "pages_sent", "paused"):
+              "pages_sent", "paused", "pass", "postcopy"):
         assert k in j["timeline"][0], k
+    # the dirty rate is measured at the sync that ends a pass: unknown
+    # (null, not a fake 0) before
+    for s in j["timeline"]:
+        assert (s["dirty_rate"] is None) == (s["pass"] == 0), s
 
 
-@case("charts: a valid SVG and a valid PNG")
+@case("charts: a valid SVG and a valid PNG, for every kind of run")
 def _(work):
     svg = os.path.join(work, "c.svg")
     png = os.path.join(work, "c.png")
     for out in (svg, png):
         r = sim("--quiet", "--ram", "16M", "--plot", out)
         assert r.returncode == 0, r.stderr
+    # several passes, a model run, an empty timeline: no crash, a file
+    for args in (["--ram", "64M", "--dirty-rate", "30M/s",
+                  "--max-bandwidth", "60M/s"],
+                 ["--model", "--ram", "64G", "--dirty-rate", "100M/s",
+                  "--max-bandwidth", "10Gbit/s"],
+                 ["--model", "--ram", "4M", "--workload", "idle"]):
+        out = os.path.join(work, "more.png")
+        r = sim("--quiet", *args, "--plot", out)
+        assert r.returncode == 0, (args, r.stderr)
+        with open(out, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n", args
     with open(svg) as f:
         text = f.read()
     assert text.lstrip().startswith("<?xml") and "<svg" in text
