@@ -232,8 +232,8 @@ int sim_peer_await(SimPeer *p, const SimOptions *opt, SimLink *lk,
 				p ? p->wake[0] : -1);
 	if (fd >= 0) {
 		fprintf(stderr,
-			"migram-sim: %s: the %s reconnected after %.1f s; "
-			"recovering\n",
+			"migram-sim: %s: connected to the %s again after "
+			"%.1f s; recovering\n",
 			side, peer,
 			(double)(g_get_monotonic_time() - t0) / 1e6);
 		return fd;

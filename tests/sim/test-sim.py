@@ -494,6 +494,9 @@ def _(work):
             assert f"the {victim} to reconnect" in line, line
             assert "waiting up to 3s" in line, line
             if end == "sigterm":
+                # a killed destination's listener may still accept for a
+                # moment: the source then recovers, fails and pauses again
+                time.sleep(0.5)
                 survivor.p.terminate()
             rc, out, err = survivor.finish(60)
             ctx = (victim, end, rc, out, err)
@@ -503,8 +506,7 @@ def _(work):
                 assert f"the {victim} did not reconnect within 3s" in out, ctx
             else:
                 assert rc == 143, ctx
-                assert "interrupted by SIGTERM while postcopy was paused" \
-                    in out, ctx
+                assert "interrupted by SIGTERM" in out, ctx
             if side == "destination":
                 assert "(destination)" in out and "placed:" in out, ctx
             else:
