@@ -8,7 +8,10 @@
  * than this machine.  See docs/simulator.md.
  *
  * Exit codes: 0 migrated and verified, 1 failed or mismatched, 2 bad
- * usage, 3 did not converge within --max-time.
+ * usage, 3 did not converge within --max-time, 4 postcopy paused and the
+ * peer did not reconnect within --recover-timeout, 128 + N stopped by
+ * signal N (SIGINT, SIGTERM) after printing the report.  --version prints
+ * the library version.
  */
 #include <stdio.h>
 #include <string.h>
@@ -18,80 +21,8 @@
 #include <migram/migram.h>
 #include <migram/ramblock.h>
 
+#include "peer.h"
 #include "sim.h"
-
-/* "2G", "512M", "64K", "4096"; binary units.  0 on error. */
-static uint64_t parse_size(const char *s)
-{
-	char *end;
-	double v = g_ascii_strtod(s, &end);
-	uint64_t mul = 1;
-
-	if (end == s || v < 0)
-		return 0;
-	switch (g_ascii_toupper(*end)) {
-	case 'T':
-		mul <<= 10; /* fall through */
-	case 'G':
-		mul <<= 10; /* fall through */
-	case 'M':
-		mul <<= 10; /* fall through */
-	case 'K':
-		mul <<= 10;
-		end++;
-		break;
-	case '\0':
-		break;
-	default:
-		return 0;
-	}
-	if (*end == 'i' || *end == 'I')
-		end++;
-	if (*end == 'B' || *end == 'b')
-		end++;
-	return *end ? 0 : (uint64_t)(v * (double)mul);
-}
-
-/* "200M/s", "1G/s", "10Gbit/s"; bytes per second.  0 on error. */
-static uint64_t parse_rate(const char *s)
-{
-	g_autofree char *copy = g_strdup(s);
-	char *slash = strstr(copy, "/s");
-	bool bits = false;
-	char *bit;
-
-	if (!slash || slash[2])
-		return 0;
-	*slash = '\0';
-	bit = strstr(copy, "bit");
-	if (bit && !bit[3]) {
-		*bit = '\0';
-		bits = true;
-	}
-	if (bits) {
-		/* decimal, as links are quoted: 10Gbit/s = 1.25e9 B/s */
-		char *end;
-		double v = g_ascii_strtod(copy, &end);
-		double mul = 1;
-
-		switch (g_ascii_toupper(*end)) {
-		case 'G':
-			mul = 1e9;
-			end++;
-			break;
-		case 'M':
-			mul = 1e6;
-			end++;
-			break;
-		case 'K':
-			mul = 1e3;
-			end++;
-			break;
-		}
-		return *end || v <= 0 ? 0 : (uint64_t)(v * mul / 8);
-	}
-	return parse_size(copy);
-}
 
 static bool add_block(SimOptions *o, const char *spec, GError **error)
 {
@@ -100,7 +31,7 @@ static bool add_block(SimOptions *o, const char *spec, GError **error)
 	guint n = g_strv_length(parts);
 
 	if (n < 2 || !parts[0][0] || strlen(parts[0]) > 255 ||
-	    !(b.bytes = parse_size(parts[1])) || b.bytes % 4096) {
+	    !(b.bytes = sim_parse_size(parts[1])) || b.bytes % 4096) {
 		g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
 			    "--block '%s': want NAME:SIZE[:hugetlb][:shared] "
 			    "with SIZE a multiple of 4K",
@@ -129,12 +60,15 @@ typedef struct {
 	char *ram, *workload, *dirty_rate, *max_bandwidth, *transport, *mode;
 	char *working_set, *stride, *fill;
 	char **blocks;
-	gint64 downtime_limit, clear_shift, max_time, corrupt, latency;
-	gint64 inject_disconnect;
+	/* durations, as given (units.c) */
+	char *downtime_limit, *max_time, *latency, *inject_disconnect;
+	char *recover_timeout;
+	gint64 clear_shift, corrupt;
 	gboolean preempt;
 	gint threads;
 	gdouble hot_fraction, hot_weight;
 	gboolean auto_converge, model, quiet, verify_bytes, clear_at_sync;
+	gboolean version;
 } Args;
 
 static bool fail_usage(GError **error, const char *fmt, const char *v)
@@ -171,11 +105,12 @@ static bool apply_kvm(const Args *a, SimOptions *o, GError **error)
 				  "--guest-image: the image sets its own "
 				  "working set; no --working-set or --stride%s",
 				  "");
-	if (a->working_set && !(o->working_set = parse_size(a->working_set)))
+	if (a->working_set &&
+	    !(o->working_set = sim_parse_size(a->working_set)))
 		return fail_usage(error,
 				  "--working-set '%s': a size such as 64M",
 				  a->working_set);
-	if (a->stride && (!(o->stride = parse_size(a->stride)) ||
+	if (a->stride && (!(o->stride = sim_parse_size(a->stride)) ||
 			  o->stride % 4096 || o->stride > (1u << 30)))
 		return fail_usage(error,
 				  "--stride '%s': a multiple of 4K up to 1G",
@@ -196,6 +131,58 @@ static bool apply_kvm(const Args *a, SimOptions *o, GError **error)
 		return fail_usage(error,
 				  "--workload kvm: --threads (vCPUs) 1 to 16%s",
 				  "");
+	return true;
+}
+
+/* One duration option: a unit, or a plain number in its own unit. */
+static bool duration(const char *arg, const char *flag, uint64_t plain_us,
+		     uint64_t *out_us, GError **error)
+{
+	static const struct {
+		uint64_t us;
+		const char *name;
+	} plain[] = { { 1, "microseconds" },
+		      { 1000, "milliseconds" },
+		      { 1000000, "seconds" } };
+	const char *unit = "";
+
+	if (!arg || sim_parse_duration(arg, plain_us, out_us))
+		return true;
+	for (guint i = 0; i < G_N_ELEMENTS(plain); i++)
+		if (plain[i].us == plain_us)
+			unit = plain[i].name;
+	g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+		    "%s '%s': a duration such as 250ms, 1.5s or 2m (us, ms, "
+		    "s, m, h; a plain number is %s)",
+		    flag, arg, unit);
+	return false;
+}
+
+static uint64_t us_to_ms(uint64_t us)
+{
+	return (us + 999) / 1000;
+}
+
+/* Every option that is a time (units.c). */
+static bool apply_durations(const Args *a, SimOptions *o, GError **error)
+{
+	uint64_t downtime = 0, max_time = 0, latency = 0, cut = 0;
+	uint64_t recover = SIM_RECOVER_TIMEOUT_DEFAULT_MS * 1000;
+
+	if (!duration(a->downtime_limit, "--downtime-limit", 1000, &downtime,
+		      error) ||
+	    !duration(a->max_time, "--max-time", 1000000, &max_time, error) ||
+	    !duration(a->latency, "--link-latency-us", 1, &latency, error) ||
+	    !duration(a->inject_disconnect, "--inject-disconnect-after", 1000,
+		      &cut, error) ||
+	    !duration(a->recover_timeout, "--recover-timeout", 1000000,
+		      &recover, error))
+		return false;
+	o->downtime_limit_ms = us_to_ms(downtime);
+	o->max_time_ms = us_to_ms(max_time);
+	o->link_latency_us = latency;
+	o->inject_disconnect_ms = us_to_ms(cut);
+	o->recover_timeout_ms = us_to_ms(recover);
 	return true;
 }
 
@@ -248,7 +235,9 @@ static bool apply(const Args *a, SimOptions *o, GError **error)
 				  "--mode %s needs a connection (socketpair "
 				  "or tcp), not a file",
 				  a->mode);
-	if ((a->preempt || a->inject_disconnect > 0) &&
+	if (!apply_durations(a, o, error))
+		return false;
+	if ((a->preempt || o->inject_disconnect_ms) &&
 	    o->mode == SIM_MODE_PRECOPY)
 		return fail_usage(error,
 				  "--preempt and --inject-disconnect-after "
@@ -260,14 +249,13 @@ static bool apply(const Args *a, SimOptions *o, GError **error)
 				  "only",
 				  a->mode);
 	o->preempt = a->preempt;
-	o->inject_disconnect_ms = (uint64_t)MAX(a->inject_disconnect, 0);
 	for (char **b = a->blocks; b && *b; b++)
 		if (!add_block(o, *b, error))
 			return false;
 	if (a->ram || !o->blocks->len) {
 		SimBlockSpec b = { 0 };
 
-		ram = parse_size(a->ram ? a->ram : "1G");
+		ram = sim_parse_size(a->ram ? a->ram : "1G");
 		if (!ram || ram % 4096)
 			return fail_usage(error,
 					  "--ram '%s': a size such as 2G",
@@ -277,12 +265,12 @@ static bool apply(const Args *a, SimOptions *o, GError **error)
 		g_array_prepend_val(o->blocks, b);
 	}
 	if (a->dirty_rate && strcmp(a->dirty_rate, "unlimited") &&
-	    !(o->dirty_rate = parse_rate(a->dirty_rate)))
+	    !(o->dirty_rate = sim_parse_rate(a->dirty_rate)))
 		return fail_usage(error,
 				  "--dirty-rate '%s': a rate such as 200M/s",
 				  a->dirty_rate);
 	if (a->max_bandwidth &&
-	    !(o->max_bandwidth = parse_rate(a->max_bandwidth)))
+	    !(o->max_bandwidth = sim_parse_rate(a->max_bandwidth)))
 		return fail_usage(
 			error,
 			"--max-bandwidth '%s': a rate such as 1G/s or "
@@ -330,14 +318,11 @@ static bool apply(const Args *a, SimOptions *o, GError **error)
 	o->threads = (unsigned int)a->threads;
 	o->hot_fraction = a->hot_fraction;
 	o->hot_weight = a->hot_weight;
-	o->downtime_limit_ms = (uint64_t)MAX(a->downtime_limit, 0);
 	o->clear_bitmap_shift_set = a->clear_shift >= 0;
 	o->clear_bitmap_shift = (unsigned int)MAX(a->clear_shift, 0);
 	o->auto_converge = a->auto_converge;
 	o->clear_at_sync = a->clear_at_sync;
-	o->max_time_ms = (uint64_t)MAX(a->max_time, 0) * 1000;
 	o->model = a->model;
-	o->link_latency_us = (uint64_t)MAX(a->latency, 0);
 	o->quiet = a->quiet;
 	o->verify_bytes = a->verify_bytes;
 	o->debug_corrupt_page = a->corrupt;
@@ -387,13 +372,20 @@ static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
 		  "MODE" },
 		{ "preempt", 0, 0, G_OPTION_ARG_NONE, &a.preempt,
 		  "Postcopy: requested pages on a second connection", NULL },
-		{ "inject-disconnect-after", 0, 0, G_OPTION_ARG_INT64,
+		{ "inject-disconnect-after", 0, 0, G_OPTION_ARG_STRING,
 		  &a.inject_disconnect,
-		  "Postcopy: cut the connection MS into postcopy, then "
-		  "reconnect and recover",
-		  "MS" },
-		{ "downtime-limit", 0, 0, G_OPTION_ARG_INT64, &a.downtime_limit,
-		  "Longest pause, ms (default 300)", "MS" },
+		  "Postcopy: cut the connection this long into postcopy, "
+		  "then reconnect and recover (plain number: ms)",
+		  "TIME" },
+		{ "recover-timeout", 0, 0, G_OPTION_ARG_STRING,
+		  &a.recover_timeout,
+		  "Postcopy: how long a paused side waits for its peer to "
+		  "reconnect, then gives up (exit 4; default 3m; plain "
+		  "number: s)",
+		  "TIME" },
+		{ "downtime-limit", 0, 0, G_OPTION_ARG_STRING,
+		  &a.downtime_limit,
+		  "Longest pause (default 300ms; plain number: ms)", "TIME" },
 		{ "max-bandwidth", 0, 0, G_OPTION_ARG_STRING, &a.max_bandwidth,
 		  "Migration bandwidth (default unlimited)", "RATE/s" },
 		{ "clear-bitmap-shift", 0, 0, G_OPTION_ARG_INT64,
@@ -404,8 +396,8 @@ static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
 		  NULL },
 		{ "auto-converge", 0, 0, G_OPTION_ARG_NONE, &a.auto_converge,
 		  "Throttle the guest when not converging", NULL },
-		{ "max-time", 0, 0, G_OPTION_ARG_INT64, &a.max_time,
-		  "Give up after S seconds (exit 3)", "S" },
+		{ "max-time", 0, 0, G_OPTION_ARG_STRING, &a.max_time,
+		  "Give up after this long (exit 3; plain number: s)", "TIME" },
 		{ "transport", 0, 0, G_OPTION_ARG_STRING, &a.transport,
 		  "socketpair (default), tcp:HOST:PORT or file:PATH", "T" },
 		{ "role", 0, 0, G_OPTION_ARG_STRING, &o->role,
@@ -414,14 +406,16 @@ static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
 		  "Also compare memory byte for byte", NULL },
 		{ "model", 0, 0, G_OPTION_ARG_NONE, &a.model,
 		  "Model mode: virtual time, no page contents", NULL },
-		{ "link-latency-us", 0, 0, G_OPTION_ARG_INT64, &a.latency,
-		  "Model mode: round-trip latency", "US" },
+		{ "link-latency-us", 0, 0, G_OPTION_ARG_STRING, &a.latency,
+		  "Model mode: round-trip latency (plain number: us)", "TIME" },
 		{ "json", 0, 0, G_OPTION_ARG_FILENAME, &o->json_path,
 		  "Write statistics and a timeline as JSON", "FILE" },
 		{ "plot", 0, 0, G_OPTION_ARG_FILENAME, &o->plot_path,
 		  "Write a chart of the timeline (.svg or .png)", "FILE" },
 		{ "quiet", 'q', 0, G_OPTION_ARG_NONE, &a.quiet,
 		  "No progress line and no summary", NULL },
+		{ "version", 0, 0, G_OPTION_ARG_NONE, &a.version,
+		  "Print the version and exit", NULL },
 		{ "debug-corrupt-page", 0, G_OPTION_FLAG_HIDDEN,
 		  G_OPTION_ARG_INT64, &a.corrupt,
 		  "Test hook: corrupt a destination page", "N" },
@@ -434,13 +428,23 @@ static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
 		ctx, "Migrate running memory live between two processes "
 		     "(or in virtual time with --model) and verify it.");
 	g_option_context_set_description(
-		ctx, "Exit status: 0 migrated and verified, 1 failed or "
-		     "mismatched, 2 bad usage, 3 did not converge in time.\n");
+		ctx,
+		"Durations take a unit (us, ms, s, m, h: 250ms, 1.5s, 2m); "
+		"a plain number is in the unit the option names.\n\n"
+		"Exit status: 0 migrated and verified, 1 failed or "
+		"mismatched, 2 bad usage, 3 did not converge in time, 4 "
+		"postcopy paused and the peer did not reconnect within "
+		"--recover-timeout, 128+N stopped by signal N (130 SIGINT, "
+		"143 SIGTERM) after printing the report.\n");
 	g_option_context_add_main_entries(ctx, entries, NULL);
 	ok = g_option_context_parse(ctx, argc, argv, error);
 	if (ok && *argc > 1)
 		ok = fail_usage(error, "unexpected argument '%s'", (*argv)[1]);
-	ok = ok && apply(&a, o, error);
+	if (ok && a.version) {
+		printf("migram-sim %s\n", migram_version_string());
+		o->version_only = true;
+	}
+	ok = ok && (o->version_only || apply(&a, o, error));
 	g_free(a.ram);
 	g_free(a.workload);
 	g_free(a.dirty_rate);
@@ -449,6 +453,11 @@ static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
 	g_free(a.mode);
 	g_free(a.working_set);
 	g_free(a.stride);
+	g_free(a.downtime_limit);
+	g_free(a.max_time);
+	g_free(a.latency);
+	g_free(a.inject_disconnect);
+	g_free(a.recover_timeout);
 	g_strfreev(a.blocks);
 	return ok;
 }
@@ -479,11 +488,17 @@ int main(int argc, char **argv)
 		options_clear(&opt);
 		return SIM_EXIT_USAGE;
 	}
+	if (opt.version_only) {
+		options_clear(&opt);
+		return SIM_EXIT_OK;
+	}
+	/* Before any thread: they all inherit SIGINT and SIGTERM blocked. */
+	opt.peer = opt.model ? NULL : sim_peer_new();
 	urcu_memb_register_thread();
 	sim_report_init(&rep);
 	rc = opt.model ? sim_model_run(&opt, &rep) : sim_real_run(&opt, &rep);
-	if (!opt.role || strcmp(opt.role, "destination"))
-		sim_report_print(&opt, &rep);
+	rc = sim_peer_outcome(opt.peer, rc, &rep);
+	sim_report_print(&opt, &rep);
 	if (opt.json_path && !sim_report_write_json(&opt, &rep, &error)) {
 		fprintf(stderr, "migram-sim: %s\n", error->message);
 		rc = rc ? rc : SIM_EXIT_FAILED;
@@ -500,6 +515,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "migram-sim: %s\n", rep.error);
 	sim_report_clear(&rep);
 	urcu_memb_unregister_thread();
+	sim_peer_free(opt.peer);
 	options_clear(&opt);
 	return rc;
 }

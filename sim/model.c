@@ -542,7 +542,9 @@ static void sample(Model *m, bool paused, bool force)
 					       WIRE_PAGE) /
 					      dt
 				    : 0,
+		.dirty_rate_known = dt > 0, /* the model's own guest */
 		.pages_sent = m->pages_sent,
+		.pass = m->rep->iterations,
 		.paused = paused,
 	};
 	if (m->rep->timeline->len >= TIMELINE_CAP)

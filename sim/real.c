@@ -15,10 +15,8 @@
  * memory shared with the source, which compares them byte for byte too.
  * The file transport saves, then restores into this very process.
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -38,6 +36,8 @@
 #include <migram/bitmap.h>
 
 #include "kvm-sim.h"
+#include "link.h"
+#include "peer.h"
 #include "workload.h"
 
 #define PAGE 4096u
@@ -142,6 +142,7 @@ static bool compare_hashes(MigramRamList *list, MigramChannel *ch,
 				if (!migram_channel_get_be64(ch, &v[i], error))
 					return false;
 			if (rep) {
+				rep->dest_figures = true;
 				rep->faults = v[0];
 				rep->fault_p50_us = v[1];
 				rep->fault_p99_us = v[2];
@@ -198,47 +199,6 @@ static bool compare_hashes(MigramRamList *list, MigramChannel *ch,
 	return true;
 }
 
-/* ---- connections ----------------------------------------------------- */
-
-#define MAX_SPARES 4
-
-/*
- * One side's connections: main, the optional preempt one, and how to get
- * a new main connection after a cut (postcopy recovery): a spare
- * socketpair end made before the fork, or TCP (connect or accept again).
- */
-typedef struct {
-	int fd;
-	int preempt_fd; /* -1 without --preempt */
-	int spare[MAX_SPARES];
-	int nspare, next_spare;
-	int listen_fd; /* TCP destination; -1 otherwise */
-	bool tcp;      /* TCP source */
-} SimLink;
-
-static int tcp_connect(const SimOptions *opt, GError **error);
-
-static int link_reconnect(const SimOptions *opt, SimLink *lk)
-{
-	if (lk->next_spare < lk->nspare)
-		return lk->spare[lk->next_spare++];
-	if (lk->listen_fd >= 0)
-		return accept(lk->listen_fd, NULL, NULL);
-	if (lk->tcp)
-		return tcp_connect(opt, NULL);
-	return -1;
-}
-
-static void link_close(SimLink *lk)
-{
-	if (lk->preempt_fd >= 0)
-		close(lk->preempt_fd);
-	for (int i = lk->next_spare; i < lk->nspare; i++)
-		close(lk->spare[i]);
-	lk->preempt_fd = -1;
-	lk->nspare = lk->next_spare = 0;
-}
-
 /* ---- the monitor: timeline and progress ------------------------------ */
 
 typedef struct {
@@ -265,12 +225,23 @@ static void maybe_cut(Monitor *mon, const MigramMigrationStats *st, gint64 now,
 	*cut = true;
 }
 
+/* Two processes (--role): say when postcopy begins; true once said. */
+static bool announce_switch(const SimOptions *opt, gint64 at_us)
+{
+	if (opt->role && !opt->quiet)
+		fprintf(stderr,
+			"migram-sim: source: switched to postcopy at %.1f s; "
+			"the guest runs on the destination\n",
+			(double)at_us / 1e6);
+	return true;
+}
+
 static gpointer monitor_main(gpointer p)
 {
 	Monitor *mon = p;
 	uint64_t last_bytes = 0;
 	gint64 last_t = mon->t0, t_active = 0;
-	bool cut = false;
+	bool cut = false, switched = false;
 
 	while (!g_atomic_int_get(&mon->done)) {
 		MigramMigrationStats st;
@@ -282,6 +253,8 @@ static gpointer monitor_main(gpointer p)
 		migram_migration_get_stats(mon->m, &st);
 		now = g_get_monotonic_time();
 		maybe_cut(mon, &st, now, &t_active, &cut);
+		if (!switched && st.status >= MIGRAM_MIGRATION_POSTCOPY_ACTIVE)
+			switched = announce_switch(mon->opt, now - mon->t0);
 		if (mon->opt->inject_disconnect_ms && now - last_t < 100000)
 			continue;
 		s = (SimSample){
@@ -292,7 +265,11 @@ static gpointer monitor_main(gpointer p)
 				(double)(st.transferred_bytes - last_bytes) *
 				1e6 / (double)MAX(now - last_t, 1),
 			.pages_sent = st.normal_pages + st.duplicate_pages,
+			.pass = st.iterations,
+			/* measured at the sync that ends a pass */
+			.dirty_rate_known = st.iterations > 0,
 			.paused = st.status == MIGRAM_MIGRATION_DEVICE,
+			.postcopy = switched,
 		};
 		last_bytes = st.transferred_bytes;
 		last_t = now;
@@ -382,16 +359,20 @@ static bool src_save_device(void *o, GByteArray *out, GError **error)
 	return sim_kvm_source_save(((SrcCtx *)o)->kvm, out, error);
 }
 
+/* SIGINT, SIGTERM (peer.c): stop the migration; the report follows. */
+static void cancel_migration(void *m)
+{
+	migram_migration_cancel(m);
+}
+
 /* Postcopy paused: a new connection, then recover (or give up). */
 static void src_paused(void *o)
 {
 	SrcCtx *c = o;
-	int fd = link_reconnect(c->opt, c->lk);
+	int fd = sim_peer_await(c->opt->peer, c->opt, c->lk, "source", c->cur);
 	g_autoptr(GError) e = NULL;
 
 	if (fd < 0) {
-		g_printerr("migram-sim: source: cannot reconnect for "
-			   "postcopy recovery\n");
 		migram_migration_cancel(c->mon->m);
 		return;
 	}
@@ -487,9 +468,11 @@ static int run_source(const SimOptions *opt, MigramRamList *list, SimLink *lk,
 	mt = g_thread_new("sim-monitor", monitor_main, &mon);
 	ctx.cur = migram_channel_new(lk->fd, true);
 	g_ptr_array_add(channels, ctx.cur);
+	sim_peer_set_cancel(opt->peer, cancel_migration, mon.m);
 	cpu0 = cpu_us();
 	ok = migram_migration_run(mon.m, ctx.cur, error);
 	rep->cpu_src_ms = (cpu_us() - cpu0) / 1000;
+	sim_peer_set_cancel(opt->peer, NULL, NULL);
 	g_atomic_int_set(&mon.done, 1);
 	g_thread_join(mt);
 	/* Freeze the guest before stopping writers: memory stays final. */
@@ -524,7 +507,7 @@ static int run_source(const SimOptions *opt, MigramRamList *list, SimLink *lk,
 		ok = sim_kvm_source_verdict(ctx.kvm, ctx.cur, rep, error);
 		rep->verified = rep->verified && rep->guest_verified;
 	}
-	link_close(lk);
+	sim_link_close(lk);
 	g_clear_pointer(&channels, g_ptr_array_unref);
 	migram_soft_log_free(log);
 	sim_kvm_source_free(ctx.kvm);
@@ -626,6 +609,10 @@ static void dst_run(void *o)
 {
 	DstCtx *d = o;
 
+	if (d->opt->role && !d->opt->quiet)
+		fprintf(stderr, "migram-sim: destination: postcopy running: "
+				"the guest runs here now\n");
+
 	if (d->opt->workload == SIM_WORKLOAD_KVM) {
 		g_autoptr(GError) e = NULL;
 
@@ -663,12 +650,11 @@ static void dst_run(void *o)
 static void dst_paused(void *o)
 {
 	DstCtx *d = o;
-	int fd = link_reconnect(d->opt, d->lk);
+	int fd = sim_peer_await(d->opt->peer, d->opt, d->lk, "destination",
+				d->cur);
 	g_autoptr(GError) e = NULL;
 
 	if (fd < 0) {
-		g_printerr("migram-sim: destination: no connection to "
-			   "recover on\n");
 		migram_receiver_cancel(d->r);
 		return;
 	}
@@ -695,8 +681,52 @@ static void send_postcopy_stats(DstCtx *d, MigramChannel *ch)
 		migram_channel_put_be64(ch, ps.latency_hist[i]);
 }
 
+/* SIGINT, SIGTERM (peer.c): stop the load; the report follows. */
+static void cancel_load(void *r)
+{
+	migram_receiver_cancel(r);
+}
+
+/* The destination's own report (--role destination prints it). */
+static void dest_report(DstCtx *d, SimReport *rep, gint64 t0,
+			const GError *error)
+{
+	MigramReceiverStats rs;
+	MigramPostcopyStats ps;
+
+	if (!rep)
+		return;
+	migram_receiver_get_stats(d->r, &rs);
+	migram_receiver_get_postcopy_stats(d->r, &ps);
+	rep->destination = true;
+	g_strlcpy(rep->status, error ? "failed" : "completed",
+		  sizeof(rep->status));
+	g_strlcpy(rep->mode_name,
+		  ps.active ? mode_name(d->opt->mode) : "precopy",
+		  sizeof(rep->mode_name));
+	rep->total_time_ms = (uint64_t)(g_get_monotonic_time() - t0) / 1000;
+	rep->transferred_bytes = rs.bytes;
+	rep->normal_pages = rs.normal_pages;
+	rep->duplicate_pages = rs.zero_pages;
+	rep->placed_pages = ps.placed_pages;
+	rep->faults = ps.faults;
+	rep->fault_p50_us = ps.latency_p50_us;
+	rep->fault_p99_us = ps.latency_p99_us;
+	rep->fault_max_us = ps.latency_max_us;
+	rep->blocked_ms = ps.blocked_us / 1000;
+	rep->postcopy_requests = ps.requests;
+	rep->postcopy_recoveries = ps.recoveries;
+	rep->dest_touches = __atomic_load_n(&d->touches, __ATOMIC_RELAXED);
+	g_free(rep->error);
+	rep->error = error ? g_strdup(error->message) : NULL;
+}
+
+/*
+ * The destination: load from lk's connection (and answer with the hashes
+ * when reply).  rep, if not NULL, gets the destination's own figures.
+ */
 static int run_destination(const SimOptions *opt, MigramRamList *list,
-			   SimLink *lk, bool reply)
+			   SimLink *lk, bool reply, SimReport *rep)
 {
 	g_autoptr(GPtrArray) channels = g_ptr_array_new_with_free_func(
 		(GDestroyNotify)migram_channel_free);
@@ -711,6 +741,7 @@ static int run_destination(const SimOptions *opt, MigramRamList *list,
 	MigramChannel *preempt = NULL;
 	GError *error = NULL;
 	uint64_t cpu0 = cpu_us();
+	gint64 t0;
 	bool ok;
 
 	d.hosts = g_ptr_array_new();
@@ -724,8 +755,14 @@ static int run_destination(const SimOptions *opt, MigramRamList *list,
 		g_ptr_array_add(channels, preempt);
 		migram_receiver_set_preempt(d.r, preempt);
 	}
+	t0 = g_get_monotonic_time();
+	sim_peer_set_cancel(opt->peer, cancel_load, d.r);
 	ok = migram_receiver_load(d.r, d.cur, &error);
 	cpu0 = cpu_us() - cpu0;
+	sim_peer_set_cancel(opt->peer, NULL, NULL);
+	dest_report(&d, rep, t0, error);
+	if (!ok) /* unregisters userfaultfd: blocked readers and vCPUs go on */
+		g_clear_pointer(&d.r, migram_receiver_free);
 	g_atomic_int_set(&d.stop, 1);
 	for (unsigned int i = 0; i < d.nreaders; i++)
 		g_thread_join(d.readers[i]);
@@ -753,83 +790,17 @@ static int run_destination(const SimOptions *opt, MigramRamList *list,
 		g_byte_array_unref(d.kvm_state);
 	if (!ok)
 		g_printerr("migram-sim: destination: %s\n", error->message);
+	if (!ok && rep) {
+		g_strlcpy(rep->status, "failed", sizeof(rep->status));
+		if (!rep->error)
+			rep->error = g_strdup(error->message);
+	}
 	g_clear_error(&error);
 	migram_receiver_free(d.r);
-	link_close(lk);
+	sim_link_close(lk);
 	g_ptr_array_unref(d.hosts);
 	g_array_unref(d.lens);
 	return ok ? SIM_EXIT_OK : SIM_EXIT_FAILED;
-}
-
-/* ---- transports ------------------------------------------------------ */
-
-static bool parse_hostport(const char *arg, struct sockaddr_in *a,
-			   GError **error)
-{
-	g_autofree char *host = NULL;
-	const char *colon = arg ? strrchr(arg, ':') : NULL;
-	long port;
-
-	if (!colon || colon == arg) {
-		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
-			    "transport tcp needs HOST:PORT, got '%s'",
-			    arg ? arg : "");
-		return false;
-	}
-	host = g_strndup(arg, (gsize)(colon - arg));
-	port = strtol(colon + 1, NULL, 10);
-	memset(a, 0, sizeof(*a));
-	a->sin_family = AF_INET;
-	a->sin_port = htons((uint16_t)port);
-	if (port < 0 || port > 65535 ||
-	    inet_pton(AF_INET, strcmp(host, "localhost") ? host : "127.0.0.1",
-		      &a->sin_addr) != 1) {
-		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
-			    "bad tcp address '%s' (IPv4 HOST:PORT)", arg);
-		return false;
-	}
-	return true;
-}
-
-static int tcp_listen(const SimOptions *opt, GError **error)
-{
-	struct sockaddr_in a;
-	int one = 1, fd;
-
-	if (!parse_hostport(opt->transport_arg, &a, error))
-		return -1;
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
-	    listen(fd, 1) < 0) {
-		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO,
-			    "listen on %s: %s", opt->transport_arg,
-			    g_strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		return -1;
-	}
-	return fd;
-}
-
-/* Connect, retrying for up to 10 s (the destination may start later). */
-static int tcp_connect(const SimOptions *opt, GError **error)
-{
-	struct sockaddr_in a;
-
-	if (!parse_hostport(opt->transport_arg, &a, error))
-		return -1;
-	for (int i = 0; i < 200; i++) {
-		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-		if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0)
-			return fd;
-		close(fd);
-		g_usleep(50 * 1000);
-	}
-	g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO, "connect to %s: %s",
-		    opt->transport_arg, g_strerror(errno));
-	return -1;
 }
 
 static int run_file(const SimOptions *opt, SimReport *rep, GError **error)
@@ -859,7 +830,7 @@ static int run_file(const SimOptions *opt, SimReport *rep, GError **error)
 				     &(SimLink){ .fd = fd,
 						 .preempt_fd = -1,
 						 .listen_fd = -1 },
-				     false);
+				     false, NULL);
 		fd = -1;
 		if (rc == SIM_EXIT_OK) {
 			int sp[2];
@@ -946,70 +917,6 @@ static void compare_bytes(const SimOptions *opt, MigramRamList *src,
 	}
 }
 
-/* Socketpairs for main, preempt and reconnects: [0] source, [1] dest. */
-static bool make_pairs(const SimOptions *opt, SimLink *src, SimLink *dst)
-{
-	int p[2];
-
-	*src = (SimLink){ .preempt_fd = -1, .listen_fd = -1 };
-	*dst = (SimLink){ .preempt_fd = -1, .listen_fd = -1 };
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p))
-		return false;
-	src->fd = p[0];
-	dst->fd = p[1];
-	if (opt->preempt) {
-		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p))
-			return false;
-		src->preempt_fd = p[0];
-		dst->preempt_fd = p[1];
-	}
-	if (opt->inject_disconnect_ms)
-		for (int i = 0; i < MAX_SPARES; i++) {
-			if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0,
-				       p))
-				return false;
-			src->spare[src->nspare++] = p[0];
-			dst->spare[dst->nspare++] = p[1];
-		}
-	return true;
-}
-
-/* Close the other side's ends in a forked process. */
-static void close_link(SimLink *lk)
-{
-	close(lk->fd);
-	link_close(lk);
-}
-
-/* TCP destination: accept main (and preempt); keep listening for
- * reconnects in postcopy. */
-static bool tcp_accept_link(const SimOptions *opt, int lfd, SimLink *lk)
-{
-	*lk = (SimLink){ .preempt_fd = -1, .listen_fd = -1 };
-	lk->fd = accept(lfd, NULL, NULL);
-	if (lk->fd < 0)
-		return false;
-	if (opt->preempt)
-		lk->preempt_fd = accept(lfd, NULL, NULL);
-	if (opt->mode != SIM_MODE_PRECOPY)
-		lk->listen_fd = lfd;
-	return !opt->preempt || lk->preempt_fd >= 0;
-}
-
-static bool tcp_connect_link(const SimOptions *opt, SimLink *lk, GError **error)
-{
-	*lk = (SimLink){ .preempt_fd = -1, .listen_fd = -1, .tcp = true };
-	lk->fd = tcp_connect(opt, error);
-	if (lk->fd < 0)
-		return false;
-	if (opt->preempt) {
-		lk->preempt_fd = tcp_connect(opt, error);
-		if (lk->preempt_fd < 0)
-			return false;
-	}
-	return true;
-}
-
 static int run_pair(const SimOptions *opt, SimReport *rep, GError **error)
 {
 	g_autoptr(GPtrArray) maps = g_ptr_array_new();
@@ -1023,33 +930,38 @@ static int run_pair(const SimOptions *opt, SimReport *rep, GError **error)
 	if (opt->verify_bytes)
 		dst = shared_destination(opt, maps);
 	if (opt->transport == SIM_TRANSPORT_TCP) {
-		lfd = tcp_listen(opt, error);
+		lfd = sim_link_tcp_listen(opt, error);
 		if (lfd < 0)
 			return SIM_EXIT_FAILED;
-	} else if (!make_pairs(opt, &sl, &dl)) {
+	} else if (!sim_link_pairs(opt, &sl, &dl)) {
 		return SIM_EXIT_FAILED;
 	}
 	pid = fork();
 	if (pid == 0) {
-		/* The destination process. */
+		/* The destination process.  No signal thread here: signals
+		 * act as by default. */
+		SimOptions child = *opt;
+
+		child.peer = NULL;
+		sim_peer_child();
 		if (lfd >= 0) {
-			if (!tcp_accept_link(opt, lfd, &dl))
+			if (!sim_link_tcp_accept(opt, lfd, &dl))
 				_exit(SIM_EXIT_FAILED);
 		} else {
-			close_link(&sl);
+			sim_link_close_all(&sl);
 		}
-		_exit(run_destination(opt, dst ? dst : migram_ram_list_new(),
-				      &dl, true));
+		_exit(run_destination(&child, dst ? dst : migram_ram_list_new(),
+				      &dl, true, NULL));
 	}
 	if (lfd >= 0) {
 		close(lfd);
-		if (!tcp_connect_link(opt, &sl, error)) {
+		if (!sim_link_tcp_connect(opt, &sl, error)) {
 			kill(pid, SIGTERM);
 			waitpid(pid, NULL, 0);
 			return SIM_EXIT_FAILED;
 		}
 	} else {
-		close_link(&dl);
+		sim_link_close_all(&dl);
 	}
 	rc = run_source(opt, src, &sl, rep, error);
 	waitpid(pid, &status, 0);
@@ -1077,23 +989,24 @@ int sim_real_run(const SimOptions *opt, SimReport *rep)
 
 	signal(SIGPIPE, SIG_IGN);
 	if (opt->role && strcmp(opt->role, "destination") == 0) {
-		int lfd = tcp_listen(opt, &error);
+		int lfd = sim_link_tcp_listen(opt, &error);
 		MigramRamList *dst = migram_ram_list_new();
 		SimLink dl;
 
-		rc = lfd < 0 || !tcp_accept_link(opt, lfd, &dl)
+		rc = lfd < 0 || !sim_link_tcp_accept(opt, lfd, &dl)
 			     ? SIM_EXIT_FAILED
-			     : run_destination(opt, dst, &dl, true);
+			     : run_destination(opt, dst, &dl, true, rep);
 		migram_ram_list_free(dst);
 		if (lfd >= 0)
 			close(lfd);
-		g_strlcpy(rep->status, rc ? "failed" : "completed",
-			  sizeof(rep->status));
+		rep->destination = true;
+		if (rc)
+			g_strlcpy(rep->status, "failed", sizeof(rep->status));
 	} else if (opt->role && strcmp(opt->role, "source") == 0) {
 		MigramRamList *src = source_list(opt, &error);
 		SimLink sl;
 
-		rc = !src || !tcp_connect_link(opt, &sl, &error)
+		rc = !src || !sim_link_tcp_connect(opt, &sl, &error)
 			     ? SIM_EXIT_FAILED
 			     : run_source(opt, src, &sl, rep, &error);
 		migram_ram_list_free(src);
@@ -1103,6 +1016,7 @@ int sim_real_run(const SimOptions *opt, SimReport *rep)
 		rc = run_pair(opt, rep, &error);
 	}
 	if (error) {
+		g_free(rep->error);
 		rep->error = g_strdup(error->message);
 		g_error_free(error);
 	}

@@ -1,13 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * migram-sim's output: the progress line, the summary, JSON and the chart.
+ * migram-sim's output: the progress line, the summary and JSON (the chart
+ * is chart.c's).
  */
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
-#include <cairo-svg.h>
-#include <cairo.h>
 #include <json-glib/json-glib.h>
 
 #include <migram/migram.h>
@@ -56,7 +55,11 @@ void sim_progress(const SimOptions *opt, const char *phase, const SimSample *s,
 	if (!on_terminal(opt))
 		return;
 	human_bytes(rem, sizeof(rem), (double)s->remaining_pages * 4096);
-	human_bytes(dirty, sizeof(dirty), (double)s->dirty_rate);
+	human_bytes(dirty, sizeof(dirty) - 2, (double)s->dirty_rate);
+	if (s->dirty_rate_known)
+		g_strlcat(dirty, "/s", sizeof(dirty));
+	else
+		g_strlcpy(dirty, "-", sizeof(dirty)); /* not measured yet */
 	human_bytes(bw, sizeof(bw), s->bandwidth);
 	if (s->bandwidth > 0)
 		g_snprintf(eta, sizeof(eta), "%.1f s",
@@ -65,7 +68,7 @@ void sim_progress(const SimOptions *opt, const char *phase, const SimSample *s,
 		g_strlcpy(eta, "-", sizeof(eta));
 	fprintf(stderr,
 		"\r\033[K%7.1f s  %-9s pass %-4" G_GUINT64_FORMAT
-		"  remaining %-10s  dirty %s/s  bw %s/s  eta %s",
+		"  remaining %-10s  dirty %s  bw %s/s  eta %s",
 		s->t, phase, iteration, rem, dirty, bw, eta);
 }
 
@@ -75,12 +78,67 @@ void sim_progress_done(const SimOptions *opt)
 		fprintf(stderr, "\r\033[K");
 }
 
+/* The destination's postcopy figures, if it sent them back. */
+static void print_dest_figures(const SimReport *r)
+{
+	if (!r->dest_figures) {
+		printf("destination:       no figures (it did not finish)\n");
+		return;
+	}
+	printf("faults:            %" G_GUINT64_FORMAT
+	       " (latency p50 %" G_GUINT64_FORMAT " us, p99 %" G_GUINT64_FORMAT
+	       " us, max %" G_GUINT64_FORMAT " us)\n",
+	       r->faults, r->fault_p50_us, r->fault_p99_us, r->fault_max_us);
+	printf("blocked:           %" G_GUINT64_FORMAT
+	       " ms (workload threads, summed)\n",
+	       r->blocked_ms);
+	printf("dest reads:        %" G_GUINT64_FORMAT "\n", r->dest_touches);
+}
+
+/* --role destination: what this side received, and how it ended. */
+static void print_destination(const SimReport *r)
+{
+	char xfer[32];
+
+	human_bytes(xfer, sizeof(xfer), (double)r->transferred_bytes);
+	printf("Migration status: %s (destination)\n", r->status);
+	printf("load time:         %" G_GUINT64_FORMAT " ms\n",
+	       r->total_time_ms);
+	printf("received:          %s (%" G_GUINT64_FORMAT
+	       " normal pages, %" G_GUINT64_FORMAT " zero)\n",
+	       xfer, r->normal_pages, r->duplicate_pages);
+	if (r->mode_name[0] && strcmp(r->mode_name, "precopy") != 0) {
+		printf("migration mode:    %s\n", r->mode_name);
+		printf("placed:            %" G_GUINT64_FORMAT
+		       " pages in postcopy\n",
+		       r->placed_pages);
+		printf("page requests:     %" G_GUINT64_FORMAT "\n",
+		       r->postcopy_requests);
+		printf("faults:            %" G_GUINT64_FORMAT
+		       " (latency p50 %" G_GUINT64_FORMAT
+		       " us, p99 %" G_GUINT64_FORMAT
+		       " us, max %" G_GUINT64_FORMAT " us)\n",
+		       r->faults, r->fault_p50_us, r->fault_p99_us,
+		       r->fault_max_us);
+		printf("dest reads:        %" G_GUINT64_FORMAT "\n",
+		       r->dest_touches);
+		printf("recoveries:        %" G_GUINT64_FORMAT "\n",
+		       r->postcopy_recoveries);
+	}
+	if (r->error)
+		printf("error:             %s\n", r->error);
+}
+
 void sim_report_print(const SimOptions *opt, const SimReport *r)
 {
 	char tot[32], xfer[32];
 
 	if (opt->quiet)
 		return;
+	if (r->destination) {
+		print_destination(r);
+		return;
+	}
 	human_bytes(tot, sizeof(tot), (double)r->total_bytes);
 	human_bytes(xfer, sizeof(xfer), (double)r->transferred_bytes);
 	printf("Migration status: %s%s\n", r->status,
@@ -128,17 +186,7 @@ void sim_report_print(const SimOptions *opt, const SimReport *r)
 		printf("page requests:     %" G_GUINT64_FORMAT
 		       " (%" G_GUINT64_FORMAT " pages sent because asked)\n",
 		       r->postcopy_requests, r->postcopy_urgent_pages);
-		printf("faults:            %" G_GUINT64_FORMAT
-		       " (latency p50 %" G_GUINT64_FORMAT
-		       " us, p99 %" G_GUINT64_FORMAT
-		       " us, max %" G_GUINT64_FORMAT " us)\n",
-		       r->faults, r->fault_p50_us, r->fault_p99_us,
-		       r->fault_max_us);
-		printf("blocked:           %" G_GUINT64_FORMAT
-		       " ms (workload threads, summed)\n",
-		       r->blocked_ms);
-		printf("dest reads:        %" G_GUINT64_FORMAT "\n",
-		       r->dest_touches);
+		print_dest_figures(r);
 		printf("recoveries:        %" G_GUINT64_FORMAT "\n",
 		       r->postcopy_recoveries);
 	}
@@ -303,12 +351,19 @@ bool sim_report_write_json(const SimOptions *opt, const SimReport *r,
 		json_builder_set_member_name(b, "t");
 		json_builder_add_double_value(b, s->t);
 		add_u64(b, "remaining_pages", s->remaining_pages);
-		add_u64(b, "dirty_rate", s->dirty_rate);
+		json_builder_set_member_name(b, "dirty_rate");
+		if (s->dirty_rate_known)
+			json_builder_add_int_value(b, (gint64)s->dirty_rate);
+		else
+			json_builder_add_null_value(b);
 		json_builder_set_member_name(b, "bandwidth");
 		json_builder_add_double_value(b, s->bandwidth);
 		add_u64(b, "pages_sent", s->pages_sent);
 		json_builder_set_member_name(b, "paused");
 		json_builder_add_boolean_value(b, s->paused);
+		add_u64(b, "pass", s->pass);
+		json_builder_set_member_name(b, "postcopy");
+		json_builder_add_boolean_value(b, s->postcopy);
 		json_builder_end_object(b);
 	}
 	json_builder_end_array(b);
@@ -317,135 +372,4 @@ bool sim_report_write_json(const SimOptions *opt, const SimReport *r,
 	json_generator_set_root(gen, root);
 	json_generator_set_pretty(gen, TRUE);
 	return json_generator_to_file(gen, opt->json_path, error);
-}
-
-/* ---- the chart ------------------------------------------------------- */
-
-#define W 900.0
-#define H 420.0
-#define ML 70.0
-#define MR 80.0
-#define MT 40.0
-#define MB 50.0
-
-typedef double (*Field)(const SimSample *s);
-
-static double f_remaining(const SimSample *s)
-{
-	return (double)s->remaining_pages * 4096 / (1 << 20);
-}
-
-static double f_dirty(const SimSample *s)
-{
-	return (double)s->dirty_rate / 1e6;
-}
-
-static double f_bw(const SimSample *s)
-{
-	return s->bandwidth / 1e6;
-}
-
-static void series(cairo_t *cr, const SimReport *r, Field f, double tmax,
-		   double ymax, double red, double green, double blue)
-{
-	cairo_set_source_rgb(cr, red, green, blue);
-	cairo_set_line_width(cr, 2);
-	for (guint i = 0; i < r->timeline->len; i++) {
-		const SimSample *s = &g_array_index(r->timeline, SimSample, i);
-		double x = ML + s->t / tmax * (W - ML - MR);
-		double y = H - MB - f(s) / ymax * (H - MT - MB);
-
-		if (i == 0)
-			cairo_move_to(cr, x, y);
-		else
-			cairo_line_to(cr, x, y);
-	}
-	cairo_stroke(cr);
-}
-
-static void label(cairo_t *cr, double x, double y, const char *text)
-{
-	cairo_move_to(cr, x, y);
-	cairo_show_text(cr, text);
-}
-
-static void draw(cairo_t *cr, const SimReport *r)
-{
-	double tmax = 0.001, rmax = 0.001, ratemax = 0.001;
-	char buf[64];
-
-	for (guint i = 0; i < r->timeline->len; i++) {
-		const SimSample *s = &g_array_index(r->timeline, SimSample, i);
-
-		tmax = MAX(tmax, s->t);
-		rmax = MAX(rmax, f_remaining(s));
-		ratemax = MAX(ratemax, MAX(f_dirty(s), f_bw(s)));
-	}
-	rmax *= 1.1;
-	ratemax *= 1.1;
-	cairo_set_source_rgb(cr, 1, 1, 1);
-	cairo_paint(cr);
-	cairo_set_source_rgb(cr, 0, 0, 0);
-	cairo_set_line_width(cr, 1);
-	cairo_rectangle(cr, ML, MT, W - ML - MR, H - MT - MB);
-	cairo_stroke(cr);
-	cairo_select_font_face(cr, "sans", CAIRO_FONT_SLANT_NORMAL,
-			       CAIRO_FONT_WEIGHT_NORMAL);
-	cairo_set_font_size(cr, 12);
-	g_snprintf(buf, sizeof(buf), "migram-sim: %s, %s", r->status,
-		   r->model ? "model (virtual time)" : "real");
-	label(cr, ML, 24, buf);
-	g_snprintf(buf, sizeof(buf), "%.1f s", tmax);
-	label(cr, W - MR - 30, H - MB + 18, buf);
-	label(cr, ML, H - MB + 18, "0 s");
-	label(cr, (W - MR + ML) / 2 - 20, H - 14, "time");
-	g_snprintf(buf, sizeof(buf), "%.0f MiB", rmax);
-	label(cr, 6, MT + 10, buf);
-	g_snprintf(buf, sizeof(buf), "%.0f MB/s", ratemax);
-	label(cr, W - MR + 6, MT + 10, buf);
-	series(cr, r, f_remaining, tmax, rmax, 0.1, 0.3, 0.8);
-	series(cr, r, f_dirty, tmax, ratemax, 0.85, 0.2, 0.2);
-	series(cr, r, f_bw, tmax, ratemax, 0.2, 0.6, 0.2);
-	if (r->pause_at >= 0) {
-		double x = ML + r->pause_at / tmax * (W - ML - MR);
-		const double dash[] = { 4, 4 };
-
-		cairo_set_source_rgb(cr, 0.4, 0.4, 0.4);
-		cairo_set_dash(cr, dash, 2, 0);
-		cairo_move_to(cr, x, MT);
-		cairo_line_to(cr, x, H - MB);
-		cairo_stroke(cr);
-		cairo_set_dash(cr, NULL, 0, 0);
-		label(cr, x + 4, MT + 14, "guest paused");
-	}
-	cairo_set_source_rgb(cr, 0.1, 0.3, 0.8);
-	label(cr, ML + 10, H - MB - 40, "remaining (left axis)");
-	cairo_set_source_rgb(cr, 0.85, 0.2, 0.2);
-	label(cr, ML + 10, H - MB - 25, "dirty rate (right axis)");
-	cairo_set_source_rgb(cr, 0.2, 0.6, 0.2);
-	label(cr, ML + 10, H - MB - 10, "bandwidth (right axis)");
-}
-
-bool sim_report_write_plot(const SimReport *r, const char *path, GError **error)
-{
-	bool png = g_str_has_suffix(path, ".png");
-	cairo_surface_t *s = png ? cairo_image_surface_create(
-					   CAIRO_FORMAT_RGB24, (int)W, (int)H)
-				 : cairo_svg_surface_create(path, W, H);
-	cairo_t *cr = cairo_create(s);
-	cairo_status_t st;
-
-	draw(cr, r);
-	cairo_destroy(cr);
-	st = png ? cairo_surface_write_to_png(s, path) : CAIRO_STATUS_SUCCESS;
-	cairo_surface_finish(s);
-	if (st == CAIRO_STATUS_SUCCESS)
-		st = cairo_surface_status(s);
-	cairo_surface_destroy(s);
-	if (st != CAIRO_STATUS_SUCCESS) {
-		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO,
-			    "chart %s: %s", path, cairo_status_to_string(st));
-		return false;
-	}
-	return true;
 }

@@ -4,15 +4,21 @@
  *
  *   main.c      command line, mode dispatch, exit codes
  *   real.c      real mode: two processes, a transport, a workload, verify
+ *   link.c      real mode's connections: socketpairs, TCP, reconnects
+ *   peer.c      a dead peer in postcopy (--recover-timeout), SIGINT/SIGTERM
  *   workload.c  writer threads that dirty guest memory (real mode)
  *   kvm-vmm.c   --workload kvm: a minimal VMM and its micro-guest
  *   kvm-sim.c   --workload kvm: the source's and destination's steps
  *   model.c     model mode: virtual time, no page contents
- *   report.c    progress line, summary, JSON (json-glib), chart (cairo)
+ *   units.c     sizes, rates and durations on the command line
+ *   report.c    progress line, summary, JSON (json-glib)
+ *   chart.c     the chart of the timeline (cairo)
  *
  * Exit codes: SIM_EXIT_OK 0 migrated and verified, SIM_EXIT_FAILED 1
  * failed or mismatched, SIM_EXIT_USAGE 2 bad usage, SIM_EXIT_NOT_CONVERGED
- * 3 did not converge within --max-time.
+ * 3 did not converge within --max-time, SIM_EXIT_RECOVER_TIMEOUT 4 postcopy
+ * paused and the peer did not reconnect within --recover-timeout; 128 + N
+ * stopped by signal N (the report printed first).
  */
 #ifndef MIGRAM_SIM_H
 #define MIGRAM_SIM_H
@@ -29,7 +35,17 @@ enum {
 	SIM_EXIT_FAILED = 1,
 	SIM_EXIT_USAGE = 2,
 	SIM_EXIT_NOT_CONVERGED = 3,
+	/* postcopy paused and the peer did not reconnect in --recover-timeout
+	 */
+	SIM_EXIT_RECOVER_TIMEOUT = 4,
+	/* 128 + N: stopped by signal N (SIGINT, SIGTERM), report printed */
 };
+
+/* peer.c: peer death in postcopy, and SIGINT/SIGTERM */
+typedef struct SimPeer SimPeer;
+
+/* --recover-timeout's default: 3 minutes. */
+#define SIM_RECOVER_TIMEOUT_DEFAULT_MS (3 * 60 * 1000)
 
 typedef enum {
 	SIM_WORKLOAD_IDLE,
@@ -98,6 +114,8 @@ typedef struct {
 	SimMode mode;
 	bool preempt;                  /* a second connection for requests */
 	uint64_t inject_disconnect_ms; /* cut main this long into postcopy */
+	uint64_t recover_timeout_ms;   /* a paused side waits this long */
+	SimPeer *peer;                 /* signals and pauses; may be NULL */
 
 	/* real mode */
 	SimTransport transport;
@@ -111,6 +129,7 @@ typedef struct {
 	uint64_t link_latency_us; /* model: round-trip latency */
 
 	/* output */
+	bool version_only; /* --version: printed, nothing to run */
 	bool quiet;
 	char *json_path;
 	char *plot_path;
@@ -120,10 +139,13 @@ typedef struct {
 typedef struct {
 	double t; /* seconds since the start */
 	uint64_t remaining_pages;
-	uint64_t dirty_rate; /* bytes/s, last period */
-	double bandwidth;    /* bytes/s */
+	uint64_t dirty_rate;   /* bytes/s, last period */
+	bool dirty_rate_known; /* measured yet (real: after the first pass) */
+	double bandwidth;      /* bytes/s */
 	uint64_t pages_sent;
-	bool paused; /* the guest is paused (stop-and-copy) */
+	uint64_t pass; /* passes over RAM completed */
+	bool paused;   /* the guest is paused (stop-and-copy) */
+	bool postcopy; /* after the switch to postcopy */
 } SimSample;
 
 typedef struct {
@@ -181,12 +203,33 @@ typedef struct {
 	uint64_t fault_max_us;
 	uint64_t fault_hist[32]; /* faults by latency, [2^i, 2^(i+1)) us */
 	uint64_t blocked_ms;
+	bool dest_figures;     /* the destination sent the next five back */
 	uint64_t dest_touches; /* destination workload reads after RUN */
+	uint64_t placed_pages; /* destination: placed in postcopy */
+
+	/* --role destination: the figures are the destination's own */
+	bool destination;
 
 	double pause_at;  /* seconds since the start, or < 0 */
 	GArray *timeline; /* SimSample */
 	bool model;
 } SimReport;
+
+/* units.c: the command line's units (docs/simulator.md, "Units"). */
+/* A size: "2G", "512M", "64K", "4096" (binary units); 0 on error. */
+uint64_t sim_parse_size(const char *s);
+/* A rate: "200M/s", "1G/s", "10Gbit/s"; bytes per second, 0 on error. */
+uint64_t sim_parse_rate(const char *s);
+/*
+ * A duration: "250ms", "1.5s", "2m", "500us", "1h", or a plain number
+ * counted in plain_unit_us microseconds (the option's documented unit).
+ * Stores microseconds (rounded up) in *out_us; false on a malformed,
+ * negative or too large value.
+ */
+bool sim_parse_duration(const char *s, uint64_t plain_unit_us,
+			uint64_t *out_us);
+/* "3m", "1.5s", "250ms": a duration for a message; caller g_free()s. */
+char *sim_format_duration(uint64_t us);
 
 /* model.c: run the scenario in virtual time; fill report; exit code. */
 int sim_model_run(const SimOptions *opt, SimReport *report);
@@ -194,7 +237,7 @@ int sim_model_run(const SimOptions *opt, SimReport *report);
 /* real.c */
 int sim_real_run(const SimOptions *opt, SimReport *report);
 
-/* report.c */
+/* report.c, and chart.c for the chart */
 void sim_report_init(SimReport *r);
 void sim_report_clear(SimReport *r);
 void sim_report_print(const SimOptions *opt, const SimReport *r);

@@ -64,6 +64,14 @@ def _(work):
          "need --mode postcopy or hybrid"),
         (["--mode", "hybrid", "--model"], "model mode simulates precopy"),
         (["--verify-bytes", "--transport", "file:/tmp/x"], "--verify-bytes"),
+        (["--inject-disconnect-after", "1s"],
+         "need --mode postcopy or hybrid"),
+        (["--max-time", "5x"], "--max-time '5x': a duration"),
+        (["--downtime-limit", "-1ms"], "--downtime-limit"),
+        (["--inject-disconnect-after", "soon", "--mode", "postcopy"],
+         "--inject-disconnect-after"),
+        (["--recover-timeout", "1 min"], "--recover-timeout"),
+        (["--link-latency-us", "1S", "--model"], "--link-latency-us"),
         (["stray"], "unexpected argument"),
         (["--bogus"], "Unknown option"),
     ]
@@ -74,6 +82,35 @@ def _(work):
     r = sim("--help")
     assert r.returncode == 0 and "--dirty-rate" in r.stdout
     assert "debug-corrupt" not in r.stdout  # the test hook stays hidden
+
+
+@case("--version prints 'migram-sim VERSION' and exits 0")
+def _(work):
+    r = sim("--version")
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    assert re.fullmatch(r"migram-sim \d+\.\d+\.\d+\n", r.stdout), r.stdout
+    assert "--version" in sim("--help").stdout
+
+
+@case("durations take units everywhere; a plain number keeps its unit")
+def _(work):
+    # model mode: quick, and it takes every policy time
+    for args in (["--max-time", "1.5s", "--downtime-limit", "200ms",
+                  "--link-latency-us", "1ms"],
+                 ["--max-time", "2", "--downtime-limit", "300",
+                  "--link-latency-us", "500"],
+                 ["--max-time", "1m", "--downtime-limit", "0.3s"]):
+        r = sim("--quiet", "--model", "--ram", "64M", "--dirty-rate",
+                "10M/s", *args)
+        assert r.returncode == 0, (args, r.returncode, r.stderr)
+    # the issue's example: it used to fail with "Cannot parse integer"
+    if postcopy_ok(work):
+        return f"SKIP (in part) {postcopy_ok(work)}"
+    r, j = run_json(work, "--ram", "16M", "--mode", "postcopy",
+                    "--inject-disconnect-after", "1s",
+                    "--recover-timeout", "30s")
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    assert j["status"] == "completed", j
 
 
 @case("socketpair (default), uniform, several blocks: verified")
@@ -146,17 +183,32 @@ def _(work):
     assert j["mode"] == "real"
     assert len(j["timeline"]) >= 1
     for k in ("t", "remaining_pages", "dirty_rate", "bandwidth",
-              "pages_sent", "paused"):
+              "pages_sent", "paused", "pass", "postcopy"):
         assert k in j["timeline"][0], k
+    # the dirty rate is measured at the sync that ends a pass: unknown
+    # (null, not a fake 0) before
+    for s in j["timeline"]:
+        assert (s["dirty_rate"] is None) == (s["pass"] == 0), s
 
 
-@case("charts: a valid SVG and a valid PNG")
+@case("charts: a valid SVG and a valid PNG, for every kind of run")
 def _(work):
     svg = os.path.join(work, "c.svg")
     png = os.path.join(work, "c.png")
     for out in (svg, png):
         r = sim("--quiet", "--ram", "16M", "--plot", out)
         assert r.returncode == 0, r.stderr
+    # several passes, a model run, an empty timeline: no crash, a file
+    for args in (["--ram", "64M", "--dirty-rate", "30M/s",
+                  "--max-bandwidth", "60M/s"],
+                 ["--model", "--ram", "64G", "--dirty-rate", "100M/s",
+                  "--max-bandwidth", "10Gbit/s"],
+                 ["--model", "--ram", "4M", "--workload", "idle"]):
+        out = os.path.join(work, "more.png")
+        r = sim("--quiet", *args, "--plot", out)
+        assert r.returncode == 0, (args, r.stderr)
+        with open(out, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n", args
     with open(svg) as f:
         text = f.read()
     assert text.lstrip().startswith("<?xml") and "<svg" in text
@@ -433,6 +485,126 @@ def _(work):
         assert r.returncode == 0, (transport, r.stderr)
         assert j["verified"], j
         assert j["postcopy_recoveries"] == 1, (transport, j)
+
+
+class Proc:
+    """A migram-sim process whose output lines are read as they come."""
+
+    def __init__(self, *args):
+        import queue
+        import threading
+        self.p = subprocess.Popen([SIM, *args], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        self.err = queue.Queue()
+        self.out, self.errs = [], []
+
+        def pump(f, keep, q=None):
+            for line in f:
+                keep.append(line)
+                if q:
+                    q.put(line)
+        self.threads = [
+            threading.Thread(target=pump, args=(self.p.stdout, self.out),
+                             daemon=True),
+            threading.Thread(target=pump,
+                             args=(self.p.stderr, self.errs, self.err),
+                             daemon=True)]
+        for t in self.threads:
+            t.start()
+
+    def wait_err(self, needle, timeout):
+        """The first stderr line with needle, or fail after timeout s."""
+        import queue
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.err.get(timeout=max(end - time.monotonic(), 0))
+            except queue.Empty:
+                raise AssertionError(f"no '{needle}' on stderr within "
+                                     f"{timeout} s: {self.errs}") from None
+            if needle in line:
+                return line
+
+    def finish(self, timeout):
+        rc = self.p.wait(timeout=timeout)
+        for t in self.threads:
+            t.join(timeout=10)
+        return rc, "".join(self.out), "".join(self.errs)
+
+    def kill(self):
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+
+
+@case("postcopy, two processes: kill -9 one side after the switch; the "
+      "survivor says it is paused, and gives up after --recover-timeout "
+      "(exit 4) or on SIGTERM (exit 143), printing its report")
+def _(work):
+    why = postcopy_ok(work)
+    if why:
+        return f"SKIP {why}"
+    port = 47750
+    for victim, end in (("source", "timeout"), ("destination", "sigterm"),
+                        ("destination", "timeout"), ("source", "sigterm")):
+        port += 1
+        common = ["--mode", "postcopy", "--transport",
+                  f"tcp:127.0.0.1:{port}", "--recover-timeout", "3s"]
+        procs = {}
+        try:
+            procs["destination"] = Proc("--role", "destination", *common)
+            # 1 GiB: postcopy takes seconds here, the kill lands in it
+            procs["source"] = Proc("--role", "source", "--ram", "1G",
+                                   *common)
+            procs["source"].wait_err("switched to postcopy", 60)
+            procs[victim].kill()
+            side = "destination" if victim == "source" else "source"
+            survivor = procs[side]
+            line = survivor.wait_err("postcopy paused:", 20)
+            assert f"the {victim} to reconnect" in line, line
+            assert "waiting up to 3s" in line, line
+            if end == "sigterm":
+                # a killed destination's listener may still accept for a
+                # moment: the source then recovers, fails and pauses again
+                time.sleep(0.5)
+                survivor.p.terminate()
+            rc, out, err = survivor.finish(60)
+            ctx = (victim, end, rc, out, err)
+            assert "Migration status:" in out, ctx
+            if end == "timeout":
+                assert rc == 4, ctx
+                assert f"the {victim} did not reconnect within 3s" in out, ctx
+            else:
+                assert rc == 143, ctx
+                assert "interrupted by SIGTERM" in out, ctx
+            if side == "destination":
+                assert "(destination)" in out and "placed:" in out, ctx
+            else:
+                assert "migration mode:    postcopy" in out, ctx
+        finally:
+            for p in procs.values():
+                p.kill()
+
+
+@case("two processes: SIGINT stops a precopy source, which prints its "
+      "report (exit 130)")
+def _(work):
+    common = ["--transport", "tcp:127.0.0.1:47760"]
+    dst = Proc("--role", "destination", *common)
+    src = Proc("--role", "source", "--ram", "256M", "--max-bandwidth",
+               "20M/s", *common)
+    try:
+        time.sleep(1.5)
+        assert src.p.poll() is None, src.finish(5)
+        src.p.send_signal(2)
+        rc, out, err = src.finish(60)
+        assert rc == 130, (rc, out, err)
+        assert "Migration status: cancelled" in out, out
+        assert "interrupted by SIGINT" in out, out
+        assert dst.finish(60)[0] == 1  # a dead peer before the switch
+    finally:
+        src.kill()
+        dst.kill()
 
 
 def netns_ok():

@@ -33,8 +33,16 @@ def _(work):
 def _(work):
     r = run("--help")
     assert r.returncode == 0
-    for c in (b"info", b"extract", b"save"):
+    for c in (b"info", b"extract", b"save", b"--version"):
         assert c in r.stdout
+
+
+@case("--version prints the name and version, exit 0")
+def _(work):
+    r = run("--version")
+    assert r.returncode == 0, r
+    assert r.stdout.decode().startswith("migram-stream "), r.stdout
+    assert len(r.stdout.decode().split()) == 2, r.stdout
 
 
 @case("unknown command and missing options are bad usage")

@@ -1,0 +1,247 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * migram-sim's connections: socketpairs made before the fork (main,
+ * preempt, and spares for the reconnects of --inject-disconnect-after), or
+ * TCP, where the destination listens and the source connects.
+ *
+ * After a postcopy cut each side needs a new main connection: the next
+ * spare socketpair end, or for TCP an accept (destination, on the listener
+ * it kept) or a connect (source), retried until a deadline.  That wait can
+ * be woken early through a file descriptor (peer.c's, written when
+ * SIGINT or SIGTERM arrives), so that no wait outlives the user's patience.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <migram/migram.h>
+
+#include "link.h"
+
+bool sim_link_pairs(const SimOptions *opt, SimLink *src, SimLink *dst)
+{
+	int p[2];
+
+	*src = (SimLink){ .preempt_fd = -1, .listen_fd = -1 };
+	*dst = (SimLink){ .preempt_fd = -1, .listen_fd = -1 };
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p))
+		return false;
+	src->fd = p[0];
+	dst->fd = p[1];
+	if (opt->preempt) {
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p))
+			return false;
+		src->preempt_fd = p[0];
+		dst->preempt_fd = p[1];
+	}
+	if (opt->inject_disconnect_ms)
+		for (int i = 0; i < SIM_LINK_MAX_SPARES; i++) {
+			if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0,
+				       p))
+				return false;
+			src->spare[src->nspare++] = p[0];
+			dst->spare[dst->nspare++] = p[1];
+		}
+	return true;
+}
+
+static bool parse_hostport(const char *arg, struct sockaddr_in *a,
+			   GError **error)
+{
+	g_autofree char *host = NULL;
+	const char *colon = arg ? strrchr(arg, ':') : NULL;
+	long port;
+
+	if (!colon || colon == arg) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
+			    "transport tcp needs HOST:PORT, got '%s'",
+			    arg ? arg : "");
+		return false;
+	}
+	host = g_strndup(arg, (gsize)(colon - arg));
+	port = strtol(colon + 1, NULL, 10);
+	memset(a, 0, sizeof(*a));
+	a->sin_family = AF_INET;
+	a->sin_port = htons((uint16_t)port);
+	if (port < 0 || port > 65535 ||
+	    inet_pton(AF_INET, strcmp(host, "localhost") ? host : "127.0.0.1",
+		      &a->sin_addr) != 1) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
+			    "bad tcp address '%s' (IPv4 HOST:PORT)", arg);
+		return false;
+	}
+	return true;
+}
+
+int sim_link_tcp_listen(const SimOptions *opt, GError **error)
+{
+	struct sockaddr_in a;
+	int one = 1, fd;
+
+	if (!parse_hostport(opt->transport_arg, &a, error))
+		return -1;
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+	    listen(fd, 1) < 0) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO,
+			    "listen on %s: %s", opt->transport_arg,
+			    g_strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/*
+ * One connection attempt; the fd or -errno.  With nobody listening, a
+ * connect to a local port in the ephemeral range can be given that very
+ * port and connect to itself (TCP simultaneous open); retried every 50 ms
+ * for minutes that happens, so such a socket counts as refused.
+ */
+static int connect_once(const struct sockaddr_in *a)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), err;
+	struct sockaddr_in me;
+	socklen_t len = sizeof(me);
+
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (const struct sockaddr *)a, sizeof(*a)) == 0) {
+		if (getsockname(fd, (struct sockaddr *)&me, &len) != 0 ||
+		    me.sin_port != a->sin_port ||
+		    me.sin_addr.s_addr != a->sin_addr.s_addr)
+			return fd;
+		err = ECONNREFUSED;
+	} else {
+		err = errno;
+	}
+	close(fd);
+	return -err;
+}
+
+/* Connect, retrying for up to 10 s (the destination may start later). */
+static int tcp_connect(const SimOptions *opt, GError **error)
+{
+	struct sockaddr_in a;
+	int fd = -EINVAL;
+
+	if (!parse_hostport(opt->transport_arg, &a, error))
+		return -1;
+	for (int i = 0; i < 200; i++) {
+		fd = connect_once(&a);
+		if (fd >= 0)
+			return fd;
+		g_usleep(50 * 1000);
+	}
+	g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO, "connect to %s: %s",
+		    opt->transport_arg, g_strerror(-fd));
+	return -1;
+}
+
+bool sim_link_tcp_accept(const SimOptions *opt, int lfd, SimLink *lk)
+{
+	*lk = (SimLink){ .preempt_fd = -1, .listen_fd = -1 };
+	lk->fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	if (lk->fd < 0)
+		return false;
+	if (opt->preempt)
+		lk->preempt_fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	if (opt->mode != SIM_MODE_PRECOPY)
+		lk->listen_fd = lfd;
+	return !opt->preempt || lk->preempt_fd >= 0;
+}
+
+bool sim_link_tcp_connect(const SimOptions *opt, SimLink *lk, GError **error)
+{
+	*lk = (SimLink){ .preempt_fd = -1, .listen_fd = -1, .tcp = true };
+	lk->fd = tcp_connect(opt, error);
+	if (lk->fd < 0)
+		return false;
+	if (opt->preempt) {
+		lk->preempt_fd = tcp_connect(opt, error);
+		if (lk->preempt_fd < 0)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Wait until fd (if >= 0) is readable, wake_fd is, or deadline passes, but
+ * no longer than max_ms.  0 when fd is ready, -EINTR when woken,
+ * -ETIMEDOUT at the deadline, -EAGAIN after max_ms.
+ */
+static int wait_fd(int fd, int wake_fd, gint64 deadline, int max_ms)
+{
+	struct pollfd p[2] = { { fd, POLLIN, 0 }, { wake_fd, POLLIN, 0 } };
+	gint64 left = deadline - g_get_monotonic_time();
+	int ms, n;
+
+	if (left <= 0)
+		return -ETIMEDOUT;
+	ms = (int)MIN((left + 999) / 1000, (gint64)max_ms);
+	n = poll(p, 2, ms);
+	if (n < 0 && errno != EINTR)
+		return -errno;
+	if (n > 0 && p[1].revents)
+		return -EINTR;
+	if (n > 0 && p[0].revents)
+		return 0;
+	return g_get_monotonic_time() >= deadline ? -ETIMEDOUT : -EAGAIN;
+}
+
+int sim_link_reconnect(const SimOptions *opt, SimLink *lk, gint64 deadline,
+		       int wake_fd)
+{
+	struct sockaddr_in a;
+
+	if (lk->next_spare < lk->nspare)
+		return lk->spare[lk->next_spare++];
+	if (lk->listen_fd >= 0) {
+		for (;;) {
+			int rc = wait_fd(lk->listen_fd, wake_fd, deadline,
+					 1000);
+			int fd;
+
+			if (rc == -EAGAIN)
+				continue;
+			if (rc < 0)
+				return rc;
+			fd = accept4(lk->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+			if (fd >= 0)
+				return fd;
+		}
+	}
+	if (!lk->tcp || !parse_hostport(opt->transport_arg, &a, NULL))
+		return -ENOTCONN;
+	for (;;) {
+		int fd = connect_once(&a), rc;
+
+		if (fd >= 0)
+			return fd;
+		/* Not yet: try again in 50 ms, unless woken or out of time. */
+		rc = wait_fd(-1, wake_fd, deadline, 50);
+		if (rc != -EAGAIN)
+			return rc;
+	}
+}
+
+void sim_link_close(SimLink *lk)
+{
+	if (lk->preempt_fd >= 0)
+		close(lk->preempt_fd);
+	for (int i = lk->next_spare; i < lk->nspare; i++)
+		close(lk->spare[i]);
+	lk->preempt_fd = -1;
+	lk->nspare = lk->next_spare = 0;
+}
+
+void sim_link_close_all(SimLink *lk)
+{
+	close(lk->fd);
+	sim_link_close(lk);
+}

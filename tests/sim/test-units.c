@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The simulator's command-line units (sim/units.c): sizes, rates and
+ * durations, with and without a unit, and what must be refused.
+ */
+#include "sim.h"
+
+#define US UINT64_C(1)
+#define MS UINT64_C(1000)
+#define S UINT64_C(1000000)
+
+static void test_duration(void)
+{
+	static const struct {
+		const char *text;
+		uint64_t plain_us; /* the option's own unit */
+		uint64_t want_us;
+	} good[] = {
+		{ "1s", MS, 1 * S },       { "200ms", MS, 200 * MS },
+		{ "1.5s", S, 1500 * MS },  { "2m", S, 120 * S },
+		{ "2min", S, 120 * S },    { "1h", S, 3600 * S },
+		{ "500us", MS, 500 * US }, { "0", S, 0 },
+		{ "300", MS, 300 * MS },   { "30", S, 30 * S },
+		{ "250", US, 250 * US },   { "0.5us", US, 1 },
+		{ ".25s", MS, 250 * MS },  { "0.001ms", MS, 1 },
+	};
+	static const char *const bad[] = {
+		"",   "s",     "1x",  "-1s", "1 s", "1sec",
+		"1S", "1e30h", "nan", "inf", "1s2", "1.5.s",
+	};
+
+	for (guint i = 0; i < G_N_ELEMENTS(good); i++) {
+		uint64_t us = 42;
+
+		g_test_message("'%s'", good[i].text);
+		g_assert_true(sim_parse_duration(good[i].text, good[i].plain_us,
+						 &us));
+		g_assert_cmpuint(us, ==, good[i].want_us);
+	}
+	for (guint i = 0; i < G_N_ELEMENTS(bad); i++) {
+		uint64_t us = 42;
+
+		g_test_message("'%s'", bad[i]);
+		g_assert_false(sim_parse_duration(bad[i], MS, &us));
+		g_assert_cmpuint(us, ==, 42);
+	}
+}
+
+static void test_format_duration(void)
+{
+	static const struct {
+		uint64_t us;
+		const char *want;
+	} cases[] = {
+		{ 180 * S, "3m" },     { 3600 * S, "1h" },
+		{ 5 * S, "5s" },       { 1500 * MS, "1.5s" },
+		{ 250 * MS, "250ms" }, { 17 * US, "17us" },
+		{ 0, "0s" },
+	};
+
+	for (guint i = 0; i < G_N_ELEMENTS(cases); i++) {
+		g_autofree char *s = sim_format_duration(cases[i].us);
+
+		g_assert_cmpstr(s, ==, cases[i].want);
+	}
+}
+
+static void test_size_rate(void)
+{
+	g_assert_cmpuint(sim_parse_size("2G"), ==, UINT64_C(2) << 30);
+	g_assert_cmpuint(sim_parse_size("64KiB"), ==, 64 << 10);
+	g_assert_cmpuint(sim_parse_size("4096"), ==, 4096);
+	g_assert_cmpuint(sim_parse_size("1.5M"), ==, 3 << 19);
+	g_assert_cmpuint(sim_parse_size("lots"), ==, 0);
+	g_assert_cmpuint(sim_parse_size("-1G"), ==, 0);
+	g_assert_cmpuint(sim_parse_size("2Q"), ==, 0);
+	g_assert_cmpuint(sim_parse_size("99999999T"), ==, 0);
+	g_assert_cmpuint(sim_parse_rate("200M/s"), ==, 200 << 20);
+	g_assert_cmpuint(sim_parse_rate("10Gbit/s"), ==, UINT64_C(1250000000));
+	g_assert_cmpuint(sim_parse_rate("200M"), ==, 0);
+	g_assert_cmpuint(sim_parse_rate("0Gbit/s"), ==, 0);
+	g_assert_cmpuint(sim_parse_rate("10Gbitps"), ==, 0);
+}
+
+int main(int argc, char **argv)
+{
+	g_test_init(&argc, &argv, NULL);
+	g_test_add_func("/sim/units/duration", test_duration);
+	g_test_add_func("/sim/units/format-duration", test_format_duration);
+	g_test_add_func("/sim/units/size-rate", test_size_rate);
+	return g_test_run();
+}
