@@ -301,7 +301,10 @@ static bool mid_pass(MigramMigration *m, bool *complete, GError **error)
 		m->t_window = now;
 		m->sent_at_window = sent;
 	}
-	if (!migram_policy_worth_sync(&m->policy,
+	/* A planned switch (hybrid) keeps its passes: it completes in
+	 * precopy only at a pass's end, as before. */
+	if ((m->pc && m->cfg.postcopy_after_passes) ||
+	    !migram_policy_worth_sync(&m->policy,
 				      m->dirty_pages * MIGRAM_TARGET_PAGE_SIZE))
 		return true;
 	if (!migram_sender_sync(m, error))
