@@ -38,6 +38,11 @@ struct MigramReceiver {
 	MigramRamBlock *last;
 	uint64_t last_version;
 	char last_name[256];
+	bool last_fresh; /* last is in created */
+	/* Names of the blocks this load created (NULL until one is): their
+	 * memory starts zero, so a ZERO record for a page not yet received
+	 * needs no look at the page (no fault, no read). */
+	GHashTable *created;
 
 	/* Postcopy and the return path (postcopy-dst.c) */
 	MigramChannel *ch; /* the current main channel */

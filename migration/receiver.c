@@ -62,6 +62,8 @@ MIGRAM_EXPORT void migram_receiver_free(MigramReceiver *r)
 	if (!r)
 		return;
 	g_free(r->machine_type);
+	if (r->created)
+		g_hash_table_destroy(r->created);
 	migram_postcopy_dst_free(r->pc);
 	g_clear_error(&r->preempt_error);
 	pthread_mutex_destroy(&r->lock);
@@ -84,6 +86,7 @@ static MigramRamBlock *resolve(MigramReceiver *r, const char *name)
 		return r->last;
 	r->last = migram_ram_list_find(r->list, name);
 	r->last_version = v;
+	r->last_fresh = r->created && g_hash_table_contains(r->created, name);
 	g_strlcpy(r->last_name, name, sizeof(r->last_name));
 	return r->last;
 }
@@ -117,6 +120,11 @@ static bool create_block(MigramReceiver *r, const MigramStreamRecord *rec,
 			    rec->name, rec->length, limit);
 	if (migram_ram_list_add(r->list, &c, &err)) {
 		r->created_bytes += rec->length;
+		if (!r->created)
+			r->created = g_hash_table_new_full(g_str_hash,
+							   g_str_equal, g_free,
+							   NULL);
+		g_hash_table_add(r->created, g_strdup(rec->name));
 		return true;
 	}
 	fail(error, err->code, rec, "cannot create block '%s': %s", rec->name,
@@ -342,7 +350,15 @@ static bool place_zero(MigramReceiver *r, const MigramStreamRecord *rec,
 	migram_rcu_read_lock();
 	dst = target_page(r, rec, &b, error);
 	if (dst) {
-		if (!migram_buffer_is_zero(dst, r->page_size)) {
+		/* A page of a block this load created that no record placed
+		 * yet is still the zero page the kernel gave it. */
+		bool pristine = r->last_fresh &&
+				!migram_bitmap_test_bit_atomic(
+					migram_ram_block_receivedmap(b),
+					(size_t)(rec->offset >>
+						 MIGRAM_TARGET_PAGE_BITS));
+
+		if (!pristine && !migram_buffer_is_zero(dst, r->page_size)) {
 			memset(dst, 0, r->page_size);
 			r->stats.zero_pages_written++;
 		}

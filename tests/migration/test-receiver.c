@@ -496,6 +496,47 @@ static void test_zero_pages_stay_unpopulated(void)
 	migram_ram_list_free(dst);
 }
 
+/*
+ * A block the load creates starts zero: its ZERO records need no look at
+ * the page, so none of its pages is even mapped (mincore), unlike a read
+ * check, which maps the zero page into every one of them.
+ */
+static void test_created_zero_pages_untouched(void)
+{
+	MigramRamList *dst = migram_ram_list_new();
+	g_autoptr(GByteArray) a = hostile_prefix("fresh.ram", 8 * MiB);
+	g_autoptr(GError) error = NULL;
+	MigramReceiver *r = migram_receiver_new(
+		dst, &(MigramReceiverConfig){ .create_blocks = true });
+	unsigned char vec[8 * MiB / P];
+	MigramReceiverStats st;
+	MigramRamBlock *b;
+	MigramChannel *ch;
+	size_t resident = 0;
+
+	zero_stream(a, "fresh.ram", 8 * MiB / P);
+	ch = migram_test_channel_over(a->data, a->len);
+	g_assert_true(migram_receiver_load(r, ch, &error));
+	g_assert_no_error(error);
+	migram_receiver_get_stats(r, &st);
+	g_assert_cmpuint(st.zero_pages, ==, 8 * MiB / P);
+	g_assert_cmpuint(st.zero_pages_written, ==, 0);
+	urcu_memb_read_lock();
+	b = migram_ram_list_find(dst, "fresh.ram");
+	g_assert_nonnull(b);
+	g_assert_cmpint(mincore(migram_ram_block_host(b), 8 * MiB, vec), ==, 0);
+	for (size_t i = 0; i < G_N_ELEMENTS(vec); i++)
+		resident += vec[i] & 1;
+	/* every page was received, and none of them was touched */
+	g_assert_true(migram_bitmap_test_bit_atomic(
+		migram_ram_block_receivedmap(b), 8 * MiB / P - 1));
+	urcu_memb_read_unlock();
+	g_assert_cmpuint(resident, ==, 0);
+	migram_channel_free(ch);
+	migram_receiver_free(r);
+	migram_ram_list_free(dst);
+}
+
 static void device_after_ram(GByteArray *a)
 {
 	put8(a, 0x03); /* END */
@@ -613,6 +654,8 @@ int main(int argc, char **argv)
 			test_hostile_pages);
 	g_test_add_func("/migration/receiver/hostile-records",
 			test_hostile_records);
+	g_test_add_func("/migration/receiver/created-zero-pages-untouched",
+			test_created_zero_pages_untouched);
 	g_test_add_func("/migration/receiver/zero-pages-stay-unpopulated",
 			test_zero_pages_stay_unpopulated);
 	g_test_add_func("/migration/receiver/device-sections",
