@@ -102,12 +102,42 @@ static uint64_t create_limit(void)
 	return (uint64_t)pages * (uint64_t)page;
 }
 
+/*
+ * The load is complete: the blocks it created may use transparent huge
+ * pages from now on, for the guest's sake (khugepaged collapses them in
+ * the background).  They were placed with 4 KiB pages: on a host that
+ * hands out huge pages slowly (docs/performance.md measured a VM with
+ * free page reporting, where a fresh 2 MiB page costs more than its 512
+ * small ones), placement is the migration's critical path.  Advice only.
+ */
+static void advise_created(MigramReceiver *r)
+{
+	GHashTableIter it;
+	gpointer name;
+
+	if (!r->created)
+		return;
+	migram_rcu_read_lock();
+	g_hash_table_iter_init(&it, r->created);
+	while (g_hash_table_iter_next(&it, &name, NULL)) {
+		MigramRamBlock *b = migram_ram_list_find(r->list, name);
+
+		if (b && !r->pc)
+			(void)madvise(migram_ram_block_host(b),
+				      migram_ram_block_used_length(b),
+				      MADV_HUGEPAGE);
+	}
+	migram_rcu_read_unlock();
+}
+
 static bool create_block(MigramReceiver *r, const MigramStreamRecord *rec,
 			 GError **error)
 {
+	/* 4 KiB pages while loading, huge pages after (advise_created) */
 	MigramRamBlockConfig c = { .idstr = rec->name,
 				   .backend = MIGRAM_RAM_BACKEND_ANON,
-				   .used_length = rec->length };
+				   .used_length = rec->length,
+				   .flags = MIGRAM_RAM_NO_THP };
 	uint64_t limit = create_limit();
 	GError *err = NULL;
 
@@ -490,6 +520,9 @@ MIGRAM_EXPORT bool migram_receiver_load(MigramReceiver *r, MigramChannel *ch,
 		       S_ISSOCK(st.st_mode);
 	r->list_done = r->in_end = r->ram_done = false;
 	r->created_bytes = 0;
+	/* blocks an earlier load created hold its pages now */
+	if (r->created)
+		g_hash_table_remove_all(r->created);
 	r->last = NULL;
 	r->recovering = r->in_package = false;
 	g_clear_error(&r->preempt_error);
@@ -529,6 +562,8 @@ MIGRAM_EXPORT bool migram_receiver_load(MigramReceiver *r, MigramChannel *ch,
 	r->stats.bytes = migram_channel_read_offset(
 		migram_stream_reader_channel(r->reader));
 	migram_receiver_load_end(r, ok);
+	if (ok)
+		advise_created(r);
 	migram_postcopy_placer_clear(&r->placer);
 	migram_stream_reader_free(r->reader);
 	r->reader = NULL;

@@ -431,10 +431,11 @@ static void test_hostile_records(void)
 	migram_ram_list_free(dst);
 }
 
-/* kB of anonymous memory in the mapping that starts at addr. */
-static long anon_kb(const void *addr)
+/* A numeric field of smaps for the mapping that starts at addr. */
+static long smaps_field(const void *addr, const char *field)
 {
 	g_autofree char *smaps = NULL;
+	g_autofree char *key = g_strdup_printf("\n%s:", field);
 	char start[32];
 	const char *p, *a;
 
@@ -443,9 +444,15 @@ static long anon_kb(const void *addr)
 	g_snprintf(start, sizeof(start), "\n%lx-", (unsigned long)addr);
 	p = strstr(smaps, start);
 	g_assert_nonnull(p);
-	a = strstr(p, "\nAnonymous:");
+	a = strstr(p, key);
 	g_assert_nonnull(a);
-	return strtol(a + strlen("\nAnonymous:"), NULL, 10);
+	return strtol(a + strlen(key), NULL, 10);
+}
+
+/* kB of anonymous memory in the mapping that starts at addr. */
+static long anon_kb(const void *addr)
+{
+	return smaps_field(addr, "Anonymous");
 }
 
 static void zero_stream(GByteArray *a, const char *block, uint64_t pages)
@@ -496,6 +503,17 @@ static void test_zero_pages_stay_unpopulated(void)
 	migram_ram_list_free(dst);
 }
 
+/* Transparent huge pages follow madvise here (or are always on). */
+static bool thp_madvise_works(void)
+{
+	g_autofree char *mode = NULL;
+
+	return g_file_get_contents(
+		       "/sys/kernel/mm/transparent_hugepage/enabled", &mode,
+		       NULL, NULL) &&
+	       !strstr(mode, "[never]");
+}
+
 /*
  * A block the load creates starts zero: its ZERO records need no look at
  * the page, so none of its pages is even mapped (mincore), unlike a read
@@ -532,6 +550,11 @@ static void test_created_zero_pages_untouched(void)
 		migram_ram_block_receivedmap(b), 8 * MiB / P - 1));
 	urcu_memb_read_unlock();
 	g_assert_cmpuint(resident, ==, 0);
+	/* placed with small pages; huge pages are advised once loaded */
+	if (thp_madvise_works())
+		g_assert_cmpint(smaps_field(migram_ram_block_host(b),
+					    "THPeligible"),
+				==, 1);
 	migram_channel_free(ch);
 	migram_receiver_free(r);
 	migram_ram_list_free(dst);
