@@ -105,24 +105,6 @@ def skip_reason(peers, sim):
     return None
 
 
-def prewarm(fraction):
-    """Touch most of the free memory once, then free it.  On this host (a
-    VM) the first touch of guest-physical memory never used before runs at
-    about 0.4 GB/s (the outer hypervisor backs it), later touches at 2 to
-    7 GB/s: without this, whichever side runs first pays for it."""
-    with open("/proc/meminfo") as f:
-        avail = next(int(line.split()[1]) << 10 for line in f
-                     if line.startswith("MemAvailable:"))
-    chunks, left = [], int(avail * fraction)
-    t = time.monotonic()
-    while left > 0:
-        n = min(left, 1 << 30)
-        chunks.append(b"\1" * n)
-        left -= n
-    del chunks
-    return avail * fraction, time.monotonic() - t
-
-
 def run_qemu(peers, sc, rep, work, timeout):
     out = os.path.join(work, "qemu.jsonl")
     if os.path.exists(out):
@@ -255,9 +237,6 @@ def main():
     ap.add_argument("--timeout", type=int, default=60,
                     help="seconds before a run that has not converged is "
                     "cancelled (default 60; capped rows 30)")
-    ap.add_argument("--prewarm", type=float, default=0.8,
-                    help="touch this share of the available memory once "
-                    "before measuring (default 0.8; 0 to skip)")
     ap.add_argument("--list", action="store_true", help="list the scenarios")
     opts = ap.parse_args()
     if opts.list:
@@ -274,9 +253,6 @@ def main():
     out = opts.out or os.path.join(TOP, "build", "vs-qemu-%s.jsonl"
                                    % time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    if opts.prewarm > 0:
-        n, secs = prewarm(opts.prewarm)
-        print(f"# prewarmed {n / 2**30:.1f} GiB in {secs:.1f} s", flush=True)
     images = {}
     failed = 0
     results = {}
