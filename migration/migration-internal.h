@@ -81,12 +81,17 @@ void migram_policy_window(PolicyState *ps, uint64_t sent_bytes,
 bool migram_policy_worth_sync(const PolicyState *ps, uint64_t remaining_bytes);
 
 /*
- * After a mid-pass sync: POLICY_COMPLETE when remaining_bytes fit the
- * downtime limit at the window's rate, else POLICY_CONTINUE (the pass goes
- * on; stalls and throttling are judged at pass ends only).
+ * After a mid-pass sync that found dirtied_bytes newly dirty while
+ * sent_bytes went out since the sync before: POLICY_COMPLETE when
+ * remaining_bytes fit the downtime limit at the window's rate and the
+ * guest dirties at least a quarter as fast as the link drains (below
+ * that, the rest of the pass goes out live and its end leaves little to
+ * send paused); else POLICY_CONTINUE (stalls and throttling are judged at
+ * pass ends only).
  */
-PolicyDecision migram_policy_mid_pass(PolicyState *ps,
-				      uint64_t remaining_bytes);
+PolicyDecision migram_policy_mid_pass(PolicyState *ps, uint64_t remaining_bytes,
+				      uint64_t dirtied_bytes,
+				      uint64_t sent_bytes);
 
 /*
  * Sets *error (domain MIGRAM_ERROR, the given code) to "stream byte AT: "
@@ -266,6 +271,7 @@ struct MigramMigration {
 	uint64_t sent_at_sync;
 	gint64 t_window; /* the bandwidth window (policy.window_bw) */
 	uint64_t sent_at_window;
+	uint64_t sent_at_any_sync; /* at the last sync, mid-pass or not */
 	uint64_t dirtied_in_period;
 	PolicyState policy;
 	MigramMigrationStats st; /* working copy */

@@ -257,7 +257,8 @@ static bool after_pass(MigramMigration *m, bool *complete, GError **error)
 	m->st.not_converging = m->policy.not_converging;
 	m->dirtied_in_period = 0;
 	m->t_sync = now;
-	m->sent_at_sync = migram_channel_bytes_sent(m->ch);
+	m->sent_at_sync = m->sent_at_any_sync =
+		migram_channel_bytes_sent(m->ch);
 	switch (d) {
 	case POLICY_COMPLETE:
 		*complete = true;
@@ -293,7 +294,7 @@ static bool after_pass(MigramMigration *m, bool *complete, GError **error)
 static bool mid_pass(MigramMigration *m, bool *complete, GError **error)
 {
 	gint64 now = g_get_monotonic_time();
-	uint64_t sent = migram_channel_bytes_sent(m->ch);
+	uint64_t sent = migram_channel_bytes_sent(m->ch), fresh;
 
 	if (now - m->t_window >= WINDOW_US) {
 		migram_policy_window(&m->policy, sent - m->sent_at_window,
@@ -307,11 +308,16 @@ static bool mid_pass(MigramMigration *m, bool *complete, GError **error)
 	    !migram_policy_worth_sync(&m->policy,
 				      m->dirty_pages * MIGRAM_TARGET_PAGE_SIZE))
 		return true;
+	fresh = m->dirtied_in_period;
 	if (!migram_sender_sync(m, error))
 		return false;
+	fresh = m->dirtied_in_period - fresh;
 	m->st.remaining_bytes = m->dirty_pages * MIGRAM_TARGET_PAGE_SIZE;
-	*complete = migram_policy_mid_pass(&m->policy, m->st.remaining_bytes) ==
+	*complete = migram_policy_mid_pass(&m->policy, m->st.remaining_bytes,
+					   fresh * MIGRAM_TARGET_PAGE_SIZE,
+					   sent - m->sent_at_any_sync) ==
 		    POLICY_COMPLETE;
+	m->sent_at_any_sync = sent;
 	m->st.expected_downtime_ms = m->policy.expected_downtime_ms;
 	return true;
 }
@@ -321,7 +327,8 @@ static bool iterate(MigramMigration *m, GError **error)
 	bool complete = false, pass_done;
 
 	m->t_window = g_get_monotonic_time();
-	m->sent_at_window = migram_channel_bytes_sent(m->ch);
+	m->sent_at_window = m->sent_at_any_sync =
+		migram_channel_bytes_sent(m->ch);
 	while (!complete) {
 		if (!migram_sender_check(m, error))
 			return false;

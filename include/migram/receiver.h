@@ -10,7 +10,10 @@
  *  - the block list in the START section is matched against the list by
  *    idstr; a length that differs resizes a resizeable block (within
  *    max_length) and is an error naming the block otherwise; with
- *    @c create_blocks, a block the list lacks is created (anonymous memory);
+ *    @c create_blocks, a block the list lacks is created (anonymous memory,
+ *    placed with 4 KiB pages and advised transparent huge pages once the
+ *    load completed; a ZERO record for a page of such a block that no
+ *    record placed yet does not touch the page);
  *  - a PAGE is read straight into the block's memory at its offset;
  *  - a ZERO page is applied only where the page is not already zero, so
  *    untouched destination memory stays unpopulated;

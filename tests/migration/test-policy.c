@@ -142,21 +142,33 @@ static void test_mid_pass_threshold(void)
 	g_assert_false(migram_policy_worth_sync(&ps, 300 * MB));
 	g_assert_true(migram_policy_worth_sync(&ps, 299 * MB));
 	/* The sync found more dirty than fits: the pass goes on. */
-	g_assert_cmpint(migram_policy_mid_pass(&ps, 450 * MB), ==,
-			POLICY_CONTINUE);
+	g_assert_cmpint(migram_policy_mid_pass(&ps, 450 * MB, 100 * MB,
+					       100 * MB),
+			==, POLICY_CONTINUE);
 	g_assert_cmpuint(ps.expected_downtime_ms, ==, 450);
 	/* ...and mid-pass syncs never count as stalls or throttle. */
 	g_assert_cmpuint(ps.stalls, ==, 0);
 	g_assert_cmpuint(ps.throttle_percent, ==, 0);
-	/* It fits: complete. */
-	g_assert_cmpint(migram_policy_mid_pass(&ps, 250 * MB), ==,
-			POLICY_COMPLETE);
+	/* It fits, and the guest dirties as fast as the link drains:
+	 * complete. */
+	g_assert_cmpint(migram_policy_mid_pass(&ps, 250 * MB, 100 * MB,
+					       100 * MB),
+			==, POLICY_COMPLETE);
 	g_assert_cmpuint(ps.expected_downtime_ms, ==, 250);
+	/* It fits, but the guest is quiet (a tenth of the send rate): the
+	 * rest of the pass goes out live. */
+	g_assert_cmpint(migram_policy_mid_pass(&ps, 250 * MB, 10 * MB,
+					       100 * MB),
+			==, POLICY_CONTINUE);
+	/* Nothing left: complete whatever the rate. */
+	g_assert_cmpint(migram_policy_mid_pass(&ps, 0, 0, 100 * MB), ==,
+			POLICY_COMPLETE);
 	/* A slower window lowers the threshold. */
 	migram_policy_window(&ps, 10 * MB, SEC / 10);
 	g_assert_cmpuint(ps.threshold_bytes, ==, 30 * MB);
-	g_assert_cmpint(migram_policy_mid_pass(&ps, 250 * MB), ==,
-			POLICY_CONTINUE);
+	g_assert_cmpint(migram_policy_mid_pass(&ps, 250 * MB, 100 * MB,
+					       100 * MB),
+			==, POLICY_CONTINUE);
 }
 
 int main(int argc, char **argv)
