@@ -10,7 +10,11 @@
  *  - dirty_high: like QEMU's auto-converge trigger, the period dirtied
  *    more than half of what it sent; two such syncs in a row raise the
  *    guest throttle (first to throttle_initial, then by throttle_increment,
- *    at most 99 %), when auto-converge is on;
+ *    at most 99 %), when auto-converge is on.  Unlike QEMU, a period that
+ *    dirtied more than twice what it sent raises it at once, and straight
+ *    to the throttle that leaves the guest dirtying half the link's rate
+ *    (needed_throttle): QEMU's steps of 10 % take a pass each, and a
+ *    guest dirtying ten times the link needs about 95 %;
  *  - stalls: syncs since the remainder last reached a new low at least
  *    5 % below the previous one (tiny new lows from random noise do not
  *    count as progress, or a guest hovering at its working set would
@@ -50,15 +54,38 @@ void migram_policy_init(PolicyState *ps, uint64_t downtime_limit_ms,
 	};
 }
 
-static bool raise_throttle(PolicyState *ps)
+/*
+ * The throttle that brings the guest down to dirtying half of what the
+ * link drains.  The guest ran at (100 - p) % under throttle p, so its own
+ * rate is dirtied / (1 - p); at throttle q it dirties that times (1 - q),
+ * which is sent / 2 for q = 1 - sent / (2 * own rate).  A bitmap counts a
+ * page once however often it was written, so this underestimates a guest
+ * that re-dirties its working set within a period: it is a floor.
+ */
+static unsigned int needed_throttle(const PolicyState *ps,
+				    uint64_t dirtied_bytes, uint64_t sent_bytes)
 {
+	double own, q;
+
+	if (!sent_bytes || 2 * dirtied_bytes <= sent_bytes)
+		return 0;
+	own = (double)dirtied_bytes /
+	      (1.0 - (double)ps->throttle_percent / 100.0);
+	q = 100.0 * (1.0 - (double)sent_bytes / (2.0 * own));
+	return q >= MAX_THROTTLE ? MAX_THROTTLE : (unsigned int)q;
+}
+
+/* One step (QEMU's initial, then increment), or at once to @needed. */
+static bool raise_throttle(PolicyState *ps, unsigned int needed)
+{
+	unsigned int step;
+
 	if (!ps->auto_converge || ps->throttle_percent >= MAX_THROTTLE)
 		return false;
-	ps->throttle_percent =
-		ps->throttle_percent
-			? MIN(ps->throttle_percent + ps->throttle_increment,
-			      MAX_THROTTLE)
-			: MIN(ps->throttle_initial, MAX_THROTTLE);
+	step = ps->throttle_percent
+		       ? ps->throttle_percent + ps->throttle_increment
+		       : ps->throttle_initial;
+	ps->throttle_percent = MIN(MAX(step, needed), MAX_THROTTLE);
 	return true;
 }
 
@@ -70,6 +97,7 @@ PolicyDecision migram_policy_after_sync(PolicyState *ps,
 {
 	double bw = period_us ? (double)sent_bytes * 1e6 / (double)period_us
 			      : 0.0;
+	unsigned int needed;
 
 	ps->expected_downtime_ms =
 		bw > 0 ? (uint64_t)((double)remaining_bytes * 1000.0 / bw)
@@ -87,15 +115,18 @@ PolicyDecision migram_policy_after_sync(PolicyState *ps,
 	ps->dirty_high = dirtied_bytes * 2 > sent_bytes ? ps->dirty_high + 1
 							: 0;
 
+	needed = needed_throttle(ps, dirtied_bytes, sent_bytes);
 	if (ps->stalls >= ps->stall_syncs) {
 		ps->not_converging = true;
 		ps->stalls = 0;
 		ps->dirty_high = 0;
-		return raise_throttle(ps) ? POLICY_THROTTLE : POLICY_GIVE_UP;
+		return raise_throttle(ps, needed) ? POLICY_THROTTLE
+						  : POLICY_GIVE_UP;
 	}
-	if (ps->dirty_high >= 2) {
+	/* Far too fast for the link: no point waiting for a second sync. */
+	if (ps->dirty_high >= 2 || dirtied_bytes > 2 * sent_bytes) {
 		ps->dirty_high = 0;
-		if (raise_throttle(ps))
+		if (raise_throttle(ps, needed))
 			return POLICY_THROTTLE;
 	}
 	return POLICY_CONTINUE;

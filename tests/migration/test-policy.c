@@ -87,7 +87,10 @@ static void test_noise_is_not_progress(void)
 static void test_auto_converge_steps(void)
 {
 	PolicyState ps;
-	unsigned int want[] = { 20, 30, 40, 50, 60, 70, 80, 90, 99 };
+	/* QEMU's initial 20 and steps of 10, or the throttle that would
+	 * bring this guest (whose rate ignores the throttle) to half the
+	 * link if that is more: 60 / (1 - p) own rate, 1 - 100 / (2 own) */
+	unsigned int want[] = { 20, 33, 44, 54, 64, 74, 84, 94, 99 };
 	size_t n = 0;
 
 	migram_policy_init(&ps, 300, 100, true, 20, 10);
@@ -124,6 +127,32 @@ static void test_low_dirty_rate_no_throttle(void)
 					&ps, 1000 * MB - (uint64_t)i * MB,
 					100 * MB, 40 * MB, SEC),
 				==, POLICY_CONTINUE);
+	g_assert_cmpuint(ps.throttle_percent, ==, 0);
+}
+
+/* Dirtying far faster than the link: straight to the throttle needed. */
+static void test_auto_converge_jumps(void)
+{
+	PolicyState ps;
+
+	migram_policy_init(&ps, 300, 100, true, 20, 10);
+	/* 1000 MB dirtied while 100 MB went out: at once, to the throttle
+	 * that leaves 50 MB per period, 1 - 100 / 2000 = 95 %. */
+	g_assert_cmpint(migram_policy_after_sync(&ps, 1000 * MB, 100 * MB,
+						 1000 * MB, SEC),
+			==, POLICY_THROTTLE);
+	g_assert_cmpuint(ps.throttle_percent, ==, 95);
+	/* Throttled to 95 % it still dirtied 300 MB: its own rate is 6000
+	 * MB, so 1 - 100 / 12000, 99 % at most. */
+	g_assert_cmpint(migram_policy_after_sync(&ps, 900 * MB, 100 * MB,
+						 300 * MB, SEC),
+			==, POLICY_THROTTLE);
+	g_assert_cmpuint(ps.throttle_percent, ==, 99);
+	/* Without auto-converge nothing is throttled. */
+	migram_policy_init(&ps, 300, 100, false, 20, 10);
+	g_assert_cmpint(migram_policy_after_sync(&ps, 1000 * MB, 100 * MB,
+						 1000 * MB, SEC),
+			==, POLICY_CONTINUE);
 	g_assert_cmpuint(ps.throttle_percent, ==, 0);
 }
 
@@ -184,6 +213,8 @@ int main(int argc, char **argv)
 			test_noise_is_not_progress);
 	g_test_add_func("/migration/policy/auto-converge-steps",
 			test_auto_converge_steps);
+	g_test_add_func("/migration/policy/auto-converge-jumps",
+			test_auto_converge_jumps);
 	g_test_add_func("/migration/policy/mid-pass-threshold",
 			test_mid_pass_threshold);
 	g_test_add_func("/migration/policy/low-dirty-rate-no-throttle",
