@@ -507,14 +507,18 @@ static bool switch_over(MigramMigration *m, GError **error)
 	uint32_t be;
 	bool ok = true, lost = false;
 
+	gint64 t[4];
+
 	m->st.status = MIGRAM_MIGRATION_DEVICE;
 	migram_sender_publish(m);
+	t[0] = g_get_monotonic_time();
 	m->cfg.pause_guest(m->cfg.opaque);
-	m->t_pause = g_get_monotonic_time();
+	m->t_pause = t[1] = g_get_monotonic_time();
 	m->last_stage = true; /* the guest stays paused: no more clears */
 	migram_channel_set_rate_limit(m->ch, 0);
 	if (!migram_sender_sync(m, error))
 		return false;
+	t[2] = g_get_monotonic_time();
 	migram_rcu_read_lock();
 	for (guint i = 0; i < m->blocks->len; i++) {
 		canonicalize(m, sb_at(m, i));
@@ -538,6 +542,7 @@ static bool switch_over(MigramMigration *m, GError **error)
 				    "run: the source keeps the guest");
 		return false;
 	}
+	t[3] = g_get_monotonic_time();
 	migram_stream_encode_command(pkg, MIGRAM_CMD_POSTCOPY_LISTEN, NULL, 0);
 	ok = migram_sender_encode_device(m, pkg, error);
 	if (!ok)
@@ -553,6 +558,12 @@ static bool switch_over(MigramMigration *m, GError **error)
 	m->postcopy_committed = true;
 	m->pc->t_switch = g_get_monotonic_time();
 	m->st.downtime_ms = (uint64_t)(m->pc->t_switch - m->t_pause) / 1000;
+	/* postcopy's parts: the discards and PONG(2) count as "pages", the
+	 * package as "device" */
+	m->st.downtime_pause_us = (uint64_t)(t[1] - t[0]);
+	m->st.downtime_sync_us = (uint64_t)(t[2] - t[1]);
+	m->st.downtime_pages_us = (uint64_t)(t[3] - t[2]);
+	m->st.downtime_device_us = (uint64_t)(m->pc->t_switch - t[3]);
 	m->st.status = MIGRAM_MIGRATION_POSTCOPY_ACTIVE;
 	m->st.postcopy_preempt = m->pc->pw != NULL;
 	m->st.remaining_bytes = m->dirty_pages * MIGRAM_TARGET_PAGE_SIZE;

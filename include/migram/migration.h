@@ -188,7 +188,9 @@ typedef struct {
 	/**
 	 * Where the downtime went, in µs (added in 0.2): pause_guest()
 	 * returning, the final sync of the dirty log, the pages still dirty
-	 * after it, and the device state plus the stream's end.
+	 * after it, and the device state plus the stream's end.  At a
+	 * postcopy switch "pages" is the discard list and the PING(2)/PONG
+	 * round trip, "device" the package.
 	 */
 	uint64_t downtime_pause_us;
 	uint64_t downtime_sync_us;   /**< final dirty-log sync */
