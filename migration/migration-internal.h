@@ -48,6 +48,9 @@ typedef struct {
 	 * downtime limit (QEMU's threshold_size); 0 until a window ended */
 	double window_bw;
 	uint64_t threshold_bytes;
+	/* the configured paused rate (bytes/s), or 0: estimate with the
+	 * live rate */
+	double switchover_bw;
 } PolicyState;
 
 void migram_policy_init(PolicyState *ps, uint64_t downtime_limit_ms,
@@ -72,6 +75,12 @@ PolicyDecision migram_policy_after_sync(PolicyState *ps,
  */
 void migram_policy_window(PolicyState *ps, uint64_t sent_bytes,
 			  uint64_t window_us);
+
+/*
+ * The configured paused rate (MigramMigrationConfig.switchover_bandwidth;
+ * 0: none): the downtime estimates use it instead of measured rates.
+ */
+void migram_policy_set_switchover(PolicyState *ps, uint64_t bytes_per_s);
 
 /*
  * Mid-pass: is what is left in bmap already below what the downtime limit

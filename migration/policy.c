@@ -95,8 +95,9 @@ PolicyDecision migram_policy_after_sync(PolicyState *ps,
 					uint64_t dirtied_bytes,
 					uint64_t period_us)
 {
-	double bw = period_us ? (double)sent_bytes * 1e6 / (double)period_us
-			      : 0.0;
+	double bw = ps->switchover_bw > 0 ? ps->switchover_bw
+		    : period_us ? (double)sent_bytes * 1e6 / (double)period_us
+				: 0.0;
 	unsigned int needed;
 
 	ps->expected_downtime_ms =
@@ -137,10 +138,19 @@ void migram_policy_window(PolicyState *ps, uint64_t sent_bytes,
 {
 	if (!window_us)
 		return;
-	ps->window_bw = (double)sent_bytes * 1e6 / (double)window_us;
+	ps->window_bw = ps->switchover_bw > 0
+				? ps->switchover_bw
+				: (double)sent_bytes * 1e6 / (double)window_us;
 	ps->threshold_bytes = (uint64_t)(ps->window_bw *
 					 (double)ps->downtime_limit_ms /
 					 1000.0);
+}
+
+void migram_policy_set_switchover(PolicyState *ps, uint64_t bytes_per_s)
+{
+	ps->switchover_bw = (double)bytes_per_s;
+	if (bytes_per_s)
+		migram_policy_window(ps, bytes_per_s, G_USEC_PER_SEC);
 }
 
 bool migram_policy_worth_sync(const PolicyState *ps, uint64_t remaining_bytes)

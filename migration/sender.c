@@ -456,6 +456,7 @@ MIGRAM_EXPORT bool migram_migration_run(MigramMigration *m, MigramChannel *ch,
 	migram_policy_init(&m->policy, m->cfg.downtime_limit_ms,
 			   m->cfg.stall_syncs, m->cfg.auto_converge,
 			   m->cfg.throttle_initial, m->cfg.throttle_increment);
+	migram_policy_set_switchover(&m->policy, m->cfg.switchover_bandwidth);
 	m->st.status = MIGRAM_MIGRATION_SETUP;
 	migram_sender_publish(m);
 

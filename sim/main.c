@@ -58,6 +58,7 @@ static bool add_block(SimOptions *o, const char *spec, GError **error)
 
 typedef struct {
 	char *ram, *workload, *dirty_rate, *max_bandwidth, *transport, *mode;
+	char *switchover_bandwidth;
 	char *working_set, *stride, *fill;
 	char **blocks;
 	/* durations, as given (units.c) */
@@ -276,6 +277,13 @@ static bool apply(const Args *a, SimOptions *o, GError **error)
 			"--max-bandwidth '%s': a rate such as 1G/s or "
 			"10Gbit/s",
 			a->max_bandwidth);
+	if (a->switchover_bandwidth &&
+	    !(o->switchover_bandwidth =
+		      sim_parse_rate(a->switchover_bandwidth)))
+		return fail_usage(error,
+				  "--switchover-bandwidth '%s': a rate such "
+				  "as 3G/s",
+				  a->switchover_bandwidth);
 	if (a->transport) {
 		if (strcmp(a->transport, "socketpair") == 0) {
 			o->transport = SIM_TRANSPORT_SOCKETPAIR;
@@ -388,6 +396,11 @@ static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
 		  "Longest pause (default 300ms; plain number: ms)", "TIME" },
 		{ "max-bandwidth", 0, 0, G_OPTION_ARG_STRING, &a.max_bandwidth,
 		  "Migration bandwidth (default unlimited)", "RATE/s" },
+		{ "switchover-bandwidth", 0, 0, G_OPTION_ARG_STRING,
+		  &a.switchover_bandwidth,
+		  "The rate once the guest is paused, for the downtime "
+		  "estimate (default: the live rate measured)",
+		  "RATE/s" },
 		{ "clear-bitmap-shift", 0, 0, G_OPTION_ARG_INT64,
 		  &a.clear_shift, "Log-clear chunk exponent (default 18)",
 		  "N" },
@@ -449,6 +462,7 @@ static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
 	g_free(a.workload);
 	g_free(a.dirty_rate);
 	g_free(a.max_bandwidth);
+	g_free(a.switchover_bandwidth);
 	g_free(a.transport);
 	g_free(a.mode);
 	g_free(a.working_set);

@@ -439,6 +439,7 @@ static int run_source(const SimOptions *opt, MigramRamList *list, SimLink *lk,
 	cfg = (MigramMigrationConfig){
 		.downtime_limit_ms = opt->downtime_limit_ms,
 		.max_bandwidth = opt->max_bandwidth,
+		.switchover_bandwidth = opt->switchover_bandwidth,
 		.clear_bmap_shift = opt->clear_bitmap_shift,
 		.clear_bmap_shift_set = opt->clear_bitmap_shift_set,
 		.clear_at_sync = opt->clear_at_sync,

@@ -103,7 +103,8 @@ typedef struct {
 
 	/* policy, QEMU's names */
 	uint64_t downtime_limit_ms;
-	uint64_t max_bandwidth; /* bytes/s, 0 = unlimited */
+	uint64_t max_bandwidth;        /* bytes/s, 0 = unlimited */
+	uint64_t switchover_bandwidth; /* bytes/s once paused; 0: measure */
 	unsigned int clear_bitmap_shift;
 	bool clear_bitmap_shift_set;
 	bool clear_at_sync; /* re-arm the whole log at each sync */

@@ -141,6 +141,17 @@ typedef struct {
 	void (*throttle_guest)(void *opaque, unsigned int percent);
 	/** Passed to the callbacks. */
 	void *opaque;
+	/**
+	 * Bytes per second the channel carries once the guest is paused, for
+	 * the downtime estimate (QEMU 8.2's avail-switchover-bandwidth);
+	 * 0, the default, estimates with the rate measured while the guest
+	 * runs, as QEMU 7.2 does.  Where vCPUs and migration share the
+	 * host's cores, the paused rate can be several times the live one
+	 * (docs/performance.md): with it known, the migration stops as soon
+	 * as the remainder fits the limit at that rate.  Too high a value
+	 * overruns the downtime limit.  Added in 0.2.
+	 */
+	uint64_t switchover_bandwidth;
 } MigramMigrationConfig;
 
 /** QEMU's `query-migrate` RAM figures, and a few of migram's own. */

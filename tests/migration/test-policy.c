@@ -200,6 +200,32 @@ static void test_mid_pass_threshold(void)
 			==, POLICY_CONTINUE);
 }
 
+/* A configured switchover rate replaces the measured one. */
+static void test_switchover_bandwidth(void)
+{
+	PolicyState ps;
+
+	migram_policy_init(&ps, 300, 5, false, 20, 10);
+	migram_policy_set_switchover(&ps, 1000 * MB);
+	/* known before any window closed: 300 MB fit */
+	g_assert_cmpuint(ps.threshold_bytes, ==, 300 * MB);
+	g_assert_true(migram_policy_worth_sync(&ps, 250 * MB));
+	/* a slow live window does not lower it */
+	migram_policy_window(&ps, 10 * MB, SEC / 10);
+	g_assert_cmpuint(ps.threshold_bytes, ==, 300 * MB);
+	/* at a pass's end: 250 MB at 1 GB/s is 250 ms although the period
+	 * sent only 100 MB in a second */
+	g_assert_cmpint(migram_policy_after_sync(&ps, 250 * MB, 100 * MB,
+						 100 * MB, SEC),
+			==, POLICY_COMPLETE);
+	g_assert_cmpuint(ps.expected_downtime_ms, ==, 250);
+	/* without it, the same sync continues (2.5 s expected) */
+	migram_policy_init(&ps, 300, 5, false, 20, 10);
+	g_assert_cmpint(migram_policy_after_sync(&ps, 250 * MB, 100 * MB,
+						 100 * MB, SEC),
+			==, POLICY_CONTINUE);
+}
+
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
@@ -215,6 +241,8 @@ int main(int argc, char **argv)
 			test_auto_converge_steps);
 	g_test_add_func("/migration/policy/auto-converge-jumps",
 			test_auto_converge_jumps);
+	g_test_add_func("/migration/policy/switchover-bandwidth",
+			test_switchover_bandwidth);
 	g_test_add_func("/migration/policy/mid-pass-threshold",
 			test_mid_pass_threshold);
 	g_test_add_func("/migration/policy/low-dirty-rate-no-throttle",
