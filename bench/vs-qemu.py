@@ -215,8 +215,15 @@ def table(results):
         lines.append("| | QEMU 7.2 | migram | migram / QEMU |")
         lines.append("|---|---|---|---|")
         for label, key, fmt in METRICS:
-            qc, qm = cell([r[key] for r in q], fmt)
-            mc, mm = cell([r[key] for r in m], fmt)
+            # times of runs cancelled at the timeout are not totals
+            qv = [r[key] for r in q if r["converged"] or key != "total_s"]
+            mv = [r[key] for r in m if r["converged"] or key != "total_s"]
+            qc, qm = cell(qv, fmt)
+            mc, mm = cell(mv, fmt)
+            if key == "total_s" and not qv and q:
+                qc = f"never (cancelled at {q[0]['total_s']:.0f} s)"
+            if key == "total_s" and not mv and m:
+                mc = f"never (cancelled at {m[0]['total_s']:.0f} s)"
             lines.append(f"| {label} | {qc} | {mc} | {ratio(mm, qm)} |")
         lines.append(f"| completed | {sum(r['converged'] for r in q)}/{len(runs['qemu'])}"
                      f" | {sum(r['converged'] for r in m)}/{len(runs['migram'])} | |")
