@@ -807,8 +807,12 @@ static bool pause_and_recover(MigramMigration *m, GError **error)
 						     MIGRAM_CMD_RECV_BITMAP,
 						     buf, (uint16_t)(n + 1));
 		}
-		if (migram_channel_flush(ch, NULL) &&
-		    wait_for(m, pred_recv, &lost, error)) {
+		if (!migram_channel_flush(ch, NULL)) {
+			lost = true; /* the new connection failed too */
+		} else if (!wait_for(m, pred_recv, &lost, error)) {
+			if (!lost)
+				goto fail; /* cancelled or hostile: error set */
+		} else {
 			/* bmap = not received. */
 			m->dirty_pages = 0;
 			for (guint i = 0; i < m->blocks->len; i++) {
@@ -827,15 +831,10 @@ static bool pause_and_recover(MigramMigration *m, GError **error)
 			migram_stream_writer_command(m->w,
 						     MIGRAM_CMD_POSTCOPY_RESUME,
 						     NULL, 0);
-			if (migram_channel_flush(ch, NULL) &&
-			    wait_for(m, pred_ack, &lost, error))
-				lost = false;
-			else if (!lost)
-				goto fail;
-		} else if (!lost && !connection_lost(m)) {
-			goto fail;
-		} else {
-			lost = true;
+			if (!migram_channel_flush(ch, NULL))
+				lost = true;
+			else if (!wait_for(m, pred_ack, &lost, error) && !lost)
+				goto fail; /* cancelled or hostile: error set */
 		}
 		for (guint i = 0; i < m->blocks->len; i++)
 			migram_bitmap_free(pc->recv[i]);
@@ -887,11 +886,15 @@ bool migram_postcopy_src_run(MigramMigration *m, GError **error)
 				migram_stream_writer_eos(pc->pw);
 				migram_channel_flush(m->preempt, NULL);
 			}
-			if (migram_stream_writer_finish_postcopy(m->w, NULL) &&
-			    wait_for(m, pred_shut, &lost, error))
-				break;
-			if (!lost && !connection_lost(m))
-				return false;
+			/* A failed write is a lost connection (recover); a
+			 * failed wait that is not one set the error (cancel,
+			 * a hostile message). */
+			if (migram_stream_writer_finish_postcopy(m->w, NULL)) {
+				if (wait_for(m, pred_shut, &lost, error))
+					break;
+				if (!lost)
+					return false;
+			}
 		}
 		if (!pause_and_recover(m, error))
 			return false;
