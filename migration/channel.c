@@ -66,6 +66,7 @@ struct MigramChannel {
 
 	/* rate limit: rate is atomic, the slice is the writer's */
 	uint64_t rate;
+	uint64_t rate_slices; /* slices moved on from (tests) */
 	gint64 slice_start;
 	uint64_t slice_bytes;
 };
@@ -167,6 +168,7 @@ static void charge(MigramChannel *ch, size_t n)
 	if (now - ch->slice_start >= SLICE_US) {
 		ch->slice_start = now;
 		ch->slice_bytes = 0;
+		ch->rate_slices++;
 	}
 	ch->slice_bytes += n;
 	while (ch->slice_bytes >= budget && !g_atomic_int_get(&ch->cancelled)) {
@@ -177,6 +179,7 @@ static void charge(MigramChannel *ch, size_t n)
 			g_usleep((gulong)(end - now));
 		ch->slice_start = end;
 		ch->slice_bytes -= budget;
+		ch->rate_slices++;
 	}
 }
 
@@ -546,6 +549,11 @@ MIGRAM_EXPORT void migram_channel_set_rate_limit(MigramChannel *ch,
 						 uint64_t bytes_per_second)
 {
 	__atomic_store_n(&ch->rate, bytes_per_second, __ATOMIC_RELAXED);
+}
+
+uint64_t migram_channel_rate_slices(const MigramChannel *ch)
+{
+	return ch->rate_slices;
 }
 
 MIGRAM_EXPORT bool migram_channel_rate_exceeded(MigramChannel *ch)

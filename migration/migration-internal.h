@@ -121,6 +121,12 @@ bool migram_fail_vat(GError **error, int code, const char *where, uint64_t at,
 void migram_channel_set_exact_reads(MigramChannel *ch);
 
 /*
+ * channel.c: rate-limit slices the writer moved on from so far (it slept
+ * to the slice's end, or the slice had run out).  The writer's thread.
+ */
+uint64_t migram_channel_rate_slices(const MigramChannel *ch);
+
+/*
  * Reader extensions for postcopy (stream-reader.c).  Same thread rules as
  * the reader itself.
  *
