@@ -48,7 +48,9 @@ struct SimPeer {
 	int signo; /* atomic: the first signal, or 0 */
 
 	GMutex lock;
+	GCond started_cond;
 	/* protected by: lock */
+	bool started; /* the thread is in its loop */
 	void (*cancel)(void *data);
 	void *cancel_data;
 	char *gave_up; /* why the recovery was abandoned, or NULL */
@@ -105,6 +107,10 @@ static gpointer signal_main(gpointer data)
 {
 	SimPeer *p = data;
 
+	g_mutex_lock(&p->lock);
+	p->started = true;
+	g_cond_signal(&p->started_cond);
+	g_mutex_unlock(&p->lock);
 	for (;;) {
 		struct pollfd fds[2] = { { p->sfd, POLLIN, 0 },
 					 { p->quit[0], POLLIN, 0 } };
@@ -149,7 +155,17 @@ SimPeer *sim_peer_new(void)
 		return NULL;
 	}
 	g_mutex_init(&p->lock);
+	g_cond_init(&p->started_cond);
 	p->thread = g_thread_new("sim-signals", signal_main, p);
+	/*
+	 * Wait until the thread runs its loop: real.c forks the destination
+	 * right after, and a thread still starting may hold a lock of the
+	 * allocator's (ASan's does) that the child would inherit held.
+	 */
+	g_mutex_lock(&p->lock);
+	while (!p->started)
+		g_cond_wait(&p->started_cond, &p->lock);
+	g_mutex_unlock(&p->lock);
 	return p;
 }
 
@@ -168,6 +184,7 @@ void sim_peer_free(SimPeer *p)
 		close(p->quit[i]);
 	}
 	g_mutex_clear(&p->lock);
+	g_cond_clear(&p->started_cond);
 	g_free(p->gave_up);
 	g_free(p);
 }
