@@ -178,10 +178,13 @@ def draw(seed, caps):
         for f in faults:
             f["post"] = False
     # precopy must be able to converge: dirty rate well under bandwidth
+    # (auto-converge too: it may still give up after 8 syncs, exit 3)
     eff_bw = bw_mib or 1024
-    if mode in ("precopy", "hybrid") and not auto_converge:
+    if mode in ("precopy", "hybrid"):
         if rate == "unlimited" or rate_mib > eff_bw // 4:
             rate_mib = max(1, eff_bw // 4)
+    if workload == "kvm" and bw_mib and bw_mib < 256:
+        bw_mib = 256   # the guest writes its working set flat out
     s.update(total=sum(sizes), blocks=list(zip(kinds, sizes)),
              workload=workload, rate_mib=rate_mib, threads=threads,
              fill="zero" if workload == "kvm" else fill,
@@ -230,7 +233,8 @@ def source_args(s, work, faults=True):
     a += ["--workload", s["workload"], "--threads", str(s["threads"])]
     if s["workload"] == "kvm":
         a += ["--dirty-log", s["log"], "--working-set",
-              f"{max(1, s['total'] // MiB // 8)}M", "--max-time", "40s"]
+              f"{max(1, min(4, s['total'] // MiB // 8))}M",
+              "--max-time", "40s"]
     else:
         a += ["--fill", s["fill"]]
         if s["rate_mib"]:
