@@ -757,7 +757,7 @@ def retry(s, opts, work, why):
     faults must complete and verify."""
     res2 = run_once(s, opts, work, faults=False)
     ok, outcome, why2 = verdict_plain(s, res2)
-    if not ok and HUGE_SHORT in (res2["json"] or {}).get("error", "") + \
+    if not ok and HUGE_SHORT in ((res2["json"] or {}).get("error") or "") + \
             res2["src_err"]:
         return True, "no-hugepages", f"{why}; second attempt: huge pages gone"
 
@@ -826,7 +826,14 @@ def main():
     def one(seed):
         if opts.time_limit and time.monotonic() - t0 > opts.time_limit:
             return None
-        r = run_scenario(seed, opts, caps)
+        try:
+            r = run_scenario(seed, opts, caps)
+        except Exception as e:  # a driver bug must not hide the others
+            import traceback
+            r = {"seed": seed, "scenario": {"faults": []}, "desc": "?",
+                 "ok": False, "outcome": "driver-error", "why": repr(e),
+                 "events": [], "elapsed": 0,
+                 "stderr": traceback.format_exc(), "stacks": ""}
         with lock:
             results.append(r)
             mark = "ok  " if r["ok"] else "FAIL"
