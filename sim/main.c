@@ -480,6 +480,7 @@ static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
 	g_free(a.mode);
 	g_free(a.working_set);
 	g_free(a.stride);
+	g_free(a.fill);
 	g_free(a.downtime_limit);
 	g_free(a.max_time);
 	g_free(a.latency);
