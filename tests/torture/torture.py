@@ -459,7 +459,7 @@ def run_once(s, opts, work, faults=True):
             os.unlink(p)
     fl = s["faults"] if faults else []
     kinds = {f["kind"]: f for f in fl}
-    res = {"events": [], "dst": None}
+    res = {"events": [], "dst": None, "fired": []}
     budget = 60 + 4 * expected_secs(s) + (12 if s["mode"] != "precopy"
                                           else 0)
     preexec = None
@@ -503,6 +503,7 @@ def run_once(s, opts, work, faults=True):
     inject(s, fl, src, dst, res, start)
     rc = src.finish(deadline)
     drc = None
+    res["rc"] = rc
     if dst:
         # A destination outlives its source by a bounded time (its
         # recover-timeout, then the report).  One that holds no
@@ -526,6 +527,28 @@ def run_once(s, opts, work, faults=True):
     if proxy:
         proxy.close()
     res["elapsed"] = time.monotonic() - start
+    # what took effect: the external faults say so as they fire; the
+    # rest by their traces
+    err = src.stderr()
+    jj = {}
+    try:
+        with open(src_json) as f:
+            jj = json.load(f)
+    except (OSError, ValueError):
+        pass
+    if proxy and proxy.cut_done:
+        res["fired"].append("cut-at-byte")
+    if "hot-added block" in err:
+        res["fired"].append("hot-add")
+    if "resized block" in err:
+        res["fired"].append("resize")
+    if "file-enospc" in kinds and "No space left" in err + \
+            (jj.get("error") or ""):
+        res["fired"].append("file-enospc")
+    if "file-short-write" in kinds and rc not in (0, None):
+        res["fired"].append("file-short-write")
+    if "postcopy-disconnect" in kinds and jj.get("postcopy_recoveries"):
+        res["fired"].append("postcopy-disconnect")
     res["rc"], res["drc"] = rc, drc
     res["src_err"], res["src_out"] = src.stderr(), src.stdout()
     res["stacks"] = src.stacks + (dst.stacks if dst else "")
@@ -630,10 +653,12 @@ def inject(s, faults, src, dst, res, start):
             src.fault_killed = True
             src.kill()
             res["events"].append(f"kill -9 source at {t:.2f}s")
+            res["fired"].append("kill-source")
         elif k == "kill-destination":
             dst.fault_killed = True
             dst.kill()
             res["events"].append(f"kill -9 destination at {t:.2f}s")
+            res["fired"].append("kill-destination")
         elif k == "stall-destination":
             pid = dst.p.pid if dst else child_of(src.p.pid)
             if pid is None:
@@ -641,6 +666,7 @@ def inject(s, faults, src, dst, res, start):
             secs = 1 + f["arg"] * 3
             try:
                 os.kill(pid, signal.SIGSTOP)
+                res["fired"].append("stall-destination")
                 res["events"].append(f"SIGSTOP destination at {t:.2f}s "
                                      f"for {secs:.1f}s")
                 time.sleep(secs)
@@ -653,6 +679,7 @@ def inject(s, faults, src, dst, res, start):
             sig = signal.SIGINT if f["arg"] < 0.5 else signal.SIGTERM
             src.signal(sig)
             res["cancel_sig"] = sig
+            res["fired"].append("cancel")
             res["events"].append(f"{signal.Signals(sig).name} source at "
                                  f"{t:.2f}s")
 
@@ -703,6 +730,11 @@ def verdict(s, res, opts, work):
         return True, "recovered" if rec else "completed", \
             f"verified: {detail}"
     # it failed
+    if j.get("status") == "completed" and res["dst_killed"]:
+        # the migration completed; the destination, which owns the guest
+        # now, was killed before it sent its hashes back
+        return True, "split", ("completed, destination killed before "
+                               "the verification")
     if res["src_killed"] and not res["switched"]:
         return retry(s, opts, work, "source killed before the switch")
     if res["switched"]:
@@ -744,7 +776,9 @@ def verdict(s, res, opts, work):
             return retry(s, opts, work, "failed before the migration "
                          f"started: {j['error'][:120]}")
         if not m:
-            return False, "wrong", "failed, but no source check line"
+            return False, "wrong", ("failed, but no source check line "
+                                   f"(exit {rc}, status {j.get('status')}"
+                                   f", error {j.get('error')})")
         if "NOT RUNNING" in m.group(1):
             return False, "wrong", f"guest not resumed: {m.group(1)}"
         if "CORRUPT" in m.group(1):
@@ -793,7 +827,7 @@ def run_scenario(seed, opts, caps):
         ok, outcome, why = verdict(s, res, opts, work)
     return {"seed": seed, "scenario": s, "desc": describe(s), "ok": ok,
             "outcome": outcome, "why": why, "events": res["events"],
-            "elapsed": round(res["elapsed"], 2),
+            "elapsed": round(res["elapsed"], 2), "fired": res["fired"],
             "stderr": "" if ok else (res["src_err"][-3000:] + "\n--- dst\n"
                                      + res["dst_err"][-2000:]),
             "stacks": res["stacks"]}
@@ -861,22 +895,26 @@ def main():
 
 
 def summarize(results, opts, secs):
-    faults, outcomes = {}, {}
+    faults, outcomes, fired = {}, {}, {}
     for r in results:
         outcomes[r["outcome"]] = outcomes.get(r["outcome"], 0) + 1
+        for k in r.get("fired", []):
+            fired[k] = fired.get(k, 0) + 1
         for f in r["scenario"]["faults"]:
             k = f["kind"] + ("/post" if f["post"] else "")
             faults[k] = faults.get(k, 0) + 1
     lost = outcomes.get("lost-writes", 0)
     print(f"torture: {len(results)} scenarios in {secs:.0f} s; faults: "
           + ", ".join(f"{k} {v}" for k, v in sorted(faults.items())))
+    print("torture: faults that took effect: "
+          + ", ".join(f"{k} {v}" for k, v in sorted(fired.items())))
     print("torture: outcomes: "
           + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))
           + f"; lost writes {lost}, hangs {outcomes.get('hang', 0)}, "
           f"crashes {outcomes.get('crash', 0)}")
     if opts.json:
         with open(opts.json, "w") as f:
-            json.dump({"seconds": secs, "faults": faults,
+            json.dump({"seconds": secs, "faults": faults, "fired": fired,
                        "outcomes": outcomes, "results": results}, f,
                       indent=1, default=str)
 
