@@ -13,9 +13,13 @@ TSAN_BUILD ?= build-tsan
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 45
 FUZZ_RP_SECONDS ?= 15
+TORTURE_RUNS ?= 12
+TORTURE_SEED ?=
+TORTURE_JOBS ?= 1
+TORTURE_ARGS ?=
 
 .PHONY: all help setup build run test bench bench-vs-qemu test-asan test-tsan valgrind clean
-.PHONY: fuzz fuzz-build embed-check
+.PHONY: fuzz fuzz-build embed-check torture
 
 all: build
 
@@ -30,6 +34,7 @@ help:
 	@echo "make embed-check install into $(BUILD)/stage, build an embedder's program with only pkg-config's flags, run it"
 	@echo "make fuzz       build, run the receiver fuzzer for FUZZ_SECONDS (45), the return-path one for FUZZ_RP_SECONDS (15)"
 	@echo "make fuzz-build only build the fuzzer and its seed corpus ($(FUZZ_BUILD)/)"
+	@echo "make torture    TORTURE_RUNS (12) random migrations with injected faults, from TORTURE_SEED (random; printed)"
 	@echo "make setup      only install missing Debian packages"
 	@echo "make clean      remove the build directories"
 
@@ -97,6 +102,14 @@ fuzz-build: setup
 fuzz: fuzz-build
 	BUILD_FUZZ=$(FUZZ_BUILD) ./tests/fuzz/run.sh $(FUZZ_SECONDS) receiver
 	BUILD_FUZZ=$(FUZZ_BUILD) ./tests/fuzz/run.sh $(FUZZ_RP_SECONDS) return-path
+
+# Random migrations with injected faults, each judged by an oracle
+# (docs/reliability.md).  One printed seed replays one scenario:
+# make torture TORTURE_RUNS=1 TORTURE_SEED=S.
+torture: build
+	python3 tests/torture/torture.py --sim $(BUILD)/sim/migram-sim \
+		--runs $(TORTURE_RUNS) $(if $(TORTURE_SEED),--seed $(TORTURE_SEED)) \
+		--jobs $(TORTURE_JOBS) $(TORTURE_ARGS)
 
 clean:
 	rm -rf $(BUILD) $(SANITIZE_BUILD) $(TSAN_BUILD)

@@ -33,6 +33,7 @@ struct MigramReceiver {
 	bool ram_done;  /* the RAM END section is complete */
 	bool on_socket; /* the channel is a socket (see the vmdesc case) */
 	uint64_t created_bytes; /* blocks created by this load */
+	bool advise_huge;       /* POSTCOPY_ADVISE's summary names huge pages */
 
 	/* Block cache: valid while the list version equals last_version. */
 	MigramRamBlock *last;

@@ -283,6 +283,8 @@ static bool check_len(const MigramStreamRecord *rec, uint64_t want,
 bool migram_receiver_command(MigramReceiver *r, const MigramStreamRecord *rec,
 			     GError **error)
 {
+	uint64_t summary;
+
 	switch (rec->command) {
 	case MIGRAM_CMD_OPEN_RETURN_PATH:
 		return check_len(rec, 0, "OPEN_RETURN_PATH", error) &&
@@ -305,6 +307,9 @@ bool migram_receiver_command(MigramReceiver *r, const MigramStreamRecord *rec,
 						(size_t)rec->length,
 						rec->stream_offset, error))
 			return false;
+		memcpy(&summary, rec->data, 8);
+		r->advise_huge = GUINT64_FROM_BE(summary) !=
+				 MIGRAM_TARGET_PAGE_SIZE;
 		migram_stream_reader_accept_page_sizes(r->reader);
 		return true;
 	case MIGRAM_CMD_POSTCOPY_RAM_DISCARD:

@@ -32,10 +32,11 @@ static bool add_block(SimOptions *o, const char *spec, GError **error)
 
 	if (n < 2 || !parts[0][0] || strlen(parts[0]) > 255 ||
 	    !(b.bytes = sim_parse_size(parts[1])) || b.bytes % 4096) {
-		g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-			    "--block '%s': want NAME:SIZE[:hugetlb][:shared] "
-			    "with SIZE a multiple of 4K",
-			    spec);
+		g_set_error(
+			error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+			"--block '%s': want NAME:SIZE[:hugetlb][:shared][:caller] "
+			"with SIZE a multiple of 4K",
+			spec);
 		return false;
 	}
 	for (guint i = 2; i < n; i++) {
@@ -43,6 +44,8 @@ static bool add_block(SimOptions *o, const char *spec, GError **error)
 			b.hugetlb = true;
 		else if (strcmp(parts[i], "shared") == 0)
 			b.shared = true;
+		else if (strcmp(parts[i], "caller") == 0)
+			b.caller = true;
 		else {
 			g_set_error(error, G_OPTION_ERROR,
 				    G_OPTION_ERROR_BAD_VALUE,
@@ -69,7 +72,7 @@ typedef struct {
 	gint threads;
 	gdouble hot_fraction, hot_weight;
 	gboolean auto_converge, model, quiet, verify_bytes, clear_at_sync;
-	gboolean version;
+	gboolean version, check_source;
 } Args;
 
 static bool fail_usage(GError **error, const char *fmt, const char *v)
@@ -334,6 +337,18 @@ static bool apply(const Args *a, SimOptions *o, GError **error)
 	o->quiet = a->quiet;
 	o->verify_bytes = a->verify_bytes;
 	o->debug_corrupt_page = a->corrupt;
+	o->debug_check_source = a->check_source;
+	if (o->debug_uffd_log && strcmp(o->debug_uffd_log, "async") &&
+	    strcmp(o->debug_uffd_log, "fault"))
+		return fail_usage(error,
+				  "--debug-uffd-log '%s': async or fault",
+				  o->debug_uffd_log);
+	if (o->debug_hotplug && !g_str_has_prefix(o->debug_hotplug, "add:") &&
+	    !g_str_has_prefix(o->debug_hotplug, "resize:"))
+		return fail_usage(error,
+				  "--debug-hotplug '%s': add:MS or "
+				  "resize:MS",
+				  o->debug_hotplug);
 	return apply_kvm(a, o, error);
 }
 
@@ -344,7 +359,9 @@ static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
 		{ "ram", 0, 0, G_OPTION_ARG_STRING, &a.ram,
 		  "One RAM block of this size (default 1G)", "SIZE" },
 		{ "block", 0, 0, G_OPTION_ARG_STRING_ARRAY, &a.blocks,
-		  "A RAM block (repeatable)", "NAME:SIZE[:hugetlb][:shared]" },
+		  "A RAM block (repeatable; :caller maps it here, not in "
+		  "migram)",
+		  "NAME:SIZE[:hugetlb][:shared][:caller]" },
 		{ "workload", 'w', 0, G_OPTION_ARG_STRING, &a.workload,
 		  "idle, uniform, hotset (default), sequential or kvm",
 		  "KIND" },
@@ -432,6 +449,16 @@ static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
 		{ "debug-corrupt-page", 0, G_OPTION_FLAG_HIDDEN,
 		  G_OPTION_ARG_INT64, &a.corrupt,
 		  "Test hook: corrupt a destination page", "N" },
+		{ "debug-uffd-log", 0, G_OPTION_FLAG_HIDDEN,
+		  G_OPTION_ARG_STRING, &o->debug_uffd_log,
+		  "Test hook: a userfaultfd dirty log", "async|fault" },
+		{ "debug-hotplug", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_STRING,
+		  &o->debug_hotplug,
+		  "Test hook: add or resize a block that long into the run",
+		  "add:MS|resize:MS" },
+		{ "debug-check-source", 0, G_OPTION_FLAG_HIDDEN,
+		  G_OPTION_ARG_NONE, &a.check_source,
+		  "Test hook: check the source's guest after a failure", NULL },
 		{ NULL, 0, 0, 0, NULL, NULL, NULL }
 	};
 	g_autoptr(GOptionContext) ctx = g_option_context_new(NULL);
@@ -486,6 +513,8 @@ static void options_clear(SimOptions *o)
 	g_free(o->role);
 	g_free(o->dirty_log);
 	g_free(o->guest_image);
+	g_free(o->debug_uffd_log);
+	g_free(o->debug_hotplug);
 	g_free(o->json_path);
 	g_free(o->plot_path);
 }

@@ -38,6 +38,7 @@
 #include "kvm-sim.h"
 #include "link.h"
 #include "peer.h"
+#include "torture.h"
 #include "workload.h"
 
 #define PAGE 4096u
@@ -78,8 +79,10 @@ static MigramRamList *source_list(const SimOptions *opt, GError **error)
 				   : s->shared ? MIGRAM_RAM_BACKEND_MEMFD
 					       : MIGRAM_RAM_BACKEND_ANON,
 		};
+		MigramRamBlock *b;
 
-		MigramRamBlock *b = migram_ram_list_add(list, &c, error);
+		sim_torture_block_config(opt, i, s, &c);
+		b = migram_ram_list_add(list, &c, error);
 
 		if (!b) {
 			migram_ram_list_free(list);
@@ -401,6 +404,8 @@ static int run_source(const SimOptions *opt, MigramRamList *list, SimLink *lk,
 	g_autoptr(GPtrArray) channels = g_ptr_array_new_with_free_func(
 		(GDestroyNotify)migram_channel_free);
 	MigramSoftLog *log = NULL;
+	MigramUffdLog *uffd = NULL;
+	SimTorture *torture;
 	MigramLogSource src;
 	MigramMigrationConfig cfg = { 0 };
 	MigramMigrationStats st;
@@ -431,6 +436,10 @@ static int run_source(const SimOptions *opt, MigramRamList *list, SimLink *lk,
 		if (!log)
 			return SIM_EXIT_FAILED;
 		migram_soft_log_source(log, &src);
+		if (!sim_torture_log(opt, &src, &uffd, error)) {
+			migram_soft_log_free(log);
+			return SIM_EXIT_FAILED;
+		}
 		guest = sim_guest_start(opt, (MigramRamBlock **)blocks->pdata,
 					blocks->len,
 					migram_soft_log_bitmap(log));
@@ -471,8 +480,12 @@ static int run_source(const SimOptions *opt, MigramRamList *list, SimLink *lk,
 	g_ptr_array_add(channels, ctx.cur);
 	sim_peer_set_cancel(opt->peer, cancel_migration, mon.m);
 	cpu0 = cpu_us();
+	torture = sim_torture_start(opt, list);
 	ok = migram_migration_run(mon.m, ctx.cur, error);
 	rep->cpu_src_ms = (cpu_us() - cpu0) / 1000;
+	sim_torture_stop(torture);
+	if (!ok && guest && opt->debug_check_source)
+		sim_torture_check_source(opt, guest);
 	sim_peer_set_cancel(opt->peer, NULL, NULL);
 	g_atomic_int_set(&mon.done, 1);
 	g_thread_join(mt);
@@ -511,6 +524,7 @@ static int run_source(const SimOptions *opt, MigramRamList *list, SimLink *lk,
 	sim_link_close(lk);
 	g_clear_pointer(&channels, g_ptr_array_unref);
 	migram_soft_log_free(log);
+	migram_uffd_log_free(uffd);
 	sim_kvm_source_free(ctx.kvm);
 	if (!ok)
 		return g_error_matches(*error, MIGRAM_ERROR,

@@ -6,6 +6,7 @@
  *   real.c      real mode: two processes, a transport, a workload, verify
  *   link.c      real mode's connections: socketpairs, TCP, reconnects
  *   peer.c      a dead peer in postcopy (--recover-timeout), SIGINT/SIGTERM
+ *   torture.c   test hooks for tests/torture (hidden options)
  *   workload.c  writer threads that dirty guest memory (real mode)
  *   kvm-vmm.c   --workload kvm: a minimal VMM and its micro-guest
  *   kvm-sim.c   --workload kvm: the source's and destination's steps
@@ -79,6 +80,7 @@ typedef struct {
 	uint64_t bytes;
 	bool hugetlb;
 	bool shared;
+	bool caller; /* memory mapped by the simulator (backend CALLER) */
 } SimBlockSpec;
 
 typedef struct {
@@ -124,6 +126,11 @@ typedef struct {
 	char *role;                 /* NULL (both), "source", "destination" */
 	bool verify_bytes;          /* byte-for-byte, not only per-block hash */
 	int64_t debug_corrupt_page; /* test hook: corrupt this dest page */
+	/* torture hooks (torture.h): a userfaultfd log ("async", "fault"),
+	 * a mid-migration "add:MS" or "resize:MS", the source's self-check */
+	char *debug_uffd_log;
+	char *debug_hotplug;
+	bool debug_check_source;
 
 	/* model mode */
 	bool model;

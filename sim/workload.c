@@ -220,3 +220,64 @@ void sim_fill_block(MigramRamBlock *b, SimFill fill)
 			w[i] = mix64(&x);
 	}
 }
+
+uint64_t sim_guest_writes(SimGuest *g)
+{
+	return __atomic_load_n(&g->writes, __ATOMIC_RELAXED);
+}
+
+/* Page p as the fill left it (sim_fill_block). */
+static void fill_page(SimFill fill, uint64_t p, guint64 *w)
+{
+	guint64 x = p;
+
+	memset(w, 0, PAGE);
+	if (fill == SIM_FILL_PATTERN && p % 4 != 3)
+		memset(w, (int)(p % 251) + 1, PAGE);
+	for (unsigned int i = 0; fill == SIM_FILL_RANDOM && i < PAGE / 8; i++)
+		w[i] = mix64(&x);
+}
+
+/* Slot i of page pfn holds a stamp writer i could have written. */
+static bool is_stamp(const guint64 *slot, unsigned int i, uint64_t pfn)
+{
+	guint64 seq = slot[0] & ((1ULL << 48) - 1);
+
+	return (slot[0] >> 48) == i && seq &&
+	       slot[1] == (pfn ^ (seq * 0x9e3779b97f4a7c15ULL));
+}
+
+bool sim_guest_check(SimGuest *g, SimFill fill, char **detail)
+{
+	uint64_t pages = 0;
+
+	for (guint bi = 0; bi < g->nblocks; bi++) {
+		MigramRamBlock *b = g->blocks[bi];
+		const guint64 *h = migram_ram_block_host(b);
+		uint64_t n = migram_ram_block_used_length(b) / PAGE;
+
+		for (uint64_t p = 0; p < n; p++, pages++) {
+			const guint64 *page = h + p * (PAGE / 8);
+			guint64 w[PAGE / 8];
+
+			fill_page(fill, p, w);
+			for (unsigned int i = 0; i < PAGE / 16; i++) {
+				if (!memcmp(page + 2 * i, w + 2 * i, 16) ||
+				    (i < g->nthreads &&
+				     is_stamp(page + 2 * i, i, p)))
+					continue;
+				*detail = g_strdup_printf(
+					"block '%s' page %" G_GUINT64_FORMAT
+					" bytes %u-%u hold neither the fill "
+					"nor a writer's stamp",
+					migram_ram_block_idstr(b), p, i * 16,
+					i * 16 + 15);
+				return false;
+			}
+		}
+	}
+	*detail = g_strdup_printf("%" G_GUINT64_FORMAT " pages hold only the "
+				  "fill and the writers' stamps",
+				  pages);
+	return true;
+}

@@ -40,6 +40,16 @@ void sim_guest_pause(void *guest);
 void sim_guest_throttle(void *guest, unsigned int percent);
 /* Let paused writers run again (a migration failed after the pause). */
 void sim_guest_resume(void *guest);
+/* How many writes the writers made so far. */
+uint64_t sim_guest_writes(SimGuest *g);
+
+/*
+ * With the guest paused: true if every page of its blocks holds only
+ * what fill put there and the writers' own stamps (nothing else wrote
+ * it); *detail (free it) says so, or names the first page that does not.
+ */
+bool sim_guest_check(SimGuest *g, SimFill fill, char **detail);
+
 /* Stop and join the writers; returns how many writes they made. */
 uint64_t sim_guest_stop(SimGuest *g);
 

@@ -1022,6 +1022,23 @@ static void pc_advise_page_size(SampleCtx *c)
 	advise_with(c, 0x10000, 0x10000);
 }
 
+/*
+ * Create mode, ADVISE with 2 MiB pages, then a block list whose entry
+ * carries a page size: the receiver cannot tell, so it must refuse
+ * rather than misread the list (the torture campaign's postcopy with a
+ * hugetlb block, migram-sim's destination creating it).
+ */
+static void pc_create_huge(SampleCtx *c)
+{
+	static const MigramStreamBlock huge[] = { { "h", MiB(4), MiB(2) } };
+
+	begin(c);
+	advise_with(c, MiB(2) | 0x1000, 0x1000);
+	mark(c);
+	migram_stream_writer_ram_start(c->w, huge, 1);
+	finish(c);
+}
+
 static void pc_advise_twice(SampleCtx *c)
 {
 	begin(c);
@@ -1412,6 +1429,8 @@ static const StreamSample samples[] = {
 
 	/* Postcopy, without a return path (the stream is a memfd). */
 	{ "pc-valid", 0, postcopy, OK, NULL },
+	{ "pc-create-huge", M_CREATE, pc_create_huge, MIGRAM_ERROR_UNSUPPORTED,
+	  "cannot create block 'h' in a postcopy stream with huge pages" },
 	{ "pc-never-switched", 0, postcopy_never_switched, OK, NULL },
 	{ "pc-pages-missing", 0, pc_pages_missing, MIGRAM_ERROR_PROTOCOL,
 	  "postcopy ended with 3 pages never received (first in ramblock "
