@@ -323,6 +323,9 @@ void migram_postcopy_src_wake(MigramMigration *m);
 /* soft-log.c: the software log's out-of-range marks; 0 for any other
  * source.  Any thread. */
 uint64_t migram_soft_log_lost_marks(const MigramLogSource *source);
+/* dirty-log-combined.c: the sum over a combined source's children (each
+ * with migram_soft_log_lost_marks()); 0 for any other source. */
+uint64_t migram_combined_log_lost_marks(const MigramLogSource *source);
 
 /* stats.c */
 void migram_sender_publish(MigramMigration *m);
