@@ -247,6 +247,8 @@ typedef struct {
 
 typedef struct SrcPostcopy SrcPostcopy;
 
+#define MIGRAM_EVENT_QUEUE 32u
+
 struct MigramMigration {
 	MigramRamList *list;
 	MigramLogSource source;
@@ -293,6 +295,15 @@ struct MigramMigration {
 	int postcopy_wanted;     /* atomic: start_postcopy() was called */
 	bool postcopy_committed; /* the package went out: never resume */
 	MigramChannel *preempt;  /* borrowed, optional */
+
+	/* status-change events (stats.c); all under stats_lock */
+	MigramMigrationEventFunc event_fn;
+	void *event_opaque;
+	int event_fd;   /* -1 until migram_migration_get_event_fd() */
+	bool event_any; /* event_last is valid */
+	MigramMigrationStatus event_last;
+	MigramMigrationStatus event_q[MIGRAM_EVENT_QUEUE];
+	unsigned int event_head, event_len;
 };
 
 /* send-pages.c */
@@ -329,5 +340,7 @@ uint64_t migram_combined_log_lost_marks(const MigramLogSource *source);
 
 /* stats.c */
 void migram_sender_publish(MigramMigration *m);
+/* Close the event fd (migram_migration_free). */
+void migram_sender_events_free(MigramMigration *m);
 
 #endif /* MIGRAM_MIGRATION_INTERNAL_H */
