@@ -94,14 +94,18 @@ static gssize last_at_or_below(const GpaTable *t, uint64_t gpa)
 /* Publish @p next, wait for readers of the old table, free it. */
 static void table_replace(MigramGuestLayout *l, GpaTable *next)
 {
-	GpaTable *old = migram_rcu_xchg_pointer(&l->table, next);
+	GpaTable *old = l->table; /* only updaters write it, under the lock */
+
+	/* Publish (a release store: readers see a fully built table). */
+	migram_tsan_release(&l->table);
+	rcu_set_pointer(&l->table, next);
 
 	pthread_mutex_unlock(&l->update_lock);
 	migram_rcu_synchronize();
 	g_free(old);
 }
 
-static bool check_map(MigramGuestLayout *l, uint64_t gpa, uint64_t size,
+static bool check_map(const MigramGuestLayout *l, uint64_t gpa, uint64_t size,
 		      MigramRamBlock *block, uint64_t offset, GError **error)
 {
 	if (!l || !block) {
@@ -237,15 +241,16 @@ MIGRAM_EXPORT MigramMarkResult migram_guest_layout_mark(MigramGuestLayout *l,
 		i++; /* gpa is in a hole: start at the next range */
 	while (len) {
 		const GpaRange *r = (guint)i < t->n ? &t->r[i] : NULL;
-		uint64_t skip, in, n;
+		uint64_t in, n;
 
 		if (!r || (r->gpa > gpa && r->gpa - gpa >= len)) {
 			outside = true; /* the rest is in a hole */
 			break;
 		}
 		if (r->gpa > gpa) { /* a hole before this range */
+			uint64_t skip = r->gpa - gpa;
+
 			outside = true;
-			skip = r->gpa - gpa;
 			gpa += skip;
 			len -= skip;
 		}
