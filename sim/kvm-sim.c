@@ -36,7 +36,7 @@ struct SimKvmSource {
 	SimKvm *kvm;
 	gint64 t_start;    /* monotonic µs when the migration started */
 	uint64_t at_start; /* guest page writes then */
-	bool saved; /* save_device ran: the guest was paused for good */
+	bool saved;        /* save_device ran: the guest was paused for good */
 	bool verified_at_pause;
 	char *at_pause; /* the check at the pause, in words */
 };
@@ -158,7 +158,8 @@ bool sim_kvm_source_finish(SimKvmSource *s, bool ok, SimReport *rep,
 		/* Paused since save_device, and its memory unchanged: the
 		 * source never writes guest memory (postcopy only reads it). */
 		s->verified_at_pause = sim_kvm_check(s->kvm, &detail);
-		s->at_pause = g_strdup_printf("source at the pause: %s", detail);
+		s->at_pause = g_strdup_printf("source at the pause: %s",
+					      detail);
 	}
 	if (vcpu_error) {
 		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO, "%s",
