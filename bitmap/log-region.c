@@ -278,6 +278,25 @@ MIGRAM_EXPORT uint64_t migram_shared_log_collect_words(MigramSharedLog *log,
 	return n;
 }
 
+MIGRAM_EXPORT uint64_t migram_shared_log_collect_range(MigramSharedLog *log,
+						       unsigned long *dst,
+						       uint64_t first,
+						       uint64_t npages)
+{
+	MigramLogRegion *r;
+	uint64_t n = 0;
+
+	migram_rcu_read_lock();
+	r = migram_rcu_dereference(log->current);
+	if (r && first < r->page_count) {
+		npages = MIN(npages, r->page_count - first);
+		n = migram_bitmap_exchange_collect(dst, r->words, (size_t)first,
+						   (size_t)npages);
+	}
+	migram_rcu_read_unlock();
+	return n;
+}
+
 MIGRAM_EXPORT uint64_t migram_shared_log_collect(MigramSharedLog *log,
 						 MigramDirtyBitmap *dst)
 {

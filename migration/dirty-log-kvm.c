@@ -14,6 +14,12 @@
  * range is widened to those bounds, and the bits outside the caller's
  * range are zero: only the mask's pages are re-armed.
  *
+ * Several slots per block (migram_kvm_log_add_slot_range(), x86's RAM
+ * split around the PCI hole): each slot covers pages [first, first +
+ * npages) of its block, first a multiple of 64, so the slot's bits start
+ * on a word of the block's collected bitmap and of the caller's clear
+ * mask.  Every operation on a block visits each of its slots.
+ *
  * Classic mode.  GET returns the marks and re-arms the pages at once.
  * A write after the GET is marked again, so nothing is lost; the cost is
  * re-arming pages the sender will not send for a while.
@@ -65,6 +71,8 @@ typedef enum {
 
 typedef struct {
 	MigramRamBlock *block;
+	uint64_t first; /* the block's page at the slot's page 0 */
+	bool whole;     /* add_slot: the whole used_length */
 	uint32_t slot;
 	uint64_t gpa;
 	uint64_t host;
@@ -278,37 +286,52 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-MIGRAM_EXPORT bool migram_kvm_log_add_slot(MigramKvmLog *log,
-					   MigramRamBlock *block, uint32_t slot,
-					   uint64_t guest_phys_addr,
-					   GError **error)
+/* A slot over block pages [first, first + bytes / 4 KiB); checked. */
+static bool add_slot(MigramKvmLog *log, MigramRamBlock *block, uint64_t offset,
+		     uint64_t bytes, bool whole, uint32_t slot,
+		     uint64_t guest_phys_addr, GError **error)
 {
-	uint64_t host = (uint64_t)(uintptr_t)migram_ram_block_host(block);
-	uint64_t bytes = migram_ram_block_used_length(block);
+	uint64_t host = (uint64_t)(uintptr_t)migram_ram_block_host(block) +
+			offset;
 	KvmSlot s = { 0 };
 
 	for (guint i = 0; i < log->slots->len; i++) {
 		const KvmSlot *o = &g_array_index(log->slots, KvmSlot, i);
+		uint64_t o_end = (o->first + o->npages) *
+				 MIGRAM_TARGET_PAGE_SIZE;
 
-		if (o->block == block || o->slot == slot) {
+		if (o->slot == slot ||
+		    (o->block == block &&
+		     (whole || o->whole ||
+		      (offset < o_end &&
+		       o->first * MIGRAM_TARGET_PAGE_SIZE < offset + bytes)))) {
 			g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_EXISTS,
-				    "KVM dirty log: ramblock '%s' or slot %u "
-				    "already added",
-				    migram_ram_block_idstr(block), slot);
+				    "KVM dirty log: slot %u, or ramblock '%s' "
+				    "at %#" PRIx64 "+%#" PRIx64
+				    ", already added",
+				    slot, migram_ram_block_idstr(block), offset,
+				    bytes);
 			return false;
 		}
 	}
 	if (!bytes || bytes % MIGRAM_TARGET_PAGE_SIZE ||
 	    host % MIGRAM_TARGET_PAGE_SIZE ||
-	    guest_phys_addr % MIGRAM_TARGET_PAGE_SIZE) {
+	    guest_phys_addr % MIGRAM_TARGET_PAGE_SIZE ||
+	    offset % (MIGRAM_TARGET_PAGE_SIZE * MIGRAM_BITS_PER_LONG) ||
+	    offset > migram_ram_block_used_length(block) ||
+	    bytes > migram_ram_block_used_length(block) - offset) {
 		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
-			    "KVM dirty log: ramblock '%s' (length %#" PRIx64
-			    ", gpa %#" PRIx64 ") is not page-aligned",
-			    migram_ram_block_idstr(block), bytes,
+			    "KVM dirty log: ramblock '%s' at %#" PRIx64
+			    " (length %#" PRIx64 ", gpa %#" PRIx64
+			    ") is not page-aligned, its offset not a multiple "
+			    "of 256 KiB, or it passes the block",
+			    migram_ram_block_idstr(block), offset, bytes,
 			    guest_phys_addr);
 		return false;
 	}
 	s.block = block;
+	s.first = offset / MIGRAM_TARGET_PAGE_SIZE;
+	s.whole = whole;
 	s.slot = slot;
 	s.gpa = guest_phys_addr;
 	s.host = host;
@@ -332,27 +355,65 @@ MIGRAM_EXPORT bool migram_kvm_log_add_slot(MigramKvmLog *log,
 	return true;
 }
 
-static KvmSlot *find_slot(MigramKvmLog *log, const MigramRamBlock *b,
-			  GError **error)
+MIGRAM_EXPORT bool migram_kvm_log_add_slot(MigramKvmLog *log,
+					   MigramRamBlock *block, uint32_t slot,
+					   uint64_t guest_phys_addr,
+					   GError **error)
 {
-	for (guint i = 0; i < log->slots->len; i++) {
-		KvmSlot *s = &g_array_index(log->slots, KvmSlot, i);
+	return add_slot(log, block, 0, migram_ram_block_used_length(block),
+			true, slot, guest_phys_addr, error);
+}
 
-		if (s->block != b)
-			continue;
-		if (migram_ram_block_used_length(b) != s->bytes) {
+MIGRAM_EXPORT bool
+migram_kvm_log_add_slot_range(MigramKvmLog *log, MigramRamBlock *block,
+			      uint64_t offset, uint64_t size, uint32_t slot,
+			      uint64_t guest_phys_addr, GError **error)
+{
+	if (!log || !block) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
+			    "KVM dirty log: NULL %s", log ? "block" : "log");
+		return false;
+	}
+	return add_slot(log, block, offset, size, false, slot, guest_phys_addr,
+			error);
+}
+
+/* The next slot of @p b at or after index *i (advanced past it), or NULL. */
+static KvmSlot *next_slot(MigramKvmLog *log, const MigramRamBlock *b, guint *i)
+{
+	while (*i < log->slots->len) {
+		KvmSlot *s = &g_array_index(log->slots, KvmSlot, (*i)++);
+
+		if (s->block == b)
+			return s;
+	}
+	return NULL;
+}
+
+/* Every slot of @p b still fits it; false (error set) when none or not. */
+static bool check_slots(MigramKvmLog *log, const MigramRamBlock *b,
+			GError **error)
+{
+	uint64_t used = migram_ram_block_used_length(b);
+	guint i = 0, n = 0;
+
+	for (KvmSlot *s; (s = next_slot(log, b, &i)) != NULL; n++) {
+		if (s->whole
+			    ? used != s->bytes
+			    : (s->first + s->npages) * MIGRAM_TARGET_PAGE_SIZE >
+				      used) {
 			g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
 				    "KVM dirty log: ramblock '%s' was resized "
 				    "since its slot %u was added",
 				    migram_ram_block_idstr(b), s->slot);
-			return NULL;
+			return false;
 		}
-		return s;
 	}
-	g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_NOT_FOUND,
-		    "KVM dirty log: no memslot added for ramblock '%s'",
-		    migram_ram_block_idstr(b));
-	return NULL;
+	if (!n)
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_NOT_FOUND,
+			    "KVM dirty log: no memslot added for ramblock '%s'",
+			    migram_ram_block_idstr(b));
+	return n != 0;
 }
 
 static bool set_logging(MigramKvmLog *log, KvmSlot *s, bool on, GError **error)
@@ -482,13 +543,17 @@ static bool kvm_start(void *opaque, MigramRamBlock *b, GError **error)
 	KvmSlot *s;
 	bool ok;
 
+	guint i = 0;
+
 	g_mutex_lock(&log->lock);
-	s = find_slot(log, b, error);
-	ok = s && set_logging(log, s, true, error);
+	ok = check_slots(log, b, error);
+	while (ok && (s = next_slot(log, b, &i)) != NULL)
+		ok = set_logging(log, s, true, error);
 	if (ok && log->mode == MODE_RING) {
 		/* Entries from before: not this migration's; drop them. */
 		(void)harvest_locked(log, NULL, NULL);
-		migram_bitmap_clear(s->bitmap, 0, (size_t)s->npages);
+		for (i = 0; (s = next_slot(log, b, &i)) != NULL;)
+			migram_bitmap_clear(s->bitmap, 0, (size_t)s->npages);
 		log->overflowed = false;
 	}
 	g_mutex_unlock(&log->lock);
@@ -503,12 +568,22 @@ static bool kvm_sync(void *opaque, MigramRamBlock *b, unsigned long *collected,
 	uint64_t t0 = now_ns(), dt;
 	bool ok;
 
+	guint i = 0;
+
+	*newly = 0;
 	g_mutex_lock(&log->lock);
-	s = find_slot(log, b, error);
-	ok = s && sync_locked(log, s, error);
-	if (ok) {
-		*newly = migram_bitmap_or_collect(collected, s->bitmap, 0,
-						  (size_t)s->npages);
+	ok = check_slots(log, b, error);
+	/* Ring mode: one harvest fills every slot's pending bitmap. */
+	if (ok && log->mode == MODE_RING)
+		ok = harvest_locked(log, NULL, error);
+	while (ok && (s = next_slot(log, b, &i)) != NULL) {
+		if (log->mode != MODE_RING)
+			ok = sync_locked(log, s, error);
+		if (!ok)
+			break;
+		*newly += migram_bitmap_or_collect(
+			collected + s->first / MIGRAM_BITS_PER_LONG, s->bitmap,
+			0, (size_t)s->npages);
 		/* Ring mode: the pending pages are handed over. */
 		if (log->mode == MODE_RING)
 			migram_bitmap_clear(s->bitmap, 0, (size_t)s->npages);
@@ -583,9 +658,21 @@ static bool kvm_clear(void *opaque, MigramRamBlock *b, uint64_t first,
 
 	if (log->mode != MODE_MANUAL)
 		return true; /* classic: GET re-armed; ring: the reset did */
+	guint i = 0;
+
 	g_mutex_lock(&log->lock);
-	s = find_slot(log, b, error);
-	ok = s && clear_locked(log, s, first, npages, mask, error);
+	ok = check_slots(log, b, error);
+	while (ok && (s = next_slot(log, b, &i)) != NULL) {
+		/* The part of [first, first + npages) in this slot. */
+		uint64_t lo = MAX(first, s->first);
+		uint64_t hi = MIN(first + npages, s->first + s->npages);
+
+		if (lo < hi)
+			ok = clear_locked(log, s, lo - s->first, hi - lo,
+					  mask + s->first /
+							  MIGRAM_BITS_PER_LONG,
+					  error);
+	}
 	g_mutex_unlock(&log->lock);
 	return ok;
 }
@@ -595,9 +682,12 @@ static void kvm_stop(void *opaque, MigramRamBlock *b)
 	MigramKvmLog *log = opaque;
 	KvmSlot *s;
 
+	guint i = 0;
+
 	g_mutex_lock(&log->lock);
-	s = find_slot(log, b, NULL);
-	if (s && s->logging) {
+	while ((s = next_slot(log, b, &i)) != NULL) {
+		if (!s->logging)
+			continue;
 		(void)set_logging(log, s, false, NULL);
 		/* Ring mode: what is still pending belongs to no migration. */
 		if (log->mode == MODE_RING) {

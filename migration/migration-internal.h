@@ -253,6 +253,8 @@ typedef struct {
 
 typedef struct SrcPostcopy SrcPostcopy;
 
+#define MIGRAM_EVENT_QUEUE 32u
+
 struct MigramMigration {
 	MigramRamList *list;
 	MigramLogSource source;
@@ -299,6 +301,15 @@ struct MigramMigration {
 	int postcopy_wanted;     /* atomic: start_postcopy() was called */
 	bool postcopy_committed; /* the package went out: never resume */
 	MigramChannel *preempt;  /* borrowed, optional */
+
+	/* status-change events (stats.c); all under stats_lock */
+	MigramMigrationEventFunc event_fn;
+	void *event_opaque;
+	int event_fd;   /* -1 until migram_migration_get_event_fd() */
+	bool event_any; /* event_last is valid */
+	MigramMigrationStatus event_last;
+	MigramMigrationStatus event_q[MIGRAM_EVENT_QUEUE];
+	unsigned int event_head, event_len;
 };
 
 /* send-pages.c */
@@ -329,8 +340,13 @@ void migram_postcopy_src_wake(MigramMigration *m);
 /* soft-log.c: the software log's out-of-range marks; 0 for any other
  * source.  Any thread. */
 uint64_t migram_soft_log_lost_marks(const MigramLogSource *source);
+/* dirty-log-combined.c: the sum over a combined source's children (each
+ * with migram_soft_log_lost_marks()); 0 for any other source. */
+uint64_t migram_combined_log_lost_marks(const MigramLogSource *source);
 
 /* stats.c */
 void migram_sender_publish(MigramMigration *m);
+/* Close the event fd (migram_migration_free). */
+void migram_sender_events_free(MigramMigration *m);
 
 #endif /* MIGRAM_MIGRATION_INTERNAL_H */

@@ -60,6 +60,7 @@ migram_migration_new(MigramRamList *list, const MigramLogSource *source,
 		m->pc = migram_postcopy_src_new();
 	pthread_mutex_init(&m->stats_lock, NULL);
 	pthread_mutex_init(&m->cancel_lock, NULL);
+	m->event_fd = -1;
 	return m;
 }
 
@@ -69,6 +70,7 @@ MIGRAM_EXPORT void migram_migration_free(MigramMigration *m)
 		return;
 	g_array_unref(m->blocks);
 	migram_postcopy_src_free(m->pc);
+	migram_sender_events_free(m);
 	pthread_mutex_destroy(&m->stats_lock);
 	pthread_mutex_destroy(&m->cancel_lock);
 	g_free(m->machine_type);

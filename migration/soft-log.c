@@ -146,5 +146,5 @@ uint64_t migram_soft_log_lost_marks(const MigramLogSource *source)
 
 	return source->ops == &soft_ops
 		       ? migram_dirty_bitmap_out_of_range_marks(log->bitmap)
-		       : 0;
+		       : migram_combined_log_lost_marks(source);
 }

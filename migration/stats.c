@@ -1,17 +1,121 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Migration statistics: the published snapshot and its JSON form.
+ * Migration statistics: the published snapshot and its JSON form; and the
+ * status-change events.
  *
  * The migration thread keeps a working copy and publishes it under
  * stats_lock after every section and sync; readers copy the published
  * one under the same lock.  The hot path never takes the lock.
+ *
+ * Events.  Every status change goes through publish, so publish is where
+ * a change is seen: under stats_lock (the snapshot with the new status is
+ * already visible) it is queued and the eventfd bumped; the callback runs
+ * after the lock is dropped, on the migration thread.  An embedder that
+ * reads the fd and then drains the queue never misses a change: a change
+ * queued after its drain bumps the fd again.
  */
+#include <errno.h>
 #include <pthread.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include "migram-common.h"
+#include "migram/migram.h"
 #include "migration-internal.h"
+
+/* Under stats_lock: queue @p s, dropping the oldest when full. */
+static void event_push(MigramMigration *m, MigramMigrationStatus s)
+{
+	uint64_t one = 1;
+
+	if (m->event_len == MIGRAM_EVENT_QUEUE) {
+		m->event_head = (m->event_head + 1) % MIGRAM_EVENT_QUEUE;
+		m->event_len--;
+	}
+	m->event_q[(m->event_head + m->event_len) % MIGRAM_EVENT_QUEUE] = s;
+	m->event_len++;
+	m->event_any = true;
+	m->event_last = s;
+	/* EAGAIN only at a counter of 2^64 - 2: it is readable anyway. */
+	if (m->event_fd >= 0 && write(m->event_fd, &one, sizeof(one)) < 0)
+		g_debug("migration event fd: %s", g_strerror(errno));
+}
+
+void migram_sender_events_free(MigramMigration *m)
+{
+	if (m->event_fd >= 0)
+		close(m->event_fd);
+	m->event_fd = -1;
+}
+
+MIGRAM_EXPORT bool
+migram_migration_set_event_callback(MigramMigration *m,
+				    MigramMigrationEventFunc fn, void *opaque,
+				    GError **error)
+{
+	if (!m) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
+			    "set_event_callback: NULL migration");
+		return false;
+	}
+	pthread_mutex_lock(&m->stats_lock);
+	m->event_fn = fn;
+	m->event_opaque = opaque;
+	pthread_mutex_unlock(&m->stats_lock);
+	return true;
+}
+
+MIGRAM_EXPORT int migram_migration_get_event_fd(MigramMigration *m,
+						GError **error)
+{
+	int fd;
+
+	if (!m) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
+			    "get_event_fd: NULL migration");
+		return -1;
+	}
+	pthread_mutex_lock(&m->stats_lock);
+	if (m->event_fd < 0) {
+		m->event_fd = eventfd(m->event_len, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (m->event_fd < 0) {
+			int e = errno;
+
+			pthread_mutex_unlock(&m->stats_lock);
+			g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO,
+				    "eventfd: %s", g_strerror(e));
+			return -1;
+		}
+	}
+	fd = m->event_fd;
+	pthread_mutex_unlock(&m->stats_lock);
+	return fd;
+}
+
+MIGRAM_EXPORT bool migram_migration_next_event(MigramMigration *m,
+					       MigramMigrationStatus *status)
+{
+	bool got = false;
+
+	g_return_val_if_fail(m != NULL && status != NULL, false);
+	pthread_mutex_lock(&m->stats_lock);
+	if (m->event_len) {
+		*status = m->event_q[m->event_head];
+		m->event_head = (m->event_head + 1) % MIGRAM_EVENT_QUEUE;
+		m->event_len--;
+		got = true;
+	}
+	pthread_mutex_unlock(&m->stats_lock);
+	return got;
+}
 
 void migram_sender_publish(MigramMigration *m)
 {
+	MigramMigrationEventFunc fn = NULL;
+	void *opaque = NULL;
+	bool changed;
+
 	m->st.out_of_range_marks = migram_soft_log_lost_marks(&m->source);
 	m->st.transferred_bytes = m->ch ? migram_channel_bytes_sent(m->ch)
 					: m->st.transferred_bytes;
@@ -22,7 +126,15 @@ void migram_sender_publish(MigramMigration *m)
 			(uint64_t)(g_get_monotonic_time() - m->t_start) / 1000;
 	pthread_mutex_lock(&m->stats_lock);
 	m->pub = m->st;
+	changed = !m->event_any || m->event_last != m->st.status;
+	if (changed) {
+		event_push(m, m->st.status);
+		fn = m->event_fn;
+		opaque = m->event_opaque;
+	}
 	pthread_mutex_unlock(&m->stats_lock);
+	if (fn)
+		fn(m, m->st.status, opaque);
 }
 
 MIGRAM_EXPORT void migram_migration_get_stats(MigramMigration *m,

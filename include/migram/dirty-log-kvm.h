@@ -196,10 +196,10 @@ void migram_kvm_log_free(MigramKvmLog *log);
  * @param slot the memslot number (including the address-space id in the
  *        high 16 bits, as KVM takes it).
  * @param guest_phys_addr where the slot starts in guest physical memory.
- * @param error MIGRAM_ERROR_EXISTS when @p block or @p slot is already
- *        added, MIGRAM_ERROR_INVALID when the block's used_length or host
- *        address is not page-aligned or is empty, MIGRAM_ERROR_NO_MEMORY
- *        when the slot's bitmaps cannot be allocated.
+ * @param error MIGRAM_ERROR_EXISTS when @p block (whole or in part) or
+ *        @p slot is already added, MIGRAM_ERROR_INVALID when the block's
+ * used_length or host address is not page-aligned or is empty,
+ * MIGRAM_ERROR_NO_MEMORY when the slot's bitmaps cannot be allocated.
  * @return false with @p error set on failure.
  *
  * Context: The log's thread, while no migration uses the log.
@@ -207,6 +207,38 @@ void migram_kvm_log_free(MigramKvmLog *log);
 bool migram_kvm_log_add_slot(MigramKvmLog *log, MigramRamBlock *block,
 			     uint32_t slot, uint64_t guest_phys_addr,
 			     GError **error);
+
+/**
+ * Say that KVM memslot @p slot maps part of @p block: bytes [@p offset,
+ * @p offset + @p size) of the block, at guest physical address
+ * @p guest_phys_addr, from the block's host address plus @p offset.  Add
+ * one call per slot for a block spread over several (x86 RAM split around
+ * the PCI hole: [0, 3 GiB) in one slot, the rest at 4 GiB in another).
+ * The block's slots must not overlap; pages of the block in no slot are
+ * never reported (nothing in the guest can write them through KVM).
+ * Added in 0.2.
+ *
+ * @param log the log.
+ * @param block the block; borrowed, must outlive its use by the log.
+ * @param offset first byte of the block in the slot, a multiple of 256 KiB
+ *        (64 pages, so the slot's bits start on a bitmap word).
+ * @param size bytes, > 0, a multiple of 4 KiB; @p offset + @p size at most
+ *        the block's used_length.
+ * @param slot the memslot number, as for migram_kvm_log_add_slot().
+ * @param guest_phys_addr where the slot starts in guest physical memory.
+ * @param error MIGRAM_ERROR_INVALID for a NULL @p log or @p block, a
+ *        misaligned or empty range or one past used_length;
+ *        MIGRAM_ERROR_EXISTS when @p slot is already added or the range
+ *        overlaps another slot of the block (or the block was added
+ *        whole); MIGRAM_ERROR_NO_MEMORY.
+ * @return false with @p error set on failure.
+ *
+ * Context: The log's thread, while no migration uses the log.
+ */
+bool migram_kvm_log_add_slot_range(MigramKvmLog *log, MigramRamBlock *block,
+				   uint64_t offset, uint64_t size,
+				   uint32_t slot, uint64_t guest_phys_addr,
+				   GError **error);
 
 /**
  * Whether the log uses manual-protect mode (true) or classic or ring mode.

@@ -24,6 +24,11 @@
  *    write that lands between the sync and the clear is in the page it
  *    sends, and a write after the clear is marked again.
  *
+ * Several sources over the same blocks (KVM for the vCPUs, the software
+ * log for the VMM's own writes, shared logs of vhost-user back-ends) are
+ * combined into one by migram_combined_log_new() (dirty-log-combined.h),
+ * which keeps this contract for each of them.
+ *
  * Threads: the source's functions are called by the migration thread only.
  * How the guest's writes reach a source is the source's business (for the
  * software source: the embedder's vCPU and device threads mark it).

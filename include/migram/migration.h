@@ -29,6 +29,11 @@
  * migration thread), which must be registered with RCU.
  * migram_migration_cancel() and migram_migration_get_stats() may be called
  * from any thread at any time.  The callbacks run on the migration thread.
+ *
+ * Events.  Each status change is queued: an event-loop embedder watches
+ * migram_migration_get_event_fd() and takes changes with
+ * migram_migration_next_event(); a threaded one may set a callback with
+ * migram_migration_set_event_callback() (docs/embedding.md).
  */
 #ifndef MIGRAM_MIGRATION_H
 #define MIGRAM_MIGRATION_H
@@ -359,6 +364,73 @@ char *migram_migration_stats_to_json(const MigramMigrationStats *stats);
  * Context: Any thread.
  */
 const char *migram_migration_status_name(MigramMigrationStatus status);
+
+/**
+ * Called on every change of a migration's status (added in 0.2).
+ *
+ * @param m the migration.
+ * @param status the new status.
+ * @param opaque as given to migram_migration_set_event_callback().
+ */
+typedef void (*MigramMigrationEventFunc)(MigramMigration *m,
+					 MigramMigrationStatus status,
+					 void *opaque);
+
+/**
+ * Be told of every status change: setup, active, device,
+ * postcopy-active, postcopy-paused, postcopy-recover, and one of
+ * completed, failed, cancelled at the end.  @p fn runs on the migration
+ * thread, right after the new status is visible to
+ * migram_migration_get_stats(); it must not block for long (the migration
+ * waits for it) and must not free @p m.  A setter, not a config field, so
+ * MigramMigrationConfig keeps its 0.1 size.  Added in 0.2.
+ *
+ * @param m the migration.
+ * @param fn the callback, or NULL to stop calling one.
+ * @param opaque passed to @p fn.
+ * @param error MIGRAM_ERROR_INVALID for a NULL @p m.
+ * @return false with @p error set on bad input.
+ *
+ * Context: Any thread; takes and releases the stats lock.  Set it before
+ * migram_migration_run() to see every change.
+ */
+bool migram_migration_set_event_callback(MigramMigration *m,
+					 MigramMigrationEventFunc fn,
+					 void *opaque, GError **error);
+
+/**
+ * An eventfd that is readable whenever a status change has been queued
+ * since it was last read, for an event loop (a GSource with
+ * g_source_add_unix_fd(), epoll, ...).  On readiness read the 8-byte
+ * counter, then take the queued changes with
+ * migram_migration_next_event() until it returns false.  Changes queued
+ * before this call make the fd readable at once.  Added in 0.2.
+ *
+ * @param m the migration.
+ * @param error MIGRAM_ERROR_INVALID for a NULL @p m, MIGRAM_ERROR_IO when
+ *        eventfd() fails.
+ * @return the fd (non-blocking, close-on-exec), the same on every call;
+ *         borrowed: closed by migram_migration_free().  -1 on failure,
+ *         with @p error set.
+ *
+ * Context: Any thread; takes and releases the stats lock.
+ */
+int migram_migration_get_event_fd(MigramMigration *m, GError **error);
+
+/**
+ * Take the oldest queued status change.  The queue holds the last 32
+ * changes; if nobody takes them, the oldest are dropped (the newest, and
+ * so the final status, is always kept).  Added in 0.2.
+ *
+ * @param m the migration.
+ * @param status where the status is stored when one is taken.
+ * @return true when a change was taken; false when the queue is empty
+ *         (not an error) or @p m or @p status is NULL (a critical).
+ *
+ * Context: Any thread; takes and releases the stats lock.
+ */
+bool migram_migration_next_event(MigramMigration *m,
+				 MigramMigrationStatus *status);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(MigramMigration, migram_migration_free)
 

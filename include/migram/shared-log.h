@@ -207,6 +207,28 @@ uint64_t migram_shared_log_collect_words(MigramSharedLog *log,
 					 unsigned long *dst, uint64_t npages);
 
 /**
+ * Collect the current region's marks for pages [@p first, @p first +
+ * @p npages) into a word bitmap with the same numbering: bit @p first + i
+ * of @p dst.  The sync of the shared log's source adapter
+ * (dirty-log-combined.h).  Added in 0.2.
+ *
+ * @param log the holder.
+ * @param dst destination, at least @p first + @p npages bits, owned by the
+ *        caller (plain stores).
+ * @param first first page; at or past the region's end collects nothing.
+ * @param npages number of pages, clamped to the region.
+ * @return the number of bits newly set in @p dst; 0 when no region is
+ *         installed.
+ *
+ * Context: Any registered RCU thread; takes and releases the RCU read lock.
+ * Lock-free, never allocates.
+ * Ordering: acquire on every word taken.
+ */
+uint64_t migram_shared_log_collect_range(MigramSharedLog *log,
+					 unsigned long *dst, uint64_t first,
+					 uint64_t npages);
+
+/**
  * Collect the current region's marks into a dirty bitmap.
  *
  * @param log the holder.

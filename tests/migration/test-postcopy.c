@@ -43,6 +43,9 @@ typedef struct {
 	GThread *writer;
 	int stop, paused, quiet; /* atomic */
 	int pause_calls, resume_calls;
+	/* status-change events of the last run (its callback), by status */
+	unsigned int events[MIGRAM_MIGRATION_POSTCOPY_RECOVER + 1];
+	MigramMigrationStatus last_event;
 } Src;
 
 typedef struct {
@@ -461,6 +464,16 @@ static void src_paused(void *o)
 	(void)o;
 }
 
+static void src_event(MigramMigration *m, MigramMigrationStatus st, void *o)
+{
+	Src *s = o;
+
+	(void)m;
+	g_assert_cmpint(st, <=, MIGRAM_MIGRATION_POSTCOPY_RECOVER);
+	s->events[st]++;
+	s->last_event = st;
+}
+
 static void pair(int fds[2])
 {
 	g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds),
@@ -546,6 +559,9 @@ static bool run_case(const Case *c, Src *s, Dst *d, MigramMigrationStats *st,
 					 .resume_guest = src_resume,
 					 .postcopy_paused = src_paused,
 					 .opaque = s });
+	memset(s->events, 0, sizeof(s->events));
+	g_assert_true(
+		migram_migration_set_event_callback(m, src_event, s, NULL));
 	if (pre_s)
 		migram_migration_set_preempt(m, pre_s);
 	if (!c->hybrid)
@@ -633,6 +649,15 @@ static void test_postcopy(Fixture *f, gconstpointer data)
 		       ps.duplicate_pages, ps.preempt_pages, ps.latency_p50_us,
 		       ps.latency_p99_us, ps.recoveries);
 	g_assert_cmpint(st.status, ==, MIGRAM_MIGRATION_COMPLETED);
+	/* The events an embedder sees: postcopy-active, and a pause and a
+	 * recovery when the connection was cut. */
+	g_assert_cmpint(s->last_event, ==, MIGRAM_MIGRATION_COMPLETED);
+	g_assert_cmpuint(s->events[MIGRAM_MIGRATION_SETUP], ==, 1);
+	g_assert_cmpuint(s->events[MIGRAM_MIGRATION_POSTCOPY_ACTIVE], >=, 1);
+	g_assert_cmpuint(s->events[MIGRAM_MIGRATION_POSTCOPY_PAUSED], ==,
+			 c->cut != CUT_NONE ? 1 : 0);
+	g_assert_cmpuint(s->events[MIGRAM_MIGRATION_POSTCOPY_RECOVER], ==,
+			 c->cut != CUT_NONE ? 1 : 0);
 	g_assert_cmpint(s->pause_calls, ==, 1);
 	g_assert_cmpint(s->resume_calls, ==, 0);
 	g_assert_cmpint(d->run_calls, ==, 1);
