@@ -511,9 +511,10 @@ static bool switch_over(MigramMigration *m, GError **error)
 
 	m->st.status = MIGRAM_MIGRATION_DEVICE;
 	migram_sender_publish(m);
-	t[0] = g_get_monotonic_time();
+	/* the downtime starts with the request to stop, as QEMU's */
+	m->t_pause = t[0] = g_get_monotonic_time();
 	m->cfg.pause_guest(m->cfg.opaque);
-	m->t_pause = t[1] = g_get_monotonic_time();
+	t[1] = g_get_monotonic_time();
 	m->last_stage = true; /* the guest stays paused: no more clears */
 	migram_channel_set_rate_limit(m->ch, 0);
 	if (!migram_sender_sync(m, error))

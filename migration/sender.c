@@ -401,9 +401,10 @@ static bool finish(MigramMigration *m, GError **error)
 	migram_sender_publish(m);
 	gint64 t[5];
 
-	t[0] = g_get_monotonic_time();
+	/* the downtime starts with the request to stop, as QEMU's */
+	m->t_pause = t[0] = g_get_monotonic_time();
 	m->cfg.pause_guest(m->cfg.opaque);
-	m->t_pause = t[1] = g_get_monotonic_time();
+	t[1] = g_get_monotonic_time();
 	m->last_stage = true;
 	migram_channel_set_rate_limit(m->ch, 0);
 	if (!migram_sender_sync(m, error))
@@ -419,7 +420,7 @@ static bool finish(MigramMigration *m, GError **error)
 	m->st.downtime_sync_us = (uint64_t)(t[2] - t[1]);
 	m->st.downtime_pages_us = (uint64_t)(t[3] - t[2]);
 	m->st.downtime_device_us = (uint64_t)(t[4] - t[3]);
-	m->st.downtime_ms = (uint64_t)(t[4] - t[1]) / 1000;
+	m->st.downtime_ms = (uint64_t)(t[4] - t[0]) / 1000;
 	return true;
 }
 

@@ -173,12 +173,13 @@ typedef struct {
 	uint64_t dirty_bytes_rate; /**< the same in bytes per second */
 	double mbps;               /**< bandwidth achieved, megabits/s */
 	uint64_t expected_downtime_ms; /**< remaining / bandwidth */
-	uint64_t downtime_ms;          /**< pause to the last byte written */
-	uint64_t setup_time_ms;        /**< start to the first iteration */
-	uint64_t total_time_ms;        /**< start to now, or to the end */
-	uint64_t iterations;           /**< complete passes over RAM */
-	uint64_t log_clear_calls;      /**< clear calls to the source */
-	uint64_t log_clear_pages;      /**< pages those calls covered */
+	uint64_t downtime_ms;     /**< the call to pause_guest to the last byte
+				       written (postcopy: to the package) */
+	uint64_t setup_time_ms;   /**< start to the first iteration */
+	uint64_t total_time_ms;   /**< start to now, or to the end */
+	uint64_t iterations;      /**< complete passes over RAM */
+	uint64_t log_clear_calls; /**< clear calls to the source */
+	uint64_t log_clear_pages; /**< pages those calls covered */
 	unsigned int throttle_percent; /**< auto-converge throttle applied
 					    last; lifted when run returns */
 	bool not_converging; /**< iterations stopped making progress */

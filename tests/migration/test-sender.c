@@ -796,8 +796,8 @@ static void test_downtime_breakdown(void)
 	g_assert_no_error(error);
 	guest_free(&g);
 	g_assert_cmpint(st.status, ==, MIGRAM_MIGRATION_COMPLETED);
-	parts = st.downtime_sync_us + st.downtime_pages_us +
-		st.downtime_device_us;
+	parts = st.downtime_pause_us + st.downtime_sync_us +
+		st.downtime_pages_us + st.downtime_device_us;
 	/* downtime_ms is the same span, truncated to ms */
 	g_assert_cmpuint(parts / 1000, ==, st.downtime_ms);
 	g_assert_cmpuint(st.downtime_pages_us, >, 0);
