@@ -289,6 +289,7 @@ struct MigramMigration {
 	gint64 t_window; /* the bandwidth window (policy.window_bw) */
 	uint64_t sent_at_window;
 	uint64_t sent_at_any_sync; /* at the last sync, mid-pass or not */
+	bool quiet_pass;           /* a mid-pass sync found the guest quiet */
 	uint64_t dirtied_in_period;
 	PolicyState policy;
 	MigramMigrationStats st; /* working copy */

@@ -238,6 +238,7 @@ static bool after_pass(MigramMigration *m, bool *complete, GError **error)
 	PolicyDecision d;
 
 	m->st.iterations++;
+	m->quiet_pass = false;
 	if (m->pc && m->cfg.postcopy_after_passes &&
 	    m->st.iterations >= m->cfg.postcopy_after_passes)
 		g_atomic_int_set(&m->postcopy_wanted, 1);
@@ -306,7 +307,7 @@ static bool mid_pass(MigramMigration *m, bool *complete, GError **error)
 	}
 	/* A planned switch (hybrid) keeps its passes: it completes in
 	 * precopy only at a pass's end, as before. */
-	if ((m->pc && m->cfg.postcopy_after_passes) ||
+	if ((m->pc && m->cfg.postcopy_after_passes) || m->quiet_pass ||
 	    !migram_policy_worth_sync(&m->policy,
 				      m->dirty_pages * MIGRAM_TARGET_PAGE_SIZE))
 		return true;
@@ -319,6 +320,10 @@ static bool mid_pass(MigramMigration *m, bool *complete, GError **error)
 					   fresh * MIGRAM_TARGET_PAGE_SIZE,
 					   sent - m->sent_at_any_sync) ==
 		    POLICY_COMPLETE;
+	/* A quiet guest: no more mid-pass syncs until the pass ends (each
+	 * would owe every chunk a clear for nothing). */
+	m->quiet_pass = !*complete &&
+			m->st.remaining_bytes <= m->policy.threshold_bytes;
 	m->sent_at_any_sync = sent;
 	m->st.expected_downtime_ms = m->policy.expected_downtime_ms;
 	return true;
