@@ -97,8 +97,7 @@ static void table_replace(MigramGuestLayout *l, GpaTable *next)
 	GpaTable *old = l->table; /* only updaters write it, under the lock */
 
 	/* Publish (a release store: readers see a fully built table). */
-	migram_tsan_release(&l->table);
-	rcu_set_pointer(&l->table, next);
+	__atomic_store_n(&l->table, next, __ATOMIC_RELEASE);
 
 	pthread_mutex_unlock(&l->update_lock);
 	migram_rcu_synchronize();
