@@ -133,6 +133,8 @@ static void test_bad_input(void)
 	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID);
 	g_clear_error(&error);
 	kids[1].ops = &rec_ops;
+	migram_combined_log_free(NULL);
+	migram_shared_log_adapter_free(NULL);
 
 	log = migram_combined_log_new(kids, 2, &error);
 	g_assert_no_error(error);
