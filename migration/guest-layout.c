@@ -97,8 +97,7 @@ static void table_replace(MigramGuestLayout *l, GpaTable *next)
 	GpaTable *old = l->table; /* only updaters write it, under the lock */
 
 	/* Publish (a release store: readers see a fully built table). */
-	migram_tsan_release(&l->table);
-	rcu_set_pointer(&l->table, next);
+	__atomic_store_n(&l->table, next, __ATOMIC_RELEASE);
 
 	pthread_mutex_unlock(&l->update_lock);
 	migram_rcu_synchronize();
@@ -205,6 +204,7 @@ MIGRAM_EXPORT bool migram_guest_layout_lookup(MigramGuestLayout *l,
 	gssize i;
 	bool found = false;
 
+	g_return_val_if_fail(l != NULL, false);
 	migram_rcu_read_lock();
 	t = migram_rcu_dereference(l->table);
 	i = last_at_or_below(t, gpa);
@@ -228,6 +228,7 @@ MIGRAM_EXPORT MigramMarkResult migram_guest_layout_mark(MigramGuestLayout *l,
 	bool outside = false;
 	gssize i;
 
+	g_return_val_if_fail(l != NULL, MIGRAM_MARK_OUT_OF_RANGE);
 	if (!len)
 		return MIGRAM_MARK_ALREADY_DIRTY;
 	if (gpa > UINT64_MAX - (len - 1)) { /* clamp at the top of memory */

@@ -120,7 +120,8 @@ bool migram_guest_layout_unmap(MigramGuestLayout *layout, uint64_t gpa,
  * @param offset where the byte's offset in the block is stored (may be
  *        NULL).
  * @return false when @p gpa is in no range (not an error: nothing is
- *         stored).
+ *         stored); a NULL @p layout is a programming error (a critical and
+ *         false).
  *
  * Context: Any registered RCU thread; takes and releases the RCU read lock.
  * Lock-free, never allocates.
@@ -140,7 +141,8 @@ bool migram_guest_layout_lookup(MigramGuestLayout *layout, uint64_t gpa,
  *         (the bytes inside are still marked; counted once per call, see
  *         migram_guest_layout_out_of_range_marks()); else
  *         #MIGRAM_MARK_NEWLY_DIRTY when a page went from clean to dirty,
- *         #MIGRAM_MARK_ALREADY_DIRTY when none did.
+ *         #MIGRAM_MARK_ALREADY_DIRTY when none did.  A NULL @p layout is a
+ *         programming error: a critical and #MIGRAM_MARK_OUT_OF_RANGE.
  *
  * Context: Any registered RCU thread; takes and releases the RCU read lock.
  * Lock-free, never allocates.

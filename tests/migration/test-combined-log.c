@@ -133,6 +133,8 @@ static void test_bad_input(void)
 	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID);
 	g_clear_error(&error);
 	kids[1].ops = &rec_ops;
+	migram_combined_log_free(NULL);
+	migram_shared_log_adapter_free(NULL);
 
 	log = migram_combined_log_new(kids, 2, &error);
 	g_assert_no_error(error);
@@ -514,8 +516,13 @@ static void test_three_writers(void)
 {
 	g_autoptr(GError) error = NULL;
 	g_autoptr(GError) rx_error = NULL;
-	/* 4 MB/s: a pass over 2 MiB takes half a second of writes. */
-	MigramMigrationConfig cfg = { .downtime_limit_ms = 200,
+	/*
+	 * 4 MB/s: a pass over 2 MiB takes half a second of writes.  The
+	 * writers keep about 320 pages dirty; 500 ms at 4 MB/s is 480
+	 * pages, so it converges after a pass or two even when slowed
+	 * down (ThreadSanitizer) rather than stalling.
+	 */
+	MigramMigrationConfig cfg = { .downtime_limit_ms = 500,
 				      .max_bandwidth = 4 * 1000 * 1000,
 				      .clear_bmap_shift = 2,
 				      .clear_bmap_shift_set = true,
@@ -605,6 +612,7 @@ static void test_three_writers(void)
 	ch = migram_channel_new(fds[0], true);
 	ok = migram_migration_run(m, ch, &error);
 	migram_channel_free(ch);
+	g_assert_no_error(error);
 	g_assert_true(migram_test_receiver_join(rx, &rx_error));
 	migram_migration_get_stats(m, &st);
 	migram_migration_free(m);

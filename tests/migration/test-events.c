@@ -30,6 +30,7 @@ typedef enum {
 
 typedef struct {
 	MigramRamList *list;
+	MigramRamList *dst; /* the destination's, or NULL */
 	MigramSoftLog *log;
 	MigramMigration *m;
 	MigramChannel *ch;
@@ -148,6 +149,7 @@ static void run_one(Run *r, Ending ending)
 	} else {
 		MigramRamList *dst = migram_ram_list_new();
 
+		r->dst = dst;
 		migram_ram_list_add(dst,
 				    &(MigramRamBlockConfig){
 					    .idstr = "pc.ram",
@@ -184,6 +186,8 @@ static void run_free(Run *r)
 	migram_migration_free(r->m);
 	migram_soft_log_free(r->log);
 	migram_ram_list_free(r->list);
+	if (r->dst)
+		migram_ram_list_free(r->dst);
 	g_array_unref(r->seen);
 	g_array_unref(r->called);
 	g_clear_error(&r->error);

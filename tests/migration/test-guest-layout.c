@@ -139,6 +139,20 @@ static void test_bad_input(void)
 	g_assert_null(b);
 	g_assert_cmpuint(off, ==, 77);
 	g_assert_cmpuint(migram_guest_layout_out_of_range_marks(NULL), ==, 0);
+	/* programming errors: criticals, and nothing marked */
+	g_test_expect_message(G_LOG_DOMAIN, G_LOG_LEVEL_CRITICAL, "*!= NULL*");
+	g_assert_false(migram_guest_layout_lookup(NULL, 0, &b, &off));
+	g_test_expect_message(G_LOG_DOMAIN, G_LOG_LEVEL_CRITICAL, "*!= NULL*");
+	g_assert_cmpint(migram_guest_layout_mark(NULL, 0, 1), ==,
+			MIGRAM_MARK_OUT_OF_RANGE);
+	g_test_assert_expected_messages();
+	migram_guest_layout_free(NULL);
+	{
+		MigramRamList *empty = migram_ram_list_new();
+
+		g_assert_cmpuint(migram_ram_list_ram_space(empty), ==, 0);
+		migram_ram_list_free(empty);
+	}
 	fx_free(&f);
 }
 
