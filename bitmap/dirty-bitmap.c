@@ -179,9 +179,7 @@ MIGRAM_EXPORT MigramMarkResult migram_dirty_bitmap_mark(MigramDirtyBitmap *db,
 		lost_mark(db, "address", addr);
 		return MIGRAM_MARK_OUT_OF_RANGE;
 	}
-	return migram_bitmap_test_and_set_bit_atomic(db->words, (size_t)pfn)
-		       ? MIGRAM_MARK_ALREADY_DIRTY
-		       : MIGRAM_MARK_NEWLY_DIRTY;
+	return migram_dirty_bitmap_mark_by_index(db, pfn);
 }
 
 MIGRAM_EXPORT bool migram_dirty_bitmap_set_dirty_by_index(MigramDirtyBitmap *db,

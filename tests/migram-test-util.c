@@ -1,10 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 #include "migram-test-util.h"
 
+#include <errno.h>
 #include <string.h>
+#include <sys/ioctl.h>
 
 #include <sys/mman.h>
 #include <unistd.h>
+
+#include <linux/kvm.h>
 
 #include <migram/bitmap.h>
 #include <migram/channel.h>
@@ -138,3 +142,51 @@ gboolean migram_test_receiver_join(MigramTestReceiver *rx, GError **error)
 	g_free(rx);
 	return ok;
 }
+
+int migram_test_xioctl(int fd, unsigned long req, void *arg)
+{
+	int r;
+
+	do
+		r = ioctl(fd, req, arg);
+	while (r < 0 && errno == EINTR);
+	return r;
+}
+
+void migram_test_flat_pm(int vcpu_fd)
+{
+	struct kvm_segment cs = { .limit = 0xffffffff,
+				  .selector = 8,
+				  .type = 11,
+				  .present = 1,
+				  .db = 1,
+				  .s = 1,
+				  .g = 1 };
+	struct kvm_segment ds = cs;
+	struct kvm_sregs sregs;
+
+	g_assert_cmpint(migram_test_xioctl(vcpu_fd, KVM_GET_SREGS, &sregs), ==,
+			0);
+	ds.type = 3;
+	ds.selector = 16;
+	sregs.cs = cs;
+	sregs.ds = sregs.es = sregs.ss = sregs.fs = sregs.gs = ds;
+	sregs.cr0 |= 1; /* PE */
+	g_assert_cmpint(migram_test_xioctl(vcpu_fd, KVM_SET_SREGS, &sregs), ==,
+			0);
+}
+
+const guint8 migram_test_pm_pass_code[] = {
+	0x8b, 0x07,       /* mov eax, [edi] */
+	0x40,             /* inc eax */
+	0x89, 0x07,       /* mov [edi], eax */
+	0x89, 0xde,       /* mov esi, ebx */
+	0x89, 0xcd,       /* mov ebp, ecx */
+	0xff, 0x06,       /* 1: inc dword [esi] */
+	0x89, 0x46, 0x04, /* mov [esi + 4], eax */
+	0x01, 0xd6,       /* add esi, edx */
+	0x4d,             /* dec ebp */
+	0x75, 0xf6,       /* jnz 1b */
+	0xf4,             /* hlt */
+};
+const size_t migram_test_pm_pass_code_len = sizeof(migram_test_pm_pass_code);

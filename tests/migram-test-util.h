@@ -47,4 +47,16 @@ MigramTestReceiver *migram_test_receiver_start(struct MigramRamList *list,
 					       int fd, gboolean create_blocks);
 gboolean migram_test_receiver_join(MigramTestReceiver *rx, GError **error);
 
+/*
+ * KVM test guests.  EINTR-retrying ioctl; the vCPU in 32-bit protected
+ * mode with flat 4 GiB code and data segments, no paging; and a program
+ * (at any address) that makes one pass over ecx pages from ebx at stride
+ * edx, each "inc dword [page]; mov [page + 4], eax" with eax the pass
+ * number kept at [edi], then halts.  Any thread that owns the vCPU.
+ */
+int migram_test_xioctl(int fd, unsigned long req, void *arg);
+void migram_test_flat_pm(int vcpu_fd);
+extern const guint8 migram_test_pm_pass_code[];
+extern const size_t migram_test_pm_pass_code_len;
+
 #endif

@@ -346,16 +346,6 @@ typedef struct {
 	bool shared;
 } WArgs;
 
-static int xioctl(int fd, unsigned long req, void *arg)
-{
-	int r;
-
-	do
-		r = ioctl(fd, req, arg);
-	while (r < 0 && errno == EINTR);
-	return r;
-}
-
 /* Wait here while paused; false when the writer must exit. */
 static bool writer_gate(Three *t)
 {
@@ -439,9 +429,13 @@ static gpointer vcpu_writer(gpointer p)
 	while (writer_gate(t)) {
 		struct kvm_regs regs = { .rip = CODE_PAGE * P, .rflags = 0x2 };
 
-		g_assert_cmpint(xioctl(t->vcpu, KVM_SET_REGS, &regs), ==, 0);
+		g_assert_cmpint(migram_test_xioctl(t->vcpu, KVM_SET_REGS,
+						   &regs),
+				==, 0);
 		do
-			g_assert_cmpint(xioctl(t->vcpu, KVM_RUN, NULL), ==, 0);
+			g_assert_cmpint(migram_test_xioctl(t->vcpu, KVM_RUN,
+							   NULL),
+					==, 0);
 		while (t->run->exit_reason == KVM_EXIT_INTR);
 		g_assert_cmpint(t->run->exit_reason, ==, KVM_EXIT_HLT);
 		__atomic_fetch_add(&t->writes[0], 1, __ATOMIC_RELAXED);
@@ -475,8 +469,9 @@ static bool kvm_open(Three *t, const char **why)
 	g_assert_no_error(error);
 	region.memory_size = NPAGES * P;
 	region.userspace_addr = (uint64_t)(uintptr_t)t->mem;
-	g_assert_cmpint(xioctl(t->vm, KVM_SET_USER_MEMORY_REGION, &region), ==,
-			0);
+	g_assert_cmpint(migram_test_xioctl(t->vm, KVM_SET_USER_MEMORY_REGION,
+					   &region),
+			==, 0);
 	g_assert_true(
 		migram_kvm_log_add_slot(t->kvm_log, t->block, 0, 0, &error));
 	t->vcpu = ioctl(t->vm, KVM_CREATE_VCPU, 0);
@@ -487,10 +482,12 @@ static bool kvm_open(Three *t, const char **why)
 	t->run = mmap(NULL, t->run_size, PROT_READ | PROT_WRITE, MAP_SHARED,
 		      t->vcpu, 0);
 	g_assert_true(t->run != MAP_FAILED);
-	g_assert_cmpint(xioctl(t->vcpu, KVM_GET_SREGS, &sregs), ==, 0);
+	g_assert_cmpint(migram_test_xioctl(t->vcpu, KVM_GET_SREGS, &sregs), ==,
+			0);
 	sregs.cs.base = 0;
 	sregs.cs.selector = 0;
-	g_assert_cmpint(xioctl(t->vcpu, KVM_SET_SREGS, &sregs), ==, 0);
+	g_assert_cmpint(migram_test_xioctl(t->vcpu, KVM_SET_SREGS, &sregs), ==,
+			0);
 	/* pages 2, 5, ..., 191: some shared with the host writers' set */
 	for (unsigned int i = 0; i < G_N_ELEMENTS(pages); i++)
 		pages[i] = 2 + i * 3;

@@ -53,16 +53,6 @@ typedef struct {
 	size_t loop_n;
 } Vm;
 
-static int xioctl(int fd, unsigned long req, void *arg)
-{
-	int r;
-
-	do
-		r = ioctl(fd, req, arg);
-	while (r < 0 && errno == EINTR);
-	return r;
-}
-
 typedef enum {
 	LOG_MANUAL,
 	LOG_CLASSIC,
@@ -134,8 +124,9 @@ static void vm_setup(Vm *v)
 	region.guest_phys_addr = 0;
 	region.memory_size = SLOT_BYTES;
 	region.userspace_addr = (uint64_t)(uintptr_t)v->mem;
-	g_assert_cmpint(xioctl(v->vm, KVM_SET_USER_MEMORY_REGION, &region), ==,
-			0);
+	g_assert_cmpint(migram_test_xioctl(v->vm, KVM_SET_USER_MEMORY_REGION,
+					   &region),
+			==, 0);
 	g_assert_true(migram_kvm_log_add_slot(v->log, v->block, 0, 0, &error));
 	g_assert_no_error(error);
 
@@ -152,10 +143,12 @@ static void vm_setup(Vm *v)
 		g_assert_no_error(error);
 	}
 	/* Real mode with CS base 0, so IP 0x1000 is guest physical 0x1000. */
-	g_assert_cmpint(xioctl(v->vcpu, KVM_GET_SREGS, &sregs), ==, 0);
+	g_assert_cmpint(migram_test_xioctl(v->vcpu, KVM_GET_SREGS, &sregs), ==,
+			0);
 	sregs.cs.base = 0;
 	sregs.cs.selector = 0;
-	g_assert_cmpint(xioctl(v->vcpu, KVM_SET_SREGS, &sregs), ==, 0);
+	g_assert_cmpint(migram_test_xioctl(v->vcpu, KVM_SET_SREGS, &sregs), ==,
+			0);
 }
 
 static void vm_close(Vm *v)
@@ -213,7 +206,8 @@ static bool run_to_hlt(Vm *v)
 	for (;;) {
 		uint64_t n;
 
-		g_assert_cmpint(xioctl(v->vcpu, KVM_RUN, NULL), ==, 0);
+		g_assert_cmpint(migram_test_xioctl(v->vcpu, KVM_RUN, NULL), ==,
+				0);
 		if (v->run->exit_reason == KVM_EXIT_HLT)
 			return true;
 		if (v->run->exit_reason == KVM_EXIT_DIRTY_RING_FULL) {
@@ -241,7 +235,8 @@ static void run_guest(Vm *v)
 
 	regs.rip = CODE_GPA;
 	regs.rflags = 0x2; /* bit 1 is reserved, always set */
-	g_assert_cmpint(xioctl(v->vcpu, KVM_SET_REGS, &regs), ==, 0);
+	g_assert_cmpint(migram_test_xioctl(v->vcpu, KVM_SET_REGS, &regs), ==,
+			0);
 	if (!run_to_hlt(v))
 		g_error("the vCPU is stuck on a full dirty ring");
 }
@@ -253,45 +248,19 @@ static void run_guest(Vm *v)
  */
 static bool run_pm_pass(Vm *v, uint32_t first_page, uint32_t n)
 {
-	static const guint8 code[] = {
-		0x8b, 0x07,       /* mov eax, [edi] */
-		0x40,             /* inc eax */
-		0x89, 0x07,       /* mov [edi], eax */
-		0x89, 0xde,       /* mov esi, ebx */
-		0x89, 0xcd,       /* mov ebp, ecx */
-		0xff, 0x06,       /* 1: inc dword [esi] */
-		0x89, 0x46, 0x04, /* mov [esi + 4], eax */
-		0x01, 0xd6,       /* add esi, edx */
-		0x4d,             /* dec ebp */
-		0x75, 0xf6,       /* jnz 1b */
-		0xf4,             /* hlt */
-	};
-	struct kvm_segment cs = { .limit = 0xffffffff,
-				  .selector = 8,
-				  .type = 11,
-				  .present = 1,
-				  .db = 1,
-				  .s = 1,
-				  .g = 1 };
-	struct kvm_segment ds = cs;
 	struct kvm_regs regs = { 0 };
-	struct kvm_sregs sregs;
 
-	memcpy(v->mem + CODE_GPA, code, sizeof(code));
-	g_assert_cmpint(xioctl(v->vcpu, KVM_GET_SREGS, &sregs), ==, 0);
-	ds.type = 3;
-	ds.selector = 16;
-	sregs.cs = cs;
-	sregs.ds = sregs.es = sregs.ss = sregs.fs = sregs.gs = ds;
-	sregs.cr0 |= 1; /* PE */
-	g_assert_cmpint(xioctl(v->vcpu, KVM_SET_SREGS, &sregs), ==, 0);
+	memcpy(v->mem + CODE_GPA, migram_test_pm_pass_code,
+	       migram_test_pm_pass_code_len);
+	migram_test_flat_pm(v->vcpu);
 	regs.rip = CODE_GPA;
 	regs.rflags = 0x2;
 	regs.rbx = (uint64_t)first_page * P;
 	regs.rcx = n;
 	regs.rdx = P;
 	regs.rdi = 2 * P;
-	g_assert_cmpint(xioctl(v->vcpu, KVM_SET_REGS, &regs), ==, 0);
+	g_assert_cmpint(migram_test_xioctl(v->vcpu, KVM_SET_REGS, &regs), ==,
+			0);
 	return run_to_hlt(v);
 }
 

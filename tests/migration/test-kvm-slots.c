@@ -48,16 +48,6 @@ typedef struct {
 	MigramKvmLog *log;
 } Vm;
 
-static int xioctl(int fd, unsigned long req, void *arg)
-{
-	int r;
-
-	do
-		r = ioctl(fd, req, arg);
-	while (r < 0 && errno == EINTR);
-	return r;
-}
-
 static void set_region(Vm *v, uint32_t slot, uint64_t gpa, uint64_t off)
 {
 	struct kvm_userspace_memory_region r = {
@@ -67,7 +57,9 @@ static void set_region(Vm *v, uint32_t slot, uint64_t gpa, uint64_t off)
 		.userspace_addr = (uint64_t)(uintptr_t)(v->mem + off),
 	};
 
-	g_assert_cmpint(xioctl(v->vm, KVM_SET_USER_MEMORY_REGION, &r), ==, 0);
+	g_assert_cmpint(migram_test_xioctl(v->vm, KVM_SET_USER_MEMORY_REGION,
+					   &r),
+			==, 0);
 }
 
 static bool vm_open(Vm *v)
@@ -116,28 +108,6 @@ static void vm_close(Vm *v)
 static void vm_setup(Vm *v)
 {
 	g_autoptr(GError) error = NULL;
-	static const guint8 code[] = {
-		0x8b, 0x07,       /* mov eax, [edi] */
-		0x40,             /* inc eax */
-		0x89, 0x07,       /* mov [edi], eax */
-		0x89, 0xde,       /* mov esi, ebx */
-		0x89, 0xcd,       /* mov ebp, ecx */
-		0xff, 0x06,       /* 1: inc dword [esi] */
-		0x89, 0x46, 0x04, /* mov [esi + 4], eax */
-		0x01, 0xd6,       /* add esi, edx */
-		0x4d,             /* dec ebp */
-		0x75, 0xf6,       /* jnz 1b */
-		0xf4,             /* hlt */
-	};
-	struct kvm_segment cs = { .limit = 0xffffffff,
-				  .selector = 8,
-				  .type = 11,
-				  .present = 1,
-				  .db = 1,
-				  .s = 1,
-				  .g = 1 };
-	struct kvm_segment ds = cs;
-	struct kvm_sregs sregs;
 	int sz;
 
 	set_region(v, 0, 0, 0);
@@ -148,7 +118,8 @@ static void vm_setup(Vm *v)
 						    HALF, 1, HIGH_GPA, &error));
 	g_assert_no_error(error);
 
-	memcpy(v->mem + CODE, code, sizeof(code));
+	memcpy(v->mem + CODE, migram_test_pm_pass_code,
+	       migram_test_pm_pass_code_len);
 
 	v->vcpu = ioctl(v->vm, KVM_CREATE_VCPU, 0);
 	g_assert_cmpint(v->vcpu, >=, 0);
@@ -158,13 +129,7 @@ static void vm_setup(Vm *v)
 	v->run = mmap(NULL, v->run_size, PROT_READ | PROT_WRITE, MAP_SHARED,
 		      v->vcpu, 0);
 	g_assert_true(v->run != MAP_FAILED);
-	g_assert_cmpint(xioctl(v->vcpu, KVM_GET_SREGS, &sregs), ==, 0);
-	ds.type = 3;
-	ds.selector = 16;
-	sregs.cs = cs;
-	sregs.ds = sregs.es = sregs.ss = sregs.fs = sregs.gs = ds;
-	sregs.cr0 |= 1; /* PE */
-	g_assert_cmpint(xioctl(v->vcpu, KVM_SET_SREGS, &sregs), ==, 0);
+	migram_test_flat_pm(v->vcpu);
 }
 
 /* One pass over @p n pages from linear @p first at 4 KiB stride. */
@@ -177,15 +142,20 @@ static void run_pass(Vm *v, uint32_t first, uint32_t n)
 				 .rdx = P,
 				 .rdi = COUNTER };
 
-	g_assert_cmpint(xioctl(v->vcpu, KVM_SET_REGS, &regs), ==, 0);
+	g_assert_cmpint(migram_test_xioctl(v->vcpu, KVM_SET_REGS, &regs), ==,
+			0);
 	do
-		g_assert_cmpint(xioctl(v->vcpu, KVM_RUN, NULL), ==, 0);
+		g_assert_cmpint(migram_test_xioctl(v->vcpu, KVM_RUN, NULL), ==,
+				0);
 	while (v->run->exit_reason == KVM_EXIT_INTR);
 	if (v->run->exit_reason != KVM_EXIT_HLT) {
 		struct kvm_sregs sr;
 
-		g_assert_cmpint(xioctl(v->vcpu, KVM_GET_REGS, &regs), ==, 0);
-		g_assert_cmpint(xioctl(v->vcpu, KVM_GET_SREGS, &sr), ==, 0);
+		g_assert_cmpint(migram_test_xioctl(v->vcpu, KVM_GET_REGS,
+						   &regs),
+				==, 0);
+		g_assert_cmpint(migram_test_xioctl(v->vcpu, KVM_GET_SREGS, &sr),
+				==, 0);
 		g_error("vCPU exit %u (not hlt) at rip %#llx, esi %#llx, cr0 "
 			"%#llx cr3 %#llx cr4 %#llx",
 			v->run->exit_reason, (unsigned long long)regs.rip,
