@@ -239,6 +239,7 @@ void migram_rp_write_bitmap(MigramChannel *ch, const char *idstr,
 
 #include "migram/migration.h"
 #include "migram/stream.h"
+#include "sender-env.h"
 
 typedef struct {
 	MigramRamBlock *block; /* valid in read sections at `version` */
@@ -304,6 +305,9 @@ struct MigramMigration {
 	MigramChannel *preempt;  /* borrowed, optional */
 
 	/* status-change events (stats.c); all under stats_lock */
+	/* clock and zero check (sender-env.h); zero: the real ones */
+	MigramSenderEnv env;
+
 	MigramMigrationEventFunc event_fn;
 	void *event_opaque;
 	int event_fd;   /* -1 until migram_migration_get_event_fd() */
@@ -312,6 +316,12 @@ struct MigramMigration {
 	MigramMigrationStatus event_q[MIGRAM_EVENT_QUEUE];
 	unsigned int event_head, event_len;
 };
+
+/* The sender's clock (the real one unless env.clock replaces it). */
+static inline gint64 migram_sender_now(const MigramMigration *m)
+{
+	return migram_clock_now(&m->env.clock);
+}
 
 /* send-pages.c */
 bool migram_sender_sync(MigramMigration *m, GError **error);

@@ -68,13 +68,13 @@ static bool sync_block(MigramMigration *m, SendBlock *sb, GError **error)
 {
 	uint64_t newly = 0, fresh;
 
-	gint64 t0 = g_get_monotonic_time();
+	gint64 t0 = migram_sender_now(m);
 
 	if (!m->source.ops->sync(m->source.opaque, sb->block, sb->synced,
 				 &newly, error))
 		return false;
 	if (!m->last_stage)
-		m->st.log_sync_us += (uint64_t)(g_get_monotonic_time() - t0);
+		m->st.log_sync_us += (uint64_t)(migram_sender_now(m) - t0);
 	fresh = migram_bitmap_or_collect(sb->bmap, sb->synced, 0,
 					 (size_t)sb->pages);
 	m->dirty_pages += fresh;
@@ -84,11 +84,11 @@ static bool sync_block(MigramMigration *m, SendBlock *sb, GError **error)
 	if (m->cfg.clear_at_sync) {
 		m->st.log_clear_calls++;
 		m->st.log_clear_pages += sb->pages;
-		t0 = g_get_monotonic_time();
+		t0 = migram_sender_now(m);
 		if (!m->source.ops->clear(m->source.opaque, sb->block, 0,
 					  sb->pages, sb->synced, error))
 			return false;
-		m->st.log_clear_us += (uint64_t)(g_get_monotonic_time() - t0);
+		m->st.log_clear_us += (uint64_t)(migram_sender_now(m) - t0);
 		migram_bitmap_clear(sb->synced, 0, (size_t)sb->pages);
 	} else if (sb->pages) {
 		migram_bitmap_set(sb->clear_bmap, 0,
@@ -152,11 +152,11 @@ static bool clear_owed_chunk(MigramMigration *m, SendBlock *sb, uint64_t p,
 	n = MIN((uint64_t)1 << m->shift, sb->pages - first);
 	m->st.log_clear_calls++;
 	m->st.log_clear_pages += n;
-	t0 = g_get_monotonic_time();
+	t0 = migram_sender_now(m);
 	if (!m->source.ops->clear(m->source.opaque, sb->block, first, n,
 				  sb->synced, error))
 		return false;
-	m->st.log_clear_us += (uint64_t)(g_get_monotonic_time() - t0);
+	m->st.log_clear_us += (uint64_t)(migram_sender_now(m) - t0);
 	migram_bitmap_clear(sb->synced, (size_t)first, (size_t)n);
 	return true;
 }
@@ -171,7 +171,10 @@ static bool send_page(MigramMigration *m, SendBlock *sb, uint64_t p,
 		return false;
 	migram_bitmap_clear_bit(sb->bmap, (size_t)p);
 	m->dirty_pages--;
-	if (migram_buffer_is_zero(data, MIGRAM_TARGET_PAGE_SIZE)) {
+	/* model mode answers without reading the page (sender-env.h) */
+	if (m->env.page_is_zero
+		    ? m->env.page_is_zero(m->env.opaque, sb->block, p)
+		    : migram_buffer_is_zero(data, MIGRAM_TARGET_PAGE_SIZE)) {
 		migram_stream_writer_zero_page(m->w, sb->idstr, off);
 		m->st.duplicate_pages++;
 	} else {
@@ -192,7 +195,7 @@ static bool send_page(MigramMigration *m, SendBlock *sb, uint64_t p,
 bool migram_sender_section(MigramMigration *m, bool last, bool *pass_done,
 			   GError **error)
 {
-	gint64 t0 = g_get_monotonic_time();
+	gint64 t0 = migram_sender_now(m);
 	uint64_t sent = 0;
 	bool ok;
 
@@ -224,7 +227,7 @@ bool migram_sender_section(MigramMigration *m, bool last, bool *pass_done,
 			continue;
 		ok = ok && migram_sender_check(m, error);
 		if (!last && (migram_channel_rate_exceeded(m->ch) ||
-			      g_get_monotonic_time() - t0 > SECTION_MAX_US))
+			      migram_sender_now(m) - t0 > SECTION_MAX_US))
 			break;
 	}
 	if (ok)

@@ -96,6 +96,11 @@ MIGRAM_EXPORT void migram_migration_set_preempt(MigramMigration *m,
 	m->preempt = preempt;
 }
 
+void migram_migration_set_env(MigramMigration *m, const MigramSenderEnv *env)
+{
+	m->env = *env;
+}
+
 MIGRAM_EXPORT void migram_migration_start_postcopy(MigramMigration *m)
 {
 	g_atomic_int_set(&m->postcopy_wanted, 1);
@@ -201,7 +206,7 @@ static bool setup(MigramMigration *m, GError **error)
 		return false;
 	/* bmap started all set: the first sync's finds are not new. */
 	m->dirtied_in_period = 0;
-	m->t_sync = g_get_monotonic_time();
+	m->t_sync = migram_sender_now(m);
 	m->sent_at_sync = migram_channel_bytes_sent(m->ch);
 	m->st.setup_time_ms = (uint64_t)(m->t_sync - m->t_start) / 1000;
 	return migram_channel_flush(m->ch, error);
@@ -244,7 +249,7 @@ static bool after_pass(MigramMigration *m, bool *complete, GError **error)
 		g_atomic_int_set(&m->postcopy_wanted, 1);
 	if (!migram_sender_sync(m, error))
 		return false;
-	now = g_get_monotonic_time();
+	now = migram_sender_now(m);
 	period = (uint64_t)MAX(now - m->t_sync, 1);
 	sent = migram_channel_bytes_sent(m->ch) - m->sent_at_sync;
 	m->st.dirty_pages_rate = m->dirtied_in_period * G_USEC_PER_SEC / period;
@@ -296,7 +301,7 @@ static bool after_pass(MigramMigration *m, bool *complete, GError **error)
  */
 static bool mid_pass(MigramMigration *m, bool *complete, GError **error)
 {
-	gint64 now = g_get_monotonic_time();
+	gint64 now = migram_sender_now(m);
 	uint64_t sent = migram_channel_bytes_sent(m->ch), fresh;
 
 	if (now - m->t_window >= WINDOW_US) {
@@ -333,7 +338,7 @@ static bool iterate(MigramMigration *m, GError **error)
 {
 	bool complete = false, pass_done;
 
-	m->t_window = g_get_monotonic_time();
+	m->t_window = migram_sender_now(m);
 	m->sent_at_window = m->sent_at_any_sync =
 		migram_channel_bytes_sent(m->ch);
 	while (!complete) {
@@ -342,7 +347,7 @@ static bool iterate(MigramMigration *m, GError **error)
 		if (m->pc && migram_postcopy_src_should_switch(m))
 			return true;
 		if (m->cfg.max_time_ms &&
-		    (uint64_t)(g_get_monotonic_time() - m->t_start) / 1000 >
+		    (uint64_t)(migram_sender_now(m) - m->t_start) / 1000 >
 			    m->cfg.max_time_ms) {
 			g_set_error(
 				error, MIGRAM_ERROR, MIGRAM_ERROR_NOT_CONVERGED,
@@ -407,20 +412,20 @@ static bool finish(MigramMigration *m, GError **error)
 	gint64 t[5];
 
 	/* the downtime starts with the request to stop, as QEMU's */
-	m->t_pause = t[0] = g_get_monotonic_time();
+	m->t_pause = t[0] = migram_sender_now(m);
 	m->cfg.pause_guest(m->cfg.opaque);
-	t[1] = g_get_monotonic_time();
+	t[1] = migram_sender_now(m);
 	m->last_stage = true;
 	migram_channel_set_rate_limit(m->ch, 0);
 	if (!migram_sender_sync(m, error))
 		return false;
-	t[2] = g_get_monotonic_time();
+	t[2] = migram_sender_now(m);
 	if (!migram_sender_section(m, true, &pass_done, error))
 		return false;
-	t[3] = g_get_monotonic_time();
+	t[3] = migram_sender_now(m);
 	if (!save_device(m, error) || !migram_stream_writer_finish(m->w, error))
 		return false;
-	t[4] = g_get_monotonic_time();
+	t[4] = migram_sender_now(m);
 	m->st.downtime_pause_us = (uint64_t)(t[1] - t[0]);
 	m->st.downtime_sync_us = (uint64_t)(t[2] - t[1]);
 	m->st.downtime_pages_us = (uint64_t)(t[3] - t[2]);
@@ -455,7 +460,7 @@ MIGRAM_EXPORT bool migram_migration_run(MigramMigration *m, MigramChannel *ch,
 			    "callback");
 		return false;
 	}
-	m->t_start = g_get_monotonic_time();
+	m->t_start = migram_sender_now(m);
 	pthread_mutex_lock(&m->cancel_lock);
 	m->ch = ch;
 	if (g_atomic_int_get(&m->cancelled))
@@ -495,7 +500,7 @@ MIGRAM_EXPORT bool migram_migration_run(MigramMigration *m, MigramChannel *ch,
 					 MIGRAM_ERROR_CANCELLED)
 			       ? MIGRAM_MIGRATION_CANCELLED
 			       : MIGRAM_MIGRATION_FAILED;
-	m->st.total_time_ms = (uint64_t)(g_get_monotonic_time() - m->t_start) /
+	m->st.total_time_ms = (uint64_t)(migram_sender_now(m) - m->t_start) /
 			      1000;
 	migram_sender_publish(m);
 	pthread_mutex_lock(&m->cancel_lock);

@@ -123,7 +123,7 @@ void migram_sender_publish(MigramMigration *m)
 	    m->st.status != MIGRAM_MIGRATION_FAILED &&
 	    m->st.status != MIGRAM_MIGRATION_CANCELLED)
 		m->st.total_time_ms =
-			(uint64_t)(g_get_monotonic_time() - m->t_start) / 1000;
+			(uint64_t)(migram_sender_now(m) - m->t_start) / 1000;
 	pthread_mutex_lock(&m->stats_lock);
 	m->pub = m->st;
 	changed = !m->event_any || m->event_last != m->st.status;

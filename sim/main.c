@@ -61,7 +61,7 @@ static bool add_block(SimOptions *o, const char *spec, GError **error)
 
 typedef struct {
 	char *ram, *workload, *dirty_rate, *max_bandwidth, *transport, *mode;
-	char *switchover_bandwidth;
+	char *switchover_bandwidth, *link_bandwidth;
 	char *working_set, *stride, *fill;
 	char **blocks;
 	/* durations, as given (units.c) */
@@ -287,6 +287,15 @@ static bool apply(const Args *a, SimOptions *o, GError **error)
 				  "--switchover-bandwidth '%s': a rate such "
 				  "as 3G/s",
 				  a->switchover_bandwidth);
+	if (a->link_bandwidth &&
+	    !(o->link_bandwidth = sim_parse_rate(a->link_bandwidth)))
+		return fail_usage(error,
+				  "--link-bandwidth '%s': a rate such as "
+				  "10Gbit/s",
+				  a->link_bandwidth);
+	if (a->link_bandwidth && !a->model)
+		return fail_usage(error, "--link-bandwidth '%s' needs --model",
+				  a->link_bandwidth);
 	if (a->transport) {
 		if (strcmp(a->transport, "socketpair") == 0) {
 			o->transport = SIM_TRANSPORT_SOCKETPAIR;
@@ -435,9 +444,15 @@ static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
 		{ "verify-bytes", 0, 0, G_OPTION_ARG_NONE, &a.verify_bytes,
 		  "Also compare memory byte for byte", NULL },
 		{ "model", 0, 0, G_OPTION_ARG_NONE, &a.model,
-		  "Model mode: virtual time, no page contents", NULL },
+		  "Model mode: the real sender in virtual time, no page contents",
+		  NULL },
 		{ "link-latency-us", 0, 0, G_OPTION_ARG_STRING, &a.latency,
 		  "Model mode: round-trip latency (plain number: us)", "TIME" },
+		{ "link-bandwidth", 0, 0, G_OPTION_ARG_STRING,
+		  &a.link_bandwidth,
+		  "Model mode: the link's raw rate to a remote destination "
+		  "(default: this machine's socketpair, calibrated)",
+		  "RATE/s" },
 		{ "json", 0, 0, G_OPTION_ARG_FILENAME, &o->json_path,
 		  "Write statistics and a timeline as JSON", "FILE" },
 		{ "plot", 0, 0, G_OPTION_ARG_FILENAME, &o->plot_path,
@@ -490,6 +505,7 @@ static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
 	g_free(a.dirty_rate);
 	g_free(a.max_bandwidth);
 	g_free(a.switchover_bandwidth);
+	g_free(a.link_bandwidth);
 	g_free(a.transport);
 	g_free(a.mode);
 	g_free(a.working_set);

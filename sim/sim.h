@@ -10,7 +10,8 @@
  *   workload.c  writer threads that dirty guest memory (real mode)
  *   kvm-vmm.c   --workload kvm: a minimal VMM and its micro-guest
  *   kvm-sim.c   --workload kvm: the source's and destination's steps
- *   model.c     model mode: virtual time, no page contents
+ *   model.c     model mode: the real sender in virtual time, no contents
+ *   model-guest.c  model mode's guest: a Poisson write process
  *   units.c     sizes, rates and durations on the command line
  *   report.c    progress line, summary, JSON (json-glib)
  *   chart.c     the chart of the timeline (cairo)
@@ -135,6 +136,7 @@ typedef struct {
 	/* model mode */
 	bool model;
 	uint64_t link_latency_us; /* model: round-trip latency */
+	uint64_t link_bandwidth;  /* model: the link, bytes/s; 0: calibrated */
 
 	/* output */
 	bool version_only; /* --version: printed, nothing to run */
