@@ -5,7 +5,8 @@
  * real-mode runs over a socketpair; docs/simulator-model.md says how and
  * what it measured.  Re-run the script on another machine and pass its
  * figures through the MIGRAM_MODEL_COSTS environment variable
- * ("send_zero_us,send_normal_us,place_zero_us,place_normal_us,link_MBps"),
+ * ("send_zero_us,send_normal_us,place_zero_us,place_first_us,
+ * place_again_us,link_MBps"),
  * or change the defaults here.
  */
 #ifndef MIGRAM_SIM_MODEL_COSTS_H
@@ -17,22 +18,26 @@
 #include "sim.h"
 
 typedef struct {
-	double send_zero_s;    /* sender CPU: zero check + ZERO record */
-	double send_normal_s;  /* sender CPU: zero check + PAGE record */
-	double place_zero_s;   /* destination: one zero page */
-	double place_normal_s; /* destination: one 4 KiB page */
-	double sync_page_s;    /* sender: one page of a log sync */
-	double clear_call_s;   /* sender: one chunk clear */
-	double link_bw;        /* the link's raw rate, bytes/s */
-	double buffer_bytes;   /* what the sender may run ahead of the link */
-	double latency_s;      /* one round trip, at the end */
+	double send_zero_s;   /* sender CPU: zero check + ZERO record */
+	double send_normal_s; /* sender CPU: zero check + PAGE record */
+	double place_zero_s;  /* destination: one zero page */
+	double place_first_s; /* destination: a page's first copy */
+	double place_again_s; /* destination: a page it already holds */
+	double pause_s;       /* stopping the guest */
+	double sync_page_s;   /* sender: one page of a log sync */
+	double clear_call_s;  /* sender: one chunk clear */
+	double link_bw;       /* the link's raw rate, bytes/s */
+	double buffer_bytes;  /* what the sender may run ahead of the link */
+	double latency_s;     /* one round trip, at the end */
 } ModelCosts;
 
 /* Calibrated on the development machine (docs/simulator-model.md). */
 #define MODEL_SEND_ZERO_US 0.11
 #define MODEL_SEND_NORMAL_US 0.95
 #define MODEL_PLACE_ZERO_US 0.30
-#define MODEL_PLACE_NORMAL_US 5.0
+#define MODEL_PLACE_FIRST_US 5.0
+#define MODEL_PLACE_AGAIN_US 2.4
+#define MODEL_PAUSE_US 400.0
 #define MODEL_LINK_BPS 4.0e9      /* socketpair copy, bytes/s */
 #define MODEL_SYNC_PAGE_US 5.6e-5 /* 15 ms per TiB (docs/performance.md) */
 #define MODEL_CLEAR_CALL_US 2.0
@@ -42,22 +47,25 @@ static inline void model_costs_init(ModelCosts *c, const SimOptions *opt)
 {
 	const char *env = getenv("MIGRAM_MODEL_COSTS");
 	double sz = MODEL_SEND_ZERO_US, sn = MODEL_SEND_NORMAL_US,
-	       pz = MODEL_PLACE_ZERO_US, pn = MODEL_PLACE_NORMAL_US,
-	       link = MODEL_LINK_BPS / 1e6;
+	       pz = MODEL_PLACE_ZERO_US, pf = MODEL_PLACE_FIRST_US,
+	       pa = MODEL_PLACE_AGAIN_US, link = MODEL_LINK_BPS / 1e6;
 
-	if (env && sscanf(env, "%lf,%lf,%lf,%lf,%lf", &sz, &sn, &pz, &pn,
-			  &link) != 5) {
+	if (env && sscanf(env, "%lf,%lf,%lf,%lf,%lf,%lf", &sz, &sn, &pz, &pf,
+			  &pa, &link) != 6) {
 		sz = MODEL_SEND_ZERO_US;
 		sn = MODEL_SEND_NORMAL_US;
 		pz = MODEL_PLACE_ZERO_US;
-		pn = MODEL_PLACE_NORMAL_US;
+		pf = MODEL_PLACE_FIRST_US;
+		pa = MODEL_PLACE_AGAIN_US;
 		link = MODEL_LINK_BPS / 1e6;
 	}
 	*c = (ModelCosts){
 		.send_zero_s = sz / 1e6,
 		.send_normal_s = sn / 1e6,
 		.place_zero_s = pz / 1e6,
-		.place_normal_s = pn / 1e6,
+		.place_first_s = pf / 1e6,
+		.place_again_s = pa / 1e6,
+		.pause_s = MODEL_PAUSE_US / 1e6,
 		.sync_page_s = MODEL_SYNC_PAGE_US / 1e6,
 		.clear_call_s = MODEL_CLEAR_CALL_US / 1e6,
 		.link_bw = opt->link_bandwidth ? (double)opt->link_bandwidth
@@ -68,7 +76,7 @@ static inline void model_costs_init(ModelCosts *c, const SimOptions *opt)
 	/* a stated link is a remote destination: its placement is not
 	 * this machine's, only the wire counts */
 	if (opt->link_bandwidth)
-		c->place_zero_s = c->place_normal_s = 0;
+		c->place_zero_s = c->place_first_s = c->place_again_s = 0;
 }
 
 #endif /* MIGRAM_SIM_MODEL_COSTS_H */

@@ -78,7 +78,9 @@ typedef struct {
 	double now;
 	double link_free;  /* when the link has delivered all queued bytes */
 	double link_bytes; /* bytes the sink took (the stream's length) */
-	uint64_t zero_queued, normal_queued; /* pages since the last flush */
+	/* pages since the last flush: zero, first and later placements */
+	uint64_t zero_queued, first_queued, again_queued;
+	unsigned long *placed; /* pages the destination holds a copy of */
 	uint64_t zero_pages, normal_pages;
 	bool paused;
 	double t_pause;
@@ -178,9 +180,10 @@ static bool sink_write(void *opaque, const struct iovec *iov, int n,
 	for (int i = 0; i < n; i++)
 		bytes += (double)iov[i].iov_len;
 	wire = bytes / c->link_bw;
-	place = (double)m->normal_queued * c->place_normal_s +
+	place = (double)m->first_queued * c->place_first_s +
+		(double)m->again_queued * c->place_again_s +
 		(double)m->zero_queued * c->place_zero_s;
-	m->zero_queued = m->normal_queued = 0;
+	m->zero_queued = m->first_queued = m->again_queued = 0;
 	m->link_free = MAX(m->link_free, m->now) + MAX(wire, place);
 	m->link_bytes += bytes;
 	if (m->link_free - m->now > c->buffer_bytes / c->link_bw)
@@ -212,7 +215,12 @@ static bool page_is_zero(void *opaque, MigramRamBlock *block, uint64_t page)
 		m->zero_pages++;
 		m->now += m->costs.send_zero_s;
 	} else {
-		m->normal_queued++;
+		if (migram_bitmap_test_bit(m->placed, p)) {
+			m->again_queued++;
+		} else {
+			migram_bitmap_set_bit(m->placed, p);
+			m->first_queued++;
+		}
 		m->normal_pages++;
 		m->now += m->costs.send_normal_s;
 	}
@@ -279,6 +287,7 @@ static void on_pause(void *opaque)
 	Model *m = opaque;
 
 	model_guest_pause(m->guest, m->now);
+	m->now += m->costs.pause_s;
 	m->paused = true;
 	m->t_pause = m->now;
 	sample(m, true);
@@ -406,6 +415,14 @@ static bool model_build(Model *m, GError **error)
 				   m->space_pages, error);
 	if (!m->guest)
 		return false;
+	m->placed = migram_bitmap_new(m->space_pages);
+	if (!m->placed) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_NO_MEMORY,
+			    "model mode: no memory for the destination's "
+			    "record of %" G_GUINT64_FORMAT " pages",
+			    m->space_pages);
+		return false;
+	}
 	m->sink = (MigramChannelSink){ sink_write, m };
 	m->env = (MigramSenderEnv){
 		.clock = { clock_now, clock_sleep, m },
@@ -423,6 +440,7 @@ static void model_free(Model *m)
 	migram_migration_free(m->mig);
 	migram_channel_free(m->ch);
 	model_guest_free(m->guest);
+	migram_bitmap_free(m->placed);
 	migram_soft_log_free(m->log);
 	migram_ram_list_free(m->list);
 	for (guint i = 0; m->maps && i < m->maps->len; i++) {
@@ -455,6 +473,12 @@ static void fill_report(Model *m, bool ok)
 	r->dirty_sync_count = st.dirty_sync_count;
 	r->log_clear_calls = st.log_clear_calls;
 	r->setup_time_ms = st.setup_time_ms;
+	r->downtime_parts_us[0] = st.downtime_pause_us;
+	r->downtime_parts_us[1] = st.downtime_sync_us;
+	r->downtime_parts_us[2] = st.downtime_pages_us;
+	r->downtime_parts_us[3] = st.downtime_device_us;
+	r->log_sync_us = st.log_sync_us;
+	r->log_clear_us = st.log_clear_us;
 	r->total_time_ms = (uint64_t)llround(m->now * 1000);
 	r->downtime_ms = ok ? (uint64_t)llround((m->now - m->t_pause) * 1000)
 			    : 0;
