@@ -35,7 +35,7 @@ typedef struct {
 #define MODEL_SEND_ZERO_US 0.11
 #define MODEL_SEND_NORMAL_US 0.95
 #define MODEL_PLACE_ZERO_US 0.30
-#define MODEL_PLACE_FIRST_US 5.0
+#define MODEL_PLACE_FIRST_US 5.5
 #define MODEL_PLACE_AGAIN_US 2.4
 #define MODEL_PAUSE_US 400.0
 #define MODEL_LINK_BPS 4.0e9      /* socketpair copy, bytes/s */
