@@ -42,6 +42,7 @@ typedef struct {
 #define MODEL_SYNC_PAGE_US 5.6e-5 /* 15 ms per TiB (docs/performance.md) */
 #define MODEL_CLEAR_CALL_US 2.0
 #define MODEL_BUFFER_BYTES (416.0 * 1024) /* both ends' socket buffers */
+#define MODEL_TCP_BUFFER_BYTES (4.0 * 1024 * 1024) /* tcp_wmem's maximum */
 
 static inline void model_costs_init(ModelCosts *c, const SimOptions *opt)
 {
@@ -74,9 +75,12 @@ static inline void model_costs_init(ModelCosts *c, const SimOptions *opt)
 		.latency_s = (double)opt->link_latency_us / 1e6,
 	};
 	/* a stated link is a remote destination: its placement is not
-	 * this machine's, only the wire counts */
-	if (opt->link_bandwidth)
+	 * this machine's, only the wire counts, and the sender writes to a
+	 * TCP socket that autotunes its buffer up to 4 MiB (tcp_wmem) */
+	if (opt->link_bandwidth) {
 		c->place_zero_s = c->place_first_s = c->place_again_s = 0;
+		c->buffer_bytes = MODEL_TCP_BUFFER_BYTES;
+	}
 }
 
 #endif /* MIGRAM_SIM_MODEL_COSTS_H */
