@@ -12,6 +12,7 @@
 
 #include "migram-test-util.h"
 #include "migration-internal.h"
+#include "sender-env.h"
 
 static void pair(int fds[2])
 {
@@ -273,6 +274,127 @@ static void test_write_to_closed_peer(void)
 	migram_channel_free(w);
 }
 
+/* ---- virtual channels (sender-env.h) ------------------------------------ */
+
+typedef struct {
+	gint64 now;     /* the virtual clock, us */
+	gint64 slept;   /* us slept on it */
+	uint64_t bytes; /* taken by the sink */
+	uint64_t pages; /* iovecs of one page: referenced payloads */
+	bool refuse;    /* the sink fails */
+	MigramClock clock;
+	MigramChannelSink sink;
+} Virtual;
+
+static gint64 v_now(void *opaque)
+{
+	return ((Virtual *)opaque)->now;
+}
+
+static void v_sleep(void *opaque, gint64 us)
+{
+	Virtual *v = opaque;
+
+	v->now += us;
+	v->slept += us;
+}
+
+static bool v_write(void *opaque, const struct iovec *iov, int n,
+		    GError **error)
+{
+	Virtual *v = opaque;
+
+	if (v->refuse) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO,
+			    "test sink: refused %d iovecs", n);
+		return false;
+	}
+	for (int i = 0; i < n; i++) {
+		v->bytes += iov[i].iov_len;
+		v->pages += iov[i].iov_len == 4096;
+	}
+	return true;
+}
+
+static void virtual_set_up(Virtual *v, gconstpointer data)
+{
+	(void)data;
+	*v = (Virtual){ .now = 1000000 };
+	v->clock = (MigramClock){ v_now, v_sleep, v };
+	v->sink = (MigramChannelSink){ v_write, v };
+}
+
+static void virtual_tear_down(Virtual *v, gconstpointer data)
+{
+	(void)v;
+	(void)data;
+}
+
+/* Bytes go to the sink; referenced payloads are passed, not copied. */
+static void test_virtual_sink(Virtual *v, gconstpointer data)
+{
+	g_autoptr(GError) error = NULL;
+	MigramChannel *ch = migram_channel_new_virtual(&v->sink, &v->clock);
+	static guint8 page[4096];
+
+	(void)data;
+	for (int i = 0; i < 3000; i++) {
+		migram_channel_put_be64(ch, (uint64_t)i);
+		migram_channel_put_ref(ch, page, sizeof(page));
+	}
+	g_assert_true(migram_channel_flush(ch, &error));
+	g_assert_no_error(error);
+	g_assert_cmpuint(v->bytes, ==, 3000 * (8 + 4096));
+	g_assert_cmpuint(v->pages, ==, 3000);
+	g_assert_cmpuint(migram_channel_bytes_sent(ch), ==, v->bytes);
+	/* a virtual channel has nothing to read */
+	g_assert_false(migram_channel_get_bytes(ch, page, 1, &error));
+	g_assert_nonnull(error);
+	migram_channel_free(ch);
+}
+
+/* A sink's failure is the channel's sticky error. */
+static void test_virtual_refused(Virtual *v, gconstpointer data)
+{
+	g_autoptr(GError) error = NULL;
+	MigramChannel *ch = migram_channel_new_virtual(&v->sink, &v->clock);
+
+	(void)data;
+	v->refuse = true;
+	migram_channel_put_be32(ch, 7);
+	g_assert_false(migram_channel_flush(ch, &error));
+	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO);
+	g_assert_nonnull(strstr(error->message, "refused"));
+	g_clear_error(&error);
+	v->refuse = false;
+	migram_channel_put_be32(ch, 7);
+	g_assert_false(migram_channel_flush(ch, &error));
+	g_assert_cmpuint(v->bytes, ==, 0);
+	migram_channel_free(ch);
+}
+
+/* The rate limit reads and sleeps on the virtual clock only: every sleep
+ * went through the hook (v->slept), so none was real. */
+static void test_virtual_rate_limit(Virtual *v, gconstpointer data)
+{
+	g_autoptr(GError) error = NULL;
+	MigramChannel *ch = migram_channel_new_virtual(&v->sink, &v->clock);
+	static guint8 page[4096];
+
+	(void)data;
+	/* 10 MB/s: 1 MB per 100 ms slice; 50 MB take about 5 s */
+	migram_channel_set_rate_limit(ch, 10 * 1000 * 1000);
+	for (int i = 0; i < 50 * 1000 * 1000 / 4096; i++) {
+		migram_channel_put_ref(ch, page, sizeof(page));
+		if (i % 256 == 255)
+			g_assert_true(migram_channel_flush(ch, &error));
+	}
+	g_assert_true(migram_channel_flush(ch, &error));
+	g_assert_cmpint(v->slept, >=, 4800000);
+	g_assert_cmpint(v->slept, <=, 5100000);
+	migram_channel_free(ch);
+}
+
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
@@ -287,6 +409,12 @@ int main(int argc, char **argv)
 			test_bad_string_is_sticky);
 	g_test_add_func("/migration/channel/gathering", test_gathering);
 	g_test_add_func("/migration/channel/rate-limit", test_rate_limit);
+	g_test_add("/migration/channel/virtual-sink", Virtual, NULL,
+		   virtual_set_up, test_virtual_sink, virtual_tear_down);
+	g_test_add("/migration/channel/virtual-refused", Virtual, NULL,
+		   virtual_set_up, test_virtual_refused, virtual_tear_down);
+	g_test_add("/migration/channel/virtual-rate-limit", Virtual, NULL,
+		   virtual_set_up, test_virtual_rate_limit, virtual_tear_down);
 	g_test_add_func("/migration/channel/cancel", test_cancel);
 	g_test_add_func("/migration/channel/write-to-closed-peer",
 			test_write_to_closed_peer);
