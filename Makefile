@@ -19,7 +19,7 @@ TORTURE_JOBS ?= 1
 TORTURE_ARGS ?=
 
 .PHONY: all help setup build run test bench bench-vs-qemu test-asan test-tsan valgrind clean
-.PHONY: fuzz fuzz-build embed-check torture
+.PHONY: fuzz fuzz-build embed-check torture model-agreement
 
 all: build
 
@@ -28,6 +28,7 @@ help:
 	@echo "make test       set up, build, run every test suite (meson test)"
 	@echo "make bench      set up, build, run the benchmarks (meson test --benchmark)"
 	@echo "make bench-vs-qemu  QEMU 7.2 and migram-sim interleaved on the same guest (VS_QEMU_ARGS=...)"
+	@echo "make model-agreement  model mode against real mode (own step in CI)"
 	@echo "make test-asan  the suites again under AddressSanitizer + UBSan ($(SANITIZE_BUILD)/)"
 	@echo "make test-tsan  the concurrency suites under ThreadSanitizer ($(TSAN_BUILD)/)"
 	@echo "make valgrind   the concurrency suites under valgrind (memcheck)"
@@ -56,7 +57,13 @@ run: build
 	@echo "statistics and timeline: $(BUILD)/run.json"
 
 test: build
-	meson test -C $(BUILD) --print-errorlogs
+	meson test -C $(BUILD) --print-errorlogs --no-suite model-agreement
+
+# Model mode against real mode (docs/simulator-model.md): real migrations
+# timed against the model, so run apart from the unit suites.
+model-agreement: build
+	meson test -C $(BUILD) --print-errorlogs --suite model-agreement \
+		--logbase testlog-model-agreement
 
 bench: build
 	meson test -C $(BUILD) --benchmark --verbose
@@ -76,7 +83,8 @@ test-asan: setup
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-		meson test -C $(SANITIZE_BUILD) --print-errorlogs --no-suite gates
+		meson test -C $(SANITIZE_BUILD) --print-errorlogs --no-suite gates \
+			--no-suite model-agreement
 
 test-tsan: setup
 	@[ -f $(TSAN_BUILD)/build.ninja ] || meson setup $(TSAN_BUILD) \
