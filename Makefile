@@ -25,7 +25,7 @@ all: build
 
 help:
 	@echo "make run        set up, build, run a live migration (migram-sim) and print its report"
-	@echo "make test       set up, build, run every test suite (meson test)"
+	@echo "make test       set up, build, run every test suite but model-agreement (meson test)"
 	@echo "make bench      set up, build, run the benchmarks (meson test --benchmark)"
 	@echo "make bench-vs-qemu  QEMU 7.2 and migram-sim interleaved on the same guest (VS_QEMU_ARGS=...)"
 	@echo "make model-agreement  model mode against real mode (own step in CI)"
