@@ -304,10 +304,10 @@ struct MigramMigration {
 	bool postcopy_committed; /* the package went out: never resume */
 	MigramChannel *preempt;  /* borrowed, optional */
 
-	/* status-change events (stats.c); all under stats_lock */
-	/* clock and zero check (sender-env.h); zero: the real ones */
+	/* clock and zero check (sender-env.h); all zero: the real ones */
 	MigramSenderEnv env;
 
+	/* status-change events (stats.c); all under stats_lock */
 	MigramMigrationEventFunc event_fn;
 	void *event_opaque;
 	int event_fd;   /* -1 until migram_migration_get_event_fd() */

@@ -9,7 +9,9 @@
  *
  * Threads: an environment is installed before the migration (or channel)
  * is used and never changed afterwards; its functions are called on the
- * migration thread only.  They must not call back into the migration.
+ * migration thread only, on the sender's hot path: they must not block,
+ * and of the migration's functions they may call only the any-thread ones
+ * (migram_migration_get_stats()).
  */
 #ifndef MIGRAM_SENDER_ENV_H
 #define MIGRAM_SENDER_ENV_H
