@@ -286,11 +286,12 @@ static void on_pause(void *opaque)
 {
 	Model *m = opaque;
 
+	/* the downtime starts with the request to stop, as the sender's */
+	m->t_pause = m->now;
+	m->paused = true;
+	sample(m, true);
 	model_guest_pause(m->guest, m->now);
 	m->now += m->costs.pause_s;
-	m->paused = true;
-	m->t_pause = m->now;
-	sample(m, true);
 }
 
 static void on_resume(void *opaque)
