@@ -101,6 +101,7 @@ static gpointer writer_main(gpointer p)
 	uint64_t seq = 0, cursor = w->id * (g->total_pages / 8 + 1);
 	gint64 start = g_get_monotonic_time();
 	double due = 0; /* writes due by now, per the schedule */
+	int last_th = 0;
 
 	while (!g_atomic_int_get(&g->stop)) {
 		int th;
@@ -117,16 +118,27 @@ static gpointer writer_main(gpointer p)
 		if (g->pages_per_sec <= 0)
 			continue;
 		th = g_atomic_int_get(&g->throttle);
+		if (th != last_th) {
+			/* A new throttle applies from now on, not to the
+			 * writes already made (else the writer would stall
+			 * to make up for them at the new rate). */
+			start = g_get_monotonic_time();
+			due = 0;
+			last_th = th;
+		}
 		due += 1.0;
-		/* Ahead of schedule: sleep until the next write is due. */
-		{
+		/* Ahead of schedule: sleep until the next write is due, in
+		 * slices of at most 10 ms so that a pause is seen soon. */
+		for (;;) {
 			double rate = g->pages_per_sec * (100 - th) / 100.0;
 			double t = (double)(g_get_monotonic_time() - start) /
 				   1e6;
 			double ahead = due / rate - t;
 
-			if (ahead > 0.001)
-				g_usleep((gulong)(ahead * 1e6));
+			if (ahead <= 0.001 || g_atomic_int_get(&g->paused) ||
+			    g_atomic_int_get(&g->stop))
+				break;
+			g_usleep((gulong)(MIN(ahead, 0.01) * 1e6));
 		}
 	}
 	g_rand_free(r);
