@@ -41,6 +41,9 @@ SCENARIOS = [
     ("hotset 40M/s, 1Gbit/s, 512M",
      ["--ram", "512M", "--workload", "hotset", "--dirty-rate", "40M/s",
       "--max-bandwidth", "1Gbit/s"]),
+    ("uniform 60M/s, 40M/s, auto-converge, 128M",
+     ["--ram", "128M", "--workload", "uniform", "--dirty-rate", "60M/s",
+      "--max-bandwidth", "40M/s", "--auto-converge"]),
 ]
 
 
