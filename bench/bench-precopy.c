@@ -34,7 +34,7 @@
 #include <migram/ramblock.h>
 #include <migram/receiver.h>
 
-#include "migration-internal.h"
+#include "buffer.h"
 
 #define GiB (UINT64_C(1) << 30)
 #define SIZE (4 * GiB)

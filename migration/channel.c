@@ -35,6 +35,7 @@
 #include "migram-rcu.h"
 #include "migram/channel.h"
 #include "migram/migram.h"
+#include "stream-internal.h"
 
 #define STAGE_BYTES ((size_t)64 * 1024)
 #define MAX_IOV 1024

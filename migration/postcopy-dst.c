@@ -41,7 +41,8 @@
 #include "migram/bitmap.h"
 #include "migram/migram.h"
 #include "migram/ramblock.h"
-#include "migration-internal.h"
+#include "return-path.h"
+#include "stream-error.h"
 #include "postcopy-dst.h"
 
 typedef struct {

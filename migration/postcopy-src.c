@@ -27,7 +27,12 @@
 #include "migram-rcu.h"
 #include "migram/bitmap.h"
 #include "migram/migram.h"
-#include "migration-internal.h"
+#include "buffer.h"
+#include "postcopy-src.h"
+#include "return-path.h"
+#include "sender-internal.h"
+#include "stream-error.h"
+#include "stream-internal.h"
 
 #define REQ_QUEUE_MAX 4096  /* requests waiting; more fall to background */
 #define BACKGROUND_BATCH 64 /* pages between request checks */

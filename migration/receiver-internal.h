@@ -15,7 +15,8 @@
 
 #include "migram/receiver.h"
 #include "migram/stream.h"
-#include "migration-internal.h"
+#include "stream-error.h"
+#include "stream-internal.h"
 #include "postcopy-dst.h"
 
 /* A package holds commands and device state: bounded by the blob cap. */

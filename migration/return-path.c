@@ -14,20 +14,10 @@
 #include "migram-common.h"
 #include "migram/bitmap.h"
 #include "migram/migram.h"
-#include "migration-internal.h"
+#include "return-path.h"
+#include "stream-error.h"
 
 #define RECV_BITMAP_ENDING UINT64_C(0x0123456789ABCDEF)
-
-bool migram_rp_fail(GError **error, uint64_t at, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	migram_fail_vat(error, MIGRAM_ERROR_PROTOCOL, "return path", at, fmt,
-			ap);
-	va_end(ap);
-	return false;
-}
 
 /*
  * A channel failure (the return path ended or broke) in the middle of

@@ -28,7 +28,9 @@
 #include "migram-rcu.h"
 #include "migram/bitmap.h"
 #include "migram/migram.h"
-#include "migration-internal.h"
+#include "buffer.h"
+#include "postcopy-src.h"
+#include "sender-internal.h"
 
 #define SECTION_MAX_US ((gint64)50 * 1000) /* QEMU's MAX_WAIT for one pass */
 #define CHECK_EVERY 64 /* pages between cancel/rate checks */

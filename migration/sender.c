@@ -23,7 +23,10 @@
 #include "migram-rcu.h"
 #include "migram/bitmap.h"
 #include "migram/migram.h"
-#include "migration-internal.h"
+#include "policy.h"
+#include "postcopy-src.h"
+#include "sender-internal.h"
+#include "stream-internal.h"
 
 #define DEFAULT_DOWNTIME_MS 300
 #define DEFAULT_STALL_SYNCS 8

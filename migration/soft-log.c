@@ -26,7 +26,7 @@
 #include "migram/bitmap.h"
 #include "migram/dirty-log.h"
 #include "migram/migram.h"
-#include "migration-internal.h"
+#include "dirty-log-internal.h"
 
 struct MigramSoftLog {
 	MigramDirtyBitmap *bitmap;

@@ -22,7 +22,8 @@
 
 #include "migram-common.h"
 #include "migram/migram.h"
-#include "migration-internal.h"
+#include "dirty-log-internal.h"
+#include "sender-internal.h"
 
 /* Under stats_lock: queue @p s, dropping the oldest when full. */
 static void event_push(MigramMigration *m, MigramMigrationStatus s)

@@ -20,7 +20,7 @@
 #include "migram/migram.h"
 #include "migram/ramblock.h"
 #include "migram/stream.h"
-#include "migration-internal.h"
+#include "stream-internal.h"
 
 /* Any id works if used consistently; QEMU's pc machine gives RAM 2. */
 #define RAM_SECTION_ID 2u

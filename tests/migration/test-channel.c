@@ -11,7 +11,7 @@
 #include <migram/migram.h>
 
 #include "migram-test-util.h"
-#include "migration-internal.h"
+#include "stream-internal.h"
 
 static void pair(int fds[2])
 {
