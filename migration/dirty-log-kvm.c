@@ -101,9 +101,7 @@ struct MigramKvmLog {
 
 static bool io_error(GError **error, const char *what, int err)
 {
-	g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO, "%s: %s", what,
-		    g_strerror(err));
-	return false;
+	return migram_error_errno(error, MIGRAM_ERROR_IO, err, "%s", what);
 }
 
 static MigramKvmLog *log_alloc(int vm_fd, KvmLogMode mode)

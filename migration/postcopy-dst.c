@@ -33,7 +33,6 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "migram-common.h"
@@ -44,6 +43,7 @@
 #include "return-path.h"
 #include "stream-error.h"
 #include "postcopy-dst.h"
+#include "uffd.h"
 
 typedef struct {
 	char idstr[256];
@@ -82,32 +82,20 @@ struct DstPostcopy {
 	MigramPostcopyStats st;
 };
 
-static bool sys_fail(GError **error, int code, const char *what, int err)
-{
-	g_set_error(error, MIGRAM_ERROR, code, "postcopy: %s: %s", what,
-		    g_strerror(err));
-	return false;
-}
-
 /* A userfaultfd with the API handshake done; -1 with *error. */
 static int open_uffd(GError **error)
 {
-	struct uffdio_api api = { .api = UFFD_API };
-	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	uint64_t ioctls = 0;
+	int fd = migram_uffd_open("postcopy", error);
 
-	if (fd < 0) {
-		sys_fail(error, MIGRAM_ERROR_UNSUPPORTED,
-			 "userfaultfd() (needs root, CAP_SYS_PTRACE or "
-			 "vm.unprivileged_userfaultfd=1)",
-			 errno);
+	if (fd < 0)
 		return -1;
-	}
-	if (ioctl(fd, UFFDIO_API, &api) < 0) {
-		sys_fail(error, MIGRAM_ERROR_UNSUPPORTED, "UFFDIO_API", errno);
+	if (!migram_uffd_api(fd, 0, NULL, &ioctls, "postcopy",
+			     MIGRAM_ERROR_UNSUPPORTED, error)) {
 		close(fd);
 		return -1;
 	}
-	if (!(api.ioctls & (UINT64_C(1) << _UFFDIO_REGISTER))) {
+	if (!(ioctls & (UINT64_C(1) << _UFFDIO_REGISTER))) {
 		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_UNSUPPORTED,
 			    "postcopy: userfaultfd cannot register ranges");
 		close(fd);

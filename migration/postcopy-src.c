@@ -295,9 +295,9 @@ static bool rp_start(MigramMigration *m, MigramChannel *main_ch, GError **error)
 	RpConn *c;
 
 	if (fd < 0) {
-		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO,
-			    "return path: dup of fd %d failed: %s",
-			    migram_channel_fd(main_ch), g_strerror(errno));
+		migram_error_errno(error, MIGRAM_ERROR_IO, errno,
+				   "return path: dup of fd %d failed",
+				   migram_channel_fd(main_ch));
 		return false;
 	}
 	c = g_new0(RpConn, 1);

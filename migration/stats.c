@@ -84,8 +84,8 @@ MIGRAM_EXPORT int migram_migration_get_event_fd(MigramMigration *m,
 			int e = errno;
 
 			pthread_mutex_unlock(&m->stats_lock);
-			g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO,
-				    "eventfd: %s", g_strerror(e));
+			migram_error_errno(error, MIGRAM_ERROR_IO, e,
+					   "eventfd");
 			return -1;
 		}
 	}
