@@ -1,26 +1,21 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Postcopy on the source (postcopy-src.c), driven by the sender.  Never
- * installed.
+ * Postcopy on the source (postcopy-src*.c): a sender hook user.  The
+ * core attaches migram_postcopy_src_hooks when cfg.postcopy is set; its
+ * entries follow the contract of MigramSenderHooks (sender-internal.h):
+ * setup writes OPEN_RETURN_PATH, PING and ADVISE and opens the preempt
+ * writer; listen starts the return-path thread; check reports a hostile
+ * return-path message; should_switch is start_postcopy() or the planned
+ * switch; run switches over and serves page requests to the end
+ * (recovering lost connections); precopy_done waits for the
+ * destination's SHUT; cleanup stops the return-path thread; wake wakes
+ * waits on cancel.  Never installed.
  */
 #ifndef MIGRAM_POSTCOPY_SRC_H
 #define MIGRAM_POSTCOPY_SRC_H
 
-#include <stdbool.h>
-
-#include <glib.h>
-
 #include "sender-internal.h"
 
-SrcPostcopy *migram_postcopy_src_new(void);
-void migram_postcopy_src_free(SrcPostcopy *pc);
-bool migram_postcopy_src_setup(MigramMigration *m, GError **error);
-bool migram_postcopy_src_listen(MigramMigration *m, GError **error);
-bool migram_postcopy_src_should_switch(MigramMigration *m);
-bool migram_postcopy_src_run(MigramMigration *m, GError **error);
-bool migram_postcopy_src_check(MigramMigration *m, GError **error);
-bool migram_postcopy_src_precopy_done(MigramMigration *m, GError **error);
-void migram_postcopy_src_cleanup(MigramMigration *m);
-void migram_postcopy_src_wake(MigramMigration *m);
+extern const MigramSenderHooks migram_postcopy_src_hooks;
 
 #endif /* MIGRAM_POSTCOPY_SRC_H */

@@ -29,7 +29,65 @@ typedef struct {
 	uint64_t page_size;        /* the block's host page size, bytes */
 } SendBlock;
 
-typedef struct SrcPostcopy SrcPostcopy;
+/*
+ * Sender hooks: what a feature that rides on the sender core (postcopy
+ * today; data channels and snapshots the same way) plugs into the core's
+ * steps, so the core never names the feature.  A hook user attaches its
+ * table once, in migram_migration_new() (migram_sender_attach()); every
+ * entry may be NULL (nothing to do).  Tables are called in attach order
+ * with the state their create() returned.  Unless said otherwise a hook
+ * runs on the migration thread (the one in migram_migration_run()), with
+ * no sender lock held and outside RCU read-side sections, and may use the
+ * core API below.  See docs/architecture.md, "Sender core and hooks".
+ *
+ * create:        migram_migration_new() (the embedder's thread): the
+ *                user's state, owned by the migration until destroy.
+ * destroy:       migram_migration_free() (the embedder's thread).
+ * setup:         run(), after the stream header, before the block list:
+ *                write commands that go before the RAM, open side
+ *                channels; may set the core's stream options
+ *                (name_page_sizes, whole_passes).
+ * listen:        run(), after the block list went out (m->blocks is
+ *                filled), before the first sync: start helper threads.
+ * check:         core check points (between sections, in every sync):
+ *                false with *error fails the migration (a helper
+ *                thread's failure surfaces here).  Must be cheap: it runs
+ *                on the send path and may not allocate or lock unless it
+ *                is failing.
+ * should_switch: between sections and after iterating: true takes the
+ *                migration over from precopy; the core stops iterating
+ *                and calls this table's run instead of finishing.
+ * run:           the migration after the switch: sends the rest and
+ *                completes (or fails); replaces the core's finish.
+ * precopy_done:  after the core finished precopy (EOF written): wait for
+ *                what the destination says at the end.
+ * cleanup:       run()'s end, success or not, before the core frees its
+ *                blocks and writer: stop helper threads, drop channels.
+ * wake:          migram_migration_cancel() (any thread), after the
+ *                channels were cancelled under cancel_lock (not held
+ *                now): wake the user's waits so they see `cancelled`.
+ */
+typedef struct {
+	const char *name;
+	void *(*create)(MigramMigration *m);
+	void (*destroy)(void *state);
+	bool (*setup)(MigramMigration *m, void *state, GError **error);
+	bool (*listen)(MigramMigration *m, void *state, GError **error);
+	bool (*check)(MigramMigration *m, void *state, GError **error);
+	bool (*should_switch)(MigramMigration *m, void *state);
+	bool (*run)(MigramMigration *m, void *state, GError **error);
+	bool (*precopy_done)(MigramMigration *m, void *state, GError **error);
+	void (*cleanup)(MigramMigration *m, void *state);
+	void (*wake)(MigramMigration *m, void *state);
+} MigramSenderHooks;
+
+/* One attached hook user. */
+typedef struct {
+	const MigramSenderHooks *ops;
+	void *state;
+} MigramSenderHook;
+
+#define MIGRAM_SENDER_HOOKS_MAX 4u
 
 #define MIGRAM_EVENT_QUEUE 32u
 
@@ -75,8 +133,15 @@ struct MigramMigration {
 	pthread_mutex_t stats_lock; /* protects pub */
 	MigramMigrationStats pub;
 
-	/* postcopy (postcopy-src.c); pc is NULL without cfg.postcopy */
-	SrcPostcopy *pc;
+	/* hook users (sender-hooks.c), attached in migram_migration_new()
+	 * and fixed from then on: any thread may read them */
+	MigramSenderHook hooks[MIGRAM_SENDER_HOOKS_MAX];
+	unsigned int n_hooks;
+	/* stream options a hook's setup may set */
+	bool name_page_sizes; /* the block list names huge page sizes */
+	bool whole_passes;    /* no mid-pass syncs: complete at pass ends */
+
+	/* the public postcopy controls (read by the postcopy hooks) */
 	int postcopy_wanted;     /* atomic: start_postcopy() was called */
 	bool postcopy_committed; /* the package went out: never resume */
 	MigramChannel *preempt;  /* borrowed, optional */
@@ -91,7 +156,38 @@ struct MigramMigration {
 	unsigned int event_head, event_len;
 };
 
-/* send-pages.c */
+/*
+ * The core API for hook users and the core's own files.  Migration thread
+ * unless said otherwise.
+ */
+
+/* sender-hooks.c: attach ops (migram_migration_new() only, before any
+ * other thread sees m); its create() runs now. */
+void migram_sender_attach(MigramMigration *m, const MigramSenderHooks *ops);
+/* The state of the attached ops, or NULL if they are not attached.  Any
+ * thread (the table is fixed once m is built). */
+void *migram_sender_hook_state(const MigramMigration *m,
+			       const MigramSenderHooks *ops);
+/* The core's calls of every attached table's entry (see above). */
+void migram_sender_hooks_destroy(MigramMigration *m);
+bool migram_sender_hooks_setup(MigramMigration *m, GError **error);
+bool migram_sender_hooks_listen(MigramMigration *m, GError **error);
+bool migram_sender_hooks_check(MigramMigration *m, GError **error);
+/* The first hook user that takes over from precopy, or NULL. */
+const MigramSenderHook *migram_sender_hooks_switch(MigramMigration *m);
+bool migram_sender_hooks_precopy_done(MigramMigration *m, GError **error);
+void migram_sender_hooks_cleanup(MigramMigration *m);
+void migram_sender_hooks_wake(MigramMigration *m);
+
+/* The i-th block taken at setup. */
+static inline SendBlock *migram_sender_block(MigramMigration *m, guint i)
+{
+	return &g_array_index(m->blocks, SendBlock, i);
+}
+
+/* send-pages.c: sync the log into bmap (counts dirtied_in_period); one
+ * RAM section of pages (the whole rest when last); the core check points
+ * (cancel, list change, then the hooks' check). */
 bool migram_sender_sync(MigramMigration *m, GError **error);
 bool migram_sender_section(MigramMigration *m, bool last, bool *pass_done,
 			   GError **error);

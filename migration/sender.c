@@ -59,11 +59,12 @@ migram_migration_new(MigramRamList *list, const MigramLogSource *source,
 			   ? m->cfg.clear_bmap_shift
 			   : MIGRAM_CLEAR_BMAP_SHIFT_DEFAULT;
 	m->blocks = g_array_new(FALSE, TRUE, sizeof(SendBlock));
-	if (m->cfg.postcopy)
-		m->pc = migram_postcopy_src_new();
 	pthread_mutex_init(&m->stats_lock, NULL);
 	pthread_mutex_init(&m->cancel_lock, NULL);
 	m->event_fd = -1;
+	/* Hook users: postcopy is the one so far. */
+	if (m->cfg.postcopy)
+		migram_sender_attach(m, &migram_postcopy_src_hooks);
 	return m;
 }
 
@@ -72,7 +73,7 @@ MIGRAM_EXPORT void migram_migration_free(MigramMigration *m)
 	if (!m)
 		return;
 	g_array_unref(m->blocks);
-	migram_postcopy_src_free(m->pc);
+	migram_sender_hooks_destroy(m);
 	migram_sender_events_free(m);
 	pthread_mutex_destroy(&m->stats_lock);
 	pthread_mutex_destroy(&m->cancel_lock);
@@ -89,8 +90,7 @@ MIGRAM_EXPORT void migram_migration_cancel(MigramMigration *m)
 	if (m->preempt && m->ch)
 		migram_channel_cancel(m->preempt);
 	pthread_mutex_unlock(&m->cancel_lock);
-	if (m->pc)
-		migram_postcopy_src_wake(m);
+	migram_sender_hooks_wake(m);
 }
 
 MIGRAM_EXPORT void migram_migration_set_preempt(MigramMigration *m,
@@ -165,7 +165,8 @@ static bool start_blocks(MigramMigration *m, GError **error)
 					 migram_ram_block_used_length(b), 0 };
 
 		/* Postcopy streams name huge page sizes (QEMU's rule). */
-		if (m->pc && sb.page_size != MIGRAM_TARGET_PAGE_SIZE)
+		if (m->name_page_sizes &&
+		    sb.page_size != MIGRAM_TARGET_PAGE_SIZE)
 			wb.page_size = sb.page_size;
 
 		sb.synced = migram_bitmap_new(
@@ -196,10 +197,9 @@ static bool setup(MigramMigration *m, GError **error)
 	migram_channel_set_rate_limit(m->ch, m->cfg.max_bandwidth);
 	m->w = migram_stream_writer_new(m->ch);
 	migram_stream_writer_begin(m->w, m->machine_type);
-	if (m->pc && !migram_postcopy_src_setup(m, error))
+	if (!migram_sender_hooks_setup(m, error))
 		return false;
-	if (!start_blocks(m, error) ||
-	    (m->pc && !migram_postcopy_src_listen(m, error)) ||
+	if (!start_blocks(m, error) || !migram_sender_hooks_listen(m, error) ||
 	    !migram_sender_sync(m, error))
 		return false;
 	/* bmap started all set: the first sync's finds are not new. */
@@ -212,8 +212,7 @@ static bool setup(MigramMigration *m, GError **error)
 
 static void cleanup(MigramMigration *m)
 {
-	if (m->pc)
-		migram_postcopy_src_cleanup(m);
+	migram_sender_hooks_cleanup(m);
 	if (m->listener)
 		migram_ram_list_remove_listener(m->list, m->listener);
 	migram_rcu_read_lock();
@@ -242,9 +241,6 @@ static bool after_pass(MigramMigration *m, bool *complete, GError **error)
 
 	m->st.iterations++;
 	m->quiet_pass = false;
-	if (m->pc && m->cfg.postcopy_after_passes &&
-	    m->st.iterations >= m->cfg.postcopy_after_passes)
-		g_atomic_int_set(&m->postcopy_wanted, 1);
 	if (!migram_sender_sync(m, error))
 		return false;
 	now = g_get_monotonic_time();
@@ -310,7 +306,7 @@ static bool mid_pass(MigramMigration *m, bool *complete, GError **error)
 	}
 	/* A planned switch (hybrid) keeps its passes: it completes in
 	 * precopy only at a pass's end, as before. */
-	if ((m->pc && m->cfg.postcopy_after_passes) || m->quiet_pass ||
+	if (m->whole_passes || m->quiet_pass ||
 	    !migram_policy_worth_sync(&m->policy,
 				      m->dirty_pages * MIGRAM_TARGET_PAGE_SIZE))
 		return true;
@@ -342,7 +338,7 @@ static bool iterate(MigramMigration *m, GError **error)
 	while (!complete) {
 		if (!migram_sender_check(m, error))
 			return false;
-		if (m->pc && migram_postcopy_src_should_switch(m))
+		if (migram_sender_hooks_switch(m))
 			return true;
 		if (m->cfg.max_time_ms &&
 		    (uint64_t)(g_get_monotonic_time() - m->t_start) / 1000 >
@@ -473,14 +469,16 @@ MIGRAM_EXPORT bool migram_migration_run(MigramMigration *m, MigramChannel *ch,
 
 	ok = setup(m, &err);
 	if (ok) {
+		const MigramSenderHook *taker;
+
 		m->st.status = MIGRAM_MIGRATION_ACTIVE;
 		ok = iterate(m, &err);
-		if (ok && m->pc && migram_postcopy_src_should_switch(m))
-			ok = migram_postcopy_src_run(m, &err);
+		taker = ok ? migram_sender_hooks_switch(m) : NULL;
+		if (taker)
+			ok = taker->ops->run(m, taker->state, &err);
 		else if (ok)
 			ok = finish(m, &err) &&
-			     (!m->pc ||
-			      migram_postcopy_src_precopy_done(m, &err));
+			     migram_sender_hooks_precopy_done(m, &err);
 	}
 	/* A source's op that failed without saying why still gets a reason. */
 	if (!ok && !err)
