@@ -57,7 +57,8 @@ struct MigramReceiver {
 	bool preempt_running;
 	GError *preempt_error; /* set by the preempt thread before it ends */
 
-	pthread_mutex_t lock; /* pc_ptr, recover_ch, paused, cancelled */
+	/* guards pc, ch and preempt_error above, and everything below */
+	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	MigramChannel *recover_ch;
 	bool paused;

@@ -59,8 +59,8 @@ struct SimKvm {
 	unsigned int nvcpus;
 	GThread *service;
 	int stop, paused, parked, throttle; /* atomics */
-	GMutex err_lock;
-	char *error; /* the first vCPU failure */
+	pthread_mutex_t err_lock;           /* guards error */
+	char *error;                        /* the first vCPU failure */
 	/* --guest-image: a boot-sector guest (kvm-image.h) on one vCPU; its
 	 * working set, known once it printed 'D' (banner, atomic: 0, 'D' or
 	 * 'H'), and the '.' marks it printed (atomic) */

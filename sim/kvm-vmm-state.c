@@ -308,9 +308,9 @@ char *sim_kvm_take_error(SimKvm *k)
 {
 	char *e;
 
-	g_mutex_lock(&k->err_lock);
+	pthread_mutex_lock(&k->err_lock);
 	e = k->error;
 	k->error = NULL;
-	g_mutex_unlock(&k->err_lock);
+	pthread_mutex_unlock(&k->err_lock);
 	return e;
 }

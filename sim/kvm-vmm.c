@@ -42,12 +42,12 @@ static void on_kick(int sig)
 
 void vmm_fail(SimKvm *k, char *msg)
 {
-	g_mutex_lock(&k->err_lock);
+	pthread_mutex_lock(&k->err_lock);
 	if (!k->error)
 		k->error = msg;
 	else
 		g_free(msg);
-	g_mutex_unlock(&k->err_lock);
+	pthread_mutex_unlock(&k->err_lock);
 }
 
 bool vmm_io_fail(GError **error, const char *what)
@@ -238,7 +238,7 @@ SimKvm *vmm_vm_new(GError **error)
 	SimKvm *k = g_new0(SimKvm, 1);
 	int sz;
 
-	g_mutex_init(&k->err_lock);
+	pthread_mutex_init(&k->err_lock, NULL);
 	k->kvm = k->vm = -1;
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGUSR1, &sa, NULL); /* no SA_RESTART: KVM_RUN returns */
@@ -515,6 +515,6 @@ void sim_kvm_free(SimKvm *k)
 		close(k->kvm);
 	g_free(k->vcpus);
 	g_free(k->error);
-	g_mutex_clear(&k->err_lock);
+	pthread_mutex_destroy(&k->err_lock);
 	g_free(k);
 }
