@@ -27,6 +27,7 @@
 #include "migram/bitmap.h"
 #include "migram/dirty-log-combined.h"
 #include "migram/migram.h"
+#include "migram/soft-log.h"
 #include "dirty-log-internal.h"
 
 #define MAX_CHILDREN 32u

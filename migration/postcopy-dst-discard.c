@@ -48,7 +48,7 @@ static bool drop_range(DstPostcopy *pc, DstBlock *b, uint64_t off, uint64_t len,
 bool migram_postcopy_dst_discard(DstPostcopy *pc, const guint8 *data,
 				 size_t len, uint64_t at, GError **error)
 {
-	char name[256];
+	char name[MIGRAM_RAM_IDSTR_MAX + 1];
 	size_t n, o;
 	DstBlock *b;
 

@@ -366,7 +366,7 @@ bool migram_postcopy_dst_complete(DstPostcopy *pc, uint64_t at, GError **error)
 bool migram_postcopy_dst_send_bitmap(DstPostcopy *pc, const guint8 *data,
 				     size_t len, uint64_t at, GError **error)
 {
-	char name[256];
+	char name[MIGRAM_RAM_IDSTR_MAX + 1];
 	DstBlock *b;
 	bool ok = false;
 

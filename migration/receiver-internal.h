@@ -39,7 +39,7 @@ struct MigramReceiver {
 	/* Block cache: valid while the list version equals last_version. */
 	MigramRamBlock *last;
 	uint64_t last_version;
-	char last_name[256];
+	char last_name[MIGRAM_RAM_IDSTR_MAX + 1];
 	bool last_fresh; /* last is in created */
 	/* Names of the blocks this load created (NULL until one is): their
 	 * memory starts zero, so a ZERO record for a page not yet received

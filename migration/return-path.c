@@ -73,7 +73,8 @@ static int fixed_length(uint16_t type)
 }
 
 /* A counted name at data[0..len): u8 n, n bytes, nothing after. */
-static bool parse_name(const guint8 *data, size_t len, char out[256])
+static bool parse_name(const guint8 *data, size_t len,
+		       char out[MIGRAM_RAM_IDSTR_MAX + 1])
 {
 	size_t n;
 

@@ -30,11 +30,11 @@ enum {
 
 typedef struct {
 	uint16_t type;
-	uint64_t at;     /* byte offset of the message on the return path */
-	uint32_t value;  /* SHUT, PONG, RESUME_ACK */
-	uint64_t start;  /* REQ_PAGES*: block-relative byte offset */
-	uint32_t len;    /* REQ_PAGES*: bytes */
-	char idstr[256]; /* REQ_PAGES_ID, RECV_BITMAP */
+	uint64_t at;    /* byte offset of the message on the return path */
+	uint32_t value; /* SHUT, PONG, RESUME_ACK */
+	uint64_t start; /* REQ_PAGES*: block-relative byte offset */
+	uint32_t len;   /* REQ_PAGES*: bytes */
+	char idstr[MIGRAM_RAM_IDSTR_MAX + 1]; /* REQ_PAGES_ID, RECV_BITMAP */
 } MigramRpMessage;
 
 /* One message; a RECV_BITMAP's bitmap is read with read_bitmap next. */

@@ -14,7 +14,7 @@
 
 #include <glib.h>
 
-#include "migram/migration.h"
+#include "migram/sender.h"
 #include "migram/stream.h"
 #include "policy.h"
 
@@ -95,13 +95,14 @@ struct MigramMigration {
 	MigramRamList *list;
 	MigramLogSource source;
 	MigramMigrationConfig cfg;
-	char *machine_type;
+	char *machine_type; /* cfg.machine_type points here */
+	char *device_idstr; /* cfg.device_idstr points here */
 	unsigned int shift;
 
 	GArray *blocks; /* SendBlock, in list order */
 	uint64_t version;
 	guint listener;
-	char changed_block[256];
+	char changed_block[MIGRAM_RAM_IDSTR_MAX + 1];
 	int changed;   /* atomic: the list changed under the migration */
 	int cancelled; /* atomic */
 	/*

@@ -45,8 +45,13 @@ migram_migration_new(MigramRamList *list, const MigramLogSource *source,
 	m->list = list;
 	m->source = *source;
 	m->cfg = *config;
+	/* The config's strings are copied (migration.h). */
 	m->machine_type = g_strdup(config->machine_type ? config->machine_type
 							: "none");
+	m->device_idstr = g_strdup(config->device_idstr ? config->device_idstr
+							: "migram-device");
+	m->cfg.machine_type = m->machine_type;
+	m->cfg.device_idstr = m->device_idstr;
 	if (!m->cfg.downtime_limit_ms)
 		m->cfg.downtime_limit_ms = DEFAULT_DOWNTIME_MS;
 	if (!m->cfg.stall_syncs)
@@ -78,6 +83,7 @@ MIGRAM_EXPORT void migram_migration_free(MigramMigration *m)
 	pthread_mutex_destroy(&m->stats_lock);
 	pthread_mutex_destroy(&m->cancel_lock);
 	g_free(m->machine_type);
+	g_free(m->device_idstr);
 	g_free(m);
 }
 
@@ -378,9 +384,7 @@ bool migram_sender_encode_device(MigramMigration *m, GByteArray *out,
 			    MIGRAM_DEVICE_BLOB_MAX);
 		return false;
 	}
-	migram_stream_encode_device(out,
-				    m->cfg.device_idstr ? m->cfg.device_idstr
-							: "migram-device",
+	migram_stream_encode_device(out, m->device_idstr,
 				    MIGRAM_DEVICE_SECTION_ID, blob->data,
 				    blob->len);
 	return true;

@@ -24,7 +24,7 @@
  */
 #include "migram-common.h"
 #include "migram/bitmap.h"
-#include "migram/dirty-log.h"
+#include "migram/soft-log.h"
 #include "migram/migram.h"
 #include "dirty-log-internal.h"
 

@@ -92,6 +92,5 @@ void migram_stream_writer_put_raw(MigramStreamWriter *w, const void *data,
 void migram_stream_writer_eos(MigramStreamWriter *w);
 bool migram_stream_writer_finish_postcopy(MigramStreamWriter *w,
 					  GError **error);
-MigramChannel *migram_stream_writer_channel(const MigramStreamWriter *w);
 
 #endif /* MIGRAM_STREAM_INTERNAL_H */

@@ -29,6 +29,7 @@
 
 #include "migram-common.h"
 #include "migram/migram.h"
+#include "migram/ramblock.h"
 #include "migram/stream.h"
 #include "stream-error.h"
 #include "stream-internal.h"
@@ -51,8 +52,8 @@ struct MigramStreamReader {
 	MigramChannel *ch;
 	enum state state;
 	uint64_t page_size;
-	char name[256];  /* section idstr or machine type */
-	char block[256]; /* CONTINUE context: last block named */
+	char name[256]; /* section idstr or machine type */
+	char block[MIGRAM_RAM_IDSTR_MAX + 1]; /* CONTINUE: last block */
 	bool have_block;
 	bool have_config;
 	bool ram_started;

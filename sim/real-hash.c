@@ -80,7 +80,7 @@ bool real_compare_hashes(MigramRamList *list, MigramChannel *ch, char **detail,
 			 SimReport *rep, const unsigned long *skip,
 			 GError **error)
 {
-	char name[256];
+	char name[MIGRAM_RAM_IDSTR_MAX + 1];
 	uint64_t blocks = 0, pages = 0, skipped = 0;
 
 	for (;;) {

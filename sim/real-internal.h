@@ -20,9 +20,9 @@
 
 #include <urcu/urcu-memb.h>
 
-#include <migram/dirty-log.h>
+#include <migram/soft-log.h>
 #include <migram/migram.h>
-#include <migram/migration.h>
+#include <migram/sender.h>
 #include <migram/receiver.h>
 
 #include <migram/bitmap.h>

@@ -95,7 +95,7 @@ static gpointer hotplug_main(gpointer p)
 	SimTorture *t = p;
 	g_autoptr(GError) e = NULL;
 	MigramRamBlock *last = NULL;
-	char name[256] = "";
+	char name[MIGRAM_RAM_IDSTR_MAX + 1] = "";
 	uint64_t len = 0;
 
 	urcu_memb_register_thread();

@@ -99,7 +99,8 @@ typedef struct MigramReceiver MigramReceiver;
  * Create a receiver that loads into @p list.
  *
  * @param list the destination blocks; borrowed, must outlive the receiver.
- * @param config options, or NULL for the defaults; copied.
+ * @param config options, or NULL for the defaults; copied, its string
+ *        (machine_type) included.
  * @return a new receiver; caller frees with migram_receiver_free().
  *
  * Context: Any thread.
