@@ -30,11 +30,11 @@
 
 #include <migram/bitmap.h>
 #include <migram/dirty-log.h>
-#include <migram/migration.h>
+#include <migram/sender.h>
 #include <migram/ramblock.h>
 #include <migram/receiver.h>
 
-#include "migration-internal.h"
+#include "buffer.h"
 
 #define GiB (UINT64_C(1) << 30)
 #define SIZE (4 * GiB)

@@ -93,9 +93,8 @@ static MigramLogRegion *region_map(int fd, uint64_t covered_bytes,
 		int e = errno;
 
 		g_free(r);
-		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO,
-			    "log region: mmap of fd %d failed: %s", fd,
-			    g_strerror(e));
+		migram_error_errno(error, MIGRAM_ERROR_IO, e,
+				   "log region: mmap of fd %d failed", fd);
 		return NULL;
 	}
 	r->words = p;
@@ -108,9 +107,8 @@ static bool io_error(GError **error, const char *what, int fd)
 
 	if (fd >= 0)
 		close(fd);
-	g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO,
-		    "log region: %s failed: %s", what, g_strerror(e));
-	return false;
+	return migram_error_errno(error, MIGRAM_ERROR_IO, e,
+				  "log region: %s failed", what);
 }
 
 MIGRAM_EXPORT MigramLogRegion *migram_log_region_new(uint64_t covered_bytes,

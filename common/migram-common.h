@@ -9,6 +9,8 @@
 #ifndef MIGRAM_COMMON_H
 #define MIGRAM_COMMON_H
 
+#include <stdbool.h>
+
 #include <glib.h>
 
 #define MIGRAM_EXPORT __attribute__((visibility("default")))
@@ -27,5 +29,16 @@
 	g_assert(!urcu_memb_read_ongoing() &&                                  \
 		 "must not be called inside an RCU read-side section")
 #endif
+
+/*
+ * Sets *error (domain MIGRAM_ERROR, the given code) to the formatted
+ * message followed by ": " and g_strerror(err), and returns false, so a
+ * failed system call is reported as `return migram_error_errno(error,
+ * MIGRAM_ERROR_IO, errno, "what %d", x);`.  Pass errno's value, read
+ * before anything else can change it.  Any thread; error may be NULL.
+ * The one errno-to-GError helper of the library (errno-error.c).
+ */
+bool migram_error_errno(GError **error, int code, int err, const char *fmt, ...)
+	G_GNUC_PRINTF(4, 5);
 
 #endif /* MIGRAM_COMMON_H */

@@ -20,7 +20,7 @@
 
 #include "migram-common.h"
 #include "migram-rcu.h"
-#include "migration-internal.h"
+#include "buffer.h"
 
 #if defined(__SSE2__) && !MIGRAM_TSAN
 #include <emmintrin.h>

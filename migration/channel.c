@@ -36,6 +36,7 @@
 #include "migram/channel.h"
 #include "migram/migram.h"
 #include "sender-env.h"
+#include "stream-internal.h"
 
 #define STAGE_BYTES ((size_t)64 * 1024)
 #define MAX_IOV 1024

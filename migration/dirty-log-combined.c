@@ -27,7 +27,8 @@
 #include "migram/bitmap.h"
 #include "migram/dirty-log-combined.h"
 #include "migram/migram.h"
-#include "migration-internal.h"
+#include "migram/soft-log.h"
+#include "dirty-log-internal.h"
 
 #define MAX_CHILDREN 32u
 #define PAGE MIGRAM_TARGET_PAGE_SIZE

@@ -44,6 +44,7 @@
  * write after the reset faults again and lands in the next harvest.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <inttypes.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -92,18 +93,16 @@ struct MigramKvmLog {
 	int vm_fd;
 	KvmLogMode mode;
 	uint32_t ring_entries;
-	GMutex lock;     /* slots' bitmaps, rings, stats */
-	GArray *slots;   /* KvmSlot */
-	GArray *rings;   /* KvmRing */
-	bool overflowed; /* a ring was found full since logging started */
+	pthread_mutex_t lock; /* slots' bitmaps, rings, stats */
+	GArray *slots;        /* KvmSlot */
+	GArray *rings;        /* KvmRing */
+	bool overflowed;      /* a ring was found full since logging started */
 	MigramKvmLogStats stats;
 };
 
 static bool io_error(GError **error, const char *what, int err)
 {
-	g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO, "%s: %s", what,
-		    g_strerror(err));
-	return false;
+	return migram_error_errno(error, MIGRAM_ERROR_IO, err, "%s", what);
 }
 
 static MigramKvmLog *log_alloc(int vm_fd, KvmLogMode mode)
@@ -112,7 +111,7 @@ static MigramKvmLog *log_alloc(int vm_fd, KvmLogMode mode)
 
 	log->vm_fd = vm_fd;
 	log->mode = mode;
-	g_mutex_init(&log->lock);
+	pthread_mutex_init(&log->lock, NULL);
 	log->slots = g_array_new(false, true, sizeof(KvmSlot));
 	log->rings = g_array_new(false, true, sizeof(KvmRing));
 	return log;
@@ -234,9 +233,9 @@ MIGRAM_EXPORT bool migram_kvm_log_add_vcpu(MigramKvmLog *log, int vcpu_fd,
 	if (p == MAP_FAILED)
 		return io_error(error, "mmap of the vCPU's dirty ring", errno);
 	r.gfns = p;
-	g_mutex_lock(&log->lock);
+	pthread_mutex_lock(&log->lock);
 	g_array_append_val(log->rings, r);
-	g_mutex_unlock(&log->lock);
+	pthread_mutex_unlock(&log->lock);
 	return true;
 }
 
@@ -256,7 +255,7 @@ MIGRAM_EXPORT void migram_kvm_log_free(MigramKvmLog *log)
 			       sizeof(struct kvm_dirty_gfn));
 	g_array_free(log->slots, true);
 	g_array_free(log->rings, true);
-	g_mutex_clear(&log->lock);
+	pthread_mutex_destroy(&log->lock);
 	g_free(log);
 }
 
@@ -273,9 +272,9 @@ MIGRAM_EXPORT bool migram_kvm_log_ring(const MigramKvmLog *log)
 MIGRAM_EXPORT void migram_kvm_log_get_stats(MigramKvmLog *log,
 					    MigramKvmLogStats *stats)
 {
-	g_mutex_lock(&log->lock);
+	pthread_mutex_lock(&log->lock);
 	*stats = log->stats;
-	g_mutex_unlock(&log->lock);
+	pthread_mutex_unlock(&log->lock);
 }
 
 static uint64_t now_ns(void)
@@ -349,9 +348,9 @@ static bool add_slot(MigramKvmLog *log, MigramRamBlock *block, uint64_t offset,
 			    migram_ram_block_idstr(block), s.npages);
 		return false;
 	}
-	g_mutex_lock(&log->lock);
+	pthread_mutex_lock(&log->lock);
 	g_array_append_val(log->slots, s);
-	g_mutex_unlock(&log->lock);
+	pthread_mutex_unlock(&log->lock);
 	return true;
 }
 
@@ -517,9 +516,9 @@ MIGRAM_EXPORT bool migram_kvm_log_harvest(MigramKvmLog *log,
 		*harvested = 0;
 	if (log->mode != MODE_RING)
 		return true;
-	g_mutex_lock(&log->lock);
+	pthread_mutex_lock(&log->lock);
 	ok = harvest_locked(log, harvested, error);
-	g_mutex_unlock(&log->lock);
+	pthread_mutex_unlock(&log->lock);
 	return ok;
 }
 
@@ -545,7 +544,7 @@ static bool kvm_start(void *opaque, MigramRamBlock *b, GError **error)
 
 	guint i = 0;
 
-	g_mutex_lock(&log->lock);
+	pthread_mutex_lock(&log->lock);
 	ok = check_slots(log, b, error);
 	while (ok && (s = next_slot(log, b, &i)) != NULL)
 		ok = set_logging(log, s, true, error);
@@ -556,7 +555,7 @@ static bool kvm_start(void *opaque, MigramRamBlock *b, GError **error)
 			migram_bitmap_clear(s->bitmap, 0, (size_t)s->npages);
 		log->overflowed = false;
 	}
-	g_mutex_unlock(&log->lock);
+	pthread_mutex_unlock(&log->lock);
 	return ok;
 }
 
@@ -571,7 +570,7 @@ static bool kvm_sync(void *opaque, MigramRamBlock *b, unsigned long *collected,
 	guint i = 0;
 
 	*newly = 0;
-	g_mutex_lock(&log->lock);
+	pthread_mutex_lock(&log->lock);
 	ok = check_slots(log, b, error);
 	/* Ring mode: one harvest fills every slot's pending bitmap. */
 	if (ok && log->mode == MODE_RING)
@@ -592,7 +591,7 @@ static bool kvm_sync(void *opaque, MigramRamBlock *b, unsigned long *collected,
 	log->stats.syncs++;
 	log->stats.sync_ns += dt;
 	log->stats.sync_ns_max = MAX(log->stats.sync_ns_max, dt);
-	g_mutex_unlock(&log->lock);
+	pthread_mutex_unlock(&log->lock);
 	return ok;
 }
 
@@ -660,7 +659,7 @@ static bool kvm_clear(void *opaque, MigramRamBlock *b, uint64_t first,
 		return true; /* classic: GET re-armed; ring: the reset did */
 	guint i = 0;
 
-	g_mutex_lock(&log->lock);
+	pthread_mutex_lock(&log->lock);
 	ok = check_slots(log, b, error);
 	while (ok && (s = next_slot(log, b, &i)) != NULL) {
 		/* The part of [first, first + npages) in this slot. */
@@ -673,7 +672,7 @@ static bool kvm_clear(void *opaque, MigramRamBlock *b, uint64_t first,
 							  MIGRAM_BITS_PER_LONG,
 					  error);
 	}
-	g_mutex_unlock(&log->lock);
+	pthread_mutex_unlock(&log->lock);
 	return ok;
 }
 
@@ -684,7 +683,7 @@ static void kvm_stop(void *opaque, MigramRamBlock *b)
 
 	guint i = 0;
 
-	g_mutex_lock(&log->lock);
+	pthread_mutex_lock(&log->lock);
 	while ((s = next_slot(log, b, &i)) != NULL) {
 		if (!s->logging)
 			continue;
@@ -695,7 +694,7 @@ static void kvm_stop(void *opaque, MigramRamBlock *b)
 			migram_bitmap_clear(s->bitmap, 0, (size_t)s->npages);
 		}
 	}
-	g_mutex_unlock(&log->lock);
+	pthread_mutex_unlock(&log->lock);
 }
 
 static const MigramLogSourceOps kvm_ops = {

@@ -64,6 +64,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "migram-common.h"
 #include "migram/bitmap.h"
 #include "migram/migram.h"
 #include "uffd-internal.h"
@@ -368,13 +369,12 @@ static bool fault_start(void *opaque, MigramRamBlock *b, GError **error)
 		int e = errno;
 
 		region_free(r);
-		g_set_error(
-			error, MIGRAM_ERROR,
+		return migram_error_errno(
+			error,
 			e == EINVAL ? MIGRAM_ERROR_UNSUPPORTED
 				    : MIGRAM_ERROR_IO,
-			"ramblock '%s': UFFDIO_REGISTER (write protect): %s",
-			migram_ram_block_idstr(b), g_strerror(e));
-		return false;
+			e, "ramblock '%s': UFFDIO_REGISTER (write protect)",
+			migram_ram_block_idstr(b));
 	}
 	if (!start_thread(f, error)) {
 		ioctl(f->uffd, UFFDIO_UNREGISTER, &reg.range);

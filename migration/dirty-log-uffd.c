@@ -30,7 +30,6 @@
 #include <linux/userfaultfd.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "migram-common.h"
@@ -38,6 +37,7 @@
 #include "migram/dirty-log-uffd.h"
 #include "migram/migram.h"
 #include "uffd-internal.h"
+#include "uffd.h"
 
 #ifndef PAGEMAP_SCAN
 struct page_region {
@@ -79,40 +79,24 @@ struct MigramUffdLog {
 
 bool migram_uffd_fail_errno(GError **error, int code, const char *what)
 {
-	int e = errno;
-
-	g_set_error(error, MIGRAM_ERROR, code, "userfaultfd dirty log: %s: %s",
-		    what, g_strerror(e));
-	return false;
+	return migram_error_errno(error, code, errno,
+				  "userfaultfd dirty log: %s", what);
 }
 
-static int open_uffd(GError **error)
-{
-	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-
-	if (fd < 0)
-		migram_uffd_fail_errno(
-			error, MIGRAM_ERROR_UNSUPPORTED,
-			"userfaultfd() (root or vm.unprivileged_userfaultfd)");
-	return fd;
-}
+#define WHO "userfaultfd dirty log"
 
 /* The features this kernel offers (a handshake on a throwaway fd: the
  * kernel takes one handshake per userfaultfd). */
 static bool probe_features(uint64_t *features, GError **error)
 {
-	struct uffdio_api api = { .api = UFFD_API };
-	int fd = open_uffd(error);
+	int fd = migram_uffd_open(WHO, error);
 	bool ok;
 
 	if (fd < 0)
 		return false;
-	ok = ioctl(fd, UFFDIO_API, &api) == 0;
-	if (!ok)
-		migram_uffd_fail_errno(error, MIGRAM_ERROR_UNSUPPORTED,
-				       "UFFDIO_API");
+	ok = migram_uffd_api(fd, 0, features, NULL, WHO,
+			     MIGRAM_ERROR_UNSUPPORTED, error);
 	close(fd);
-	*features = api.features;
 	return ok;
 }
 
@@ -186,13 +170,12 @@ MigramUffdLog *migram_uffd_log_new_restricted(MigramUffdMode mode,
 		goto fail;
 	}
 	want = api.features;
-	log->uffd = open_uffd(error);
+	log->uffd = migram_uffd_open(WHO, error);
 	if (log->uffd < 0)
 		goto fail;
-	if (ioctl(log->uffd, UFFDIO_API, &api) < 0) {
-		migram_uffd_fail_errno(error, MIGRAM_ERROR_IO, "UFFDIO_API");
+	if (!migram_uffd_api(log->uffd, api.features, NULL, NULL, WHO,
+			     MIGRAM_ERROR_IO, error))
 		goto fail;
-	}
 	/* The kernel answers with all it offers; what it enabled is what was
 	 * asked for. */
 	log->features = want;
@@ -301,13 +284,12 @@ static bool uffd_start(void *opaque, MigramRamBlock *b, GError **error)
 	if (ioctl(log->uffd, UFFDIO_REGISTER, &reg) < 0) {
 		int e = errno;
 
-		g_set_error(
-			error, MIGRAM_ERROR,
+		return migram_error_errno(
+			error,
 			e == EINVAL ? MIGRAM_ERROR_UNSUPPORTED
 				    : MIGRAM_ERROR_IO,
-			"ramblock '%s': UFFDIO_REGISTER (write protect): %s",
-			migram_ram_block_idstr(b), g_strerror(e));
-		return false;
+			e, "ramblock '%s': UFFDIO_REGISTER (write protect)",
+			migram_ram_block_idstr(b));
 	}
 	return migram_uffd_protect(log->uffd, reg.range.start, reg.range.len,
 				   true, error);

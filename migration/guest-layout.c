@@ -21,6 +21,7 @@
 #include "migram-rcu.h"
 #include "migram/guest-layout.h"
 #include "migram/migram.h"
+#include "migram/soft-log.h"
 
 #define PAGE MIGRAM_TARGET_PAGE_SIZE
 

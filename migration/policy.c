@@ -35,7 +35,7 @@
  * at no cost in downtime (QEMU would send it paused).
  */
 #include "migram-common.h"
-#include "migration-internal.h"
+#include "policy.h"
 
 #define MAX_THROTTLE 99
 

@@ -33,7 +33,6 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "migram-common.h"
@@ -41,72 +40,25 @@
 #include "migram/bitmap.h"
 #include "migram/migram.h"
 #include "migram/ramblock.h"
-#include "migration-internal.h"
-#include "postcopy-dst.h"
-
-typedef struct {
-	char idstr[256];
-	guint8 *host;
-	uint64_t length; /* postcopy_length */
-	uint64_t page_size;
-	uint64_t pages; /* target pages */
-	bool shared;
-	unsigned long *receivedmap; /* the block's; atomic */
-	unsigned long *requested;   /* ours; atomic */
-	bool registered;
-	bool zeroable;
-} DstBlock;
-
-struct DstPostcopy {
-	MigramRamList *list;
-	DstState state;
-	GArray *blocks; /* DstBlock, from LISTEN (or the first discard) */
-
-	pthread_mutex_t rp_lock;
-	MigramChannel *rp; /* under rp_lock; NULL while paused */
-	char rp_last[256]; /* block named by the last request on rp */
-
-	int uffd;
-	int quit_fd;
-	pthread_t fault_thread;
-	bool fault_running;
-	guint8 *zero; /* a zero buffer of the largest page size */
-	uint64_t max_page;
-
-	DstPlaceHook place_hook; /* tests: injected placement errors */
-	void *place_hook_opaque;
-
-	pthread_mutex_t lock; /* waiting, st */
-	GHashTable *waiting;  /* host page address -> GArray of gint64 */
-	MigramPostcopyStats st;
-};
-
-static bool sys_fail(GError **error, int code, const char *what, int err)
-{
-	g_set_error(error, MIGRAM_ERROR, code, "postcopy: %s: %s", what,
-		    g_strerror(err));
-	return false;
-}
+#include "return-path.h"
+#include "stream-error.h"
+#include "postcopy-dst-internal.h"
+#include "uffd.h"
 
 /* A userfaultfd with the API handshake done; -1 with *error. */
 static int open_uffd(GError **error)
 {
-	struct uffdio_api api = { .api = UFFD_API };
-	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	uint64_t ioctls = 0;
+	int fd = migram_uffd_open("postcopy", error);
 
-	if (fd < 0) {
-		sys_fail(error, MIGRAM_ERROR_UNSUPPORTED,
-			 "userfaultfd() (needs root, CAP_SYS_PTRACE or "
-			 "vm.unprivileged_userfaultfd=1)",
-			 errno);
+	if (fd < 0)
 		return -1;
-	}
-	if (ioctl(fd, UFFDIO_API, &api) < 0) {
-		sys_fail(error, MIGRAM_ERROR_UNSUPPORTED, "UFFDIO_API", errno);
+	if (!migram_uffd_api(fd, 0, NULL, &ioctls, "postcopy",
+			     MIGRAM_ERROR_UNSUPPORTED, error)) {
 		close(fd);
 		return -1;
 	}
-	if (!(api.ioctls & (UINT64_C(1) << _UFFDIO_REGISTER))) {
+	if (!(ioctls & (UINT64_C(1) << _UFFDIO_REGISTER))) {
 		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_UNSUPPORTED,
 			    "postcopy: userfaultfd cannot register ranges");
 		close(fd);
@@ -140,37 +92,12 @@ DstPostcopy *migram_postcopy_dst_new(MigramRamList *list)
 	return pc;
 }
 
-static void stop_fault_thread(DstPostcopy *pc)
-{
-	if (pc->fault_running) {
-		uint64_t one = 1;
-
-		if (write(pc->quit_fd, &one, sizeof(one)) != sizeof(one))
-			g_warning("postcopy: cannot wake the fault thread");
-		pthread_join(pc->fault_thread, NULL);
-		pc->fault_running = false;
-	}
-}
-
-/* Unregister the ranges; faulting threads then see ordinary memory. */
-static void unregister_all(DstPostcopy *pc)
-{
-	for (guint i = 0; i < pc->blocks->len; i++) {
-		DstBlock *b = &g_array_index(pc->blocks, DstBlock, i);
-		struct uffdio_range r = { (uintptr_t)b->host, b->length };
-
-		if (b->registered && pc->uffd >= 0)
-			ioctl(pc->uffd, UFFDIO_UNREGISTER, &r);
-		b->registered = false;
-	}
-}
-
 void migram_postcopy_dst_free(DstPostcopy *pc)
 {
 	if (!pc)
 		return;
-	stop_fault_thread(pc);
-	unregister_all(pc);
+	migram_postcopy_dst_stop_fault_thread(pc);
+	migram_postcopy_dst_unregister_all(pc);
 	if (pc->uffd >= 0)
 		close(pc->uffd);
 	if (pc->quit_fd >= 0)
@@ -231,7 +158,8 @@ bool migram_postcopy_dst_rp_u32(DstPostcopy *pc, uint16_t type, uint32_t value)
 }
 
 /* Caller holds rp_lock. */
-static bool send_request(DstPostcopy *pc, DstBlock *b, uint64_t off)
+bool migram_postcopy_dst_send_request(DstPostcopy *pc, DstBlock *b,
+				      uint64_t off)
 {
 	bool same = strcmp(pc->rp_last, b->idstr) == 0;
 
@@ -247,7 +175,7 @@ static bool send_request(DstPostcopy *pc, DstBlock *b, uint64_t off)
 
 /* ---- blocks ---- */
 
-static DstBlock *block_by_name(DstPostcopy *pc, const char *idstr)
+DstBlock *migram_postcopy_dst_block_by_name(DstPostcopy *pc, const char *idstr)
 {
 	for (guint i = 0; i < pc->blocks->len; i++) {
 		DstBlock *b = &g_array_index(pc->blocks, DstBlock, i);
@@ -258,7 +186,7 @@ static DstBlock *block_by_name(DstPostcopy *pc, const char *idstr)
 	return NULL;
 }
 
-static DstBlock *block_by_host(DstPostcopy *pc, uintptr_t addr)
+DstBlock *migram_postcopy_dst_block_by_host(DstPostcopy *pc, uintptr_t addr)
 {
 	for (guint i = 0; i < pc->blocks->len; i++) {
 		DstBlock *b = &g_array_index(pc->blocks, DstBlock, i);
@@ -288,8 +216,8 @@ static void drop_blocks(DstPostcopy *pc)
  * length: a block the stream did not list keeps the length of an earlier
  * load, and nothing may be placed past used_length.
  */
-static bool take_blocks(DstPostcopy *pc, const char *what, uint64_t at,
-			GError **error)
+bool migram_postcopy_dst_take_blocks(DstPostcopy *pc, const char *what,
+				     uint64_t at, GError **error)
 {
 	if (pc->zero)
 		return true;
@@ -398,450 +326,12 @@ bool migram_postcopy_dst_advise(DstPostcopy *pc, const guint8 *data, size_t len,
 	return true;
 }
 
-/* Drop [off, off+len) of b: receivedmap bits, then the memory. */
-static bool drop_range(DstPostcopy *pc, DstBlock *b, uint64_t off, uint64_t len,
-		       uint64_t at, GError **error)
-{
-	int advice = b->shared ? MADV_REMOVE : MADV_DONTNEED;
-
-	migram_bitmap_clear_atomic(b->receivedmap,
-				   (size_t)(off / MIGRAM_TARGET_PAGE_SIZE),
-				   (size_t)(len / MIGRAM_TARGET_PAGE_SIZE));
-	if (madvise(b->host + off, len, advice) != 0)
-		return migram_stream_fail(
-			error, MIGRAM_ERROR_IO, at,
-			"discard of ramblock '%s' at %#" G_GINT64_MODIFIER
-			"x, %#" G_GINT64_MODIFIER "x bytes: madvise: %s",
-			b->idstr, off, len, g_strerror(errno));
-	pthread_mutex_lock(&pc->lock);
-	pc->st.discarded_pages += len / MIGRAM_TARGET_PAGE_SIZE;
-	pthread_mutex_unlock(&pc->lock);
-	return true;
-}
-
-bool migram_postcopy_dst_discard(DstPostcopy *pc, const guint8 *data,
-				 size_t len, uint64_t at, GError **error)
-{
-	char name[256];
-	size_t n, o;
-	DstBlock *b;
-
-	if (pc->state != DST_ADVISE && pc->state != DST_DISCARD)
-		return migram_stream_fail(error, MIGRAM_ERROR_PROTOCOL, at,
-					  "POSTCOPY_RAM_DISCARD outside the "
-					  "advise/discard phase");
-	if (len < 3 || data[0] != 0)
-		return migram_stream_fail(error, MIGRAM_ERROR_PROTOCOL, at,
-					  "POSTCOPY_RAM_DISCARD: %s",
-					  len < 3 ? "too short"
-						  : "unknown version");
-	n = data[1];
-	if (n == 0 || len < 3 + n || data[2 + n] != 0 ||
-	    (len - 3 - n) % 16 != 0)
-		return migram_stream_fail(error, MIGRAM_ERROR_PROTOCOL, at,
-					  "POSTCOPY_RAM_DISCARD of %zu bytes: "
-					  "bad name or range list",
-					  len);
-	memcpy(name, data + 2, n);
-	name[n] = '\0';
-	if (strlen(name) != n)
-		return migram_stream_fail(error, MIGRAM_ERROR_PROTOCOL, at,
-					  "POSTCOPY_RAM_DISCARD: NUL in the "
-					  "block name");
-	if (pc->state == DST_ADVISE) {
-		if (!take_blocks(pc, "POSTCOPY_RAM_DISCARD", at, error))
-			return false;
-		/* THP would re-form and keep stale subpages: no THP. */
-		for (guint i = 0; i < pc->blocks->len; i++) {
-			DstBlock *d = &g_array_index(pc->blocks, DstBlock, i);
-
-			if (d->page_size == MIGRAM_TARGET_PAGE_SIZE)
-				madvise(d->host, d->length, MADV_NOHUGEPAGE);
-		}
-		pc->state = DST_DISCARD;
-	}
-	b = block_by_name(pc, name);
-	if (!b)
-		return migram_stream_fail(error, MIGRAM_ERROR_NOT_FOUND, at,
-					  "POSTCOPY_RAM_DISCARD for unknown "
-					  "ramblock '%s'",
-					  name);
-	for (o = 3 + n; o < len; o += 16) {
-		uint64_t start, l;
-
-		memcpy(&start, data + o, 8);
-		memcpy(&l, data + o + 8, 8);
-		start = GUINT64_FROM_BE(start);
-		l = GUINT64_FROM_BE(l);
-		if (start % b->page_size || l % b->page_size || l == 0 ||
-		    start >= b->length || b->length - start < l)
-			return migram_stream_fail(
-				error, MIGRAM_ERROR_PROTOCOL, at,
-				"POSTCOPY_RAM_DISCARD of ramblock '%s': range "
-				"%#" G_GINT64_MODIFIER "x+%#" G_GINT64_MODIFIER
-				"x is misaligned or outside its %#" G_GINT64_MODIFIER
-				"x bytes (page size %#" G_GINT64_MODIFIER "x)",
-				name, start, l, b->length, b->page_size);
-		if (!drop_range(pc, b, start, l, at, error))
-			return false;
-	}
-	return true;
-}
-
-/* ---- faults ---- */
-
-void migram_postcopy_dst_set_place_hook(DstPostcopy *pc, DstPlaceHook hook,
-					void *opaque)
-{
-	pc->place_hook = hook;
-	pc->place_hook_opaque = opaque;
-}
-
-/*
- * Place one host page at b + off, atomically, waking every thread blocked
- * on it: UFFDIO_ZEROPAGE when zero and the range supports it, otherwise
- * UFFDIO_COPY from src (the zero buffer when zero).  The one retry policy
- * of every placement, the stream's and the fault thread's: EAGAIN (the
- * address space is changing under the copy) is retried until the kernel
- * gives an answer.  Returns 0, or the errno; EEXIST means the page is
- * already there (another channel or the fault thread won the race).
- * Any thread; never allocates or locks.
- */
-static int place_page(DstPostcopy *pc, DstBlock *b, uint64_t off,
-		      const void *src, bool zero)
-{
-	int err;
-
-	do {
-		err = pc->place_hook
-			      ? pc->place_hook(pc->place_hook_opaque, off, zero)
-			      : 0;
-		if (err)
-			continue;
-		if (zero && b->zeroable) {
-			struct uffdio_zeropage z = {
-				.range = { (uintptr_t)b->host + off,
-					   b->page_size },
-			};
-
-			err = ioctl(pc->uffd, UFFDIO_ZEROPAGE, &z) < 0 ? errno
-								       : 0;
-		} else {
-			struct uffdio_copy c = {
-				.dst = (uintptr_t)b->host + off,
-				.src = (uintptr_t)(zero ? pc->zero : src),
-				.len = b->page_size,
-			};
-
-			err = ioctl(pc->uffd, UFFDIO_COPY, &c) < 0 ? errno : 0;
-		}
-	} while (err == EAGAIN);
-	return err;
-}
-
-/* Received but unpopulated (a precopy ZERO record): map the zero page. */
-static void zero_fill(DstPostcopy *pc, DstBlock *b, uint64_t off)
-{
-	int err = place_page(pc, b, off, NULL, true);
-
-	/* Nothing else will arrive for this page: a faulting thread stays
-	 * blocked until the load ends and the range is unregistered. */
-	if (err && err != EEXIST)
-		g_warning("postcopy: zero page for ramblock '%s' at "
-			  "%#" G_GINT64_MODIFIER "x: %s",
-			  b->idstr, off, g_strerror(err));
-}
-
-static void handle_fault(DstPostcopy *pc, uintptr_t addr, gint64 now)
-{
-	DstBlock *b = block_by_host(pc, addr);
-	uint64_t off, page;
-	bool received;
-
-	if (!b)
-		return;
-	off = (addr - (uintptr_t)b->host) & ~(b->page_size - 1);
-	page = off / MIGRAM_TARGET_PAGE_SIZE;
-	pthread_mutex_lock(&pc->lock);
-	pc->st.faults++;
-	received = migram_bitmap_test_bit_atomic(b->receivedmap, (size_t)page);
-	if (!received) {
-		gpointer key = b->host + off;
-		GArray *times = g_hash_table_lookup(pc->waiting, key);
-
-		if (!times) {
-			times = g_array_new(FALSE, FALSE, sizeof(gint64));
-			g_hash_table_insert(pc->waiting, key, times);
-		}
-		g_array_append_val(times, now);
-	}
-	pthread_mutex_unlock(&pc->lock);
-	if (received) {
-		/* Received but unpopulated: a precopy zero page. */
-		zero_fill(pc, b, off);
-		return;
-	}
-	if (migram_bitmap_test_and_set_bit_atomic(b->requested, (size_t)page))
-		return; /* already asked for */
-	pthread_mutex_lock(&pc->rp_lock);
-	if (send_request(pc, b, off)) {
-		pthread_mutex_lock(&pc->lock);
-		pc->st.requests++;
-		pthread_mutex_unlock(&pc->lock);
-	}
-	/* A failed send is repeated after recovery (requested, not
-	 * received). */
-	pthread_mutex_unlock(&pc->rp_lock);
-}
-
-static void *fault_thread(void *opaque)
-{
-	DstPostcopy *pc = opaque;
-	struct uffd_msg msgs[16];
-
-	for (;;) {
-		struct pollfd p[2] = { { pc->uffd, POLLIN, 0 },
-				       { pc->quit_fd, POLLIN, 0 } };
-		ssize_t n;
-
-		if (poll(p, 2, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			break;
-		}
-		if (p[1].revents)
-			break;
-		n = read(pc->uffd, msgs, sizeof(msgs));
-		if (n < 0) {
-			if (errno == EAGAIN || errno == EINTR)
-				continue;
-			break;
-		}
-		for (ssize_t i = 0; i < n / (ssize_t)sizeof(msgs[0]); i++) {
-			if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
-				continue;
-			handle_fault(pc,
-				     (uintptr_t)msgs[i].arg.pagefault.address,
-				     g_get_monotonic_time());
-		}
-	}
-	return NULL;
-}
-
-bool migram_postcopy_dst_listen(DstPostcopy *pc, uint64_t at, GError **error)
-{
-	if (pc->state != DST_ADVISE && pc->state != DST_DISCARD)
-		return migram_stream_fail(error, MIGRAM_ERROR_PROTOCOL, at,
-					  "POSTCOPY_LISTEN %s",
-					  pc->state >= DST_LISTENING
-						  ? "twice"
-						  : "without POSTCOPY_ADVISE");
-	if (!take_blocks(pc, "POSTCOPY_LISTEN", at, error))
-		return false;
-	for (guint i = 0; i < pc->blocks->len; i++) {
-		DstBlock *b = &g_array_index(pc->blocks, DstBlock, i);
-		struct uffdio_register reg = {
-			.range = { (uintptr_t)b->host, b->length },
-			.mode = UFFDIO_REGISTER_MODE_MISSING,
-		};
-
-		if (!b->length)
-			continue;
-		if (ioctl(pc->uffd, UFFDIO_REGISTER, &reg) < 0)
-			return migram_stream_fail(
-				error, MIGRAM_ERROR_UNSUPPORTED, at,
-				"POSTCOPY_LISTEN: userfaultfd registration of "
-				"ramblock '%s' failed: %s",
-				b->idstr, g_strerror(errno));
-		b->registered = true;
-		if (!(reg.ioctls & (UINT64_C(1) << _UFFDIO_COPY)))
-			return migram_stream_fail(
-				error, MIGRAM_ERROR_UNSUPPORTED, at,
-				"POSTCOPY_LISTEN: ramblock '%s' cannot take "
-				"UFFDIO_COPY",
-				b->idstr);
-		b->zeroable = reg.ioctls & (UINT64_C(1) << _UFFDIO_ZEROPAGE);
-	}
-	pc->quit_fd = eventfd(0, EFD_CLOEXEC);
-	if (pc->quit_fd < 0)
-		return migram_stream_fail(error, MIGRAM_ERROR_IO, at,
-					  "POSTCOPY_LISTEN: eventfd: %s",
-					  g_strerror(errno));
-	if (pthread_create(&pc->fault_thread, NULL, fault_thread, pc) != 0)
-		return migram_stream_fail(error, MIGRAM_ERROR_NO_MEMORY, at,
-					  "POSTCOPY_LISTEN: cannot start the "
-					  "fault thread");
-	pc->fault_running = true;
-	pc->state = DST_LISTENING;
-	pthread_mutex_lock(&pc->lock);
-	pc->st.active = true;
-	pthread_mutex_unlock(&pc->lock);
-	return true;
-}
-
 void migram_postcopy_dst_run(DstPostcopy *pc)
 {
 	pc->state = DST_RUNNING;
 	pthread_mutex_lock(&pc->lock);
 	pc->st.running = true;
 	pthread_mutex_unlock(&pc->lock);
-}
-
-/* ---- placing pages ---- */
-
-void migram_postcopy_placer_init(DstPlacer *pl, bool preempt)
-{
-	memset(pl, 0, sizeof(*pl));
-	pl->preempt = preempt;
-}
-
-void migram_postcopy_placer_clear(DstPlacer *pl)
-{
-	if (pl->buf)
-		munmap(pl->buf, pl->cap);
-	memset(pl, 0, sizeof(*pl));
-}
-
-/* Bucket i holds latencies in [2^i, 2^(i+1)) us; 0 us counts in bucket 0. */
-static unsigned int latency_bucket(uint64_t us)
-{
-	return us ? MIN(g_bit_storage(us) - 1, MIGRAM_LATENCY_BUCKETS - 1) : 0;
-}
-
-/* After a successful placement: receivedmap, latencies, counters. */
-static void placed(DstPostcopy *pc, DstPlacer *pl, DstBlock *b, uint64_t off)
-{
-	gint64 now = g_get_monotonic_time();
-	GArray *times;
-
-	pthread_mutex_lock(&pc->lock);
-	migram_bitmap_set_atomic(
-		b->receivedmap, (size_t)(off / MIGRAM_TARGET_PAGE_SIZE),
-		(size_t)(b->page_size / MIGRAM_TARGET_PAGE_SIZE));
-	pc->st.placed_pages++;
-	if (pl->preempt)
-		pc->st.preempt_pages++;
-	times = g_hash_table_size(pc->waiting)
-			? g_hash_table_lookup(pc->waiting, b->host + off)
-			: NULL;
-	if (!times) {
-		pc->st.pushed_pages++;
-	} else {
-		for (guint i = 0; i < times->len; i++) {
-			uint64_t us =
-				(uint64_t)(now -
-					   g_array_index(times, gint64, i));
-
-			pc->st.blocked_us += us;
-			pc->st.latency_hist[latency_bucket(us)]++;
-			pc->st.latency_max_us = MAX(pc->st.latency_max_us, us);
-		}
-		g_hash_table_remove(pc->waiting, b->host + off);
-	}
-	pthread_mutex_unlock(&pc->lock);
-}
-
-static bool place_host_page(DstPostcopy *pc, DstPlacer *pl, DstBlock *b,
-			    uint64_t off, const void *src, bool zero,
-			    uint64_t at, GError **error)
-{
-	int rc;
-
-	if (migram_bitmap_test_bit_atomic(
-		    b->receivedmap, (size_t)(off / MIGRAM_TARGET_PAGE_SIZE))) {
-		pthread_mutex_lock(&pc->lock);
-		pc->st.duplicate_pages++;
-		pthread_mutex_unlock(&pc->lock);
-		return true;
-	}
-	rc = place_page(pc, b, off, src, zero);
-	if (rc == EEXIST) {
-		pthread_mutex_lock(&pc->lock);
-		pc->st.duplicate_pages++;
-		pthread_mutex_unlock(&pc->lock);
-		return true;
-	}
-	if (rc)
-		return migram_stream_fail(
-			error, MIGRAM_ERROR_IO, at,
-			"placing ramblock '%s' page %#" G_GINT64_MODIFIER
-			"x: %s: %s",
-			b->idstr, off,
-			zero && b->zeroable ? "UFFDIO_ZEROPAGE" : "UFFDIO_COPY",
-			g_strerror(rc));
-	placed(pc, pl, b, off);
-	return true;
-}
-
-void *migram_postcopy_placer_buffer(DstPostcopy *pc, DstPlacer *pl,
-				    const char *idstr, uint64_t offset)
-{
-	DstBlock *b = block_by_name(pc, idstr);
-
-	if (!pl->buf) {
-		pl->cap = pc->max_page;
-		pl->buf = mmap(NULL, pl->cap, PROT_READ | PROT_WRITE,
-			       /* cppcheck-suppress invalidFunctionArg ; -1 */
-			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (pl->buf == MAP_FAILED) {
-			pl->buf = NULL;
-			return NULL;
-		}
-	}
-	if (!b || b->page_size == MIGRAM_TARGET_PAGE_SIZE)
-		return pl->buf;
-	return pl->buf + offset % b->page_size;
-}
-
-bool migram_postcopy_place(DstPostcopy *pc, DstPlacer *pl, const char *idstr,
-			   uint64_t offset, bool zero, uint64_t at,
-			   GError **error)
-{
-	DstBlock *b = block_by_name(pc, idstr);
-	uint64_t hp, base;
-
-	if (!b)
-		return migram_stream_fail(error, MIGRAM_ERROR_NOT_FOUND, at,
-					  "postcopy page for unknown ramblock "
-					  "'%s'",
-					  idstr);
-	if (offset % MIGRAM_TARGET_PAGE_SIZE || offset >= b->length ||
-	    b->length - offset < MIGRAM_TARGET_PAGE_SIZE)
-		return migram_stream_fail(
-			error, MIGRAM_ERROR_PROTOCOL, at,
-			"postcopy page at offset %#" G_GINT64_MODIFIER
-			"x is outside ramblock '%s' (postcopy length "
-			"%#" G_GINT64_MODIFIER "x)",
-			offset, idstr, b->length);
-	if (b->page_size == MIGRAM_TARGET_PAGE_SIZE)
-		return place_host_page(pc, pl, b, offset, pl->buf, zero, at,
-				       error);
-	/* Huge page: target pages arrive in order; place when complete. */
-	hp = b->page_size / MIGRAM_TARGET_PAGE_SIZE;
-	base = offset - offset % b->page_size;
-	if (offset % b->page_size == 0) {
-		pl->block = b;
-		pl->base = base;
-		pl->count = 0;
-		pl->all_zero = true;
-	} else if (pl->block != b || pl->base != base ||
-		   pl->count != (offset - base) / MIGRAM_TARGET_PAGE_SIZE) {
-		return migram_stream_fail(
-			error, MIGRAM_ERROR_PROTOCOL, at,
-			"postcopy page %#" G_GINT64_MODIFIER
-			"x of ramblock '%s' is not the next one of its huge "
-			"page",
-			offset, idstr);
-	}
-	if (zero)
-		memset(pl->buf + offset % b->page_size, 0,
-		       MIGRAM_TARGET_PAGE_SIZE);
-	pl->all_zero &= zero;
-	if (++pl->count < hp)
-		return true;
-	pl->block = NULL;
-	return place_host_page(pc, pl, b, base, pl->buf, pl->all_zero, at,
-			       error);
 }
 
 /* ---- the end, recovery, stats ---- */
@@ -867,8 +357,8 @@ bool migram_postcopy_dst_complete(DstPostcopy *pc, uint64_t at, GError **error)
 			" pages never received (first in "
 			"ramblock '%s')",
 			missing, first);
-	stop_fault_thread(pc);
-	unregister_all(pc);
+	migram_postcopy_dst_stop_fault_thread(pc);
+	migram_postcopy_dst_unregister_all(pc);
 	pc->state = DST_END;
 	return true;
 }
@@ -876,7 +366,7 @@ bool migram_postcopy_dst_complete(DstPostcopy *pc, uint64_t at, GError **error)
 bool migram_postcopy_dst_send_bitmap(DstPostcopy *pc, const guint8 *data,
 				     size_t len, uint64_t at, GError **error)
 {
-	char name[256];
+	char name[MIGRAM_RAM_IDSTR_MAX + 1];
 	DstBlock *b;
 	bool ok = false;
 
@@ -890,7 +380,7 @@ bool migram_postcopy_dst_send_bitmap(DstPostcopy *pc, const guint8 *data,
 	if (strlen(name) != len - 1)
 		return migram_stream_fail(error, MIGRAM_ERROR_PROTOCOL, at,
 					  "RECV_BITMAP: NUL in the block name");
-	b = block_by_name(pc, name);
+	b = migram_postcopy_dst_block_by_name(pc, name);
 	if (!b || pc->state < DST_LISTENING)
 		return migram_stream_fail(error, MIGRAM_ERROR_PROTOCOL, at,
 					  "RECV_BITMAP for %s ramblock '%s'",
@@ -931,9 +421,9 @@ void migram_postcopy_dst_rerequest(DstPostcopy *pc)
 		     p = migram_bitmap_find_next_set(b->requested,
 						     (size_t)b->pages, p + hp))
 			if (!migram_bitmap_test_bit_atomic(b->receivedmap, p))
-				send_request(pc, b,
-					     (uint64_t)p *
-						     MIGRAM_TARGET_PAGE_SIZE);
+				migram_postcopy_dst_send_request(
+					pc, b,
+					(uint64_t)p * MIGRAM_TARGET_PAGE_SIZE);
 	}
 	pthread_mutex_unlock(&pc->rp_lock);
 }

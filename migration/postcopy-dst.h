@@ -16,7 +16,7 @@
 
 #include "migram/channel.h"
 #include "migram/ramblock.h"
-#include "migram/receiver.h"
+#include "migram/postcopy-stats.h"
 
 /* QEMU's PostcopyState, in order. */
 typedef enum {

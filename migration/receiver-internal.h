@@ -15,7 +15,8 @@
 
 #include "migram/receiver.h"
 #include "migram/stream.h"
-#include "migration-internal.h"
+#include "stream-error.h"
+#include "stream-internal.h"
 #include "postcopy-dst.h"
 
 /* A package holds commands and device state: bounded by the blob cap. */
@@ -38,7 +39,7 @@ struct MigramReceiver {
 	/* Block cache: valid while the list version equals last_version. */
 	MigramRamBlock *last;
 	uint64_t last_version;
-	char last_name[256];
+	char last_name[MIGRAM_RAM_IDSTR_MAX + 1];
 	bool last_fresh; /* last is in created */
 	/* Names of the blocks this load created (NULL until one is): their
 	 * memory starts zero, so a ZERO record for a page not yet received
@@ -56,7 +57,8 @@ struct MigramReceiver {
 	bool preempt_running;
 	GError *preempt_error; /* set by the preempt thread before it ends */
 
-	pthread_mutex_t lock; /* pc_ptr, recover_ch, paused, cancelled */
+	/* guards pc, ch and preempt_error above, and everything below */
+	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	MigramChannel *recover_ch;
 	bool paused;

@@ -20,6 +20,8 @@
 #include "migram-common.h"
 #include "migram/migram.h"
 #include "receiver-internal.h"
+#include "return-path.h"
+#include "stream-internal.h"
 
 static DstPostcopy *ensure_pc(MigramReceiver *r)
 {

@@ -39,7 +39,8 @@
 #include "migram/migram.h"
 #include "migram/receiver.h"
 #include "migram/stream.h"
-#include "migration-internal.h"
+#include "buffer.h"
+#include "stream-internal.h"
 #include "receiver-internal.h"
 
 MIGRAM_EXPORT MigramReceiver *

@@ -14,20 +14,10 @@
 #include "migram-common.h"
 #include "migram/bitmap.h"
 #include "migram/migram.h"
-#include "migration-internal.h"
+#include "return-path.h"
+#include "stream-error.h"
 
 #define RECV_BITMAP_ENDING UINT64_C(0x0123456789ABCDEF)
-
-bool migram_rp_fail(GError **error, uint64_t at, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	migram_fail_vat(error, MIGRAM_ERROR_PROTOCOL, "return path", at, fmt,
-			ap);
-	va_end(ap);
-	return false;
-}
 
 /*
  * A channel failure (the return path ended or broke) in the middle of
@@ -83,7 +73,8 @@ static int fixed_length(uint16_t type)
 }
 
 /* A counted name at data[0..len): u8 n, n bytes, nothing after. */
-static bool parse_name(const guint8 *data, size_t len, char out[256])
+static bool parse_name(const guint8 *data, size_t len,
+		       char out[MIGRAM_RAM_IDSTR_MAX + 1])
 {
 	size_t n;
 

@@ -28,15 +28,11 @@
 #include "migram-rcu.h"
 #include "migram/bitmap.h"
 #include "migram/migram.h"
-#include "migration-internal.h"
+#include "buffer.h"
+#include "sender-internal.h"
 
 #define SECTION_MAX_US ((gint64)50 * 1000) /* QEMU's MAX_WAIT for one pass */
 #define CHECK_EVERY 64 /* pages between cancel/rate checks */
-
-static SendBlock *sb_at(MigramMigration *m, guint i)
-{
-	return &g_array_index(m->blocks, SendBlock, i);
-}
 
 /* Cancel, list changes, time limit.  Any thread may set the flags. */
 bool migram_sender_check(MigramMigration *m, GError **error)
@@ -52,7 +48,7 @@ bool migram_sender_check(MigramMigration *m, GError **error)
 			    m->changed_block);
 		return false;
 	}
-	return !m->pc || migram_postcopy_src_check(m, error);
+	return migram_sender_hooks_check(m, error);
 }
 
 /* Inside a read-side section: are our block pointers still valid? */
@@ -104,7 +100,7 @@ bool migram_sender_sync(MigramMigration *m, GError **error)
 	migram_rcu_read_lock();
 	ok = list_unchanged(m, error);
 	for (guint i = 0; ok && i < m->blocks->len; i++)
-		ok = sync_block(m, sb_at(m, i), error);
+		ok = sync_block(m, migram_sender_block(m, i), error);
 	migram_rcu_read_unlock();
 	m->st.dirty_sync_count++;
 	return ok;
@@ -120,7 +116,7 @@ bool migram_sender_find_dirty(MigramMigration *m, guint *bi, uint64_t *page)
 
 	for (guint k = 0; k <= n; k++) {
 		guint i = (m->cur + k) % n;
-		SendBlock *sb = sb_at(m, i);
+		SendBlock *sb = migram_sender_block(m, i);
 		uint64_t from = k == 0 ? m->cur_page : 0;
 		uint64_t to = k == n ? MIN(m->cur_page, sb->pages) : sb->pages;
 		size_t p;
@@ -220,7 +216,7 @@ bool migram_sender_section(MigramMigration *m, bool last, bool *pass_done,
 			*pass_done = true;
 			break;
 		}
-		ok = send_page(m, sb_at(m, bi), p, error);
+		ok = send_page(m, migram_sender_block(m, bi), p, error);
 		m->cur = bi;
 		m->cur_page = p + 1;
 		if (++sent % CHECK_EVERY)

@@ -23,7 +23,10 @@
 #include "migram-rcu.h"
 #include "migram/bitmap.h"
 #include "migram/migram.h"
-#include "migration-internal.h"
+#include "policy.h"
+#include "postcopy-src.h"
+#include "sender-internal.h"
+#include "stream-internal.h"
 
 #define DEFAULT_DOWNTIME_MS 300
 #define DEFAULT_STALL_SYNCS 8
@@ -42,8 +45,13 @@ migram_migration_new(MigramRamList *list, const MigramLogSource *source,
 	m->list = list;
 	m->source = *source;
 	m->cfg = *config;
+	/* The config's strings are copied (migration.h). */
 	m->machine_type = g_strdup(config->machine_type ? config->machine_type
 							: "none");
+	m->device_idstr = g_strdup(config->device_idstr ? config->device_idstr
+							: "migram-device");
+	m->cfg.machine_type = m->machine_type;
+	m->cfg.device_idstr = m->device_idstr;
 	if (!m->cfg.downtime_limit_ms)
 		m->cfg.downtime_limit_ms = DEFAULT_DOWNTIME_MS;
 	if (!m->cfg.stall_syncs)
@@ -56,11 +64,12 @@ migram_migration_new(MigramRamList *list, const MigramLogSource *source,
 			   ? m->cfg.clear_bmap_shift
 			   : MIGRAM_CLEAR_BMAP_SHIFT_DEFAULT;
 	m->blocks = g_array_new(FALSE, TRUE, sizeof(SendBlock));
-	if (m->cfg.postcopy)
-		m->pc = migram_postcopy_src_new();
 	pthread_mutex_init(&m->stats_lock, NULL);
 	pthread_mutex_init(&m->cancel_lock, NULL);
 	m->event_fd = -1;
+	/* Hook users: postcopy is the one so far. */
+	if (m->cfg.postcopy)
+		migram_sender_attach(m, &migram_postcopy_src_hooks);
 	return m;
 }
 
@@ -69,11 +78,12 @@ MIGRAM_EXPORT void migram_migration_free(MigramMigration *m)
 	if (!m)
 		return;
 	g_array_unref(m->blocks);
-	migram_postcopy_src_free(m->pc);
+	migram_sender_hooks_destroy(m);
 	migram_sender_events_free(m);
 	pthread_mutex_destroy(&m->stats_lock);
 	pthread_mutex_destroy(&m->cancel_lock);
 	g_free(m->machine_type);
+	g_free(m->device_idstr);
 	g_free(m);
 }
 
@@ -86,8 +96,7 @@ MIGRAM_EXPORT void migram_migration_cancel(MigramMigration *m)
 	if (m->preempt && m->ch)
 		migram_channel_cancel(m->preempt);
 	pthread_mutex_unlock(&m->cancel_lock);
-	if (m->pc)
-		migram_postcopy_src_wake(m);
+	migram_sender_hooks_wake(m);
 }
 
 MIGRAM_EXPORT void migram_migration_set_preempt(MigramMigration *m,
@@ -167,7 +176,8 @@ static bool start_blocks(MigramMigration *m, GError **error)
 					 migram_ram_block_used_length(b), 0 };
 
 		/* Postcopy streams name huge page sizes (QEMU's rule). */
-		if (m->pc && sb.page_size != MIGRAM_TARGET_PAGE_SIZE)
+		if (m->name_page_sizes &&
+		    sb.page_size != MIGRAM_TARGET_PAGE_SIZE)
 			wb.page_size = sb.page_size;
 
 		sb.synced = migram_bitmap_new(
@@ -198,10 +208,9 @@ static bool setup(MigramMigration *m, GError **error)
 	migram_channel_set_rate_limit(m->ch, m->cfg.max_bandwidth);
 	m->w = migram_stream_writer_new(m->ch);
 	migram_stream_writer_begin(m->w, m->machine_type);
-	if (m->pc && !migram_postcopy_src_setup(m, error))
+	if (!migram_sender_hooks_setup(m, error))
 		return false;
-	if (!start_blocks(m, error) ||
-	    (m->pc && !migram_postcopy_src_listen(m, error)) ||
+	if (!start_blocks(m, error) || !migram_sender_hooks_listen(m, error) ||
 	    !migram_sender_sync(m, error))
 		return false;
 	/* bmap started all set: the first sync's finds are not new. */
@@ -214,8 +223,7 @@ static bool setup(MigramMigration *m, GError **error)
 
 static void cleanup(MigramMigration *m)
 {
-	if (m->pc)
-		migram_postcopy_src_cleanup(m);
+	migram_sender_hooks_cleanup(m);
 	if (m->listener)
 		migram_ram_list_remove_listener(m->list, m->listener);
 	migram_rcu_read_lock();
@@ -244,9 +252,6 @@ static bool after_pass(MigramMigration *m, bool *complete, GError **error)
 
 	m->st.iterations++;
 	m->quiet_pass = false;
-	if (m->pc && m->cfg.postcopy_after_passes &&
-	    m->st.iterations >= m->cfg.postcopy_after_passes)
-		g_atomic_int_set(&m->postcopy_wanted, 1);
 	if (!migram_sender_sync(m, error))
 		return false;
 	now = migram_sender_now(m);
@@ -312,7 +317,7 @@ static bool mid_pass(MigramMigration *m, bool *complete, GError **error)
 	}
 	/* A planned switch (hybrid) keeps its passes: it completes in
 	 * precopy only at a pass's end, as before. */
-	if ((m->pc && m->cfg.postcopy_after_passes) || m->quiet_pass ||
+	if (m->whole_passes || m->quiet_pass ||
 	    !migram_policy_worth_sync(&m->policy,
 				      m->dirty_pages * MIGRAM_TARGET_PAGE_SIZE))
 		return true;
@@ -344,7 +349,7 @@ static bool iterate(MigramMigration *m, GError **error)
 	while (!complete) {
 		if (!migram_sender_check(m, error))
 			return false;
-		if (m->pc && migram_postcopy_src_should_switch(m))
+		if (migram_sender_hooks_switch(m))
 			return true;
 		if (m->cfg.max_time_ms &&
 		    (uint64_t)(migram_sender_now(m) - m->t_start) / 1000 >
@@ -384,9 +389,7 @@ bool migram_sender_encode_device(MigramMigration *m, GByteArray *out,
 			    MIGRAM_DEVICE_BLOB_MAX);
 		return false;
 	}
-	migram_stream_encode_device(out,
-				    m->cfg.device_idstr ? m->cfg.device_idstr
-							: "migram-device",
+	migram_stream_encode_device(out, m->device_idstr,
 				    MIGRAM_DEVICE_SECTION_ID, blob->data,
 				    blob->len);
 	return true;
@@ -475,14 +478,16 @@ MIGRAM_EXPORT bool migram_migration_run(MigramMigration *m, MigramChannel *ch,
 
 	ok = setup(m, &err);
 	if (ok) {
+		const MigramSenderHook *taker;
+
 		m->st.status = MIGRAM_MIGRATION_ACTIVE;
 		ok = iterate(m, &err);
-		if (ok && m->pc && migram_postcopy_src_should_switch(m))
-			ok = migram_postcopy_src_run(m, &err);
+		taker = ok ? migram_sender_hooks_switch(m) : NULL;
+		if (taker)
+			ok = taker->ops->run(m, taker->state, &err);
 		else if (ok)
 			ok = finish(m, &err) &&
-			     (!m->pc ||
-			      migram_postcopy_src_precopy_done(m, &err));
+			     migram_sender_hooks_precopy_done(m, &err);
 	}
 	/* A source's op that failed without saying why still gets a reason. */
 	if (!ok && !err)

@@ -24,9 +24,9 @@
  */
 #include "migram-common.h"
 #include "migram/bitmap.h"
-#include "migram/dirty-log.h"
+#include "migram/soft-log.h"
 #include "migram/migram.h"
-#include "migration-internal.h"
+#include "dirty-log-internal.h"
 
 struct MigramSoftLog {
 	MigramDirtyBitmap *bitmap;

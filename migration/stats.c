@@ -22,7 +22,8 @@
 
 #include "migram-common.h"
 #include "migram/migram.h"
-#include "migration-internal.h"
+#include "dirty-log-internal.h"
+#include "sender-internal.h"
 
 /* Under stats_lock: queue @p s, dropping the oldest when full. */
 static void event_push(MigramMigration *m, MigramMigrationStatus s)
@@ -83,8 +84,8 @@ MIGRAM_EXPORT int migram_migration_get_event_fd(MigramMigration *m,
 			int e = errno;
 
 			pthread_mutex_unlock(&m->stats_lock);
-			g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO,
-				    "eventfd: %s", g_strerror(e));
+			migram_error_errno(error, MIGRAM_ERROR_IO, e,
+					   "eventfd");
 			return -1;
 		}
 	}

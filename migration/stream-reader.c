@@ -29,8 +29,10 @@
 
 #include "migram-common.h"
 #include "migram/migram.h"
+#include "migram/ramblock.h"
 #include "migram/stream.h"
-#include "migration-internal.h"
+#include "stream-error.h"
+#include "stream-internal.h"
 
 #define MAX_VMDESC_BYTES (64u << 20)
 
@@ -50,8 +52,8 @@ struct MigramStreamReader {
 	MigramChannel *ch;
 	enum state state;
 	uint64_t page_size;
-	char name[256];  /* section idstr or machine type */
-	char block[256]; /* CONTINUE context: last block named */
+	char name[256]; /* section idstr or machine type */
+	char block[MIGRAM_RAM_IDSTR_MAX + 1]; /* CONTINUE: last block */
 	bool have_block;
 	bool have_config;
 	bool ram_started;
@@ -91,27 +93,6 @@ MIGRAM_EXPORT uint64_t
 migram_stream_reader_page_size(const MigramStreamReader *r)
 {
 	return r->page_size;
-}
-
-bool migram_fail_vat(GError **error, int code, const char *where, uint64_t at,
-		     const char *fmt, va_list ap)
-{
-	g_autofree char *msg = g_strdup_vprintf(fmt, ap);
-
-	g_set_error(error, MIGRAM_ERROR, code,
-		    "%s byte %" G_GUINT64_FORMAT ": %s", where, at, msg);
-	return false;
-}
-
-bool migram_stream_fail(GError **error, int code, uint64_t at, const char *fmt,
-			...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	migram_fail_vat(error, code, "stream", at, fmt, ap);
-	va_end(ap);
-	return false;
 }
 
 /* Every reader error names the byte of the stream it was found at. */

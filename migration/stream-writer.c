@@ -20,7 +20,7 @@
 #include "migram/migram.h"
 #include "migram/ramblock.h"
 #include "migram/stream.h"
-#include "migration-internal.h"
+#include "stream-internal.h"
 
 /* Any id works if used consistently; QEMU's pc machine gives RAM 2. */
 #define RAM_SECTION_ID 2u
@@ -28,7 +28,7 @@
 struct MigramStreamWriter {
 	MigramChannel *ch;
 	const char *last_ptr; /* the last idstr pointer named */
-	char last_block[256]; /* and its contents */
+	char last_block[MIGRAM_RAM_IDSTR_MAX + 1]; /* and its contents */
 	bool have_last;
 };
 
@@ -257,9 +257,4 @@ bool migram_stream_writer_finish_postcopy(MigramStreamWriter *w, GError **error)
 {
 	migram_channel_put_u8(w->ch, MIGRAM_QEMU_VM_EOF);
 	return migram_channel_flush(w->ch, error);
-}
-
-MigramChannel *migram_stream_writer_channel(const MigramStreamWriter *w)
-{
-	return w->ch;
 }

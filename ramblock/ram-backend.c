@@ -50,11 +50,9 @@ static long hugepages_free(void)
 static bool set_io_error(GError **error, const char *idstr, const char *what,
 			 int err)
 {
-	g_set_error(error, MIGRAM_ERROR,
-		    err == ENOMEM ? MIGRAM_ERROR_NO_MEMORY : MIGRAM_ERROR_IO,
-		    "ram block '%s': %s failed: %s", idstr, what,
-		    g_strerror(err));
-	return false;
+	return migram_error_errno(
+		error, err == ENOMEM ? MIGRAM_ERROR_NO_MEMORY : MIGRAM_ERROR_IO,
+		err, "ram block '%s': %s failed", idstr, what);
 }
 
 static bool map_anon(MigramRamBlock *b, GError **error)

@@ -19,35 +19,8 @@
  * the dirty rings every few milliseconds, and a vCPU that exits with
  * KVM_EXIT_DIRTY_RING_FULL harvests before it re-enters.
  */
-#include <errno.h>
-#include <fcntl.h>
-#include <pthread.h>
-#include <signal.h>
-#include <string.h>
-#include <sys/ioctl.h>
-#include <sys/mman.h>
-#include <unistd.h>
+#include "kvm-vmm-internal.h"
 
-#include <linux/kvm.h>
-
-#include <migram/bitmap.h>
-#include <migram/migram.h>
-
-#include "kvm-guest.h"
-#include "kvm-image.h"
-
-#define PAGE 4096u
-#define CODE_GPA 0x1000u
-#define SEQ_GPA 0x2000u
-#define SEQ_STRIDE 64u
-#define MAX_VCPUS 64u
-#define STATE_MAGIC 0x564b474du /* "MGKV" */
-#define STATE_VERSION 2u
-#define RING_ENTRIES 65536u /* 1 MiB per vCPU: KVM's usual maximum */
-#define SERVICE_US 5000     /* reaper and throttle period */
-#define THROTTLE_SLICE_US 10000
-
-/* The program: see kvm-guest.h.  Hand-assembled, 32-bit code. */
 static const guint8 guest_code[] = {
 	0x8b, 0x07,       /* again: mov eax, [edi] */
 	0x40,             /* inc eax */
@@ -62,55 +35,22 @@ static const guint8 guest_code[] = {
 	0xeb, 0xeb,       /* jmp again */
 };
 
-typedef struct {
-	SimKvm *k;
-	unsigned int id;
-	int fd;
-	struct kvm_run *run;
-	GThread *thread;
-	pthread_t tid;
-	int started; /* atomic: tid is valid */
-	/* the slice, as the registers give it */
-	uint32_t first, n, stride, seq;
-	bool halted; /* an image guest executed HLT (this thread only) */
-} Vcpu;
-
-struct SimKvm {
-	int kvm, vm;
-	size_t run_size;
-	guint8 *mem;
-	uint64_t mem_bytes;
-	MigramKvmLog *log;
-	Vcpu *vcpus;
-	unsigned int nvcpus;
-	GThread *service;
-	int stop, paused, parked, throttle; /* atomics */
-	GMutex err_lock;
-	char *error; /* the first vCPU failure */
-	/* --guest-image: a boot-sector guest (kvm-image.h) on one vCPU; its
-	 * working set, known once it printed 'D' (banner, atomic: 0, 'D' or
-	 * 'H'), and the '.' marks it printed (atomic) */
-	bool image;
-	uint64_t ws_start, ws_end;
-	int banner, marks;
-};
-
 static void on_kick(int sig)
 {
 	(void)sig;
 }
 
-static void fail(SimKvm *k, char *msg)
+void vmm_fail(SimKvm *k, char *msg)
 {
-	g_mutex_lock(&k->err_lock);
+	pthread_mutex_lock(&k->err_lock);
 	if (!k->error)
 		k->error = msg;
 	else
 		g_free(msg);
-	g_mutex_unlock(&k->err_lock);
+	pthread_mutex_unlock(&k->err_lock);
 }
 
-static bool io_fail(GError **error, const char *what)
+bool vmm_io_fail(GError **error, const char *what)
 {
 	g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO, "%s: %s", what,
 		    g_strerror(errno));
@@ -172,8 +112,8 @@ static void ring_full(Vcpu *v)
 	GError *error = NULL;
 
 	if (!migram_kvm_log_harvest(v->k->log, NULL, &error)) {
-		fail(v->k,
-		     g_strdup_printf("vCPU %u: %s", v->id, error->message));
+		vmm_fail(v->k,
+			 g_strdup_printf("vCPU %u: %s", v->id, error->message));
 		g_error_free(error);
 	}
 }
@@ -203,8 +143,8 @@ static gpointer vcpu_main(gpointer p)
 			continue;
 		}
 		if (r < 0) {
-			fail(k, g_strdup_printf("vCPU %u: KVM_RUN: %s", v->id,
-						g_strerror(errno)));
+			vmm_fail(k, g_strdup_printf("vCPU %u: KVM_RUN: %s",
+						    v->id, g_strerror(errno)));
 			break;
 		}
 		if (v->run->exit_reason == KVM_EXIT_DIRTY_RING_FULL) {
@@ -220,11 +160,11 @@ static gpointer vcpu_main(gpointer p)
 			v->halted = true;
 			continue;
 		}
-		fail(k, g_strdup_printf(
-				"vCPU %u: unexpected KVM exit %u "
-				"(MMIO address %#llx)",
-				v->id, v->run->exit_reason,
-				(unsigned long long)v->run->mmio.phys_addr));
+		vmm_fail(k, g_strdup_printf("vCPU %u: unexpected KVM exit %u "
+					    "(MMIO address %#llx)",
+					    v->id, v->run->exit_reason,
+					    (unsigned long long)
+						    v->run->mmio.phys_addr));
 		break;
 	}
 	/* A dead vCPU counts as parked for good. */
@@ -292,26 +232,26 @@ void sim_kvm_throttle(void *opaque, unsigned int percent)
 }
 
 /* KVM, the VM, and a handler for the kick signal. */
-static SimKvm *vm_new(GError **error)
+SimKvm *vmm_vm_new(GError **error)
 {
 	struct sigaction sa = { .sa_handler = on_kick };
 	SimKvm *k = g_new0(SimKvm, 1);
 	int sz;
 
-	g_mutex_init(&k->err_lock);
+	pthread_mutex_init(&k->err_lock, NULL);
 	k->kvm = k->vm = -1;
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGUSR1, &sa, NULL); /* no SA_RESTART: KVM_RUN returns */
 	k->kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	if (k->kvm < 0) {
-		io_fail(error, "/dev/kvm");
+		vmm_io_fail(error, "/dev/kvm");
 		sim_kvm_free(k);
 		return NULL;
 	}
 	k->vm = ioctl(k->kvm, KVM_CREATE_VM, 0);
 	sz = ioctl(k->kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
 	if (k->vm < 0 || sz <= 0) {
-		io_fail(error, "KVM_CREATE_VM");
+		vmm_io_fail(error, "KVM_CREATE_VM");
 		sim_kvm_free(k);
 		return NULL;
 	}
@@ -319,7 +259,7 @@ static SimKvm *vm_new(GError **error)
 	return k;
 }
 
-static bool map_ram(SimKvm *k, guint8 *mem, uint64_t bytes, GError **error)
+bool vmm_map_ram(SimKvm *k, guint8 *mem, uint64_t bytes, GError **error)
 {
 	struct kvm_userspace_memory_region r = { 0 };
 
@@ -337,11 +277,11 @@ static bool map_ram(SimKvm *k, guint8 *mem, uint64_t bytes, GError **error)
 	r.memory_size = k->mem_bytes;
 	r.userspace_addr = (uint64_t)(uintptr_t)k->mem;
 	if (ioctl(k->vm, KVM_SET_USER_MEMORY_REGION, &r) < 0)
-		return io_fail(error, "KVM_SET_USER_MEMORY_REGION");
+		return vmm_io_fail(error, "KVM_SET_USER_MEMORY_REGION");
 	return true;
 }
 
-static bool vcpu_create(SimKvm *k, unsigned int i, GError **error)
+bool vmm_vcpu_create(SimKvm *k, unsigned int i, GError **error)
 {
 	Vcpu *v = &k->vcpus[i];
 
@@ -349,12 +289,12 @@ static bool vcpu_create(SimKvm *k, unsigned int i, GError **error)
 	v->id = i;
 	v->fd = ioctl(k->vm, KVM_CREATE_VCPU, i);
 	if (v->fd < 0)
-		return io_fail(error, "KVM_CREATE_VCPU");
+		return vmm_io_fail(error, "KVM_CREATE_VCPU");
 	v->run = mmap(NULL, k->run_size, PROT_READ | PROT_WRITE, MAP_SHARED,
 		      v->fd, 0);
 	if (v->run == MAP_FAILED) {
 		v->run = NULL;
-		return io_fail(error, "mmap of kvm_run");
+		return vmm_io_fail(error, "mmap of kvm_run");
 	}
 	if (k->log && migram_kvm_log_ring(k->log) &&
 	    !migram_kvm_log_add_vcpu(k->log, v->fd, error))
@@ -362,7 +302,7 @@ static bool vcpu_create(SimKvm *k, unsigned int i, GError **error)
 	return true;
 }
 
-static void start_threads(SimKvm *k)
+void vmm_start_threads(SimKvm *k)
 {
 	for (unsigned int i = 0; i < k->nvcpus; i++)
 		k->vcpus[i].thread = g_thread_new("sim-vcpu", vcpu_main,
@@ -384,14 +324,14 @@ static bool set_flat_pm(Vcpu *v, GError **error)
 	struct kvm_sregs s;
 
 	if (ioctl(v->fd, KVM_GET_SREGS, &s) < 0)
-		return io_fail(error, "KVM_GET_SREGS");
+		return vmm_io_fail(error, "KVM_GET_SREGS");
 	ds.type = 3;
 	ds.selector = 16;
 	s.cs = cs;
 	s.ds = s.es = s.fs = s.gs = s.ss = ds;
 	s.cr0 |= 1; /* PE; no paging */
 	if (ioctl(v->fd, KVM_SET_SREGS, &s) < 0)
-		return io_fail(error, "KVM_SET_SREGS");
+		return vmm_io_fail(error, "KVM_SET_SREGS");
 	return true;
 }
 
@@ -421,13 +361,13 @@ static bool set_boot_sector(Vcpu *v, GError **error)
 	struct kvm_sregs s;
 
 	if (ioctl(v->fd, KVM_GET_SREGS, &s) < 0)
-		return io_fail(error, "KVM_GET_SREGS");
+		return vmm_io_fail(error, "KVM_GET_SREGS");
 	s.cs.base = 0;
 	s.cs.selector = 0;
 	if (ioctl(v->fd, KVM_SET_SREGS, &s) < 0)
-		return io_fail(error, "KVM_SET_SREGS");
+		return vmm_io_fail(error, "KVM_SET_SREGS");
 	if (ioctl(v->fd, KVM_SET_REGS, &regs) < 0)
-		return io_fail(error, "KVM_SET_REGS");
+		return vmm_io_fail(error, "KVM_SET_REGS");
 	return true;
 }
 
@@ -445,9 +385,10 @@ static bool start_image(SimKvm *k, const char *path, GError **error)
 	k->image = true;
 	memcpy(k->mem + SIM_IMAGE_LOAD_GPA, g_bytes_get_data(img, NULL),
 	       g_bytes_get_size(img));
-	if (!vcpu_create(k, 0, error) || !set_boot_sector(&k->vcpus[0], error))
+	if (!vmm_vcpu_create(k, 0, error) ||
+	    !set_boot_sector(&k->vcpus[0], error))
 		return false;
-	start_threads(k);
+	vmm_start_threads(k);
 	t0 = g_get_monotonic_time();
 	while (!g_atomic_int_get(&k->banner)) {
 		g_autofree char *e = sim_kvm_take_error(k);
@@ -474,7 +415,7 @@ SimKvm *sim_kvm_source_new(const SimOptions *opt, MigramRamBlock *block,
 {
 	const char *mode = mode_name(opt);
 	uint64_t stride = opt->stride ? opt->stride : PAGE;
-	SimKvm *k = vm_new(error);
+	SimKvm *k = vmm_vm_new(error);
 
 	if (!k)
 		return NULL;
@@ -488,13 +429,13 @@ SimKvm *sim_kvm_source_new(const SimOptions *opt, MigramRamBlock *block,
 	else
 		k->log = migram_kvm_log_new(k->vm, error);
 	if (!k->log ||
-	    !map_ram(k, migram_ram_block_host(block),
-		     migram_ram_block_used_length(block), error) ||
+	    !vmm_map_ram(k, migram_ram_block_host(block),
+			 migram_ram_block_used_length(block), error) ||
 	    !migram_kvm_log_add_slot(k->log, block, 0, 0, error))
-		goto fail;
+		goto vmm_fail;
 	if (opt->guest_image) {
 		if (!start_image(k, opt->guest_image, error))
-			goto fail;
+			goto vmm_fail;
 		return k;
 	}
 	plan(k, opt->working_set, stride);
@@ -508,20 +449,20 @@ SimKvm *sim_kvm_source_new(const SimOptions *opt, MigramRamBlock *block,
 
 		for (uint64_t p = 0; p < v->n; p++)
 			memset(k->mem + v->first + p * v->stride, 0, 8);
-		if (!vcpu_create(k, i, error) || !set_flat_pm(v, error))
-			goto fail;
+		if (!vmm_vcpu_create(k, i, error) || !set_flat_pm(v, error))
+			goto vmm_fail;
 		regs.rbx = v->first;
 		regs.rcx = v->n;
 		regs.rdx = v->stride;
 		regs.rdi = v->seq;
 		if (ioctl(v->fd, KVM_SET_REGS, &regs) < 0) {
-			io_fail(error, "KVM_SET_REGS");
-			goto fail;
+			vmm_io_fail(error, "KVM_SET_REGS");
+			goto vmm_fail;
 		}
 	}
-	start_threads(k);
+	vmm_start_threads(k);
 	return k;
-fail:
+vmm_fail:
 	sim_kvm_free(k);
 	return NULL;
 }
@@ -549,320 +490,6 @@ void sim_kvm_log_stats(SimKvm *k, MigramKvmLogStats *st)
 		memset(st, 0, sizeof(*st));
 }
 
-/* ---- state: the vCPUs' registers ------------------------------------- */
-
-static void put32(GByteArray *out, uint32_t v)
-{
-	guint8 b[4] = { (guint8)v, (guint8)(v >> 8), (guint8)(v >> 16),
-			(guint8)(v >> 24) };
-
-	g_byte_array_append(out, b, 4);
-}
-
-bool sim_kvm_save_state(SimKvm *k, GByteArray *out, GError **error)
-{
-	put32(out, STATE_MAGIC);
-	put32(out, STATE_VERSION);
-	put32(out, k->nvcpus);
-	put32(out, k->image);
-	put32(out, (uint32_t)k->ws_start);
-	put32(out, (uint32_t)k->ws_end);
-	for (unsigned int i = 0; i < k->nvcpus; i++) {
-		struct kvm_regs regs;
-		struct kvm_sregs sregs;
-
-		if (ioctl(k->vcpus[i].fd, KVM_GET_REGS, &regs) < 0)
-			return io_fail(error, "KVM_GET_REGS");
-		if (ioctl(k->vcpus[i].fd, KVM_GET_SREGS, &sregs) < 0)
-			return io_fail(error, "KVM_GET_SREGS");
-		put32(out, sizeof(regs));
-		g_byte_array_append(out, (const guint8 *)&regs, sizeof(regs));
-		put32(out, sizeof(sregs));
-		g_byte_array_append(out, (const guint8 *)&sregs, sizeof(sregs));
-	}
-	return true;
-}
-
-typedef struct {
-	const guint8 *p;
-	size_t left;
-} Cursor;
-
-static bool take(Cursor *c, void *dst, size_t n)
-{
-	if (c->left < n)
-		return false;
-	memcpy(dst, c->p, n);
-	c->p += n;
-	c->left -= n;
-	return true;
-}
-
-static bool take32(Cursor *c, uint32_t *v)
-{
-	guint8 b[4];
-
-	if (!take(c, b, 4))
-		return false;
-	*v = b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
-	     (uint32_t)b[3] << 24;
-	return true;
-}
-
-static bool bad_state(GError **error, const char *why)
-{
-	g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
-		    "KVM guest state: %s", why);
-	return false;
-}
-
-/* Load one vCPU's registers; the slice comes from them. */
-static bool load_vcpu(Vcpu *v, Cursor *c, GError **error)
-{
-	struct kvm_regs regs;
-	struct kvm_sregs sregs;
-	uint32_t n;
-
-	if (!take32(c, &n) || n != sizeof(regs) || !take(c, &regs, n) ||
-	    !take32(c, &n) || n != sizeof(sregs) || !take(c, &sregs, n))
-		return bad_state(error, "truncated or of another layout");
-	if (v->k->image) {
-		if (v->k->ws_start > v->k->ws_end ||
-		    v->k->ws_end > v->k->mem_bytes)
-			return bad_state(error,
-					 "the working set is outside the RAM");
-		goto set;
-	}
-	v->first = (uint32_t)regs.rbx;
-	v->n = (uint32_t)regs.rcx;
-	v->stride = (uint32_t)regs.rdx;
-	v->seq = (uint32_t)regs.rdi;
-	if (!v->n || v->stride < 8 ||
-	    (uint64_t)v->first + (uint64_t)v->n * v->stride > v->k->mem_bytes ||
-	    (uint64_t)v->seq + 4 > v->k->mem_bytes)
-		return bad_state(error, "the working set is outside the RAM");
-set:
-	if (ioctl(v->fd, KVM_SET_SREGS, &sregs) < 0)
-		return io_fail(error, "KVM_SET_SREGS");
-	if (ioctl(v->fd, KVM_SET_REGS, &regs) < 0)
-		return io_fail(error, "KVM_SET_REGS");
-	return true;
-}
-
-SimKvm *sim_kvm_dest_new(guint8 *mem, uint64_t bytes, const guint8 *state,
-			 size_t len, GError **error)
-{
-	Cursor c = { state, len };
-	uint32_t magic, version, n, image, ws_start, ws_end;
-	SimKvm *k;
-
-	if (!take32(&c, &magic) || magic != STATE_MAGIC ||
-	    !take32(&c, &version) || version != STATE_VERSION ||
-	    !take32(&c, &n) || !n || n > MAX_VCPUS || !take32(&c, &image) ||
-	    image > 1 || (image && n != 1) || !take32(&c, &ws_start) ||
-	    !take32(&c, &ws_end)) {
-		bad_state(error, "bad header");
-		return NULL;
-	}
-	k = vm_new(error);
-	if (!k)
-		return NULL;
-	k->nvcpus = n;
-	k->vcpus = g_new0(Vcpu, n);
-	k->image = image;
-	k->ws_start = ws_start;
-	k->ws_end = ws_end;
-	g_atomic_int_set(&k->banner, image ? 'D' : 0);
-	if (!map_ram(k, mem, bytes, error))
-		goto fail;
-	for (unsigned int i = 0; i < n; i++)
-		if (!vcpu_create(k, i, error) ||
-		    !load_vcpu(&k->vcpus[i], &c, error))
-			goto fail;
-	/* Created paused: sim_kvm_run_for() lets it go. */
-	g_atomic_int_set(&k->paused, 1);
-	start_threads(k);
-	sim_kvm_pause(k);
-	return k;
-fail:
-	sim_kvm_free(k);
-	return NULL;
-}
-
-bool sim_kvm_run_for(SimKvm *k, unsigned int ms, GError **error)
-{
-	g_autofree char *e = NULL;
-
-	sim_kvm_resume(k);
-	g_usleep((gulong)ms * 1000);
-	sim_kvm_pause(k);
-	e = sim_kvm_take_error(k);
-	if (e) {
-		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO, "%s", e);
-		return false;
-	}
-	return true;
-}
-
-/* ---- the guest's invariant ------------------------------------------- */
-
-static uint32_t word(const SimKvm *k, uint64_t gpa)
-{
-	return __atomic_load_n((const uint32_t *)(k->mem + gpa),
-			       __ATOMIC_RELAXED);
-}
-
-/* Pages of the current pass done: counters == S form a prefix. */
-static uint64_t prefix(const SimKvm *k, const Vcpu *v, uint32_t s)
-{
-	uint64_t lo = 0, hi = v->n;
-
-	while (lo < hi) {
-		uint64_t mid = lo + (hi - lo) / 2;
-
-		if (word(k, v->first + mid * v->stride) == s)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
-}
-
-static bool check_vcpu(const SimKvm *k, const Vcpu *v, GString *d)
-{
-	uint32_t s = word(k, v->seq);
-	uint64_t kk = s ? prefix(k, v, s) : 0;
-
-	for (uint64_t i = 0; i < v->n; i++) {
-		uint64_t at = v->first + i * v->stride;
-		uint32_t cnt = word(k, at), last = word(k, at + 4);
-		uint32_t want = i < kk ? s : (s ? s - 1 : 0);
-		bool torn = i + 1 == kk && last == s - 1;
-
-		if (cnt != want || (last != cnt && !torn)) {
-			g_string_append_printf(
-				d,
-				"vCPU %u: page %" G_GUINT64_FORMAT
-				" has count %u, last %u; pass %u, %" G_GUINT64_FORMAT
-				" pages done",
-				v->id, i, cnt, last, s, kk);
-			return false;
-		}
-	}
-	return true;
-}
-
-bool sim_kvm_check(SimKvm *k, char **detail)
-{
-	GString *d = g_string_new(NULL);
-	uint64_t pages = 0;
-	bool ok = true;
-
-	if (k->image) {
-		ok = sim_image_check(k->mem, k->ws_start, k->ws_end, d);
-		*detail = g_string_free(d, FALSE);
-		return ok;
-	}
-	for (unsigned int i = 0; i < k->nvcpus && ok; i++) {
-		ok = check_vcpu(k, &k->vcpus[i], d);
-		pages += k->vcpus[i].n;
-	}
-	if (ok)
-		g_string_printf(
-			d,
-			"%u vCPUs, %" G_GUINT64_FORMAT
-			" pages consistent with passes (sum %" G_GUINT64_FORMAT
-			")",
-			k->nvcpus, pages, sim_kvm_passes(k));
-	*detail = g_string_free(d, FALSE);
-	return ok;
-}
-
-uint64_t sim_kvm_progress(SimKvm *k)
-{
-	uint64_t total = 0;
-
-	if (k->image)
-		return g_atomic_int_get(&k->banner) == 'D'
-			       ? sim_image_progress(k->mem, k->ws_start,
-						    k->ws_end)
-			       : 0;
-	for (unsigned int i = 0; i < k->nvcpus; i++) {
-		const Vcpu *v = &k->vcpus[i];
-		uint32_t s = word(k, v->seq);
-
-		if (s)
-			total += (uint64_t)(s - 1) * v->n + prefix(k, v, s);
-	}
-	return total;
-}
-
-void sim_kvm_written_pages(const SimKvm *k, unsigned long *map, uint64_t npages)
-{
-	if (k->image) {
-		sim_image_written_pages(k->ws_start, k->ws_end, map, npages);
-		return;
-	}
-	for (unsigned int i = 0; i < k->nvcpus; i++) {
-		const Vcpu *v = &k->vcpus[i];
-
-		if (v->seq / PAGE < npages)
-			migram_bitmap_set_bit(map, v->seq / PAGE);
-		for (uint64_t p = 0; p < v->n; p++) {
-			uint64_t pfn = (v->first + p * v->stride) / PAGE;
-
-			if (pfn < npages)
-				migram_bitmap_set_bit(map, (size_t)pfn);
-		}
-	}
-}
-
-uint64_t sim_kvm_passes(SimKvm *k)
-{
-	uint64_t total = 0;
-
-	if (k->image)
-		return g_atomic_int_get(&k->banner) == 'D'
-			       ? sim_image_passes(k->mem, k->ws_start,
-						  k->ws_end, NULL)
-			       : 0;
-	for (unsigned int i = 0; i < k->nvcpus; i++)
-		total += word(k, k->vcpus[i].seq);
-	return total;
-}
-
-uint64_t sim_kvm_ws_pages(const SimKvm *k)
-{
-	uint64_t n = 0;
-
-	if (k->image)
-		return (k->ws_end - k->ws_start) / PAGE;
-	for (unsigned int i = 0; i < k->nvcpus; i++)
-		n += k->vcpus[i].n;
-	return n;
-}
-
-bool sim_kvm_is_image(const SimKvm *k)
-{
-	return k->image;
-}
-
-unsigned int sim_kvm_serial_marks(SimKvm *k)
-{
-	return (unsigned int)g_atomic_int_get(&k->marks);
-}
-
-char *sim_kvm_take_error(SimKvm *k)
-{
-	char *e;
-
-	g_mutex_lock(&k->err_lock);
-	e = k->error;
-	k->error = NULL;
-	g_mutex_unlock(&k->err_lock);
-	return e;
-}
-
 void sim_kvm_free(SimKvm *k)
 {
 	if (!k)
@@ -888,6 +515,6 @@ void sim_kvm_free(SimKvm *k)
 		close(k->kvm);
 	g_free(k->vcpus);
 	g_free(k->error);
-	g_mutex_clear(&k->err_lock);
+	pthread_mutex_destroy(&k->err_lock);
 	g_free(k);
 }

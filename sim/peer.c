@@ -28,6 +28,7 @@
  * running call.  signo is also read without it (atomic).
  */
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -47,8 +48,8 @@ struct SimPeer {
 	GThread *thread;
 	int signo; /* atomic: the first signal, or 0 */
 
-	GMutex lock;
-	GCond started_cond;
+	pthread_mutex_t lock;
+	pthread_cond_t started_cond;
 	/* protected by: lock */
 	bool started; /* the thread is in its loop */
 	void (*cancel)(void *data);
@@ -88,9 +89,9 @@ static void on_signal(SimPeer *p, int signo)
 {
 	char c = 1;
 
-	g_mutex_lock(&p->lock);
+	pthread_mutex_lock(&p->lock);
 	if (g_atomic_int_get(&p->signo) || !p->cancel) {
-		g_mutex_unlock(&p->lock);
+		pthread_mutex_unlock(&p->lock);
 		die_by(signo);
 	}
 	g_atomic_int_set(&p->signo, signo);
@@ -100,17 +101,17 @@ static void on_signal(SimPeer *p, int signo)
 	fprintf(stderr, "migram-sim: %s: stopping the run, then the report\n",
 		signal_name(signo));
 	p->cancel(p->cancel_data);
-	g_mutex_unlock(&p->lock);
+	pthread_mutex_unlock(&p->lock);
 }
 
 static gpointer signal_main(gpointer data)
 {
 	SimPeer *p = data;
 
-	g_mutex_lock(&p->lock);
+	pthread_mutex_lock(&p->lock);
 	p->started = true;
-	g_cond_signal(&p->started_cond);
-	g_mutex_unlock(&p->lock);
+	pthread_cond_signal(&p->started_cond);
+	pthread_mutex_unlock(&p->lock);
 	for (;;) {
 		struct pollfd fds[2] = { { p->sfd, POLLIN, 0 },
 					 { p->quit[0], POLLIN, 0 } };
@@ -154,18 +155,18 @@ SimPeer *sim_peer_new(void)
 		g_free(p);
 		return NULL;
 	}
-	g_mutex_init(&p->lock);
-	g_cond_init(&p->started_cond);
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->started_cond, NULL);
 	p->thread = g_thread_new("sim-signals", signal_main, p);
 	/*
 	 * Wait until the thread runs its loop: real.c forks the destination
 	 * right after, and a thread still starting may hold a lock of the
 	 * allocator's (ASan's does) that the child would inherit held.
 	 */
-	g_mutex_lock(&p->lock);
+	pthread_mutex_lock(&p->lock);
 	while (!p->started)
-		g_cond_wait(&p->started_cond, &p->lock);
-	g_mutex_unlock(&p->lock);
+		pthread_cond_wait(&p->started_cond, &p->lock);
+	pthread_mutex_unlock(&p->lock);
 	return p;
 }
 
@@ -183,8 +184,8 @@ void sim_peer_free(SimPeer *p)
 		close(p->wake[i]);
 		close(p->quit[i]);
 	}
-	g_mutex_clear(&p->lock);
-	g_cond_clear(&p->started_cond);
+	pthread_mutex_destroy(&p->lock);
+	pthread_cond_destroy(&p->started_cond);
 	g_free(p->gave_up);
 	g_free(p);
 }
@@ -203,14 +204,14 @@ void sim_peer_set_cancel(SimPeer *p, void (*fn)(void *), void *data)
 
 	if (!p)
 		return;
-	g_mutex_lock(&p->lock);
+	pthread_mutex_lock(&p->lock);
 	p->cancel = fn;
 	p->cancel_data = data;
 	/* A signal that came before the run had anything to cancel. */
 	late = fn && g_atomic_int_get(&p->signo);
 	if (late)
 		fn(data);
-	g_mutex_unlock(&p->lock);
+	pthread_mutex_unlock(&p->lock);
 }
 
 /* Record why the recovery ends without the peer (under no lock). */
@@ -218,11 +219,11 @@ static void give_up(SimPeer *p, const char *why, bool timed_out)
 {
 	if (!p)
 		return;
-	g_mutex_lock(&p->lock);
+	pthread_mutex_lock(&p->lock);
 	g_free(p->gave_up);
 	p->gave_up = g_strdup(why);
 	p->timed_out = timed_out;
-	g_mutex_unlock(&p->lock);
+	pthread_mutex_unlock(&p->lock);
 }
 
 int sim_peer_await(SimPeer *p, const SimOptions *opt, SimLink *lk,
@@ -281,7 +282,7 @@ int sim_peer_outcome(SimPeer *p, int rc, SimReport *rep)
 	if (!p)
 		return rc;
 	signo = g_atomic_int_get(&p->signo);
-	g_mutex_lock(&p->lock);
+	pthread_mutex_lock(&p->lock);
 	if (p->gave_up) {
 		g_free(rep->error);
 		rep->error = g_strdup(p->gave_up);
@@ -294,6 +295,6 @@ int sim_peer_outcome(SimPeer *p, int rc, SimReport *rep)
 					     signal_name(signo),
 					     was ? "; " : "", was ? was : "");
 	}
-	g_mutex_unlock(&p->lock);
+	pthread_mutex_unlock(&p->lock);
 	return signo ? 128 + signo : rc;
 }

@@ -5,9 +5,12 @@
  * resized mid-migration, and the source's self-check after a failure.
  * See torture.h and docs/reliability.md.
  */
+#include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 
 #include <urcu/urcu-memb.h>
 
@@ -22,8 +25,8 @@ struct SimTorture {
 	bool add;       /* add a block, else resize the last one */
 	uint64_t at_us; /* when, after the start */
 	GThread *thread;
-	GMutex lock;
-	GCond cond;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
 	bool stop;
 };
 
@@ -72,13 +75,18 @@ void sim_torture_block_config(const SimOptions *opt, guint i,
 
 static bool wait_stop(SimTorture *t, gint64 until)
 {
+	struct timespec ts = { .tv_sec = until / G_USEC_PER_SEC,
+			       .tv_nsec = (until % G_USEC_PER_SEC) * 1000 };
 	bool stop;
 
-	g_mutex_lock(&t->lock);
-	while (!t->stop && g_cond_wait_until(&t->cond, &t->lock, until))
+	/* g_get_monotonic_time() is CLOCK_MONOTONIC in µs, the cond's
+	 * clock. */
+	pthread_mutex_lock(&t->lock);
+	while (!t->stop &&
+	       pthread_cond_timedwait(&t->cond, &t->lock, &ts) != ETIMEDOUT)
 		;
 	stop = t->stop;
-	g_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->lock);
 	return stop;
 }
 
@@ -87,7 +95,7 @@ static gpointer hotplug_main(gpointer p)
 	SimTorture *t = p;
 	g_autoptr(GError) e = NULL;
 	MigramRamBlock *last = NULL;
-	char name[256] = "";
+	char name[MIGRAM_RAM_IDSTR_MAX + 1] = "";
 	uint64_t len = 0;
 
 	urcu_memb_register_thread();
@@ -140,8 +148,16 @@ SimTorture *sim_torture_start(const SimOptions *opt, MigramRamList *list)
 	t->list = list;
 	t->add = g_str_has_prefix(opt->debug_hotplug, "add");
 	t->at_us = us;
-	g_mutex_init(&t->lock);
-	g_cond_init(&t->cond);
+	pthread_mutex_init(&t->lock, NULL);
+	{
+		pthread_condattr_t ca;
+
+		/* Timed waits against the monotonic clock (wait_stop). */
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&t->cond, &ca);
+		pthread_condattr_destroy(&ca);
+	}
 	t->thread = g_thread_new("sim-hotplug", hotplug_main, t);
 	return t;
 }
@@ -150,13 +166,13 @@ void sim_torture_stop(SimTorture *t)
 {
 	if (!t)
 		return;
-	g_mutex_lock(&t->lock);
+	pthread_mutex_lock(&t->lock);
 	t->stop = true;
-	g_cond_signal(&t->cond);
-	g_mutex_unlock(&t->lock);
+	pthread_cond_signal(&t->cond);
+	pthread_mutex_unlock(&t->lock);
 	g_thread_join(t->thread);
-	g_mutex_clear(&t->lock);
-	g_cond_clear(&t->cond);
+	pthread_mutex_destroy(&t->lock);
+	pthread_cond_destroy(&t->cond);
 	g_free(t);
 }
 

@@ -4,14 +4,14 @@
  * A dirty log in shared memory that another process can mark, and a holder
  * that lets it be replaced while writers keep marking.
  *
- * MigramLogRegion is a bitmap at MIGRAM_LOG_PAGE_SIZE (4 KiB) granularity in
- * a memfd: bit n stands for bytes [n * 4096, (n + 1) * 4096) of the memory it
- * covers, and lives in bit n % 8 of byte n / 8 of the file on a
- * little-endian host (the vhost-user log layout).  The owner hands the fd to
- * a device process (vhost-user style); that process maps it with
- * migram_log_region_open() (or its own code) and marks pages with atomic ORs.
- * The owner collects with exchange-and-collect, which never loses a mark
- * made concurrently.
+ * MigramLogRegion (log-region.h, declared here before issue 18) is a bitmap at
+ * MIGRAM_LOG_PAGE_SIZE (4 KiB) granularity in a memfd: bit n stands for bytes
+ * [n * 4096, (n + 1) * 4096) of the memory it covers, and lives in bit n % 8 of
+ * byte n / 8 of the file on a little-endian host (the vhost-user log layout).
+ * The owner hands the fd to a device process (vhost-user style); that process
+ * maps it with migram_log_region_open() (or its own code) and marks pages with
+ * atomic ORs. The owner collects with exchange-and-collect, which never loses a
+ * mark made concurrently.
  *
  * MigramSharedLog holds the current region behind an RCU-protected pointer.
  * Writers in this process mark through it without any lock; the region can
@@ -41,121 +41,12 @@
 #include <glib.h>
 
 #include <migram/dirty-bitmap.h>
+#include <migram/log-region.h>
 
 G_BEGIN_DECLS
 
-/** Granularity of a shared log region, in bytes. */
-#define MIGRAM_LOG_PAGE_SIZE 4096u
-
-/** Opaque; one mapping of a shared log, single owner. */
-typedef struct MigramLogRegion MigramLogRegion;
-
 /** Opaque; the RCU-replaceable holder of the current region. */
 typedef struct MigramSharedLog MigramSharedLog;
-
-/**
- * Create a log region in a new memfd, sized for @p covered_bytes of memory.
- *
- * The memfd is sealed against shrinking and growing, so a peer holding the
- * fd cannot truncate it under this process's mapping.
- *
- * @param covered_bytes bytes of memory the log tracks, > 0.
- * @param error MIGRAM_ERROR_INVALID for a zero size, MIGRAM_ERROR_IO when
- *        memfd_create, ftruncate, sealing or mmap fails.
- * @return a new region, all clear; caller frees with
- *         migram_log_region_free().
- *
- * Context: Any thread.
- */
-MigramLogRegion *migram_log_region_new(uint64_t covered_bytes, GError **error);
-
-/**
- * Map an existing log region from a file descriptor (the device side).
- *
- * The region keeps its own duplicate of @p fd; the caller keeps @p fd.
- *
- * @param fd a memfd or file holding at least the bitmap for
- *        @p covered_bytes.
- * @param covered_bytes bytes of memory the log tracks, > 0.
- * @param error MIGRAM_ERROR_INVALID when the file is too small for
- *        @p covered_bytes (mapping it would fault), MIGRAM_ERROR_IO when a
- *        system call fails.
- * @return a new region; caller frees with migram_log_region_free().
- *
- * Context: Any thread.
- */
-MigramLogRegion *migram_log_region_open(int fd, uint64_t covered_bytes,
-					GError **error);
-
-/**
- * Unmap a region and close its fd.
- *
- * @param region the region, or NULL.
- *
- * Context: Any thread, once nothing marks or collects @p region (a region
- * owned by a MigramSharedLog is freed by the holder, never directly).
- */
-void migram_log_region_free(MigramLogRegion *region);
-
-/**
- * The region's file descriptor, to hand to another process.
- *
- * @param region the region.
- * @return the fd; borrowed, closed by migram_log_region_free().
- *
- * Context: Any thread.
- */
-int migram_log_region_fd(const MigramLogRegion *region);
-
-/**
- * Number of 4 KiB pages the region tracks.
- *
- * @param region the region.
- * @return ceil(covered_bytes / 4096).
- *
- * Context: Any thread.
- */
-uint64_t migram_log_region_page_count(const MigramLogRegion *region);
-
-/**
- * Mark the pages the byte range [@p offset, @p offset + @p len) touches.
- *
- * Clamped to the covered size like migram_dirty_bitmap_mark_range().
- *
- * @param region the region.
- * @param offset first byte.
- * @param len number of bytes; 0 marks nothing.
- * @return the number of pages that went from clear to marked.
- *
- * Context: Any thread; lock-free, never allocates.
- * Ordering: release on every word.
- */
-uint64_t migram_log_region_mark(MigramLogRegion *region, uint64_t offset,
-				uint64_t len);
-
-/**
- * Whether page @p pfn is marked now.
- *
- * @param region the region.
- * @param pfn page index; past the end reads as clear.
- * @return the bit's value.
- *
- * Context: Any thread.
- */
-bool migram_log_region_test(const MigramLogRegion *region, uint64_t pfn);
-
-/**
- * Exchange-and-collect the region's marks into a word bitmap.
- *
- * @param region the region.
- * @param dst destination, at least @p npages bits, owned by the caller.
- * @param npages pages [0, @p npages) are collected (clamped to the region).
- * @return the number of bits newly set in @p dst.
- *
- * Context: Any thread; lock-free, never allocates.
- */
-uint64_t migram_log_region_collect_words(MigramLogRegion *region,
-					 unsigned long *dst, uint64_t npages);
 
 /**
  * Create a holder, taking ownership of @p initial.
@@ -262,7 +153,6 @@ uint64_t migram_shared_log_collect(MigramSharedLog *log,
 bool migram_shared_log_replace(MigramSharedLog *log, MigramLogRegion *next,
 			       GError **error);
 
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(MigramLogRegion, migram_log_region_free)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(MigramSharedLog, migram_shared_log_free)
 
 G_END_DECLS

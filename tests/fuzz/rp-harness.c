@@ -6,7 +6,7 @@
  * The rules are checked against an independent decoding of the input: the
  * harness knows where each message starts (the channel's read offset) and
  * decodes the wire format itself (docs of MIGRAM_RP_* in
- * migration-internal.h, design §7.4) to compare with what the parser
+ * return-path.h, design §7.4) to compare with what the parser
  * returned.
  */
 #include <stdarg.h>
@@ -20,7 +20,8 @@
 #include <migram/channel.h>
 #include <migram/migram.h>
 
-#include "migration-internal.h"
+#include "return-path.h"
+#include "stream-internal.h"
 #include "fuzz-harness.h"
 #include "rp-harness.h"
 

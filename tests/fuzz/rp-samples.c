@@ -11,7 +11,7 @@
 #include <migram/bitmap.h>
 #include <migram/migram.h>
 
-#include "migration-internal.h"
+#include "return-path.h"
 #include "rp-harness.h"
 #include "rp-samples.h"
 

@@ -14,7 +14,7 @@
 #include <migram/migram.h>
 
 #include "fuzz-harness.h"
-#include "migration-internal.h"
+#include "stream-internal.h"
 #include "stream-samples.h"
 
 #define KiB(n) ((uint64_t)(n) << 10)

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
-"""Gate file-size: no library .c file grows past 1000 lines.
+"""Gate file-size: no .c or .h file of the library, sim/ or tools/ grows
+past 800 lines.
 
 House style (design/style.md 3.6): a .c file should stay at or under about
-600 lines; past 1000 a review needs a split plan.  This gate counts the
-lines of every .c file in every library module (see gatelib.library_dirs:
-bitmap/, common/, ramblock/, migration/, ... but not sim/ or tests/), fails
-on any over 1000 and prints a warning for any over 600.
+600 lines; past 800 it does several jobs and is split by job (issue 18).
+This gate counts the lines of every .c and .h file in every library module
+(see gatelib.library_dirs: bitmap/, common/, ramblock/, migration/, ...),
+in include/, sim/ and tools/ (not tests/), fails on any over 800 and prints
+a warning for any over 600.
 
 usage: file-size.py SRCROOT
 """
@@ -19,7 +21,7 @@ import gatelib  # noqa: E402
 
 GATE = "file-size"
 WARN = 600
-LIMIT = 1000
+LIMIT = 800
 
 
 def main():
@@ -27,6 +29,10 @@ def main():
     files = gatelib.library_sources(root)
     if not files:
         gatelib.fail(GATE, "no library .c files found")
+    for d in gatelib.library_dirs(root):
+        files += sorted(d.rglob("*.h"))
+    for d in ("include", "sim", "tools"):
+        files += sorted((root / d).rglob("*.[ch]"))
 
     over = []
     for f in files:
@@ -41,8 +47,8 @@ def main():
 
     if over:
         gatelib.fail(GATE, f"over {LIMIT} lines: " + ", ".join(over))
-    gatelib.passed(GATE, f"{len(files)} library .c files, none over "
-                         f"{LIMIT} lines")
+    gatelib.passed(GATE, f"{len(files)} files of the library, sim/ and "
+                         f"tools/, none over {LIMIT} lines")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@
 #include <migram/dirty-log-kvm.h>
 #include <migram/migram.h>
 #include <migram/ramblock.h>
+#include <migram/receiver.h>
 
 #include "migram-test-util.h"
 #include "postcopy-dst.h"

@@ -11,8 +11,8 @@
 #include <migram/migram.h>
 
 #include "migram-test-util.h"
-#include "migration-internal.h"
 #include "sender-env.h"
+#include "stream-internal.h"
 
 static void pair(int fds[2])
 {

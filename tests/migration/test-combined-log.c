@@ -24,7 +24,7 @@
 #include <migram/dirty-log-combined.h>
 #include <migram/dirty-log-kvm.h>
 #include <migram/migram.h>
-#include <migram/migration.h>
+#include <migram/sender.h>
 #include <migram/ramblock.h>
 #include <migram/shared-log.h>
 

@@ -15,7 +15,7 @@
 
 #include <migram/dirty-log.h>
 #include <migram/migram.h>
-#include <migram/migration.h>
+#include <migram/sender.h>
 #include <migram/ramblock.h>
 
 #include "migram-test-util.h"

@@ -23,7 +23,7 @@
 #include <migram/bitmap.h>
 #include <migram/dirty-log-kvm.h>
 #include <migram/migram.h>
-#include <migram/migration.h>
+#include <migram/sender.h>
 #include <migram/ramblock.h>
 #include <migram/receiver.h>
 

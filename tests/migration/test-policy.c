@@ -4,7 +4,7 @@
  */
 #include <migram/migram.h>
 
-#include "migration-internal.h"
+#include "policy.h"
 #include "migram-test-util.h"
 
 #define MB (UINT64_C(1000) * 1000)

@@ -15,6 +15,7 @@
 #include <migram/bitmap.h>
 #include <migram/migram.h>
 #include <migram/ramblock.h>
+#include <migram/receiver.h>
 
 #include "migram-test-util.h"
 #include "postcopy-dst.h"

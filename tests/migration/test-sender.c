@@ -16,7 +16,7 @@
 #include <migram/bitmap.h>
 #include <migram/dirty-log.h>
 #include <migram/migram.h>
-#include <migram/migration.h>
+#include <migram/sender.h>
 #include <migram/ramblock.h>
 #include <migram/receiver.h>
 

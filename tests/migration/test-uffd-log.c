@@ -18,7 +18,7 @@
 #include <migram/bitmap.h>
 #include <migram/dirty-log-uffd.h>
 #include <migram/migram.h>
-#include <migram/migration.h>
+#include <migram/sender.h>
 
 #include "migram-test-util.h"
 #include "uffd-internal.h"
