@@ -318,6 +318,11 @@ bool migram_sender_sync(MigramMigration *m, GError **error);
 bool migram_sender_section(MigramMigration *m, bool last, bool *pass_done,
 			   GError **error);
 bool migram_sender_check(MigramMigration *m, GError **error);
+/* completion.c: precopy's return path (config.return_path without
+ * postcopy): OPEN_RETURN_PATH after the header, and the wait for the
+ * destination's SHUT after EOF.  Migration thread. */
+bool migram_sender_open_rp(MigramMigration *m, GError **error);
+bool migram_sender_await_shut(MigramMigration *m, GError **error);
 /* The next page set in bmap from (cur, cur_page), round robin; false when
  * none is left.  Migration thread, inside a read-side section. */
 bool migram_sender_find_dirty(MigramMigration *m, guint *bi, uint64_t *page);

@@ -195,6 +195,8 @@ static bool setup(MigramMigration *m, GError **error)
 	migram_stream_writer_begin(m->w, m->machine_type);
 	if (m->pc && !migram_postcopy_src_setup(m, error))
 		return false;
+	if (!m->pc && m->cfg.return_path && !migram_sender_open_rp(m, error))
+		return false;
 	if (!start_blocks(m, error) ||
 	    (m->pc && !migram_postcopy_src_listen(m, error)) ||
 	    !migram_sender_sync(m, error))
@@ -476,8 +478,10 @@ MIGRAM_EXPORT bool migram_migration_run(MigramMigration *m, MigramChannel *ch,
 			ok = migram_postcopy_src_run(m, &err);
 		else if (ok)
 			ok = finish(m, &err) &&
-			     (!m->pc ||
-			      migram_postcopy_src_precopy_done(m, &err));
+			     (m->pc ? migram_postcopy_src_precopy_done(m, &err)
+				    : !m->cfg.return_path ||
+					      migram_sender_await_shut(m,
+								       &err));
 	}
 	/* A source's op that failed without saying why still gets a reason. */
 	if (!ok && !err)

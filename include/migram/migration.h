@@ -157,6 +157,19 @@ typedef struct {
 	 * overruns the downtime limit.  Added in 0.2.
 	 */
 	uint64_t switchover_bandwidth;
+	/**
+	 * Precopy: ask the destination for a return path (QEMU's
+	 * "return-path" capability; the channel must be a socket) and report
+	 * completed only once it answered SHUT 0, that is, loaded the whole
+	 * stream.  A failed load, or a connection that ends or breaks before
+	 * SHUT, fails the migration and resumes the guest (resume_guest).
+	 * Without it (false, the default) the migration completes when its
+	 * last byte is written, as QEMU's without a return path: a
+	 * destination that then fails leaves neither side running the guest.
+	 * Postcopy always has a return path and always waits for SHUT.
+	 * Added in 0.3.
+	 */
+	bool return_path;
 } MigramMigrationConfig;
 
 /** QEMU's `query-migrate` RAM figures, and a few of migram's own. */
