@@ -460,6 +460,12 @@ MIGRAM_EXPORT bool migram_migration_run(MigramMigration *m, MigramChannel *ch,
 	m->t_start = g_get_monotonic_time();
 	pthread_mutex_lock(&m->cancel_lock);
 	m->ch = ch;
+	if (m->cfg.io_timeout_ms) {
+		migram_channel_set_io_timeout(ch, m->cfg.io_timeout_ms);
+		if (m->preempt)
+			migram_channel_set_io_timeout(m->preempt,
+						      m->cfg.io_timeout_ms);
+	}
 	if (g_atomic_int_get(&m->cancelled))
 		migram_channel_cancel(ch);
 	pthread_mutex_unlock(&m->cancel_lock);

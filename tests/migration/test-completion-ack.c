@@ -28,7 +28,7 @@
 #include "migram-test-util.h"
 
 #define P 4096u
-#define BLOCK_BYTES (256u * P)
+#define BLOCK_BYTES (2048u * P) /* 8 MiB: more than a socket buffer */
 
 typedef enum {
 	PROXY_PASS,
@@ -330,6 +330,101 @@ static void test_not_a_socket(Fixture *f, gconstpointer data)
 	close(f->dst_fd);
 }
 
+/* ---- stalled connections (config.io_timeout_ms) ----------------------- */
+
+/* A peer that reads and drops everything and never answers. */
+static gpointer drain_main(gpointer p)
+{
+	Fixture *f = p;
+	guint8 buf[65536];
+	ssize_t n;
+
+	while ((n = read(f->proxy.src_end, buf, sizeof(buf))) != 0)
+		if (n < 0 && errno != EINTR)
+			break;
+	return NULL;
+}
+
+static MigramMigrationStatus migrate_stalled(Fixture *f, bool return_path,
+					     bool postcopy, GError **error)
+{
+	MigramMigrationConfig cfg = { .pause_guest = pause_guest,
+				      .resume_guest = resume_guest,
+				      .return_path = return_path,
+				      .postcopy = postcopy,
+				      .io_timeout_ms = 300,
+				      .opaque = f };
+	MigramLogSource src;
+	MigramMigrationStats st;
+	MigramMigration *m;
+	MigramChannel *ch = migram_channel_new(f->src_fd, true);
+
+	migram_soft_log_source(f->log, &src);
+	m = migram_migration_new(f->src, &src, &cfg);
+	g_assert_false(migram_migration_run(m, ch, error));
+	migram_migration_get_stats(m, &st);
+	migram_migration_free(m);
+	migram_channel_free(ch);
+	close(f->dst_fd);
+	return st.status;
+}
+
+/* The peer never reads: the socket buffer fills, the write stalls. */
+static void test_stall_write(Fixture *f, gconstpointer data)
+{
+	g_autoptr(GError) error = NULL;
+
+	(void)data;
+	g_assert_cmpint(migrate_stalled(f, false, false, &error), ==,
+			MIGRAM_MIGRATION_FAILED);
+	g_test_message("source: %s", error->message);
+	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO);
+	g_assert_nonnull(strstr(error->message, "stalled"));
+	g_assert_nonnull(strstr(error->message, "could not write for 300 ms"));
+	g_assert_nonnull(strstr(error->message, "on fd "));
+	/* it never paused: nothing to resume */
+	g_assert_cmpint(f->pauses, ==, 0);
+	g_assert_cmpint(f->resumes, ==, 0);
+}
+
+/* The peer reads it all but never answers SHUT (precopy return path). */
+static void test_stall_no_shut(Fixture *f, gconstpointer data)
+{
+	g_autoptr(GError) error = NULL;
+	GThread *t;
+
+	(void)data;
+	t = g_thread_new("drain", drain_main, f);
+	g_assert_cmpint(migrate_stalled(f, true, false, &error), ==,
+			MIGRAM_MIGRATION_FAILED);
+	g_test_message("source: %s", error->message);
+	g_assert_nonnull(strstr(error->message, "did not confirm"));
+	g_assert_nonnull(strstr(error->message, "could not read for 300 ms"));
+	g_assert_cmpint(f->pauses, ==, 1);
+	g_assert_cmpint(f->resumes, ==, 1);
+	shutdown(f->proxy.src_end, SHUT_RDWR);
+	g_thread_join(t);
+}
+
+/* The same with postcopy advised: its SHUT wait is timed too. */
+static void test_stall_no_shut_postcopy(Fixture *f, gconstpointer data)
+{
+	g_autoptr(GError) error = NULL;
+	GThread *t;
+
+	(void)data;
+	t = g_thread_new("drain", drain_main, f);
+	g_assert_cmpint(migrate_stalled(f, false, true, &error), ==,
+			MIGRAM_MIGRATION_FAILED);
+	g_test_message("source: %s", error->message);
+	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO);
+	g_assert_nonnull(strstr(error->message, "no SHUT"));
+	g_assert_nonnull(strstr(error->message, "300 ms"));
+	g_assert_cmpint(f->resumes, ==, 1);
+	shutdown(f->proxy.src_end, SHUT_RDWR);
+	g_thread_join(t);
+}
+
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
@@ -344,5 +439,12 @@ int main(int argc, char **argv)
 		   fixture_set_up, test_no_return_path, fixture_tear_down);
 	g_test_add("/completion-ack/not-a-socket", Fixture, NULL,
 		   fixture_set_up, test_not_a_socket, fixture_tear_down);
+	g_test_add("/completion-ack/stall/write", Fixture, NULL, fixture_set_up,
+		   test_stall_write, fixture_tear_down);
+	g_test_add("/completion-ack/stall/no-shut", Fixture, NULL,
+		   fixture_set_up, test_stall_no_shut, fixture_tear_down);
+	g_test_add("/completion-ack/stall/no-shut-postcopy", Fixture, NULL,
+		   fixture_set_up, test_stall_no_shut_postcopy,
+		   fixture_tear_down);
 	return g_test_run();
 }
