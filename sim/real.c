@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -942,7 +943,7 @@ static int run_pair(const SimOptions *opt, SimReport *rep, GError **error)
 	MigramRamList *src = source_list(opt, error), *dst = NULL;
 	SimLink sl, dl;
 	int lfd = -1, status, rc;
-	pid_t pid;
+	pid_t pid, parent;
 
 	if (!src)
 		return SIM_EXIT_FAILED;
@@ -955,6 +956,7 @@ static int run_pair(const SimOptions *opt, SimReport *rep, GError **error)
 	} else if (!sim_link_pairs(opt, &sl, &dl)) {
 		return SIM_EXIT_FAILED;
 	}
+	parent = getpid();
 	pid = fork();
 	if (pid == 0) {
 		/* The destination process.  No signal thread here: signals
@@ -963,6 +965,11 @@ static int run_pair(const SimOptions *opt, SimReport *rep, GError **error)
 
 		child.peer = NULL;
 		sim_peer_child();
+		/* Die with the source: a source killed before it reaped us
+		 * once left this child in accept() for good. */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 ||
+		    getppid() != parent)
+			_exit(SIM_EXIT_FAILED);
 		if (lfd >= 0) {
 			if (!sim_link_tcp_accept(opt, lfd, &dl))
 				_exit(SIM_EXIT_FAILED);
