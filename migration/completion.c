@@ -21,6 +21,7 @@
  * for SHUT the same way (postcopy-src.c).
  */
 #include <sys/socket.h>
+#include <time.h>
 
 #include "migram-common.h"
 #include "migram/migram.h"
@@ -82,4 +83,26 @@ bool migram_sender_await_shut(MigramMigration *m, GError **error)
 					      msg.type);
 		}
 	}
+}
+
+struct timespec migram_deadline_after(unsigned int ms)
+{
+	struct timespec t;
+	long ns;
+
+	clock_gettime(CLOCK_REALTIME, &t);
+	ns = t.tv_nsec + (long)(ms % 1000) * 1000000L;
+	t.tv_sec += (time_t)(ms / 1000) + ns / 1000000000L;
+	t.tv_nsec = ns % 1000000000L;
+	return t;
+}
+
+bool migram_sender_shut_stalled(MigramMigration *m, unsigned int ms,
+				GError **error)
+{
+	g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO,
+		    "return path on fd %d stalled: no SHUT from the "
+		    "destination for %u ms after the last byte (io_timeout_ms)",
+		    migram_channel_fd(m->ch), ms);
+	return false;
 }

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include <glib.h>
 
@@ -327,6 +328,11 @@ bool migram_sender_check(MigramMigration *m, GError **error);
  * destination's SHUT after EOF.  Migration thread. */
 bool migram_sender_open_rp(MigramMigration *m, GError **error);
 bool migram_sender_await_shut(MigramMigration *m, GError **error);
+/* For pthread_cond_timedwait: CLOCK_REALTIME now + ms; and the error of a
+ * postcopy SHUT wait that timed out (returns false). */
+struct timespec migram_deadline_after(unsigned int ms);
+bool migram_sender_shut_stalled(MigramMigration *m, unsigned int ms,
+				GError **error);
 /* The next page set in bmap from (cur, cur_page), round robin; false when
  * none is left.  Migration thread, inside a read-side section. */
 bool migram_sender_find_dirty(MigramMigration *m, guint *bi, uint64_t *page);

@@ -21,7 +21,6 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "migram-common.h"
@@ -724,41 +723,25 @@ static bool wait_for(MigramMigration *m, WaitPred pred, bool *lost,
 		     GError **error)
 {
 	SrcPostcopy *pc = m->pc;
-	/* The SHUT wait has the I/O timeout: a destination that stalls
-	 * without closing would hold the source for good. */
+	/* The SHUT wait has the I/O timeout (completion.c). */
 	unsigned int ms = pred == pred_shut ? m->cfg.io_timeout_ms : 0;
-	struct timespec until;
+	struct timespec until = migram_deadline_after(ms);
 	bool ok, stalled = false;
 
 	*lost = false;
-	long ns;
-
-	clock_gettime(CLOCK_REALTIME, &until);
-	ns = until.tv_nsec + (long)(ms % 1000) * 1000000L;
-	until.tv_sec += (time_t)(ms / 1000) + ns / 1000000000L;
-	until.tv_nsec = ns % 1000000000L;
 	pthread_mutex_lock(&pc->lock);
 	while (!pred(pc) && !pc->rp_down && !pc->rp_error &&
-	       !g_atomic_int_get(&m->cancelled) && !stalled) {
-		if (!ms)
-			pthread_cond_wait(&pc->cond, &pc->lock);
-		else
-			stalled = pthread_cond_timedwait(&pc->cond, &pc->lock,
-							 &until) == ETIMEDOUT;
-	}
+	       !g_atomic_int_get(&m->cancelled) && !stalled)
+		stalled = ms ? pthread_cond_timedwait(&pc->cond, &pc->lock,
+						      &until) == ETIMEDOUT
+			     : pthread_cond_wait(&pc->cond, &pc->lock) < 0;
 	ok = pred(pc);
 	if (!ok && !pc->rp_error && !g_atomic_int_get(&m->cancelled) &&
 	    !stalled)
 		*lost = true;
 	pthread_mutex_unlock(&pc->lock);
-	if (!ok && stalled && !g_atomic_int_get(&m->cancelled)) {
-		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO,
-			    "return path on fd %d stalled: no SHUT from the "
-			    "destination for %u ms after the last byte "
-			    "(io_timeout_ms)",
-			    migram_channel_fd(m->ch), ms);
-		return false;
-	}
+	if (!ok && stalled && !g_atomic_int_get(&m->cancelled))
+		return migram_sender_shut_stalled(m, ms, error);
 	if (!ok && !*lost)
 		migram_sender_check(m, error);
 	return ok;
