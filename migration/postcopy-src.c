@@ -731,10 +731,13 @@ static bool wait_for(MigramMigration *m, WaitPred pred, bool *lost,
 	*lost = false;
 	pthread_mutex_lock(&pc->lock);
 	while (!pred(pc) && !pc->rp_down && !pc->rp_error &&
-	       !g_atomic_int_get(&m->cancelled) && !stalled)
-		stalled = ms ? pthread_cond_timedwait(&pc->cond, &pc->lock,
-						      &until) == ETIMEDOUT
-			     : pthread_cond_wait(&pc->cond, &pc->lock) < 0;
+	       !g_atomic_int_get(&m->cancelled) && !stalled) {
+		if (ms)
+			stalled = pthread_cond_timedwait(&pc->cond, &pc->lock,
+							 &until) == ETIMEDOUT;
+		else
+			pthread_cond_wait(&pc->cond, &pc->lock);
+	}
 	ok = pred(pc);
 	if (!ok && !pc->rp_error && !g_atomic_int_get(&m->cancelled) &&
 	    !stalled)
