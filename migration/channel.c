@@ -25,6 +25,8 @@
  * write returns at once.
  */
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -48,6 +50,7 @@ struct MigramChannel {
 	bool own_fd;
 	bool not_socket; /* sendmsg said ENOTSOCK: use writev */
 	bool exact;      /* never read past what was asked (return path) */
+	int timeout_ms;  /* a read or write stalled this long fails; 0: never */
 	GError *error;   /* sticky; channel thread only */
 	int cancelled;   /* atomic */
 
@@ -156,18 +159,47 @@ static void io_fail(MigramChannel *ch, const char *what, int err)
 						 ch->fd, g_strerror(err)));
 }
 
-/* Wait until fd is ready for events; false on a poll failure. */
+/*
+ * Wait until fd is ready for events; false (the channel failed) on a poll
+ * failure, or when the I/O timeout passes first: the connection stalled
+ * (a peer that stopped reading, or writing, without closing).
+ */
 static bool wait_fd(MigramChannel *ch, short events)
 {
 	struct pollfd p = { .fd = ch->fd, .events = events };
+	int r;
 
-	while (poll(&p, 1, -1) < 0) {
+	while ((r = poll(&p, 1, ch->timeout_ms ? ch->timeout_ms : -1)) < 0) {
 		if (errno != EINTR) {
 			io_fail(ch, "poll", errno);
 			return false;
 		}
 	}
-	return true;
+	if (r == 0 && !failed(ch))
+		migram_channel_set_error(
+			ch,
+			g_error_new(MIGRAM_ERROR, MIGRAM_ERROR_IO,
+				    "connection on fd %d stalled: it could "
+				    "not %s for %d ms (io_timeout_ms; "
+				    "%" G_GUINT64_FORMAT
+				    " bytes sent, %" G_GUINT64_FORMAT
+				    " received)",
+				    ch->fd, events == POLLIN ? "read" : "write",
+				    ch->timeout_ms,
+				    migram_channel_bytes_sent(ch),
+				    migram_channel_bytes_received(ch)));
+	return r > 0;
+}
+
+void migram_channel_set_io_timeout(MigramChannel *ch, unsigned int ms)
+{
+	int tcp_ms = (int)MIN(ms, (unsigned int)G_MAXINT);
+
+	ch->timeout_ms = tcp_ms;
+	/* TCP also gives up on data unacknowledged that long (ignored on
+	 * other sockets). */
+	(void)setsockopt(ch->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &tcp_ms,
+			 sizeof(tcp_ms));
 }
 
 /* Charge n written bytes to the rate limit, sleeping while over budget. */
@@ -219,7 +251,10 @@ static ssize_t gather_write(MigramChannel *ch, struct iovec *iov, int n)
 	if (ch->not_socket) {
 		w = writev(ch->fd, iov, n);
 	} else {
-		w = sendmsg(ch->fd, &msg, MSG_NOSIGNAL);
+		/* With a timeout, never block inside sendmsg: wait_fd's
+		 * poll is where a stall is timed. */
+		w = sendmsg(ch->fd, &msg,
+			    MSG_NOSIGNAL | (ch->timeout_ms ? MSG_DONTWAIT : 0));
 		if (w < 0 && errno == ENOTSOCK) {
 			ch->not_socket = true;
 			w = writev(ch->fd, iov, n);
@@ -381,6 +416,8 @@ static bool read_some(MigramChannel *ch, void *dst, size_t max, size_t *got)
 		ssize_t r;
 
 		if (failed(ch))
+			return false;
+		if (ch->timeout_ms && !wait_fd(ch, POLLIN))
 			return false;
 		r = read(ch->fd, dst, max);
 		if (r > 0) {

@@ -15,14 +15,13 @@
  * range are zero: only the mask's pages are re-armed.
  *
  * Several slots per block (migram_kvm_log_add_slot_range(), x86's RAM
- * split around the PCI hole): each slot covers pages [first, first +
- * npages) of its block, first a multiple of 64, so the slot's bits start
- * on a word of the block's collected bitmap and of the caller's clear
- * mask.  Every operation on a block visits each of its slots.
+ * split around the PCI hole): each covers pages [first, first + npages)
+ * of its block, first a multiple of 64, so its bits start on a word of
+ * the block's collected bitmap and of the caller's clear mask.  Every
+ * operation on a block visits each of its slots.
  *
- * Classic mode.  GET returns the marks and re-arms the pages at once.
- * A write after the GET is marked again, so nothing is lost; the cost is
- * re-arming pages the sender will not send for a while.
+ * Classic mode.  GET returns the marks and re-arms the pages at once: a
+ * write after it is marked again (at the cost of re-arming early).
  *
  * Ring mode.  Each vCPU's ring is an array of {flags, slot, offset}
  * entries that KVM fills in order: it writes slot and offset, then sets
@@ -44,6 +43,7 @@
  * write after the reset faults again and lands in the next harvest.
  */
 #include <errno.h>
+#include <signal.h>
 #include <pthread.h>
 #include <inttypes.h>
 #include <string.h>
@@ -97,6 +97,8 @@ struct MigramKvmLog {
 	GArray *slots;        /* KvmSlot */
 	GArray *rings;        /* KvmRing */
 	bool overflowed;      /* a ring was found full since logging started */
+	bool reset_short; /* KVM reset fewer entries than were handed back */
+	uint64_t unreset; /* entries marked RESET, not yet counted by KVM */
 	MigramKvmLogStats stats;
 };
 
@@ -443,6 +445,59 @@ static KvmSlot *slot_by_number(MigramKvmLog *log, uint32_t slot)
 	return NULL;
 }
 
+/*
+ * Hand the harvested entries back: KVM_RESET_DIRTY_RINGS re-protects their
+ * pages.  Lock held.
+ *
+ * Signals are blocked around the ioctl.  A kernel that stops its reset
+ * walk when a signal is pending (Linux 6.16 on: "return -EINTR" inside
+ * kvm_dirty_ring_reset()) has already marked the entries of the batch it
+ * was gathering as reset (flags 0, reset index past them) without
+ * re-protecting their pages: those pages stay writable with no entry in
+ * any ring, and a write to one after the sender read it is lost.  A
+ * blocked signal does not make signal_pending() true, so the walk runs to
+ * its end.  The vCPU threads that harvest on KVM_EXIT_DIRTY_RING_FULL are
+ * the ones a VMM kicks with signals.
+ *
+ * The ioctl answers how many entries it reset.  Fewer than were handed
+ * back (the walk found an entry not marked reset, or stopped for a signal
+ * that cannot be blocked) leaves pages whose protection is unknown: the
+ * log is poisoned, as for an overflow, and every later sync fails.
+ */
+static bool reset_locked(MigramKvmLog *log, GError **error)
+{
+	sigset_t all, old;
+	bool interrupted = false;
+	int err = 0;
+
+	if (!log->unreset)
+		return true;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	while (log->unreset) {
+		int r = ioctl(log->vm_fd, KVM_RESET_DIRTY_RINGS, 0);
+
+		/* Only SIGKILL or SIGSTOP get here: a batch may be lost. */
+		if (r < 0 && errno == EINTR) {
+			interrupted = true;
+			continue;
+		}
+		if (r <= 0) {
+			err = r < 0 ? errno : 0;
+			break;
+		}
+		log->unreset -= MIN((uint64_t)r, log->unreset);
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (err)
+		return io_error(error, "KVM_RESET_DIRTY_RINGS", err);
+	if (log->unreset || interrupted) {
+		log->reset_short = true;
+		log->unreset = 0;
+	}
+	return true;
+}
+
 /* Harvest every ring into the slots' pending bitmaps; lock held. */
 static bool harvest_locked(MigramKvmLog *log, uint64_t *harvested,
 			   GError **error)
@@ -459,9 +514,20 @@ static bool harvest_locked(MigramKvmLog *log, uint64_t *harvested,
 
 		for (;;) {
 			struct kvm_dirty_gfn *e = &r->gfns[r->fetch & mask];
-			uint32_t flags = __atomic_load_n(&e->flags,
-							 __ATOMIC_ACQUIRE);
+			uint32_t flags;
 
+			/*
+			 * As many entries as the ring holds since the last
+			 * reset: the ring was full, so the kernel may have
+			 * written over entries not yet read (see below).
+			 * Stop here: the vCPU may still be pushing, and an
+			 * entry past this one is the same slot again.
+			 */
+			if (r->fetch - from == log->ring_entries) {
+				overflow = true;
+				break;
+			}
+			flags = __atomic_load_n(&e->flags, __ATOMIC_ACQUIRE);
 			if (!(flags & KVM_DIRTY_GFN_F_DIRTY))
 				break;
 			if (!cached || cached->slot != e->slot)
@@ -481,13 +547,15 @@ static bool harvest_locked(MigramKvmLog *log, uint64_t *harvested,
 		 * Every entry was DIRTY: the ring was full.  KVM stops a vCPU
 		 * at a soft limit that keeps entries in reserve, so a full
 		 * ring means the kernel went past it, and a push into a full
-		 * ring overwrites an entry not yet harvested.
+		 * ring overwrites an entry not yet harvested.  The test was
+		 * once "exactly ring_entries" after the walk: a vCPU that
+		 * kept pushing while the walk went on made it read more than
+		 * that, and a ring that had lost entries passed as sound.
 		 */
-		if (r->fetch - from == log->ring_entries)
-			overflow = true;
 	}
-	if (n && ioctl(log->vm_fd, KVM_RESET_DIRTY_RINGS, 0) < 0)
-		return io_error(error, "KVM_RESET_DIRTY_RINGS", errno);
+	log->unreset += n;
+	if (!reset_locked(log, error))
+		return false;
 	log->stats.harvests++;
 	log->stats.harvested += n;
 	log->stats.harvest_ns += now_ns() - t0;
@@ -502,6 +570,14 @@ static bool harvest_locked(MigramKvmLog *log, uint64_t *harvested,
 			    "KVM dirty ring overflowed (a ring was found "
 			    "full): the kernel ran a vCPU past the soft "
 			    "limit, and writes may have been lost");
+		return false;
+	}
+	if (log->reset_short) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO,
+			    "KVM dirty ring: KVM_RESET_DIRTY_RINGS reset fewer "
+			    "entries than were harvested, so some pages may "
+			    "be writable without a ring entry, and writes may "
+			    "have been lost");
 		return false;
 	}
 	return true;
@@ -549,11 +625,22 @@ static bool kvm_start(void *opaque, MigramRamBlock *b, GError **error)
 	while (ok && (s = next_slot(log, b, &i)) != NULL)
 		ok = set_logging(log, s, true, error);
 	if (ok && log->mode == MODE_RING) {
-		/* Entries from before: not this migration's; drop them. */
-		(void)harvest_locked(log, NULL, NULL);
+		/*
+		 * Entries from before: not this migration's; drop them.  A
+		 * log whose rings overflowed or were reset short stays
+		 * failed: its read positions no longer match the kernel's,
+		 * and a later harvest would miss entries.  (Clearing the
+		 * flag here once let a second migration on the same VM lose
+		 * writes.)  Only new vCPUs, so a new log, start afresh.
+		 */
+		ok = harvest_locked(log, NULL, error);
+		if (!ok)
+			g_prefix_error(error,
+				       "ramblock '%s': cannot start "
+				       "logging: ",
+				       migram_ram_block_idstr(b));
 		for (i = 0; (s = next_slot(log, b, &i)) != NULL;)
 			migram_bitmap_clear(s->bitmap, 0, (size_t)s->npages);
-		log->overflowed = false;
 	}
 	pthread_mutex_unlock(&log->lock);
 	return ok;

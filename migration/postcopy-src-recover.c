@@ -9,6 +9,7 @@
  * destination's RESUME_ACK).  A recovery that loses its connection too
  * starts over.
  */
+#include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -37,17 +38,28 @@ bool migram_postcopy_src_wait(MigramMigration *m, SrcWait what, bool *lost,
 			      GError **error)
 {
 	SrcPostcopy *pc = migram_postcopy_src_of(m);
-	bool ok;
+	/* The SHUT wait has the I/O timeout (completion.c). */
+	unsigned int ms = what == SRC_WAIT_SHUT ? m->cfg.io_timeout_ms : 0;
+	struct timespec until = migram_deadline_after(ms);
+	bool ok, stalled = false;
 
 	*lost = false;
 	pthread_mutex_lock(&pc->lock);
 	while (!holds(pc, what) && !pc->rp_down && !pc->rp_error &&
-	       !g_atomic_int_get(&m->cancelled))
-		pthread_cond_wait(&pc->cond, &pc->lock);
+	       !g_atomic_int_get(&m->cancelled) && !stalled) {
+		if (ms)
+			stalled = pthread_cond_timedwait(&pc->cond, &pc->lock,
+							 &until) == ETIMEDOUT;
+		else
+			pthread_cond_wait(&pc->cond, &pc->lock);
+	}
 	ok = holds(pc, what);
-	if (!ok && !pc->rp_error && !g_atomic_int_get(&m->cancelled))
+	if (!ok && !pc->rp_error && !g_atomic_int_get(&m->cancelled) &&
+	    !stalled)
 		*lost = true;
 	pthread_mutex_unlock(&pc->lock);
+	if (!ok && stalled && !g_atomic_int_get(&m->cancelled))
+		return migram_sender_shut_stalled(m, ms, error);
 	if (!ok && !*lost)
 		migram_sender_check(m, error);
 	return ok;
@@ -94,6 +106,8 @@ static bool adopt_channel(MigramMigration *m, MigramChannel *ch, GError **error)
 {
 	pthread_mutex_lock(&m->cancel_lock);
 	m->ch = ch;
+	if (m->cfg.io_timeout_ms)
+		migram_channel_set_io_timeout(ch, m->cfg.io_timeout_ms);
 	m->preempt = NULL;
 	pthread_mutex_unlock(&m->cancel_lock);
 	migram_stream_writer_free(m->w);

@@ -210,8 +210,16 @@ static bool src_precopy_done(MigramMigration *m, void *state, GError **error)
 	SrcPostcopy *pc = state;
 	bool lost;
 
-	if (!migram_postcopy_src_wait(m, SRC_WAIT_SHUT, &lost, error))
-		return lost; /* a closed return path after EOF is fine */
+	if (!migram_postcopy_src_wait(m, SRC_WAIT_SHUT, &lost, error)) {
+		/* The load may have failed: the source must not call it done
+		 * (the guest is resumed by the caller). */
+		if (lost)
+			g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO,
+				    "the destination did not confirm that it "
+				    "loaded the stream: the return path ended "
+				    "before its SHUT");
+		return false;
+	}
 	if (pc->shut_code) {
 		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_PROTOCOL,
 			    "destination reported error %u at the end",

@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include <glib.h>
 
@@ -203,6 +204,15 @@ bool migram_sender_sync(MigramMigration *m, GError **error);
 bool migram_sender_section(MigramMigration *m, bool last, bool *pass_done,
 			   GError **error);
 bool migram_sender_check(MigramMigration *m, GError **error);
+/* completion.c: precopy's return path (config.return_path without
+ * postcopy), a hook user: setup writes OPEN_RETURN_PATH after the header,
+ * precopy_done waits for the destination's SHUT after EOF. */
+extern const MigramSenderHooks migram_completion_hooks;
+/* For pthread_cond_timedwait: CLOCK_REALTIME now + ms; and the error of a
+ * postcopy SHUT wait that timed out (returns false). */
+struct timespec migram_deadline_after(unsigned int ms);
+bool migram_sender_shut_stalled(MigramMigration *m, unsigned int ms,
+				GError **error);
 /* The next page set in bmap from (cur, cur_page), round robin; false when
  * none is left.  Migration thread, inside a read-side section. */
 bool migram_sender_find_dirty(MigramMigration *m, guint *bi, uint64_t *page);

@@ -67,9 +67,11 @@ migram_migration_new(MigramRamList *list, const MigramLogSource *source,
 	pthread_mutex_init(&m->stats_lock, NULL);
 	pthread_mutex_init(&m->cancel_lock, NULL);
 	m->event_fd = -1;
-	/* Hook users: postcopy is the one so far. */
+	/* Hook users: postcopy, or precopy's acknowledged completion. */
 	if (m->cfg.postcopy)
 		migram_sender_attach(m, &migram_postcopy_src_hooks);
+	else if (m->cfg.return_path)
+		migram_sender_attach(m, &migram_completion_hooks);
 	return m;
 }
 
@@ -466,6 +468,12 @@ MIGRAM_EXPORT bool migram_migration_run(MigramMigration *m, MigramChannel *ch,
 	m->t_start = migram_sender_now(m);
 	pthread_mutex_lock(&m->cancel_lock);
 	m->ch = ch;
+	if (m->cfg.io_timeout_ms) {
+		migram_channel_set_io_timeout(ch, m->cfg.io_timeout_ms);
+		if (m->preempt)
+			migram_channel_set_io_timeout(m->preempt,
+						      m->cfg.io_timeout_ms);
+	}
 	if (g_atomic_int_get(&m->cancelled))
 		migram_channel_cancel(ch);
 	pthread_mutex_unlock(&m->cancel_lock);

@@ -21,6 +21,10 @@
  * finds the rest.  The channel's thread, before its first read.
  */
 void migram_channel_set_exact_reads(MigramChannel *ch);
+/* A blocking read or write that makes no progress for @ms fails the
+ * channel, naming the fd and the time (0: wait forever); sets
+ * TCP_USER_TIMEOUT on TCP sockets.  Owner thread, before use. */
+void migram_channel_set_io_timeout(MigramChannel *ch, unsigned int ms);
 
 /*
  * channel.c: rate-limit slices the writer moved on from so far (it slept

@@ -72,6 +72,8 @@ typedef struct {
 	gint threads;
 	gdouble hot_fraction, hot_weight;
 	gboolean auto_converge, model, quiet, verify_bytes, clear_at_sync;
+	gboolean no_return_path;
+	int io_timeout_ms;
 	gboolean version, check_source;
 } Args;
 
@@ -342,6 +344,8 @@ static bool apply(const Args *a, SimOptions *o, GError **error)
 	o->clear_bitmap_shift = (unsigned int)MAX(a->clear_shift, 0);
 	o->auto_converge = a->auto_converge;
 	o->clear_at_sync = a->clear_at_sync;
+	o->no_return_path = a->no_return_path;
+	o->io_timeout_ms = (unsigned int)MAX(a->io_timeout_ms, 0);
 	o->model = a->model;
 	o->quiet = a->quiet;
 	o->verify_bytes = a->verify_bytes;
@@ -432,6 +436,15 @@ static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
 		  "N" },
 		{ "clear-at-sync", 0, 0, G_OPTION_ARG_NONE, &a.clear_at_sync,
 		  "Re-arm the whole dirty log at each sync (no postponed clear)",
+		  NULL },
+		{ "io-timeout-ms", 0, 0, G_OPTION_ARG_INT, &a.io_timeout_ms,
+		  "Source: fail when a connection makes no progress for MS "
+		  "milliseconds (0: wait forever, the default)",
+		  "MS" },
+		{ "no-return-path", 0, 0, G_OPTION_ARG_NONE, &a.no_return_path,
+		  "Precopy over a socket: complete at the last byte, without "
+		  "waiting for the destination's SHUT (QEMU without a return "
+		  "path)",
 		  NULL },
 		{ "auto-converge", 0, 0, G_OPTION_ARG_NONE, &a.auto_converge,
 		  "Throttle the guest when not converging", NULL },

@@ -157,17 +157,25 @@ SimPeer *sim_peer_new(void)
 	}
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->started_cond, NULL);
+	return p;
+}
+
+/*
+ * The signal thread starts with the first run that sets a cancel hook,
+ * which is after real.c forked its destination: a child forked while
+ * another thread runs may inherit a lock held for good (ASan's allocator
+ * lock did, and every thread of such a child hung).  Signals that come
+ * earlier wait, blocked, in the signalfd.  Main thread.
+ */
+static void start_thread(SimPeer *p)
+{
+	if (p->thread)
+		return;
 	p->thread = g_thread_new("sim-signals", signal_main, p);
-	/*
-	 * Wait until the thread runs its loop: real.c forks the destination
-	 * right after, and a thread still starting may hold a lock of the
-	 * allocator's (ASan's does) that the child would inherit held.
-	 */
 	pthread_mutex_lock(&p->lock);
 	while (!p->started)
 		pthread_cond_wait(&p->started_cond, &p->lock);
 	pthread_mutex_unlock(&p->lock);
-	return p;
 }
 
 void sim_peer_free(SimPeer *p)
@@ -178,7 +186,8 @@ void sim_peer_free(SimPeer *p)
 		return;
 	if (write(p->quit[1], &c, 1) < 0)
 		g_warning("sim_peer_free: %s", g_strerror(errno));
-	g_thread_join(p->thread);
+	if (p->thread)
+		g_thread_join(p->thread);
 	close(p->sfd);
 	for (int i = 0; i < 2; i++) {
 		close(p->wake[i]);
@@ -204,6 +213,8 @@ void sim_peer_set_cancel(SimPeer *p, void (*fn)(void *), void *data)
 
 	if (!p)
 		return;
+	if (fn)
+		start_thread(p);
 	pthread_mutex_lock(&p->lock);
 	p->cancel = fn;
 	p->cancel_data = data;

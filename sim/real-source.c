@@ -130,6 +130,10 @@ int real_run_source(const SimOptions *opt, MigramRamList *list, SimLink *lk,
 		.clear_bmap_shift = opt->clear_bitmap_shift,
 		.clear_bmap_shift_set = opt->clear_bitmap_shift_set,
 		.clear_at_sync = opt->clear_at_sync,
+		/* Sockets: completed means the destination loaded it all. */
+		.return_path = opt->transport != SIM_TRANSPORT_FILE &&
+			       !opt->no_return_path,
+		.io_timeout_ms = opt->io_timeout_ms,
 		.auto_converge = opt->auto_converge,
 		.max_time_ms = opt->max_time_ms,
 		.postcopy = opt->mode != SIM_MODE_PRECOPY,

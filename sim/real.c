@@ -104,7 +104,7 @@ static int run_pair(const SimOptions *opt, SimReport *rep, GError **error)
 	MigramRamList *src = real_source_list(opt, error), *dst = NULL;
 	SimLink sl, dl;
 	int lfd = -1, status, rc;
-	pid_t pid;
+	pid_t pid, parent;
 
 	if (!src)
 		return SIM_EXIT_FAILED;
@@ -117,6 +117,7 @@ static int run_pair(const SimOptions *opt, SimReport *rep, GError **error)
 	} else if (!sim_link_pairs(opt, &sl, &dl)) {
 		return SIM_EXIT_FAILED;
 	}
+	parent = getpid();
 	pid = fork();
 	if (pid == 0) {
 		/* The destination process.  No signal thread here: signals
@@ -125,6 +126,11 @@ static int run_pair(const SimOptions *opt, SimReport *rep, GError **error)
 
 		child.peer = NULL;
 		sim_peer_child();
+		/* Die with the source: a source killed before it reaped us
+		 * once left this child in accept() for good. */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 ||
+		    getppid() != parent)
+			_exit(SIM_EXIT_FAILED);
 		if (lfd >= 0) {
 			if (!sim_link_tcp_accept(opt, lfd, &dl))
 				_exit(SIM_EXIT_FAILED);

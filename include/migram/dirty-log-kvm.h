@@ -131,20 +131,30 @@ bool migram_kvm_log_add_vcpu(MigramKvmLog *log, int vcpu_fd, GError **error);
  *
  * A ring found completely full means the kernel let the vCPU run past the
  * ring's soft limit, and a push into a full ring overwrites an entry:
- * writes may be lost.  The harvest then fails with MIGRAM_ERROR_IO, and so
- * does every harvest and sync until logging starts again, so that the
- * migration fails rather than sends stale pages.  (A nested KVM that
- * emulates the guest's instructions was seen to do this; keep rings from
- * filling by harvesting often, from a reaper thread.)
+ * writes may be lost.  The same holds when KVM_RESET_DIRTY_RINGS resets
+ * fewer entries than were handed back.  The harvest then fails with
+ * MIGRAM_ERROR_IO, and so does every later harvest, sync and start of this
+ * log: the rings' read positions no longer match the kernel's, so the
+ * migration fails rather than sends stale pages, and a second migration of
+ * the same VM needs new vCPUs and a new log.  (A nested KVM that emulates
+ * the guest's instructions was seen to do this; keep rings from filling by
+ * harvesting often, from a reaper thread.)
+ *
+ * The reset runs with every signal blocked in the calling thread: a kernel
+ * that stops its reset when a signal is pending (Linux 6.16 and later)
+ * leaves the pages of a partly gathered batch writable and unlogged, and
+ * the vCPU threads that call this are the ones a VMM kicks with signals.
  *
  * @param log the log.
  * @param harvested where to store the number of entries collected, or
  *        NULL.
- * @param error MIGRAM_ERROR_IO when the reset fails or a ring overflowed
- *        (the entries are harvested and the rings reset all the same).
+ * @param error MIGRAM_ERROR_IO when the reset fails, a ring overflowed or
+ *        a reset came up short (the entries are harvested and the rings
+ *        reset all the same).
  * @return false with @p error set on failure.
  *
- * Context: Any thread; takes the log's lock.  Makes one ioctl.
+ * Context: Any thread; takes the log's lock.  Makes one ioctl, or a few
+ * when the kernel answers a reset in parts; blocks signals around it.
  */
 bool migram_kvm_log_harvest(MigramKvmLog *log, uint64_t *harvested,
 			    GError **error);

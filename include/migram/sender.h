@@ -159,6 +159,33 @@ typedef struct {
 	 * overruns the downtime limit.  Added in 0.2.
 	 */
 	uint64_t switchover_bandwidth;
+	/**
+	 * Precopy: ask the destination for a return path (QEMU's
+	 * "return-path" capability; the channel must be a socket) and report
+	 * completed only once it answered SHUT 0, that is, loaded the whole
+	 * stream.  A failed load, or a connection that ends or breaks before
+	 * SHUT, fails the migration and resumes the guest (resume_guest).
+	 * Without it (false, the default) the migration completes when its
+	 * last byte is written, as QEMU's without a return path: a
+	 * destination that then fails leaves neither side running the guest.
+	 * Postcopy always has a return path and always waits for SHUT.
+	 * Added in 0.3.
+	 */
+	bool return_path;
+	/**
+	 * Fail the migration when a connection stops moving without
+	 * closing: a read or write on the migration's channels (main and
+	 * preempt) that makes no progress for this many milliseconds fails
+	 * with MIGRAM_ERROR_IO, naming the fd and the time, and TCP sockets
+	 * get TCP_USER_TIMEOUT too.  The wait for the destination's SHUT
+	 * (postcopy, or precopy with @c return_path) gets the same limit.
+	 * 0, the default, waits forever, as QEMU does (a stalled peer then
+	 * holds the migration until it is cancelled).  Choose it well above
+	 * the longest pause the destination may legitimately take
+	 * (docs/operations.md).  Sockets only: a pipe or file blocks as
+	 * before.  Added in 0.3.
+	 */
+	unsigned int io_timeout_ms;
 } MigramMigrationConfig;
 
 /** QEMU's `query-migrate` RAM figures, and a few of migram's own. */

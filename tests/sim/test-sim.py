@@ -607,6 +607,50 @@ def _(work):
         dst.kill()
 
 
+@case("a forked destination dies with its source (PR_SET_PDEATHSIG)")
+def _(work):
+    src = Proc("--ram", "256M", "--max-bandwidth", "20M/s")
+    try:
+        child = None
+        for _ in range(100):
+            kids = subprocess.run(["pgrep", "-P", str(src.p.pid)],
+                                  capture_output=True, text=True).stdout
+            if kids.split():
+                child = int(kids.split()[0])
+                break
+            time.sleep(0.05)
+        assert child, "no forked destination"
+        time.sleep(0.5)
+        # Stopped, the child cannot notice the dead connection by itself
+        # (as one blocked in accept() could not): only the death signal
+        # ends it.
+        os.kill(child, 19)  # SIGSTOP
+        src.p.kill()       # SIGKILL: the source never reaps its child
+        src.p.wait(10)
+        for _ in range(100):
+            try:
+                with open(f"/proc/{child}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+            except FileNotFoundError:
+                return
+            if state == "Z":   # dead, waiting for init to reap it
+                return
+            time.sleep(0.05)
+        os.kill(child, 9)
+        raise AssertionError(f"destination {child} outlived its source")
+    finally:
+        src.kill()
+
+
+@case("a precopy over a socket completes only once the destination "
+      "acknowledged it (return path); --no-return-path completes as before")
+def _(work):
+    for extra in ([], ["--no-return-path"]):
+        r, j = run_json(work, "--ram", "16M", *extra)
+        assert r.returncode == 0, (extra, r.stderr)
+        assert j["verified"], (extra, j)
+
+
 def netns_ok():
     if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"):
         return "needs root, ip and tc"

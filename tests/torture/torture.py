@@ -769,15 +769,23 @@ def verdict(s, res, opts, work):
     # it failed
     if j.get("status") == "completed" and rc == 1 and \
             ("cut-at-byte" in res["fired"] or res["dst_killed"]):
-        # The source sent its last byte and its migration completed,
-        # with its guest left paused; the connection died before the
-        # destination's hashes came back, so the destination may have
-        # failed the load.  Precopy completion waits for no answer from
-        # the destination (as QEMU without a return path): an open
-        # finding (docs/reliability.md), counted on its own.
-        return True, "unacked-completion", (
-            "source completed, connection lost before the destination "
-            f"answered: {(j.get('error') or '')[:100]}")
+        # The source completed, then the connection died before the
+        # destination's hashes came back.  Every scenario over a socket
+        # runs with a return path (migram-sim's default), so "completed"
+        # means the destination answered SHUT 0: it had loaded the whole
+        # stream.  An unacknowledged completion (the destination's load
+        # failed, yet the source completed) is wrong; it was accepted as
+        # "unacked-completion" before the return path existed.
+        dst = res["dst_out"] + res["dst_err"]
+        if s["transport"] == "file" or "end of stream" in dst or \
+                "stream byte" in dst:
+            return False, "wrong", (
+                "source completed but the destination's load failed: "
+                f"{dst.strip()[-160:]}")
+        return True, "acked-unverified", (
+            "destination confirmed the load (SHUT 0), then the "
+            "connection died before its hashes came back: "
+            f"{(j.get('error') or '')[:100]}")
     if res["src_killed"] and not res["switched"]:
         return retry(s, opts, work, "source killed before the switch")
     if res["switched"]:
