@@ -34,7 +34,8 @@
  * list with the same layout, eagerly and in parallel.
  * migram_snapshot_lazy_start() instead registers the blocks with
  * userfaultfd (missing mode) and serves each first touch from the chain,
- * while a background thread prefetches the rest.
+ * while a background thread prefetches the rest;
+ * migram_snapshot_lazy_finish() waits for the prefetch and cleans up.
  */
 #ifndef MIGRAM_SNAPSHOT_H
 #define MIGRAM_SNAPSHOT_H
@@ -485,6 +486,56 @@ typedef struct {
 bool migram_snapshot_stage_block(MigramStaging *st, const MigramRamBlock *block,
 				 const unsigned long *dirty, uint64_t *hashes,
 				 MigramStageStats *stats, GError **error);
+
+/** Opaque; a lazy restore in progress.  Single owner. */
+typedef struct MigramLazyRestore MigramLazyRestore;
+
+/** What a lazy restore did. */
+typedef struct {
+	uint64_t faults;       /**< guest faults served from the files */
+	uint64_t zero_faults;  /**< of those, pages no file holds (zeroed) */
+	uint64_t prefetched;   /**< pages the background thread placed */
+	uint64_t first_fault_ns; /**< start to the first fault served, 0: none */
+	uint64_t elapsed_ns;   /**< start to every page placed */
+} MigramLazyStats;
+
+/**
+ * Start a lazy restore of @p chain into @p list: register every block's
+ * used_length with userfaultfd in missing mode, serve each first touch of
+ * a page from the newest file holding it (or a zero page), and prefetch
+ * every other page in a background thread, in address order.  The guest
+ * may run as soon as this returns.
+ *
+ * @param chain the files, base first; borrowed until
+ *        migram_snapshot_lazy_finish() returns.
+ * @param n the number of files.
+ * @param list the target: fresh blocks never touched (anonymous or memfd,
+ *        not hugetlb); none may be removed or resized meanwhile.
+ * @param error as migram_snapshot_check_chain(); MIGRAM_ERROR_UNSUPPORTED
+ *        without userfaultfd or for a hugetlb block; MIGRAM_ERROR_IO.
+ * @return the restore; finish it with migram_snapshot_lazy_finish().
+ *
+ * Context: A registered RCU thread, not in a read-side section.  Starts
+ * two threads (fault handler, prefetcher).
+ */
+MigramLazyRestore *migram_snapshot_lazy_start(MigramSnapshotFile *const *chain,
+					      guint n, MigramRamList *list,
+					      GError **error);
+
+/**
+ * Wait until every page is placed, stop the threads, unregister the
+ * blocks and free @p lr.
+ *
+ * @param lr the restore (freed, also on failure).
+ * @param stats filled in; may be NULL.
+ * @param error the first error a thread met (MIGRAM_ERROR_IO naming the
+ *        file and offset); the guest's memory is then incomplete.
+ * @return true when every page was placed.
+ *
+ * Context: The thread that started it.  Blocks until the prefetch ends.
+ */
+bool migram_snapshot_lazy_finish(MigramLazyRestore *lr, MigramLazyStats *stats,
+				 GError **error);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(MigramSnapshotWriter, migram_snapshot_writer_free)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(MigramSnapshotFile, migram_snapshot_close)
