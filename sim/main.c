@@ -330,8 +330,9 @@ static bool apply(const Args *a, SimOptions *o, GError **error)
 				  "over socketpair or tcp%s",
 				  "");
 	if (o->snapshot_path && o->restore_path)
-		return fail_usage(error, "--snapshot and --restore: one of "
-					 "them%s",
+		return fail_usage(error,
+				  "--snapshot and --restore: one of "
+				  "them%s",
 				  "");
 	if (o->snapshot_mode && strcmp(o->snapshot_mode, "staging") != 0)
 		return fail_usage(error,
@@ -471,11 +472,10 @@ static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
 		  "Snapshot the running workload into FILE (then diffs "
 		  "FILE.1, ... with --snapshot-epochs)",
 		  "FILE" },
-		{ "snapshot-mode", 0, 0, G_OPTION_ARG_STRING,
-		  &o->snapshot_mode, "How: staging (default)", "MODE" },
-		{ "snapshot-epochs", 0, 0, G_OPTION_ARG_INT,
-		  &a.snapshot_epochs, "Diff snapshots after the first (0)",
-		  "N" },
+		{ "snapshot-mode", 0, 0, G_OPTION_ARG_STRING, &o->snapshot_mode,
+		  "How: staging (default)", "MODE" },
+		{ "snapshot-epochs", 0, 0, G_OPTION_ARG_INT, &a.snapshot_epochs,
+		  "Diff snapshots after the first (0)", "N" },
 		{ "snapshot-after", 0, 0, G_OPTION_ARG_STRING,
 		  &a.snapshot_after,
 		  "Run the workload this long before each snapshot (200ms)",

@@ -73,12 +73,15 @@ typedef struct {
 } SnapBlockState;
 
 /* One epoch: pause, collect, stage, resume, write.  Prints its figures. */
-static bool snapshot_epoch(const SimOptions *opt, unsigned e,
-			   GPtrArray *blocks, SnapBlockState *bs,
-			   MigramLogSource *src, SimGuest *guest,
-			   uint64_t *parent_id, GError **error)
+static bool snapshot_epoch(const SimOptions *opt, unsigned e, GPtrArray *blocks,
+			   SnapBlockState *bs, MigramLogSource *src,
+			   SimGuest *guest, uint64_t *parent_id, GError **error)
 {
-	MigramStageStats ss = {0};
+	MigramStageStats ss = { 0 };
+	/* The staging's memory is allocated before the pause, not in it. */
+	for (guint i = 0; i < blocks->len; i++)
+		if (!migram_staging_populate(bs[i].st, 0, bs[i].npages, error))
+			return false;
 	uint64_t t0 = g_get_monotonic_time() * 1000;
 	uint64_t w0 = sim_guest_writes(guest);
 	sim_guest_pause(guest);
@@ -104,10 +107,11 @@ static bool snapshot_epoch(const SimOptions *opt, unsigned e,
 
 	/* Write the staging out while the guest runs. */
 	g_autofree char *path = epoch_path(opt->snapshot_path, e);
-	MigramSnapshotParams p = {
-		.diff = e > 0, .parent_id = *parent_id, .epoch = e};
-	g_autoptr(MigramSnapshotWriter) w =
-		migram_snapshot_writer_new(path, &p, error);
+	MigramSnapshotParams p = { .diff = e > 0,
+				   .parent_id = *parent_id,
+				   .epoch = e };
+	g_autoptr(MigramSnapshotWriter) w = migram_snapshot_writer_new(path, &p,
+								       error);
 	if (!w)
 		return false;
 	for (guint i = 0; i < blocks->len; i++) {
@@ -176,7 +180,7 @@ static int run_snapshot(const SimOptions *opt, GError **error)
 		ok = bs[i].st != NULL;
 	}
 	MigramSoftLog *log = ok ? migram_soft_log_new(end, error) : NULL;
-	MigramLogSource src = {0};
+	MigramLogSource src = { 0 };
 	SimGuest *guest = NULL;
 	if (log) {
 		migram_soft_log_source(log, &src);
@@ -224,8 +228,8 @@ bool sim_snapshot_lazy(const SimOptions *opt, MigramSnapshotFile **chain,
 {
 	(void)opt;
 	uint64_t t0 = g_get_monotonic_time();
-	MigramLazyRestore *lr =
-		migram_snapshot_lazy_start(chain, n, list, error);
+	MigramLazyRestore *lr = migram_snapshot_lazy_start(chain, n, list,
+							   error);
 	if (!lr)
 		return false;
 	/* The guest's first instruction: a read of its first page. */
@@ -258,8 +262,8 @@ static int run_restore(const SimOptions *opt, GError **error)
 {
 	g_auto(GStrv) paths = g_strsplit(opt->restore_path, ",", -1);
 	guint n = g_strv_length(paths);
-	g_autoptr(GPtrArray) files =
-		g_ptr_array_new_with_free_func((GDestroyNotify)migram_snapshot_close);
+	g_autoptr(GPtrArray) files = g_ptr_array_new_with_free_func(
+		(GDestroyNotify)migram_snapshot_close);
 	int rc = SIM_EXIT_FAILED;
 	for (guint i = 0; i < n; i++) {
 		MigramSnapshotFile *f = migram_snapshot_open(paths[i], error);
@@ -275,7 +279,7 @@ static int run_restore(const SimOptions *opt, GError **error)
 	MigramSnapshotFile **chain = (MigramSnapshotFile **)files->pdata;
 	uint64_t first_us = 0, faults = 0;
 	bool ok;
-	MigramRestoreStats rs = {0};
+	MigramRestoreStats rs = { 0 };
 	if (opt->lazy) {
 		ok = sim_snapshot_lazy(opt, chain, n, list, blocks, &first_us,
 				       &faults, &rs, error);

@@ -29,7 +29,7 @@
 typedef struct {
 	uint8_t *host;
 	uint64_t npages;
-	guint *index; /* per file of the chain */
+	guint *index;          /* per file of the chain */
 	unsigned long *placed; /* atomic: served by the handler */
 } LBlock;
 
@@ -87,16 +87,19 @@ static int64_t place(MigramLazyRestore *lr, const LBlock *b, int src,
 				    sb->pages_offset + p * SNAP_PAGE, "pages",
 				    f->name, error))
 			return -1;
-		struct uffdio_copy c = {.dst = dst,
-					.src = (uintptr_t)buf,
-					.len = len,
-					.mode = wake ? 0 : UFFDIO_COPY_MODE_DONTWAKE};
+		struct uffdio_copy c = {
+			.dst = dst,
+			.src = (uintptr_t)buf,
+			.len = len,
+			.mode = wake ? 0 : UFFDIO_COPY_MODE_DONTWAKE
+		};
 		rc = ioctl(lr->uffd, UFFDIO_COPY, &c);
 		done = c.copy;
 	} else {
 		struct uffdio_zeropage z = {
-			.range = {.start = dst, .len = len},
-			.mode = wake ? 0 : UFFDIO_ZEROPAGE_MODE_DONTWAKE};
+			.range = { .start = dst, .len = len },
+			.mode = wake ? 0 : UFFDIO_ZEROPAGE_MODE_DONTWAKE
+		};
 		rc = ioctl(lr->uffd, UFFDIO_ZEROPAGE, &z);
 		done = z.zeropage;
 	}
@@ -116,8 +119,8 @@ static gpointer handler_main(gpointer data)
 {
 	MigramLazyRestore *lr = data;
 	uint8_t *buf = g_malloc(SNAP_PAGE);
-	struct pollfd pfd[2] = {{.fd = lr->uffd, .events = POLLIN},
-				{.fd = lr->stopfd, .events = POLLIN}};
+	struct pollfd pfd[2] = { { .fd = lr->uffd, .events = POLLIN },
+				 { .fd = lr->stopfd, .events = POLLIN } };
 	for (;;) {
 		if (poll(pfd, 2, -1) < 0) {
 			if (errno == EINTR)
@@ -151,8 +154,8 @@ static gpointer handler_main(gpointer data)
 			continue;
 		}
 		if (n == 0) {
-			struct uffdio_range w = {.start = addr,
-						 .len = SNAP_PAGE};
+			struct uffdio_range w = { .start = addr,
+						  .len = SNAP_PAGE };
 			(void)ioctl(lr->uffd, UFFDIO_WAKE, &w);
 			continue;
 		}
@@ -222,9 +225,9 @@ static void lazy_free(MigramLazyRestore *lr)
 	for (guint i = 0; i < lr->nblocks; i++) {
 		LBlock *b = &lr->blocks[i];
 		if (lr->uffd >= 0 && b->host) {
-			struct uffdio_range r = {
-				.start = (uintptr_t)b->host,
-				.len = b->npages * SNAP_PAGE};
+			struct uffdio_range r = { .start = (uintptr_t)b->host,
+						  .len = b->npages *
+							 SNAP_PAGE };
 			(void)ioctl(lr->uffd, UFFDIO_UNREGISTER, &r);
 		}
 		g_free(b->index);
@@ -248,7 +251,7 @@ static bool lazy_setup(MigramLazyRestore *lr, MigramRamList *list,
 	if (lr->uffd < 0)
 		return fail_errno(error, MIGRAM_ERROR_UNSUPPORTED,
 				  "userfaultfd");
-	struct uffdio_api api = {.api = UFFD_API};
+	struct uffdio_api api = { .api = UFFD_API };
 	if (ioctl(lr->uffd, UFFDIO_API, &api) < 0)
 		return fail_errno(error, MIGRAM_ERROR_UNSUPPORTED,
 				  "UFFDIO_API");
@@ -279,9 +282,10 @@ static bool lazy_setup(MigramLazyRestore *lr, MigramRamList *list,
 		/* 4 KiB granularity: no huge page may fill a range. */
 		(void)madvise(host, b->npages * SNAP_PAGE, MADV_NOHUGEPAGE);
 		struct uffdio_register reg = {
-			.range = {.start = (uintptr_t)host,
-				  .len = b->npages * SNAP_PAGE},
-			.mode = UFFDIO_REGISTER_MODE_MISSING};
+			.range = { .start = (uintptr_t)host,
+				   .len = b->npages * SNAP_PAGE },
+			.mode = UFFDIO_REGISTER_MODE_MISSING
+		};
 		if (ioctl(lr->uffd, UFFDIO_REGISTER, &reg) < 0)
 			ok = fail_errno(error, MIGRAM_ERROR_UNSUPPORTED,
 					"UFFDIO_REGISTER");

@@ -301,3 +301,28 @@ migram_staging_present_map(const MigramStaging *st)
 	g_return_val_if_fail(st != NULL, NULL);
 	return st->present;
 }
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+MIGRAM_EXPORT bool migram_staging_populate(MigramStaging *st, uint64_t idx,
+					   uint64_t pages, GError **error)
+{
+	g_return_val_if_fail(st != NULL, false);
+	if (!range_ok(st, idx, pages, "populate", error))
+		return false;
+	if (pages == 0)
+		return true;
+	if (madvise(st->mem + idx * PAGE, (size_t)(pages * PAGE),
+		    MADV_POPULATE_WRITE) == 0)
+		return true;
+	int e = errno;
+	g_set_error(error, MIGRAM_ERROR,
+		    e == EINVAL ? MIGRAM_ERROR_UNSUPPORTED
+				: MIGRAM_ERROR_NO_MEMORY,
+		    "staging populate: pages [%" G_GUINT64_FORMAT
+		    ", +%" G_GUINT64_FORMAT "): %s",
+		    idx, pages, g_strerror(e));
+	return false;
+}

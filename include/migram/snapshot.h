@@ -492,11 +492,12 @@ typedef struct MigramLazyRestore MigramLazyRestore;
 
 /** What a lazy restore did. */
 typedef struct {
-	uint64_t faults;       /**< guest faults served from the files */
-	uint64_t zero_faults;  /**< of those, pages no file holds (zeroed) */
-	uint64_t prefetched;   /**< pages the background thread placed */
-	uint64_t first_fault_ns; /**< start to the first fault served, 0: none */
-	uint64_t elapsed_ns;   /**< start to every page placed */
+	uint64_t faults;         /**< guest faults served from the files */
+	uint64_t zero_faults;    /**< of those, pages no file holds (zeroed) */
+	uint64_t prefetched;     /**< pages the background thread placed */
+	uint64_t first_fault_ns; /**< start to the first fault served, 0: none
+				  */
+	uint64_t elapsed_ns;     /**< start to every page placed */
 } MigramLazyStats;
 
 /**

@@ -221,6 +221,25 @@ bool migram_staging_clear_range(MigramStaging *st, uint64_t idx, uint64_t pages,
 				GError **error);
 
 /**
+ * Allocate the memory of pages [@p idx, @p idx + @p pages) now
+ * (MADV_POPULATE_WRITE), so that a later copy() during a pause costs a
+ * memcpy and no page faults.  Present bits and contents do not change
+ * (absent pages stay zero).
+ *
+ * @param st the staging.
+ * @param idx the first page.
+ * @param pages the number of pages (0 does nothing).
+ * @param error MIGRAM_ERROR_INVALID for a bad range;
+ *        MIGRAM_ERROR_UNSUPPORTED before Linux 5.14;
+ *        MIGRAM_ERROR_NO_MEMORY when the memory cannot be had.
+ * @return true on success.
+ *
+ * Context: Any thread, outside the pause (it may take a while).
+ */
+bool migram_staging_populate(MigramStaging *st, uint64_t idx, uint64_t pages,
+			     GError **error);
+
+/**
  * Whether page @p idx is present.
  *
  * @param st the staging.

@@ -282,6 +282,77 @@ static void test_diff_chain(Fixture *f, gconstpointer data)
 		migram_snapshot_close(chain[i]);
 }
 
+typedef struct {
+	const uint8_t *dst, *src;
+	uint64_t npages;
+	unsigned seed;
+} Toucher;
+
+/* A vCPU: read pages in a random order, each must be the source's. */
+static gpointer toucher(gpointer p)
+{
+	Toucher *t = p;
+	GRand *r = g_rand_new_with_seed(t->seed);
+	for (uint64_t k = 0; k < t->npages; k++) {
+		uint64_t pg = (uint64_t)g_rand_int_range(r, 0,
+							 (gint32)t->npages);
+		g_assert_true(memcmp(t->dst + pg * PAGE, t->src + pg * PAGE,
+				     PAGE) == 0);
+	}
+	g_rand_free(r);
+	return NULL;
+}
+
+static void test_lazy(Fixture *f, gconstpointer data)
+{
+	(void)data;
+	GError *err = NULL;
+	uint64_t id0 = take(f->src, f->base, 0, NULL, NULL);
+	uint8_t *a = host_of(f->src, "pc.ram");
+	memset(a + 9 * PAGE, 0x99, PAGE);
+	memset(a + 10 * PAGE, 0, PAGE);
+	uint64_t d[] = { 9, 10 };
+	unsigned long *dirty[2] = { dirty_map(A_PAGES, d, 2),
+				    dirty_map(B_PAGES, NULL, 0) };
+	take(f->src, f->diff, id0, dirty, NULL);
+	g_free(dirty[0]);
+	g_free(dirty[1]);
+	MigramSnapshotFile *chain[2] = { migram_snapshot_open(f->base, &err),
+					 migram_snapshot_open(f->diff, &err) };
+	g_assert_no_error(err);
+	g_autoptr(MigramRamList) dst = make_list(A_PAGES);
+	MigramLazyRestore *lr = migram_snapshot_lazy_start(chain, 2, dst, &err);
+	if (!lr) {
+		g_assert_error(err, MIGRAM_ERROR, MIGRAM_ERROR_UNSUPPORTED);
+		g_test_skip(err->message);
+		g_error_free(err);
+		migram_snapshot_close(chain[0]);
+		migram_snapshot_close(chain[1]);
+		return;
+	}
+	Toucher t[4];
+	GThread *th[4];
+	for (unsigned i = 0; i < 4; i++) {
+		const char *name = i % 2 ? "vga.vram" : "pc.ram";
+		t[i] = (Toucher){ host_of(dst, name), host_of(f->src, name),
+				  i % 2 ? B_PAGES : A_PAGES, i + 1 };
+		th[i] = g_thread_new("toucher", toucher, &t[i]);
+	}
+	for (unsigned i = 0; i < 4; i++)
+		g_thread_join(th[i]);
+	MigramLazyStats ls;
+	g_assert_true(migram_snapshot_lazy_finish(lr, &ls, &err));
+	g_assert_no_error(err);
+	/* Every page placed exactly once, by a fault or the prefetcher. */
+	g_assert_cmpuint(ls.faults + ls.prefetched, ==, A_PAGES + B_PAGES);
+	assert_same(f->src, dst);
+	uint64_t bad = 1;
+	g_assert_true(migram_snapshot_verify(chain[1], dst, &bad, &err));
+	g_assert_cmpuint(bad, ==, 0);
+	migram_snapshot_close(chain[0]);
+	migram_snapshot_close(chain[1]);
+}
+
 static void test_layout_mismatch(Fixture *f, gconstpointer data)
 {
 	(void)data;
@@ -465,6 +536,7 @@ int main(int argc, char **argv)
 	ADD("full-roundtrip", test_full_roundtrip);
 	ADD("sparse", test_sparse);
 	ADD("diff-chain", test_diff_chain);
+	ADD("lazy", test_lazy);
 	ADD("layout-mismatch", test_layout_mismatch);
 	ADD("bad-files", test_bad_files);
 	ADD("random-corruption", test_random_corruption);

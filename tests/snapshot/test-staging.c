@@ -138,6 +138,27 @@ static void test_clear_releases(Fixture *f, gconstpointer data)
 	g_assert_cmpuint(migram_staging_present_pages(f->st), ==, 32);
 }
 
+static void test_populate(Fixture *f, gconstpointer data)
+{
+	(void)data;
+	GError *err = NULL;
+
+	if (!migram_staging_populate(f->st, 0, 64, &err)) {
+		g_assert_error(err, MIGRAM_ERROR, MIGRAM_ERROR_UNSUPPORTED);
+		g_test_skip("MADV_POPULATE_WRITE needs Linux 5.14");
+		g_error_free(err);
+		return;
+	}
+	g_assert_cmpuint(resident(f->st), >=, 64 * PAGE);
+	/* Populated is not present, and reads as zeros. */
+	g_assert_cmpuint(migram_staging_present_pages(f->st), ==, 0);
+	const uint8_t *s = migram_staging_get_slice(f->st, 9, 1, NULL);
+	g_assert_cmpuint(s[100], ==, 0);
+	g_assert_false(migram_staging_populate(f->st, 60, 5, &err));
+	g_assert_error(err, MIGRAM_ERROR, MIGRAM_ERROR_INVALID);
+	g_error_free(err);
+}
+
 static void expect_invalid(GError *err, const char *what)
 {
 	g_assert_error(err, MIGRAM_ERROR, MIGRAM_ERROR_INVALID);
@@ -340,6 +361,7 @@ int main(int argc, char **argv)
 	ADD("first-data-range", test_first_data_range);
 	ADD("clear-releases", test_clear_releases);
 	ADD("bad-ranges", test_bad_ranges);
+	ADD("populate", test_populate);
 #undef ADD
 	g_test_add_func("/snapshot/staging/for-block", test_for_block);
 	g_test_add_func("/snapshot/staging/stress", test_stress);
