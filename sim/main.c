@@ -334,10 +334,9 @@ static bool apply(const Args *a, SimOptions *o, GError **error)
 				  "--snapshot and --restore: one of "
 				  "them%s",
 				  "");
-	if (o->snapshot_mode && strcmp(o->snapshot_mode, "staging") != 0)
-		return fail_usage(error,
-				  "--snapshot-mode '%s': only staging is "
-				  "built (docs/snapshots.md)",
+	if (o->snapshot_mode && strcmp(o->snapshot_mode, "staging") != 0 &&
+	    strcmp(o->snapshot_mode, "cow") != 0)
+		return fail_usage(error, "--snapshot-mode '%s': staging or cow",
 				  o->snapshot_mode);
 	if (a->lazy && !o->restore_path)
 		return fail_usage(error, "--lazy needs --restore%s", "");
@@ -473,7 +472,7 @@ static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
 		  "FILE.1, ... with --snapshot-epochs)",
 		  "FILE" },
 		{ "snapshot-mode", 0, 0, G_OPTION_ARG_STRING, &o->snapshot_mode,
-		  "How: staging (default)", "MODE" },
+		  "How: staging (default) or cow (copy-before-write)", "MODE" },
 		{ "snapshot-epochs", 0, 0, G_OPTION_ARG_INT, &a.snapshot_epochs,
 		  "Diff snapshots after the first (0)", "N" },
 		{ "snapshot-after", 0, 0, G_OPTION_ARG_STRING,

@@ -73,13 +73,16 @@ typedef struct {
 } SnapBlockState;
 
 /* One epoch: pause, collect, stage, resume, write.  Prints its figures. */
-static bool snapshot_epoch(const SimOptions *opt, unsigned e, GPtrArray *blocks,
+static bool snapshot_epoch(const SimOptions *opt, unsigned e,
+			   MigramRamList *list, GPtrArray *blocks,
 			   SnapBlockState *bs, MigramLogSource *src,
 			   SimGuest *guest, uint64_t *parent_id, GError **error)
 {
 	MigramStageStats ss = { 0 };
+	bool cow_mode = opt->snapshot_mode &&
+			strcmp(opt->snapshot_mode, "cow") == 0;
 	/* The staging's memory is allocated before the pause, not in it. */
-	for (guint i = 0; i < blocks->len; i++)
+	for (guint i = 0; i < blocks->len && !cow_mode; i++)
 		if (!migram_staging_populate(bs[i].st, 0, bs[i].npages, error))
 			return false;
 	uint64_t t0 = g_get_monotonic_time() * 1000;
@@ -96,14 +99,39 @@ static bool snapshot_epoch(const SimOptions *opt, unsigned e, GPtrArray *blocks,
 			return false;
 	}
 	uint64_t t2 = g_get_monotonic_time() * 1000;
-	for (guint i = 0; i < blocks->len; i++)
-		if (!migram_snapshot_stage_block(bs[i].st, blocks->pdata[i],
-						 e ? bs[i].dirty : NULL,
-						 bs[i].hashes, &ss, error))
+	MigramCowSnapshot *cow = NULL;
+	if (cow_mode) {
+		/* Hashes first (verification only), then protect. */
+		for (guint i = 0; i < blocks->len; i++) {
+			const uint8_t *host =
+				migram_ram_block_host(blocks->pdata[i]);
+			uint64_t np =
+				migram_ram_block_used_length(blocks->pdata[i]) /
+				PAGE;
+			for (uint64_t p = 0; p < np; p++)
+				bs[i].hashes[p] = migram_snapshot_page_hash(
+					host + p * PAGE);
+		}
+		ss.hash_ns = g_get_monotonic_time() * 1000 - t2;
+		cow = migram_snapshot_cow_start(list, error);
+		if (!cow) {
+			sim_guest_resume(guest);
 			return false;
+		}
+	} else {
+		for (guint i = 0; i < blocks->len; i++)
+			if (!migram_snapshot_stage_block(bs[i].st,
+							 blocks->pdata[i],
+							 e ? bs[i].dirty : NULL,
+							 bs[i].hashes, &ss,
+							 error))
+				return false;
+	}
 	uint64_t t3 = g_get_monotonic_time() * 1000;
 	sim_guest_resume(guest);
 	uint64_t pause = t3 - t0;
+	if (cow)
+		ss.copy_ns = t3 - t2 - ss.hash_ns; /* protecting */
 
 	/* Write the staging out while the guest runs. */
 	g_autofree char *path = epoch_path(opt->snapshot_path, e);
@@ -112,8 +140,10 @@ static bool snapshot_epoch(const SimOptions *opt, unsigned e, GPtrArray *blocks,
 				   .epoch = e };
 	g_autoptr(MigramSnapshotWriter) w = migram_snapshot_writer_new(path, &p,
 								       error);
-	if (!w)
+	if (!w) {
+		migram_snapshot_cow_finish(cow, NULL);
 		return false;
+	}
 	for (guint i = 0; i < blocks->len; i++) {
 		MigramRamBlock *b = blocks->pdata[i];
 		if (!migram_snapshot_writer_add_block(
@@ -122,13 +152,30 @@ static bool snapshot_epoch(const SimOptions *opt, unsigned e, GPtrArray *blocks,
 			    migram_ram_block_page_size(b), NULL, error))
 			return false;
 	}
-	if (!migram_snapshot_writer_start(w, error))
-		return false;
 	uint64_t written = 0;
+	MigramCowStats cs = { 0 };
+	if (cow) {
+		const unsigned long **dm = g_new(const unsigned long *,
+						 blocks->len);
+		for (guint i = 0; i < blocks->len; i++)
+			dm[i] = bs[i].dirty;
+		bool ok = migram_snapshot_writer_start(w, error) &&
+			  migram_snapshot_cow_write(cow, w, e ? dm : NULL,
+						    error);
+		g_free(dm);
+		migram_snapshot_cow_finish(cow, &cs);
+		if (!ok)
+			return false;
+		written = cs.pages_written;
+		ss.pages_copied = cs.pages_written;
+		ss.zero_skipped = cs.zero_skipped;
+	} else if (!migram_snapshot_writer_start(w, error)) {
+		return false;
+	}
 	for (guint i = 0; i < blocks->len; i++) {
 		uint64_t n = 0;
-		if (!migram_snapshot_writer_put_staging(w, i, bs[i].st, 256,
-							true, &n, error) ||
+		if ((!cow && !migram_snapshot_writer_put_staging(
+				     w, i, bs[i].st, 256, true, &n, error)) ||
 		    !migram_snapshot_writer_set_hashes(w, i, bs[i].hashes,
 						       error))
 			return false;
@@ -142,9 +189,16 @@ static bool snapshot_epoch(const SimOptions *opt, unsigned e, GPtrArray *blocks,
 	if (!opt->quiet) {
 		printf("epoch %u -> %s (%s)\n", e, path, e ? "diff" : "full");
 		printf("  pause:           %.3f ms (stop %.3f, dirty log %.3f, "
-		       "copy %.3f, hash %.3f [verification only])\n",
-		       ms(pause), ms(t1 - t0), ms(t2 - t1), ms(ss.copy_ns),
+		       "%s %.3f, hash %.3f [verification only])\n",
+		       ms(pause), ms(t1 - t0), ms(t2 - t1),
+		       cow ? "protect" : "copy", ms(ss.copy_ns),
 		       ms(ss.hash_ns));
+		if (cow)
+			printf("  copy-before-write: %" G_GUINT64_FORMAT
+			       " guest writes copied a page first, "
+			       "%" G_GUINT64_FORMAT
+			       " pages written from copies\n",
+			       cs.wp_faults, cs.from_staging);
 		printf("  pause w/o hash:  %.3f ms\n", ms(pause - ss.hash_ns));
 		printf("  pages staged:    %" G_GUINT64_FORMAT
 		       " (%" G_GUINT64_FORMAT " zero pages left out)\n",
@@ -197,8 +251,8 @@ static int run_snapshot(const SimOptions *opt, GError **error)
 	if (guest) {
 		g_usleep(opt->snapshot_after_ms * 1000);
 		for (unsigned e = 0; e <= opt->snapshot_epochs && ok; e++) {
-			ok = snapshot_epoch(opt, e, blocks, bs, &src, guest,
-					    &parent, error);
+			ok = snapshot_epoch(opt, e, list, blocks, bs, &src,
+					    guest, &parent, error);
 			if (ok && e < opt->snapshot_epochs)
 				g_usleep(opt->snapshot_after_ms * 1000);
 		}

@@ -538,6 +538,70 @@ MigramLazyRestore *migram_snapshot_lazy_start(MigramSnapshotFile *const *chain,
 bool migram_snapshot_lazy_finish(MigramLazyRestore *lr, MigramLazyStats *stats,
 				 GError **error);
 
+/** Opaque; a copy-before-write snapshot in progress.  Single owner. */
+typedef struct MigramCowSnapshot MigramCowSnapshot;
+
+/** What a copy-before-write snapshot did. */
+typedef struct {
+	uint64_t protect_ns;    /**< cow_start: registering and protecting */
+	uint64_t wp_faults;     /**< guest writes that copied a page first */
+	uint64_t pages_written; /**< pages written to the file */
+	uint64_t from_staging;  /**< of those, taken from the copies */
+	uint64_t zero_skipped;  /**< full snapshot: zero pages left out */
+} MigramCowStats;
+
+/**
+ * Strategy "copy-before-write" (QEMU's background snapshot): while the
+ * guest is paused, register every migratable block of @p list with
+ * userfaultfd write-protect and protect its used_length (never-touched
+ * pages too).  Then resume the guest: its first write to a page blocks
+ * until a handler thread has copied the page's old content into a
+ * staging area and unprotected it.  migram_snapshot_cow_write() then
+ * writes the memory as it was at the pause.
+ *
+ * @param list the guest's RAM; no block may be added, removed or resized
+ *        until migram_snapshot_cow_finish().
+ * @param error MIGRAM_ERROR_UNSUPPORTED without userfaultfd write-protect
+ *        on unpopulated memory (Linux 6.4) or shmem (for memfd blocks),
+ *        or for a hugetlb block; MIGRAM_ERROR_IO.
+ * @return the snapshot in progress.
+ *
+ * Context: A registered RCU thread, not in a read-side section, with the
+ * guest paused.  Starts one thread (the write-fault handler).
+ */
+MigramCowSnapshot *migram_snapshot_cow_start(MigramRamList *list,
+					     GError **error);
+
+/**
+ * Write the memory as it was at migram_snapshot_cow_start() into @p w:
+ * every non-zero page (with @p dirty NULL) or the pages set in
+ * dirty[i] for the i-th migratable block (a diff), each page taken from
+ * its copy if the guest wrote it since, else from guest memory (still
+ * protected, so unchanged), and unprotected once written.
+ *
+ * @param cow the snapshot in progress.
+ * @param w a started writer whose blocks are the list's migratable
+ *        blocks in list order (migram_snapshot_writer_add_list()).
+ * @param dirty per block a bitmap of used_length / 4 KiB bits, or NULL.
+ * @param error as migram_snapshot_writer_put_pages().
+ * @return true on success.
+ *
+ * Context: The thread that started @p cow; the guest runs meanwhile.
+ */
+bool migram_snapshot_cow_write(MigramCowSnapshot *cow, MigramSnapshotWriter *w,
+			       const unsigned long *const *dirty,
+			       GError **error);
+
+/**
+ * Unprotect everything, stop the handler, unregister, free @p cow.
+ *
+ * @param cow the snapshot (freed).
+ * @param stats filled in; may be NULL.
+ *
+ * Context: The thread that started @p cow.
+ */
+void migram_snapshot_cow_finish(MigramCowSnapshot *cow, MigramCowStats *stats);
+
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(MigramSnapshotWriter, migram_snapshot_writer_free)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(MigramSnapshotFile, migram_snapshot_close)
 

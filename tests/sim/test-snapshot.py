@@ -33,11 +33,11 @@ def sim(*args):
     return run(SIM, *args)
 
 
-def snapshot(work, epochs=2, ram="16M"):
+def snapshot(work, epochs=2, ram="16M", mode="staging"):
     path = os.path.join(work, "s.snap")
     r = sim("--ram", ram, "--snapshot", path, "--snapshot-epochs",
             str(epochs), "--snapshot-after", "50ms", "--dirty-rate",
-            "50M/s")
+            "50M/s", "--snapshot-mode", mode)
     assert r.returncode == 0, r.stderr
     files = [path] + [f"{path}.{e}" for e in range(1, epochs + 1)]
     return r, files
@@ -67,6 +67,23 @@ def _(work):
     r = sim("--ram", "16M", "--restore", ",".join(files[:2]))
     assert r.returncode == 0, r.stderr
     assert "0 page(s) differ" in r.stdout
+
+
+@case("copy-before-write snapshots (uffd-wp) restore and verify")
+def _(work):
+    path = os.path.join(work, "s.snap")
+    r = sim("--ram", "16M", "--snapshot", path, "--snapshot-epochs", "1",
+            "--snapshot-after", "50ms", "--dirty-rate", "50M/s",
+            "--snapshot-mode", "cow")
+    if r.returncode and "write-protect" in r.stderr:
+        return "SKIP no userfaultfd write-protect: " + r.stderr.strip()
+    assert r.returncode == 0, r.stderr
+    assert "protect" in r.stdout and "copy-before-write" in r.stdout
+    r = sim("--ram", "16M", "--restore", f"{path},{path}.1")
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "0 page(s) differ" in r.stdout, r.stdout
+    r = sim("--ram", "16M", "--restore", path, "--lazy")
+    assert r.returncode == 0, r.stderr + r.stdout
 
 
 @case("lazy restore through userfaultfd verifies")

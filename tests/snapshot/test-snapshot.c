@@ -353,6 +353,89 @@ static void test_lazy(Fixture *f, gconstpointer data)
 	migram_snapshot_close(chain[1]);
 }
 
+typedef struct {
+	uint8_t *host;
+	uint64_t npages;
+	unsigned seed;
+	volatile int *stop;
+	uint64_t writes;
+} Writer;
+
+/* A vCPU writing whole pages at random while the snapshot is written. */
+static gpointer writer_main(gpointer p)
+{
+	Writer *w = p;
+	GRand *r = g_rand_new_with_seed(w->seed);
+	while (!__atomic_load_n(w->stop, __ATOMIC_ACQUIRE) || w->writes < 64) {
+		uint64_t pg = (uint64_t)g_rand_int_range(r, 0,
+							 (gint32)w->npages);
+		memset(w->host + pg * PAGE, (int)(w->seed * 16 + 1), PAGE);
+		w->writes++;
+	}
+	g_rand_free(r);
+	return NULL;
+}
+
+static void test_cow(Fixture *f, gconstpointer data)
+{
+	(void)data;
+	GError *err = NULL;
+	uint8_t *a = host_of(f->src, "pc.ram"),
+		*v = host_of(f->src, "vga.vram");
+	/* The memory at the pause instant. */
+	g_autofree uint8_t *ea = g_memdup2(a, A_PAGES * PAGE);
+	g_autofree uint8_t *ev = g_memdup2(v, B_PAGES * PAGE);
+	MigramCowSnapshot *cow = migram_snapshot_cow_start(f->src, &err);
+	if (!cow) {
+		g_assert_error(err, MIGRAM_ERROR, MIGRAM_ERROR_UNSUPPORTED);
+		g_test_skip(err->message);
+		g_error_free(err);
+		return;
+	}
+	/* Resume: writers run while the file is written. */
+	volatile int stop = 0;
+	Writer wr[4];
+	GThread *th[4];
+	for (unsigned i = 0; i < 4; i++) {
+		wr[i] = (Writer){ i % 2 ? v : a, i % 2 ? B_PAGES : A_PAGES,
+				  i + 1, &stop, 0 };
+		th[i] = g_thread_new("writer", writer_main, &wr[i]);
+	}
+	MigramSnapshotParams params = { 0 };
+	MigramSnapshotWriter *w = migram_snapshot_writer_new(f->base, &params,
+							     &err);
+	g_assert_true(migram_snapshot_writer_add_list(w, f->src, &err));
+	g_assert_true(migram_snapshot_writer_start(w, &err));
+	g_assert_true(migram_snapshot_cow_write(cow, w, NULL, &err));
+	g_assert_no_error(err);
+	g_assert_true(migram_snapshot_writer_finish(w, NULL, &err));
+	migram_snapshot_writer_free(w);
+	__atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
+	for (unsigned i = 0; i < 4; i++)
+		g_thread_join(th[i]);
+	MigramCowStats cs;
+	migram_snapshot_cow_finish(cow, &cs);
+	g_test_message("cow: %" G_GUINT64_FORMAT
+		       " write faults, %" G_GUINT64_FORMAT
+		       " pages written, %" G_GUINT64_FORMAT " from copies",
+		       cs.wp_faults, cs.pages_written, cs.from_staging);
+	g_assert_cmpuint(cs.pages_written + cs.zero_skipped, ==,
+			 A_PAGES + B_PAGES);
+
+	/* The file holds exactly the memory at the pause instant. */
+	g_autoptr(MigramSnapshotFile) sf = migram_snapshot_open(f->base, &err);
+	g_assert_no_error(err);
+	g_autoptr(MigramRamList) dst = make_list(A_PAGES);
+	g_assert_true(migram_snapshot_restore(&sf, 1, dst, 2, NULL, &err));
+	g_assert_no_error(err);
+	g_assert_cmpmem(host_of(dst, "pc.ram"), A_PAGES * PAGE, ea,
+			A_PAGES * PAGE);
+	g_assert_cmpmem(host_of(dst, "vga.vram"), B_PAGES * PAGE, ev,
+			B_PAGES * PAGE);
+	/* And the guest's later writes went through. */
+	g_assert_cmpuint(wr[0].writes, >=, 64);
+}
+
 static void test_layout_mismatch(Fixture *f, gconstpointer data)
 {
 	(void)data;
@@ -537,6 +620,7 @@ int main(int argc, char **argv)
 	ADD("sparse", test_sparse);
 	ADD("diff-chain", test_diff_chain);
 	ADD("lazy", test_lazy);
+	ADD("cow", test_cow);
 	ADD("layout-mismatch", test_layout_mismatch);
 	ADD("bad-files", test_bad_files);
 	ADD("random-corruption", test_random_corruption);
