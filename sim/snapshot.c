@@ -208,7 +208,7 @@ static bool snapshot_epoch(const SimOptions *opt, unsigned e,
 		       written, wsec * 1e3,
 		       wsec > 0 ? (double)written * PAGE / wsec / 1048576 : 0);
 		printf("  guest writes:    %" G_GUINT64_FORMAT
-		       " during the epoch's write-out\n",
+		       " from the pause to the end of the write-out\n",
 		       w1 - w0);
 	}
 	return true;
