@@ -177,7 +177,8 @@ static bool snapshot_epoch(const SimOptions *opt, unsigned e,
 		if ((!cow && !migram_snapshot_writer_put_staging(
 				     w, i, bs[i].st, 256, true, &n, error)) ||
 		    !migram_snapshot_writer_set_hashes(w, i, bs[i].hashes,
-						       error))
+						       error) ||
+		    !migram_snapshot_writer_set_hot(w, i, bs[i].dirty, error))
 			return false;
 		written += n;
 	}
@@ -280,7 +281,6 @@ bool sim_snapshot_lazy(const SimOptions *opt, MigramSnapshotFile **chain,
 		       uint64_t *first_us, uint64_t *faults,
 		       MigramRestoreStats *rs, GError **error)
 {
-	(void)opt;
 	uint64_t t0 = g_get_monotonic_time();
 	MigramLazyRestore *lr = migram_snapshot_lazy_start(chain, n, list,
 							   error);
@@ -302,6 +302,11 @@ bool sim_snapshot_lazy(const SimOptions *opt, MigramSnapshotFile **chain,
 	if (!migram_snapshot_lazy_finish(lr, &ls, error))
 		return false;
 	*faults = ls.faults;
+	if (!opt->quiet)
+		printf("lazy prefetch:     %" G_GUINT64_FORMAT
+		       " pages, the %" G_GUINT64_FORMAT
+		       " hot ones (written last before the snapshot) first\n",
+		       ls.prefetched, ls.prefetched_hot);
 	*rs = (MigramRestoreStats){
 		.pages_read = ls.faults + ls.prefetched,
 		.pages_zeroed = ls.zero_faults,

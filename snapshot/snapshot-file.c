@@ -169,6 +169,7 @@ static bool parse_entry(MigramSnapshotFile *f, guint i, const uint8_t *e,
 	b->page_size = snap_get64(e + 8);
 	b->bitmap_offset = snap_get64(e + 16);
 	b->hashes_offset = snap_get64(e + 24);
+	b->hot_offset = snap_get64(e + 312);
 	b->pages_offset = snap_get64(e + 32);
 	b->present = snap_get64(e + 40);
 	unsigned name_len = (unsigned)e[48] | (unsigned)e[49] << 8;
@@ -197,7 +198,7 @@ static bool parse_entry(MigramSnapshotFile *f, guint i, const uint8_t *e,
 			   "block '%s': page size %" G_GUINT64_FORMAT, b->name,
 			   b->page_size);
 	if (b->pages_offset % MIGRAM_SNAPSHOT_ALIGN || b->bitmap_offset % 8 ||
-	    b->hashes_offset % 8)
+	    b->hashes_offset % 8 || b->hot_offset % 8)
 		return bad(
 			error, f, at + 16,
 			"block '%s': misaligned offsets (bitmap %" G_GUINT64_FORMAT
@@ -214,43 +215,57 @@ static bool parse_entry(MigramSnapshotFile *f, guint i, const uint8_t *e,
 	return true;
 }
 
-static bool load_bitmap(MigramSnapshotFile *f, SnapBlock *b, GError **error)
+/* Read a bitmap of b->npages bits at @p off (tail bits must be clear). */
+static unsigned long *read_bitmap(MigramSnapshotFile *f, const SnapBlock *b,
+				  uint64_t off, const char *what,
+				  GError **error)
 {
 	size_t words = migram_bitmap_le64_words((size_t)b->npages);
-	g_autofree uint64_t *raw = g_try_malloc((gsize)words * 8);
+	uint64_t *raw = g_try_new0(uint64_t, words);
+	unsigned long *map = NULL;
 	if (!raw) {
 		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_NO_MEMORY,
-			    "%s: block '%s': bitmap of %zu words", f->name,
-			    b->name, words);
-		return false;
+			    "%s: block '%s': %s of %zu words", f->name, b->name,
+			    what, words);
+		return NULL;
 	}
-	if (!snap_pread_all(f->fd, raw, words * 8, b->bitmap_offset,
-			    "a present bitmap", f->name, error))
-		return false;
-	/* Tail bits past npages must be clear. */
+	if (!snap_pread_all(f->fd, raw, words * 8, off, what, f->name, error))
+		goto out;
 	uint64_t tail = b->npages % 64;
-	if (tail) {
-		uint8_t *last = (uint8_t *)&raw[words - 1];
-		if (snap_get64(last) >> tail)
-			return bad(
-				error, f, b->bitmap_offset + (words - 1) * 8,
-				"block '%s': present bits past its %" G_GUINT64_FORMAT
-				" pages",
-				b->name, b->npages);
+	if (tail && GUINT64_FROM_LE(raw[words - 1]) >> tail) {
+		bad(error, f, off + (words - 1) * 8,
+		    "block '%s': %s bits past its %" G_GUINT64_FORMAT " pages",
+		    b->name, what, b->npages);
+		goto out;
 	}
-	b->bitmap = migram_bitmap_new((size_t)b->npages);
-	if (!b->bitmap) {
+	map = migram_bitmap_new((size_t)b->npages);
+	if (!map) {
 		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_NO_MEMORY,
-			    "%s: block '%s': bitmap", f->name, b->name);
-		return false;
+			    "%s: block '%s': %s", f->name, b->name, what);
+		goto out;
 	}
-	migram_bitmap_from_le64(b->bitmap, raw, (size_t)b->npages);
+	migram_bitmap_from_le64(map, raw, (size_t)b->npages);
+out:
+	g_free(raw);
+	return map;
+}
+
+static bool load_bitmaps(MigramSnapshotFile *f, SnapBlock *b, GError **error)
+{
+	b->bitmap = read_bitmap(f, b, b->bitmap_offset, "present", error);
+	if (!b->bitmap)
+		return false;
 	uint64_t n = migram_bitmap_count(b->bitmap, 0, (size_t)b->npages);
 	if (n != b->present)
 		return bad(error, f, b->bitmap_offset,
 			   "block '%s': bitmap has %" G_GUINT64_FORMAT
 			   " present pages, the table says %" G_GUINT64_FORMAT,
 			   b->name, n, b->present);
+	if (b->hot_offset) {
+		b->hot = read_bitmap(f, b, b->hot_offset, "hot", error);
+		if (!b->hot)
+			return false;
+	}
 	return true;
 }
 
@@ -332,11 +347,19 @@ static bool parse(MigramSnapshotFile *f, GError **error)
 				      i };
 			g_array_append_val(regions, r);
 		}
+		if (b->hot_offset) {
+			r = (Region){
+				b->hot_offset,
+				migram_bitmap_le64_words((size_t)b->npages) * 8,
+				"hot bitmap", i
+			};
+			g_array_append_val(regions, r);
+		}
 	}
 	if (!check_regions(f, regions, error))
 		return false;
 	for (guint i = 0; i < f->nblocks; i++)
-		if (!load_bitmap(f, &f->blocks[i], error))
+		if (!load_bitmaps(f, &f->blocks[i], error))
 			return false;
 	return true;
 }
@@ -384,8 +407,10 @@ MIGRAM_EXPORT void migram_snapshot_close(MigramSnapshotFile *f)
 		return;
 	if (f->fd >= 0)
 		close(f->fd);
-	for (guint i = 0; f->blocks && i < f->nblocks; i++)
+	for (guint i = 0; f->blocks && i < f->nblocks; i++) {
 		migram_bitmap_free(f->blocks[i].bitmap);
+		migram_bitmap_free(f->blocks[i].hot);
+	}
 	g_free(f->blocks);
 	g_free(f->name);
 	g_free(f);
@@ -442,6 +467,10 @@ MIGRAM_EXPORT void migram_snapshot_block_info(const MigramSnapshotFile *f,
 		.pages_offset = b->pages_offset,
 		.bitmap_offset = b->bitmap_offset,
 		.hashes_offset = b->hashes_offset,
+		.hot_offset = b->hot_offset,
+		.hot_pages = b->hot ? migram_bitmap_count(b->hot, 0,
+							  (size_t)b->npages)
+				    : 0,
 	};
 }
 
@@ -521,19 +550,22 @@ MIGRAM_EXPORT char *migram_snapshot_describe(const MigramSnapshotFile *f)
 		f->id, f->parent_id, f->epoch, f->file_size, f->nblocks);
 	for (guint i = 0; i < f->nblocks; i++) {
 		const SnapBlock *b = &f->blocks[i];
-		g_string_append_printf(s,
-				       "  block %u '%s': %" G_GUINT64_FORMAT
-				       " bytes (%" G_GUINT64_FORMAT
-				       " pages, page size %" G_GUINT64_FORMAT
-				       "), %" G_GUINT64_FORMAT " present\n"
-				       "    bitmap @%" G_GUINT64_FORMAT
-				       "  hashes @%" G_GUINT64_FORMAT
-				       "%s  pages @%" G_GUINT64_FORMAT "\n",
-				       i, b->name, b->used_length, b->npages,
-				       b->page_size, b->present,
-				       b->bitmap_offset, b->hashes_offset,
-				       b->hashes_offset ? "" : " (none)",
-				       b->pages_offset);
+		g_string_append_printf(
+			s,
+			"  block %u '%s': %" G_GUINT64_FORMAT
+			" bytes (%" G_GUINT64_FORMAT
+			" pages, page size %" G_GUINT64_FORMAT
+			"), %" G_GUINT64_FORMAT " present\n"
+			"    bitmap @%" G_GUINT64_FORMAT
+			"  hashes @%" G_GUINT64_FORMAT
+			"%s  pages @%" G_GUINT64_FORMAT
+			"  hot pages %" G_GUINT64_FORMAT "\n",
+			i, b->name, b->used_length, b->npages, b->page_size,
+			b->present, b->bitmap_offset, b->hashes_offset,
+			b->hashes_offset ? "" : " (none)", b->pages_offset,
+			b->hot ? migram_bitmap_count(b->hot, 0,
+						     (size_t)b->npages)
+			       : 0);
 	}
 	return g_string_free(s, FALSE);
 }

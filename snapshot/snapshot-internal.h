@@ -14,9 +14,12 @@
  *    16  u64 bitmap offset       24  u64 hashes offset (0: none)
  *    32  u64 pages offset        40  u64 present pages
  *    48  u16 name length, 6 zero bytes
- *    56  name, 256 bytes, NUL-padded      312 u64 reserved, 0
- *   then the bitmaps (ceil(npages / 64) u64 words each) and hash arrays
- *   (npages u64 each), then each block's pages region, 1 MiB aligned.
+ *    56  name, 256 bytes, NUL-padded
+ *   312  u64 hot bitmap offset (0: none): pages written in the
+ *        interval before the snapshot, prefetched first by a lazy restore
+ *   then the bitmaps (ceil(npages / 64) u64 words each), hash arrays
+ *   (npages u64 each) and hot bitmaps, then each block's pages region, 1 MiB
+ * aligned.
  */
 #ifndef MIGRAM_SNAPSHOT_INTERNAL_H
 #define MIGRAM_SNAPSHOT_INTERNAL_H
@@ -42,7 +45,9 @@ typedef struct {
 	uint64_t hashes_offset;
 	uint64_t pages_offset;
 	uint64_t present;
+	uint64_t hot_offset;
 	unsigned long *bitmap; /* npages bits */
+	unsigned long *hot;    /* npages bits, or NULL */
 } SnapBlock;
 
 struct MigramSnapshotFile {

@@ -42,6 +42,7 @@ struct MigramLazyRestore {
 	GThread *handler, *prefetcher;
 	uint64_t t0;
 	uint64_t faults, zero_faults, prefetched, first_fault_ns; /* atomic */
+	uint64_t prefetched_hot;
 	GMutex lock;
 	GError *error; /* first, under lock */
 };
@@ -174,40 +175,68 @@ static gpointer handler_main(gpointer data)
 	return NULL;
 }
 
+/*
+ * Place the pages of @p b not yet placed, in runs; with @p hot, only the
+ * pages set in it.  Returns false after an error (recorded).
+ */
+static bool prefetch_block(MigramLazyRestore *lr, LBlock *b,
+			   const unsigned long *hot, uint8_t *buf,
+			   uint64_t *placed)
+{
+	uint64_t p = 0;
+	while (p < b->npages) {
+		if (hot) {
+			p = migram_bitmap_find_next_set(hot, (size_t)b->npages,
+							(size_t)p);
+			if (p >= b->npages)
+				break;
+		}
+		if (migram_bitmap_test_bit_atomic(b->placed, (size_t)p)) {
+			p++;
+			continue;
+		}
+		int src = source_of(lr, b, p);
+		uint64_t q = p + 1;
+		while (q < b->npages && q - p < RUN &&
+		       (!hot || migram_bitmap_test_bit(hot, (size_t)q)) &&
+		       !migram_bitmap_test_bit_atomic(b->placed, (size_t)q) &&
+		       source_of(lr, b, q) == src)
+			q++;
+		GError *err = NULL;
+		int64_t n = place(lr, b, src, p, q - p, buf, true, &err);
+		if (n < 0) {
+			lazy_fail(lr, err);
+			return false;
+		}
+		/* Mark what this run placed (the kernel has it now). */
+		if (n > 0)
+			migram_bitmap_set_atomic(b->placed, (size_t)p,
+						 (size_t)n);
+		*placed += (uint64_t)n;
+		/* Skip the page that was already there. */
+		p += (uint64_t)n < q - p ? (uint64_t)n + 1 : q - p;
+	}
+	return true;
+}
+
 static gpointer prefetch_main(gpointer data)
 {
 	MigramLazyRestore *lr = data;
 	uint8_t *buf = g_malloc((gsize)RUN * SNAP_PAGE);
-	for (guint bi = 0; bi < lr->nblocks; bi++) {
+	const MigramSnapshotFile *last = lr->chain[lr->n - 1];
+	uint64_t hot = 0, rest = 0;
+	bool ok = true;
+	/* The pages the guest wrote last first, then everything else. */
+	for (guint bi = 0; bi < lr->nblocks && ok; bi++) {
 		LBlock *b = &lr->blocks[bi];
-		uint64_t p = 0;
-		while (p < b->npages) {
-			if (migram_bitmap_test_bit_atomic(b->placed,
-							  (size_t)p)) {
-				p++;
-				continue;
-			}
-			int src = source_of(lr, b, p);
-			uint64_t q = p + 1;
-			while (q < b->npages && q - p < RUN &&
-			       !migram_bitmap_test_bit_atomic(b->placed,
-							      (size_t)q) &&
-			       source_of(lr, b, q) == src)
-				q++;
-			GError *err = NULL;
-			int64_t n = place(lr, b, src, p, q - p, buf, true,
-					  &err);
-			if (n < 0) {
-				lazy_fail(lr, err);
-				g_free(buf);
-				return NULL;
-			}
-			__atomic_add_fetch(&lr->prefetched, (uint64_t)n,
-					   __ATOMIC_RELAXED);
-			/* Skip the page that was already there. */
-			p += (uint64_t)n < q - p ? (uint64_t)n + 1 : q - p;
-		}
+		const unsigned long *h = last->blocks[b->index[lr->n - 1]].hot;
+		if (h)
+			ok = prefetch_block(lr, b, h, buf, &hot);
 	}
+	for (guint bi = 0; bi < lr->nblocks && ok; bi++)
+		ok = prefetch_block(lr, &lr->blocks[bi], NULL, buf, &rest);
+	__atomic_store_n(&lr->prefetched_hot, hot, __ATOMIC_RELAXED);
+	__atomic_store_n(&lr->prefetched, hot + rest, __ATOMIC_RELAXED);
 	g_free(buf);
 	return NULL;
 }
@@ -336,6 +365,7 @@ MIGRAM_EXPORT bool migram_snapshot_lazy_finish(MigramLazyRestore *lr,
 			.faults = lr->faults,
 			.zero_faults = lr->zero_faults,
 			.prefetched = lr->prefetched,
+			.prefetched_hot = lr->prefetched_hot,
 			.first_fault_ns = lr->first_fault_ns,
 			.elapsed_ns = snap_now_ns() - lr->t0,
 		};

@@ -18,7 +18,8 @@
 
 typedef struct {
 	SnapBlock b;
-	uint64_t *hashes; /* npages, or NULL */
+	uint64_t *hashes;   /* npages, or NULL */
+	unsigned long *hot; /* npages bits, or NULL */
 } WBlock;
 
 struct MigramSnapshotWriter {
@@ -68,6 +69,7 @@ MIGRAM_EXPORT void migram_snapshot_writer_free(MigramSnapshotWriter *w)
 	for (guint i = 0; i < w->blocks->len; i++) {
 		WBlock *wb = &g_array_index(w->blocks, WBlock, i);
 		migram_bitmap_free(wb->b.bitmap);
+		migram_bitmap_free(wb->hot);
 		g_free(wb->hashes);
 	}
 	g_array_unref(w->blocks);
@@ -162,6 +164,8 @@ MIGRAM_EXPORT bool migram_snapshot_writer_start(MigramSnapshotWriter *w,
 		at += migram_bitmap_le64_words((size_t)b->npages) * 8;
 		b->hashes_offset = at; /* reserved; 0 in the table if unset */
 		at += b->npages * 8;
+		b->hot_offset = at; /* the same */
+		at += migram_bitmap_le64_words((size_t)b->npages) * 8;
 	}
 	for (guint i = 0; i < w->blocks->len; i++) {
 		SnapBlock *b = &g_array_index(w->blocks, WBlock, i).b;
@@ -268,6 +272,21 @@ MIGRAM_EXPORT bool migram_snapshot_writer_set_hashes(MigramSnapshotWriter *w,
 	return true;
 }
 
+MIGRAM_EXPORT bool migram_snapshot_writer_set_hot(MigramSnapshotWriter *w,
+						  guint index,
+						  const unsigned long *hot,
+						  GError **error)
+{
+	g_return_val_if_fail(w != NULL && hot != NULL, false);
+	if (!started_block(w, index, error))
+		return false;
+	WBlock *wb = &g_array_index(w->blocks, WBlock, index);
+	if (!wb->hot)
+		wb->hot = migram_bitmap_new((size_t)wb->b.npages);
+	migram_bitmap_copy(wb->hot, hot, (size_t)wb->b.npages);
+	return true;
+}
+
 static void put_entry(uint8_t *e, const WBlock *wb)
 {
 	const SnapBlock *b = &wb->b;
@@ -282,6 +301,7 @@ static void put_entry(uint8_t *e, const WBlock *wb)
 	e[48] = (uint8_t)len;
 	e[49] = (uint8_t)(len >> 8);
 	memcpy(e + SNAP_NAME_AT, b->name, len);
+	snap_put64(e + 312, wb->hot ? b->hot_offset : 0);
 }
 
 static bool write_metadata(MigramSnapshotWriter *w, GError **error)
@@ -294,6 +314,14 @@ static bool write_metadata(MigramSnapshotWriter *w, GError **error)
 		if (!snap_pwrite_all(w->fd, le, words * 8, wb->b.bitmap_offset,
 				     "a bitmap", w->path, error))
 			return false;
+		if (wb->hot) {
+			migram_bitmap_to_le64(le, wb->hot,
+					      (size_t)wb->b.npages);
+			if (!snap_pwrite_all(w->fd, le, words * 8,
+					     wb->b.hot_offset, "a hot bitmap",
+					     w->path, error))
+				return false;
+		}
 		if (!wb->hashes)
 			continue;
 		g_autofree uint8_t *raw = g_malloc((gsize)(wb->b.npages * 8));

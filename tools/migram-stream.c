@@ -395,6 +395,8 @@ static int snapshot_info(const char *path, gboolean json)
 		json_builder_add_int_value(jb, (gint64)b.present_pages);
 		json_builder_set_member_name(jb, "pages_offset");
 		json_builder_add_int_value(jb, (gint64)b.pages_offset);
+		json_builder_set_member_name(jb, "hot_pages");
+		json_builder_add_int_value(jb, (gint64)b.hot_pages);
 		json_builder_set_member_name(jb, "hashes");
 		json_builder_add_boolean_value(jb, b.hashes_offset != 0);
 		json_builder_end_object(jb);

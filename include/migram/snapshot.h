@@ -205,6 +205,22 @@ bool migram_snapshot_writer_set_hashes(MigramSnapshotWriter *w, guint index,
 				       const uint64_t *hashes, GError **error);
 
 /**
+ * Record block @p index's hot pages: those the guest wrote in the
+ * interval before the snapshot (the dirty log collected at the pause).
+ * A lazy restore prefetches them before the others.
+ *
+ * @param w a started writer.
+ * @param index the block.
+ * @param hot used_length / 4 KiB bits (copied).
+ * @param error MIGRAM_ERROR_INVALID for a bad block.
+ * @return true on success.
+ *
+ * Context: The writer's thread.
+ */
+bool migram_snapshot_writer_set_hot(MigramSnapshotWriter *w, guint index,
+				    const unsigned long *hot, GError **error);
+
+/**
  * Write bitmaps, hashes, the block table and last the header, fsync.
  *
  * @param w a started writer; unusable afterwards (free it).
@@ -327,6 +343,8 @@ typedef struct {
 	uint64_t pages_offset;  /**< file offset of page 0 */
 	uint64_t bitmap_offset; /**< file offset of the present bitmap */
 	uint64_t hashes_offset; /**< file offset of the hashes, 0: none */
+	uint64_t hot_offset;    /**< file offset of the hot bitmap, 0: none */
+	uint64_t hot_pages;     /**< pages in the hot bitmap */
 } MigramSnapshotBlockInfo;
 
 /**
@@ -495,6 +513,7 @@ typedef struct {
 	uint64_t faults;         /**< guest faults served from the files */
 	uint64_t zero_faults;    /**< of those, pages no file holds (zeroed) */
 	uint64_t prefetched;     /**< pages the background thread placed */
+	uint64_t prefetched_hot; /**< of those, hot pages placed first */
 	uint64_t first_fault_ns; /**< start to the first fault served, 0: none
 				  */
 	uint64_t elapsed_ns;     /**< start to every page placed */
@@ -504,7 +523,9 @@ typedef struct {
  * Start a lazy restore of @p chain into @p list: register every block's
  * used_length with userfaultfd in missing mode, serve each first touch of
  * a page from the newest file holding it (or a zero page), and prefetch
- * every other page in a background thread, in address order.  The guest
+ * every other page in a background thread: first the last file's hot
+ * pages (migram_snapshot_writer_set_hot()), then the rest in address
+ * order.  The guest
  * may run as soon as this returns.
  *
  * @param chain the files, base first; borrowed until

@@ -128,6 +128,9 @@ static uint64_t take(MigramRamList *list, const char *path, uint64_t parent,
 			w, i, st, 64, true, NULL, &err));
 		g_assert_cmpuint(migram_staging_present_pages(st), ==, 0);
 		g_assert_true(migram_snapshot_writer_set_hashes(w, i, h, &err));
+		if (dirty)
+			g_assert_true(migram_snapshot_writer_set_hot(
+				w, i, dirty[i], &err));
 	}
 	urcu_memb_read_unlock();
 	uint64_t id = 0;
@@ -345,6 +348,14 @@ static void test_lazy(Fixture *f, gconstpointer data)
 	g_assert_no_error(err);
 	/* Every page placed exactly once, by a fault or the prefetcher. */
 	g_assert_cmpuint(ls.faults + ls.prefetched, ==, A_PAGES + B_PAGES);
+	/* The diff's two hot pages went first (unless a toucher did). */
+	g_assert_cmpuint(ls.prefetched_hot, <=, 2);
+	MigramSnapshotBlockInfo hi;
+	migram_snapshot_block_info(chain[1], 0, &hi);
+	g_assert_cmpuint(hi.hot_pages, ==, 2);
+	g_assert_cmpuint(hi.hot_offset, !=, 0);
+	migram_snapshot_block_info(chain[0], 0, &hi);
+	g_assert_cmpuint(hi.hot_offset, ==, 0);
 	assert_same(f->src, dst);
 	uint64_t bad = 1;
 	g_assert_true(migram_snapshot_verify(chain[1], dst, &bad, &err));
