@@ -79,6 +79,8 @@ uint8_t *snap_fuzz_sample(gboolean diff, size_t *size)
 	g_assert(migram_snapshot_writer_put_pages(w, 0, 69, 1, page, NULL));
 	uint64_t h[70] = { 1, 2, 3 };
 	g_assert(migram_snapshot_writer_set_hashes(w, 0, h, NULL));
+	unsigned long hot[2] = { 0x18, 0x20 }; /* pages 3, 4 and 69 */
+	g_assert(migram_snapshot_writer_set_hot(w, 0, hot, NULL));
 	g_assert(migram_snapshot_writer_finish(w, NULL, NULL));
 	migram_snapshot_writer_free(w);
 	gchar *bytes = NULL;

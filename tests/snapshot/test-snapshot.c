@@ -529,7 +529,24 @@ static void test_bad_files(Fixture *f, gconstpointer data)
 	g_assert_true(migram_snapshot_find_block(ok, "pc.ram", &ai));
 	migram_snapshot_block_info(ok, ai, &info);
 	poke(f->base, (off_t)(info.bitmap_offset + 4 * 8 + 6), 0x80);
-	expect_bad(f->base, "past its 300 pages");
+	expect_bad(f->base, "present bits past its 300 pages");
+	poke(f->base, (off_t)(info.bitmap_offset + 4 * 8 + 6), 0x80);
+
+	/* A diff's hot bitmap: validated the same way. */
+	uint64_t id = take(f->src, f->base, 0, NULL, NULL);
+	uint64_t d[] = { 299 };
+	unsigned long *dirty[2] = { dirty_map(A_PAGES, d, 1),
+				    dirty_map(B_PAGES, NULL, 0) };
+	take(f->src, f->diff, id, dirty, NULL);
+	g_free(dirty[0]);
+	g_free(dirty[1]);
+	g_autoptr(MigramSnapshotFile) df = migram_snapshot_open(f->diff, &err);
+	g_assert_no_error(err);
+	g_assert_true(migram_snapshot_find_block(df, "pc.ram", &ai));
+	migram_snapshot_block_info(df, ai, &info);
+	g_assert_cmpuint(info.hot_pages, ==, 1);
+	poke(f->diff, (off_t)(info.hot_offset + 4 * 8 + 6), 0x80);
+	expect_bad(f->diff, "hot bits past its 300 pages");
 }
 
 /* Random byte corruption of the metadata: errors, never a crash. */
