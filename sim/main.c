@@ -22,6 +22,7 @@
 #include <migram/ramblock.h>
 
 #include "peer.h"
+#include "sim-snapshot.h"
 #include "sim.h"
 
 static bool add_block(SimOptions *o, const char *spec, GError **error)
@@ -74,7 +75,9 @@ typedef struct {
 	gboolean auto_converge, model, quiet, verify_bytes, clear_at_sync;
 	gboolean no_return_path;
 	int io_timeout_ms;
-	gboolean version, check_source;
+	gboolean version, check_source, lazy;
+	char *snapshot_after;
+	gint snapshot_epochs;
 } Args;
 
 static bool fail_usage(GError **error, const char *fmt, const char *v)
@@ -337,6 +340,36 @@ static bool apply(const Args *a, SimOptions *o, GError **error)
 				  "--verify-bytes needs both sides in one run "
 				  "over socketpair or tcp%s",
 				  "");
+	if (o->snapshot_path && o->restore_path)
+		return fail_usage(error,
+				  "--snapshot and --restore: one of "
+				  "them%s",
+				  "");
+	if (o->snapshot_mode && strcmp(o->snapshot_mode, "staging") != 0 &&
+	    strcmp(o->snapshot_mode, "cow") != 0)
+		return fail_usage(error, "--snapshot-mode '%s': staging or cow",
+				  o->snapshot_mode);
+	if (a->lazy && !o->restore_path)
+		return fail_usage(error, "--lazy needs --restore%s", "");
+	if ((o->snapshot_path || o->restore_path) &&
+	    (o->model || o->workload == SIM_WORKLOAD_KVM || o->role))
+		return fail_usage(error,
+				  "--snapshot/--restore run the writer "
+				  "workloads in one process (not --model, "
+				  "kvm or --role)%s",
+				  "");
+	if (a->snapshot_epochs < 0 || a->snapshot_epochs > 1000)
+		return fail_usage(error, "--snapshot-epochs: 0 to 1000%s", "");
+	o->snapshot_epochs = (unsigned int)a->snapshot_epochs;
+	o->lazy = a->lazy;
+	o->snapshot_after_ms = 200;
+	if (a->snapshot_after) {
+		uint64_t us;
+		if (!sim_parse_duration(a->snapshot_after, 1000, &us))
+			return fail_usage(error, "--snapshot-after '%s'",
+					  a->snapshot_after);
+		o->snapshot_after_ms = us / 1000;
+	}
 	o->threads = (unsigned int)a->threads;
 	o->hot_fraction = a->hot_fraction;
 	o->hot_weight = a->hot_weight;
@@ -456,6 +489,23 @@ static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
 		  "source or destination (two hosts; needs tcp)", "ROLE" },
 		{ "verify-bytes", 0, 0, G_OPTION_ARG_NONE, &a.verify_bytes,
 		  "Also compare memory byte for byte", NULL },
+		{ "snapshot", 0, 0, G_OPTION_ARG_FILENAME, &o->snapshot_path,
+		  "Snapshot the running workload into FILE (then diffs "
+		  "FILE.1, ... with --snapshot-epochs)",
+		  "FILE" },
+		{ "snapshot-mode", 0, 0, G_OPTION_ARG_STRING, &o->snapshot_mode,
+		  "How: staging (default) or cow (copy-before-write)", "MODE" },
+		{ "snapshot-epochs", 0, 0, G_OPTION_ARG_INT, &a.snapshot_epochs,
+		  "Diff snapshots after the first (0)", "N" },
+		{ "snapshot-after", 0, 0, G_OPTION_ARG_STRING,
+		  &a.snapshot_after,
+		  "Run the workload this long before each snapshot (200ms)",
+		  "TIME" },
+		{ "restore", 0, 0, G_OPTION_ARG_STRING, &o->restore_path,
+		  "Restore FILE[,DIFF...] into fresh memory and verify it",
+		  "FILES" },
+		{ "lazy", 0, 0, G_OPTION_ARG_NONE, &a.lazy,
+		  "With --restore: fault pages in through userfaultfd", NULL },
 		{ "model", 0, 0, G_OPTION_ARG_NONE, &a.model,
 		  "Model mode: the real sender in virtual time, no page contents",
 		  NULL },
@@ -520,6 +570,7 @@ static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
 	g_free(a.switchover_bandwidth);
 	g_free(a.link_bandwidth);
 	g_free(a.transport);
+	g_free(a.snapshot_after);
 	g_free(a.mode);
 	g_free(a.working_set);
 	g_free(a.stride);
@@ -546,6 +597,9 @@ static void options_clear(SimOptions *o)
 	g_free(o->debug_hotplug);
 	g_free(o->json_path);
 	g_free(o->plot_path);
+	g_free(o->snapshot_path);
+	g_free(o->snapshot_mode);
+	g_free(o->restore_path);
 }
 
 int main(int argc, char **argv)
@@ -564,6 +618,13 @@ int main(int argc, char **argv)
 	if (opt.version_only) {
 		options_clear(&opt);
 		return SIM_EXIT_OK;
+	}
+	if (opt.snapshot_path || opt.restore_path) {
+		urcu_memb_register_thread();
+		rc = sim_snapshot_run(&opt);
+		urcu_memb_unregister_thread();
+		options_clear(&opt);
+		return rc;
 	}
 	/* Before any thread: they all inherit SIGINT and SIGTERM blocked. */
 	opt.peer = opt.model ? NULL : sim_peer_new();

@@ -135,6 +135,16 @@ typedef struct {
 	char *debug_hotplug;
 	bool debug_check_source;
 
+	/* snapshot mode (sim/snapshot.c): --snapshot FILE takes
+	 * 1 + snapshot_epochs snapshots (FILE, then diffs FILE.1, ...),
+	 * snapshot_after_ms apart; --restore FILE[,DIFF...] [--lazy] */
+	char *snapshot_path;
+	char *snapshot_mode; /* "staging" (default) */
+	unsigned int snapshot_epochs;
+	uint64_t snapshot_after_ms;
+	char *restore_path;
+	bool lazy;
+
 	/* model mode */
 	bool model;
 	uint64_t link_latency_us; /* model: round-trip latency */

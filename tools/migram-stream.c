@@ -22,6 +22,7 @@
 #include <migram/bitmap.h>
 #include <migram/channel.h>
 #include <migram/migram.h>
+#include <migram/snapshot.h>
 #include <migram/stream.h>
 
 #include "vmstate-walk.h"
@@ -339,6 +340,77 @@ static void print_human(const char *path, const Scan *s)
 		printf("note:     %s\n", s->stopped);
 }
 
+/* A snapshot file (snapshot.h) rather than a stream: its magic. */
+static bool is_snapshot_file(const char *path)
+{
+	char magic[8];
+	FILE *f = strcmp(path, "-") ? fopen(path, "rb") : NULL;
+	bool yes = f && fread(magic, 1, 8, f) == 8 &&
+		   memcmp(magic, MIGRAM_SNAPSHOT_MAGIC, 8) == 0;
+	if (f)
+		fclose(f);
+	return yes;
+}
+
+static int snapshot_info(const char *path, gboolean json)
+{
+	g_autoptr(GError) error = NULL;
+	g_autoptr(MigramSnapshotFile) f = migram_snapshot_open(path, &error);
+	if (!f) {
+		fprintf(stderr, "migram-stream: %s\n", error->message);
+		return 1;
+	}
+	if (!json) {
+		g_autofree char *d = migram_snapshot_describe(f);
+		printf("file:     %s\n%s", path, d);
+		return 0;
+	}
+	g_autoptr(JsonBuilder) jb = json_builder_new();
+	json_builder_begin_object(jb);
+	json_builder_set_member_name(jb, "file");
+	json_builder_add_string_value(jb, path);
+	json_builder_set_member_name(jb, "kind");
+	json_builder_add_string_value(jb, "snapshot");
+	json_builder_set_member_name(jb, "diff");
+	json_builder_add_boolean_value(jb, migram_snapshot_is_diff(f));
+	json_builder_set_member_name(jb, "id");
+	json_builder_add_int_value(jb, (gint64)migram_snapshot_id(f));
+	json_builder_set_member_name(jb, "parent");
+	json_builder_add_int_value(jb, (gint64)migram_snapshot_parent_id(f));
+	json_builder_set_member_name(jb, "epoch");
+	json_builder_add_int_value(jb, (gint64)migram_snapshot_epoch(f));
+	json_builder_set_member_name(jb, "blocks");
+	json_builder_begin_array(jb);
+	for (guint i = 0; i < migram_snapshot_block_count(f); i++) {
+		MigramSnapshotBlockInfo b;
+		migram_snapshot_block_info(f, i, &b);
+		json_builder_begin_object(jb);
+		json_builder_set_member_name(jb, "name");
+		json_builder_add_string_value(jb, b.name);
+		json_builder_set_member_name(jb, "used_length");
+		json_builder_add_int_value(jb, (gint64)b.used_length);
+		json_builder_set_member_name(jb, "page_size");
+		json_builder_add_int_value(jb, (gint64)b.page_size);
+		json_builder_set_member_name(jb, "present_pages");
+		json_builder_add_int_value(jb, (gint64)b.present_pages);
+		json_builder_set_member_name(jb, "pages_offset");
+		json_builder_add_int_value(jb, (gint64)b.pages_offset);
+		json_builder_set_member_name(jb, "hot_pages");
+		json_builder_add_int_value(jb, (gint64)b.hot_pages);
+		json_builder_set_member_name(jb, "hashes");
+		json_builder_add_boolean_value(jb, b.hashes_offset != 0);
+		json_builder_end_object(jb);
+	}
+	json_builder_end_array(jb);
+	json_builder_end_object(jb);
+	g_autoptr(JsonGenerator) gen = json_generator_new();
+	g_autoptr(JsonNode) root = json_builder_get_root(jb);
+	json_generator_set_root(gen, root);
+	g_autofree char *text = json_generator_to_data(gen, NULL);
+	printf("%s\n", text);
+	return 0;
+}
+
 static int cmd_info(int argc, char **argv)
 {
 	gboolean json = FALSE;
@@ -358,6 +430,8 @@ static int cmd_info(int argc, char **argv)
 		return usage_error(error->message);
 	if (argc != 2)
 		return usage_error("info takes one FILE");
+	if (is_snapshot_file(argv[1]))
+		return snapshot_info(argv[1], json);
 	scan_init(&s);
 	if (!scan(argv[1], &s, &error)) {
 		fprintf(stderr, "migram-stream: %s: %s\n", argv[1],
@@ -557,23 +631,24 @@ static int cmd_save(int argc, char **argv)
 
 static void print_help(FILE *f)
 {
-	fprintf(f, "Usage: migram-stream COMMAND [OPTION...]\n\n"
-		   "Commands:\n"
-		   "  info FILE [--json]                 sections, blocks, "
-		   "page counts\n"
-		   "  extract FILE --block NAME -o OUT   a block's memory "
-		   "image\n"
-		   "  save -o OUT [--machine TYPE] NAME=IMAGE...\n"
-		   "                                     write a stream from "
-		   "memory images\n\n"
-		   "Options:\n"
-		   "  -h, --help                         this help\n"
-		   "  --version                          print the version "
-		   "and exit\n\n"
-		   "COMMAND --help shows its options.  FILE may be - "
-		   "(standard input).\n"
-		   "Exit status: 0 success, 1 bad or unreadable stream, 2 bad "
-		   "usage.\n");
+	fprintf(f,
+		"Usage: migram-stream COMMAND [OPTION...]\n\n"
+		"Commands:\n"
+		"  info FILE [--json]                 (stream or snapshot file) sections, blocks, "
+		"page counts\n"
+		"  extract FILE --block NAME -o OUT   a block's memory "
+		"image\n"
+		"  save -o OUT [--machine TYPE] NAME=IMAGE...\n"
+		"                                     write a stream from "
+		"memory images\n\n"
+		"Options:\n"
+		"  -h, --help                         this help\n"
+		"  --version                          print the version "
+		"and exit\n\n"
+		"COMMAND --help shows its options.  FILE may be - "
+		"(standard input).\n"
+		"Exit status: 0 success, 1 bad or unreadable stream, 2 bad "
+		"usage.\n");
 }
 
 int main(int argc, char **argv)

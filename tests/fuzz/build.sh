@@ -53,3 +53,17 @@ echo "fuzz: $cc -> $out/make-corpus"
 
 rm -rf "$out/corpus" "$out/corpus-rp"
 "$out/make-corpus" "$out/corpus" "$out/corpus-rp"
+
+echo "fuzz: $cc -> $out/fuzz-snapshot"
+"$cc" "${common[@]}" -Isnapshot -O1 \
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	-fno-omit-frame-pointer \
+	"${lib_src[@]}" snapshot/*.c tests/fuzz/snap-harness.c \
+	tests/fuzz/fuzz-snapshot.c \
+	"${pkg[@]}" -pthread -lm -o "$out/fuzz-snapshot"
+"$cc" "${common[@]}" -Isnapshot -O1 \
+	"${lib_src[@]}" snapshot/*.c tests/fuzz/snap-harness.c \
+	tests/fuzz/make-snap-corpus.c \
+	"${pkg[@]}" -pthread -lm -o "$out/make-snap-corpus"
+rm -rf "$out/corpus-snap"
+"$out/make-snap-corpus" "$out/corpus-snap"

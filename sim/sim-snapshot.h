@@ -1,0 +1,28 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * migram-sim's snapshot and restore modes (sim/snapshot.c,
+ * sim/snapshot-lazy.c); docs/snapshots.md.
+ */
+#ifndef MIGRAM_SIM_SNAPSHOT_H
+#define MIGRAM_SIM_SNAPSHOT_H
+
+#include <migram/snapshot.h>
+
+#include "sim.h"
+
+/* --snapshot or --restore: run it, print the figures; an exit code. */
+int sim_snapshot_run(const SimOptions *opt);
+
+/*
+ * Lazy restore of @p chain into @p list's @p blocks: register them with
+ * userfaultfd (missing mode), serve faults from the files, prefetch the
+ * rest in the background, touch every page as a guest would and wait
+ * until all are in.  *first_us: time from the start to the first page
+ * the guest touched; *faults: faults served.
+ */
+bool sim_snapshot_lazy(const SimOptions *opt, MigramSnapshotFile **chain,
+		       guint n, MigramRamList *list, GPtrArray *blocks,
+		       uint64_t *first_us, uint64_t *faults,
+		       MigramRestoreStats *rs, GError **error);
+
+#endif
