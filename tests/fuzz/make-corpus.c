@@ -5,9 +5,10 @@
  * and hand-made hostile variants) as "<name>", plus truncated copies of
  * the valid ones as "<name>.cut<bytes>".  With a second directory, also
  * the seeds of the return-path target there: every sample of
- * rp-samples.c.
+ * rp-samples.c.  With a third, the seeds of the verification target
+ * (verify-harness.c) there.
  *
- * usage: make-corpus DIR [RP_DIR]
+ * usage: make-corpus DIR [RP_DIR [VERIFY_DIR]]
  */
 #include <errno.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@
 
 #include "rp-samples.h"
 #include "stream-samples.h"
+#include "verify-harness.h"
 
 /* Where to cut a valid stream: inside the header, config, list, pages. */
 static const size_t cuts[] = { 1, 5, 9, 14, 30, 60, 100, 150, 4200 };
@@ -61,13 +63,43 @@ static void rp_corpus(const char *dir)
 	printf("make-corpus: %zu files in %s\n", n, dir);
 }
 
+/* The verification target's seeds: valid, a block missing, a size, a
+ * page differing, and cuts of the valid one. */
+static void verify_corpus(const char *dir)
+{
+	VerifyHarness *h = verify_harness_new();
+	size_t files = 0;
+
+	make_dir(dir);
+	for (int i = 0; i < VERIFY_SEEDS; i++) {
+		GByteArray *a = verify_harness_seed(h, i);
+		g_autofree char *name = g_strdup_printf("verify-%d", i);
+
+		save(dir, name, a->data, a->len);
+		files++;
+		for (size_t k = 0;
+		     i == 0 && k < G_N_ELEMENTS(cuts) && cuts[k] < a->len;
+		     k++) {
+			g_autofree char *cut =
+				g_strdup_printf("verify-0.cut%zu", cuts[k]);
+
+			save(dir, cut, a->data, cuts[k]);
+			files++;
+		}
+		g_byte_array_unref(a);
+	}
+	verify_harness_free(h);
+	printf("make-corpus: %zu files in %s\n", files, dir);
+}
+
 int main(int argc, char **argv)
 {
 	const StreamSample *s;
 	size_t n, files = 0;
 
-	if (argc != 2 && argc != 3) {
-		fprintf(stderr, "usage: %s DIR [RP_DIR]\n", argv[0]);
+	if (argc < 2 || argc > 4) {
+		fprintf(stderr, "usage: %s DIR [RP_DIR [VERIFY_DIR]]\n",
+			argv[0]);
 		return 2;
 	}
 	make_dir(argv[1]);
@@ -92,7 +124,9 @@ int main(int argc, char **argv)
 		}
 	}
 	printf("make-corpus: %zu files in %s\n", files, argv[1]);
-	if (argc == 3)
+	if (argc >= 3)
 		rp_corpus(argv[2]);
+	if (argc == 4)
+		verify_corpus(argv[3]);
 	return 0;
 }

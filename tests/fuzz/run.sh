@@ -6,7 +6,8 @@
 #   tests/fuzz/run.sh [SECONDS] [TARGET]    default 60, receiver
 #
 # TARGET is receiver (fuzz-receiver: the stream reader and the receiver)
-# or return-path (fuzz-return-path: the source's return-path reader).
+# or return-path (fuzz-return-path: the source's return-path reader) or
+# verify (fuzz-verify: the source's half of verification, verify.h).
 #
 # New interesting inputs go to build-fuzz/work/ (receiver) or
 # build-fuzz/work-rp/ (return path); the seeds in build-fuzz/corpus/ and
@@ -35,8 +36,11 @@ receiver)
 return-path)
 	bin=fuzz-return-path work=work-rp corpus=corpus-rp prefix=rp-
 	dict=tests/fuzz/return-path.dict ;;
+verify)
+	bin=fuzz-verify work=work-verify corpus=corpus-verify prefix=verify-
+	dict=tests/fuzz/verify.dict ;;
 *)
-	echo "fuzz: unknown target '$target' (receiver, return-path)" >&2
+	echo "fuzz: unknown target '$target' (receiver, return-path, verify)" >&2
 	exit 2 ;;
 esac
 mkdir -p "$out/$work" "$out/artifacts"
