@@ -5,8 +5,8 @@
 #
 #   tests/fuzz/build.sh            build-fuzz/fuzz-receiver,
 #                                  fuzz-return-path, fuzz-verify,
-#                                  make-corpus, corpus/, corpus-rp/
-#                                  and corpus-verify/ (regenerated every time)
+#                                  fuzz-handshake, make-corpus, corpus/,
+#                                  corpus-rp/, corpus-verify/, corpus-hs/ (regenerated every time)
 #   BUILD_FUZZ=<dir> CC=<clang>    other output directory / compiler
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -53,11 +53,21 @@ echo "fuzz: $cc -> $out/fuzz-verify"
 	"${lib_src[@]}" tests/fuzz/verify-harness.c tests/fuzz/fuzz-verify.c \
 	"${pkg[@]}" -pthread -lm -o "$out/fuzz-verify"
 
+echo "fuzz: $cc -> $out/fuzz-handshake"
+"$cc" "${common[@]}" -O1 \
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	-fno-omit-frame-pointer \
+	"${lib_src[@]}" tests/fuzz/handshake-harness.c \
+	tests/fuzz/fuzz-handshake.c \
+	"${pkg[@]}" -pthread -lm -o "$out/fuzz-handshake"
+
 echo "fuzz: $cc -> $out/make-corpus"
 "$cc" "${common[@]}" -O1 \
 	"${lib_src[@]}" tests/fuzz/stream-samples.c tests/fuzz/rp-samples.c \
-	tests/fuzz/verify-harness.c tests/fuzz/make-corpus.c \
+	tests/fuzz/verify-harness.c tests/fuzz/handshake-harness.c \
+	tests/fuzz/make-corpus.c \
 	"${pkg[@]}" -pthread -lm -o "$out/make-corpus"
 
-rm -rf "$out/corpus" "$out/corpus-rp" "$out/corpus-verify"
-"$out/make-corpus" "$out/corpus" "$out/corpus-rp" "$out/corpus-verify"
+rm -rf "$out/corpus" "$out/corpus-rp" "$out/corpus-verify" "$out/corpus-hs"
+"$out/make-corpus" "$out/corpus" "$out/corpus-rp" "$out/corpus-verify" \
+	"$out/corpus-hs"

@@ -6,16 +6,19 @@
  * the valid ones as "<name>.cut<bytes>".  With a second directory, also
  * the seeds of the return-path target there: every sample of
  * rp-samples.c.  With a third, the seeds of the verification target
- * (verify-harness.c) there.
+ * (verify-harness.c) there; with a fourth, the handshake target's
+ * (handshake-harness.c).
  *
- * usage: make-corpus DIR [RP_DIR [VERIFY_DIR]]
+ * usage: make-corpus DIR [RP_DIR [VERIFY_DIR [HANDSHAKE_DIR]]]
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include <glib.h>
+#include <urcu/urcu-memb.h>
 
+#include "handshake-harness.h"
 #include "rp-samples.h"
 #include "stream-samples.h"
 #include "verify-harness.h"
@@ -92,13 +95,43 @@ static void verify_corpus(const char *dir)
 	printf("make-corpus: %zu files in %s\n", files, dir);
 }
 
+/* The handshake target's seeds: hellos of each role, with and without a
+ * block list, and cuts of the first. */
+static void handshake_corpus(const char *dir)
+{
+	HsHarness *h = hs_harness_new();
+	size_t files = 0;
+
+	make_dir(dir);
+	for (int i = 0; i < HS_SEEDS; i++) {
+		GByteArray *a = hs_harness_seed(h, i);
+		g_autofree char *name = g_strdup_printf("hello-%d", i);
+
+		save(dir, name, a->data, a->len);
+		files++;
+		for (size_t k = 0;
+		     i == 0 && k < G_N_ELEMENTS(cuts) && cuts[k] < a->len;
+		     k++) {
+			g_autofree char *cut = g_strdup_printf("hello-0.cut%zu",
+							       cuts[k]);
+
+			save(dir, cut, a->data, cuts[k]);
+			files++;
+		}
+		g_byte_array_unref(a);
+	}
+	hs_harness_free(h);
+	printf("make-corpus: %zu files in %s\n", files, dir);
+}
+
 int main(int argc, char **argv)
 {
 	const StreamSample *s;
 	size_t n, files = 0;
 
-	if (argc < 2 || argc > 4) {
-		fprintf(stderr, "usage: %s DIR [RP_DIR [VERIFY_DIR]]\n",
+	if (argc < 2 || argc > 5) {
+		fprintf(stderr,
+			"usage: %s DIR [RP_DIR [VERIFY_DIR [HANDSHAKE_DIR]]]\n",
 			argv[0]);
 		return 2;
 	}
@@ -126,7 +159,10 @@ int main(int argc, char **argv)
 	printf("make-corpus: %zu files in %s\n", files, argv[1]);
 	if (argc >= 3)
 		rp_corpus(argv[2]);
-	if (argc == 4)
+	urcu_memb_register_thread(); /* the two harnesses' lists */
+	if (argc >= 4)
 		verify_corpus(argv[3]);
+	if (argc == 5)
+		handshake_corpus(argv[4]);
 	return 0;
 }

@@ -7,7 +7,8 @@
 #
 # TARGET is receiver (fuzz-receiver: the stream reader and the receiver)
 # or return-path (fuzz-return-path: the source's return-path reader) or
-# verify (fuzz-verify: the source's half of verification, verify.h).
+# verify (fuzz-verify: the source's half of verification, verify.h) or
+# handshake (fuzz-handshake: the destination's handshake, handshake.h).
 #
 # New interesting inputs go to build-fuzz/work/ (receiver) or
 # build-fuzz/work-rp/ (return path); the seeds in build-fuzz/corpus/ and
@@ -39,8 +40,11 @@ return-path)
 verify)
 	bin=fuzz-verify work=work-verify corpus=corpus-verify prefix=verify-
 	dict=tests/fuzz/verify.dict ;;
+handshake)
+	bin=fuzz-handshake work=work-hs corpus=corpus-hs prefix=hs-
+	dict=tests/fuzz/handshake.dict ;;
 *)
-	echo "fuzz: unknown target '$target' (receiver, return-path, verify)" >&2
+	echo "fuzz: unknown target '$target' (receiver, return-path, verify, handshake)" >&2
 	exit 2 ;;
 esac
 mkdir -p "$out/$work" "$out/artifacts"

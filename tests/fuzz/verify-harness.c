@@ -30,7 +30,6 @@ VerifyHarness *verify_harness_new(void)
 {
 	VerifyHarness *h = g_new0(VerifyHarness, 1);
 
-	urcu_memb_register_thread();
 	h->list = migram_ram_list_new();
 	for (size_t i = 0; i < G_N_ELEMENTS(blocks); i++) {
 		MigramRamBlockConfig c = {

@@ -15,7 +15,7 @@
 
 typedef struct VerifyHarness VerifyHarness;
 
-/* The list; the calling thread is registered with urcu-memb. */
+/* The list; the calling thread must be registered with urcu-memb. */
 VerifyHarness *verify_harness_new(void);
 void verify_harness_free(VerifyHarness *h);
 
