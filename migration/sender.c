@@ -23,6 +23,7 @@
 #include "migram-rcu.h"
 #include "migram/bitmap.h"
 #include "migram/migram.h"
+#include "device-sections.h"
 #include "migration-internal.h"
 
 #define DEFAULT_DOWNTIME_MS 300
@@ -362,14 +363,16 @@ static bool iterate(MigramMigration *m, GError **error)
 	return true;
 }
 
-/* The device blob FULL section, if the embedder has device state. */
+/* The device state: the single blob (if any), then the named sections. */
 bool migram_sender_encode_device(MigramMigration *m, GByteArray *out,
 				 GError **error)
 {
 	g_autoptr(GByteArray) blob = NULL;
 
 	if (!m->cfg.save_device)
-		return true;
+		return migram_device_sections_encode(m->cfg.device_sections,
+						     m->cfg.n_device_sections,
+						     out, error);
 	blob = g_byte_array_new();
 	if (!m->cfg.save_device(m->cfg.opaque, blob, error))
 		return false;
@@ -384,7 +387,9 @@ bool migram_sender_encode_device(MigramMigration *m, GByteArray *out,
 							: "migram-device",
 				    MIGRAM_DEVICE_SECTION_ID, blob->data,
 				    blob->len);
-	return true;
+	return migram_device_sections_encode(m->cfg.device_sections,
+					     m->cfg.n_device_sections, out,
+					     error);
 }
 
 static bool save_device(MigramMigration *m, GError **error)
