@@ -12,8 +12,10 @@
  * memory is MAP_NORESERVE: only what is written is ever allocated.  One
  * vCPU in flat 32-bit protected mode runs a loop: each pass increments a
  * counter, then writes it into every page of an 8 MiB working set.  A
- * flat 32-bit guest reaches the low slot only (this host's nested KVM
- * triple-faults when paging is set up from outside; see docs).
+ * flat 32-bit guest reaches the low slot only: this host's nested KVM
+ * (kvm_pvm) triple-faults when paging is turned on, whether through
+ * KVM_SET_SREGS or by the guest's own CR0.PG write (docs/embedding.md);
+ * the device writes both slots.
  * One emulated device, a "DMA engine" thread, writes records into pages
  * of both slots, marking each write by guest-physical address through a
  * MigramGuestLayout (the software dirty log); KVM's log covers the vCPU.
@@ -34,11 +36,13 @@
 #include <linux/kvm.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -521,6 +525,10 @@ int main(void)
 	/* Each process registers its main thread with RCU (migram.h). */
 	urcu_memb_register_thread();
 	if (child == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL); /* no orphan if the source
+						     dies */
+		if (getppid() == 1)
+			_exit(1);
 		rc = destination(lfd);
 		fflush(stdout);
 		_exit(rc);
