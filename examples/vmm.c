@@ -134,11 +134,12 @@ static void slot(Vm *v, uint32_t n, uint64_t gpa, uint64_t off, uint64_t size)
 	};
 
 	xioctl(v->vm, KVM_SET_USER_MEMORY_REGION, &r, "set memory region");
-	if ((v->klog && !migram_kvm_log_add_slot_range(v->klog, v->block, off,
-						       size, n, gpa, &error)) ||
-	    !migram_guest_layout_map(v->layout, gpa, size, v->block, off,
+	if (v->klog && !migram_kvm_log_add_slot_range(v->klog, v->block, off,
+						      size, n, gpa, &error))
+		die("slot %u, KVM log: %s", n, error->message);
+	if (!migram_guest_layout_map(v->layout, gpa, size, v->block, off,
 				     &error))
-		die("slot %u: %s", n, error->message);
+		die("slot %u, layout: %s", n, error->message);
 }
 
 /* A VM with its RAM in two slots; the KVM log on the source only. */
@@ -472,8 +473,12 @@ static int destination(int lfd)
 	int fd;
 	bool ok;
 
+	struct sockaddr_in from;
+	socklen_t flen = sizeof(from);
+
 	vm_open(&v, false);
-	if ((fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC)) < 0)
+	if ((fd = accept4(lfd, (struct sockaddr *)&from, &flen, SOCK_CLOEXEC)) <
+	    0)
 		die("accept: %s", strerror(errno));
 	ch = migram_channel_new(fd, true);
 	hello(&v, &hs);
