@@ -32,7 +32,7 @@ help:
 	@echo "make test-asan  the suites again under AddressSanitizer + UBSan ($(SANITIZE_BUILD)/)"
 	@echo "make test-tsan  the concurrency suites under ThreadSanitizer ($(TSAN_BUILD)/)"
 	@echo "make valgrind   the concurrency suites under valgrind (memcheck)"
-	@echo "make embed-check install into $(BUILD)/stage, build an embedder's program with only pkg-config's flags, run it"
+	@echo "make embed-check install into $(BUILD)/stage, build an embedder's program and examples/vmm.c with only pkg-config's flags, run them"
 	@echo "make fuzz       build, run the receiver fuzzer for FUZZ_SECONDS (45), the return-path one for FUZZ_RP_SECONDS (15)"
 	@echo "make fuzz-build only build the fuzzer and its seed corpus ($(FUZZ_BUILD)/)"
 	@echo "make torture    TORTURE_RUNS (12) random migrations with injected faults, from TORTURE_SEED (random; printed)"
@@ -84,7 +84,8 @@ test-asan: setup
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		meson test -C $(SANITIZE_BUILD) --print-errorlogs --no-suite gates \
-			--no-suite model-agreement
+			--no-suite model-agreement \
+			--no-suite examples
 
 test-tsan: setup
 	@[ -f $(TSAN_BUILD)/build.ninja ] || meson setup $(TSAN_BUILD) \
@@ -100,8 +101,10 @@ valgrind: build
 
 # An embedder's program against the installed library, with nothing but
 # `pkg-config --cflags --libs migram` (scripts/embed-check.sh).
+# Then examples/vmm.c, the example KVM VMM, the same way (skipped without
+# /dev/kvm).
 embed-check: build
-	./scripts/embed-check.sh $(BUILD)
+	./scripts/embed-check.sh $(BUILD) examples/vmm.c
 
 # libFuzzer + ASan + UBSan with clang, outside meson (docs/fuzzing.md).
 fuzz-build: setup

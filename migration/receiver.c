@@ -41,6 +41,7 @@
 #include "migram/stream.h"
 #include "buffer.h"
 #include "stream-internal.h"
+#include "device-sections.h"
 #include "receiver-internal.h"
 
 MIGRAM_EXPORT MigramReceiver *
@@ -420,6 +421,10 @@ static bool load_device(MigramReceiver *r, const MigramStreamRecord *rec,
 	g_autoptr(GByteArray) blob = g_byte_array_new();
 	GError *err = NULL;
 
+	if (r->cfg.load_section) /* named, versioned: the embedder judges */
+		return migram_device_section_load(r->reader, rec,
+						  r->cfg.load_section,
+						  r->cfg.opaque, error);
 	if (rec->version_id != MIGRAM_DEVICE_BLOB_VERSION)
 		return fail(error, MIGRAM_ERROR_UNSUPPORTED, rec,
 			    "device section '%s' version %u: only migram "
@@ -447,7 +452,8 @@ static bool handle_section(MigramReceiver *r, const MigramStreamRecord *rec,
 		r->in_end = rec->type == MIGRAM_STREAM_REC_SECTION_END;
 		return true;
 	}
-	if (r->cfg.load_device && rec->type == MIGRAM_STREAM_REC_SECTION_FULL)
+	if ((r->cfg.load_device || r->cfg.load_section) &&
+	    rec->type == MIGRAM_STREAM_REC_SECTION_FULL)
 		return load_device(r, rec, error);
 	if (r->cfg.stop_at_devices && r->ram_done) {
 		r->stats.stopped_at_device = true;

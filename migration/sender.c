@@ -23,6 +23,7 @@
 #include "migram-rcu.h"
 #include "migram/bitmap.h"
 #include "migram/migram.h"
+#include "device-sections.h"
 #include "policy.h"
 #include "postcopy-src.h"
 #include "sender-internal.h"
@@ -374,14 +375,16 @@ static bool iterate(MigramMigration *m, GError **error)
 	return true;
 }
 
-/* The device blob FULL section, if the embedder has device state. */
+/* The device state: the single blob (if any), then the named sections. */
 bool migram_sender_encode_device(MigramMigration *m, GByteArray *out,
 				 GError **error)
 {
 	g_autoptr(GByteArray) blob = NULL;
 
 	if (!m->cfg.save_device)
-		return true;
+		return migram_device_sections_encode(m->cfg.device_sections,
+						     m->cfg.n_device_sections,
+						     out, error);
 	blob = g_byte_array_new();
 	if (!m->cfg.save_device(m->cfg.opaque, blob, error))
 		return false;
@@ -394,7 +397,9 @@ bool migram_sender_encode_device(MigramMigration *m, GByteArray *out,
 	migram_stream_encode_device(out, m->device_idstr,
 				    MIGRAM_DEVICE_SECTION_ID, blob->data,
 				    blob->len);
-	return true;
+	return migram_device_sections_encode(m->cfg.device_sections,
+					     m->cfg.n_device_sections, out,
+					     error);
 }
 
 static bool save_device(MigramMigration *m, GError **error)

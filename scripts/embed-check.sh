@@ -2,7 +2,10 @@
 # Build and run an embedder's program against an installed migram, using
 # nothing but what `pkg-config --cflags --libs migram` prints.
 #
-#   scripts/embed-check.sh [BUILD]      (make embed-check; BUILD defaults to build)
+#   scripts/embed-check.sh [BUILD [PROGRAM.c ...]]
+#                                       (make embed-check; BUILD defaults to
+#                                       build; the meson suite `examples`
+#                                       passes examples/vmm.c)
 #
 # 1. meson install the build into BUILD/stage (--destdir); the .pc files are
 #    relocatable (pkgconfig.relocatable), so the staged one points into the
@@ -10,11 +13,15 @@
 # 2. compile tests/embed/embed-check.c with `cc` and the staged .pc's flags
 #    only: a library or include directory the .pc file forgets fails here;
 # 3. run it with the staged library (checked with ldd): it migrates a RAM
-#    block over a socketpair and compares the destination with the source.
+#    block over a socketpair and compares the destination with the source;
+# 4. build and run each further PROGRAM.c the same way (examples/vmm.c: a
+#    KVM VMM migrating between two processes); a program exiting 77 is
+#    skipped (no /dev/kvm), and the script then exits 77 too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 build=$(realpath "${1:-build}")
+shift || true
 stage=$build/stage
 cc=${CC:-cc}
 
@@ -50,3 +57,21 @@ case "$(realpath "${lib:-/nonexistent}" 2>/dev/null)" in
 *) say "$exe resolves libmigram to '${lib:-nothing}', not the stage"; exit 1 ;;
 esac
 LD_LIBRARY_PATH=$libdir "$exe"
+
+# Further programs (the examples), built and run the same way.
+skipped=0
+for src in "$@"; do
+	name=$(basename "$src" .c)
+	exe=$stage/$name
+	say "building $src"
+	# shellcheck disable=SC2086 # the flags are words
+	"$cc" -std=c11 -Wall -Wextra -Werror "$src" -o "$exe" $flags
+	rc=0
+	LD_LIBRARY_PATH=$libdir "$exe" || rc=$?
+	case $rc in
+	0) ;;
+	77) say "$name skipped"; skipped=1 ;;
+	*) say "$name failed (exit $rc)"; exit 1 ;;
+	esac
+done
+[ "$skipped" = 0 ] || exit 77

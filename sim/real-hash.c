@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Real mode: page hashes (the source's, sent to the destination after
- * the run, and the comparison), byte comparison, CPU time.
+ * Real mode: verification through the library (migram/verify.h: the
+ * destination sends its per-page hashes after the run, the source
+ * compares), byte comparison, CPU time.
  */
 #include "real-internal.h"
 
@@ -16,16 +17,6 @@ uint64_t real_cpu_us(void)
 	return (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) *
 		       G_USEC_PER_SEC +
 	       (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
-}
-
-static guint64 page_hash(const guint8 *p)
-{
-	const guint64 *w = (const guint64 *)p;
-	guint64 h = 0x84222325cbf29ce4ULL;
-
-	for (unsigned int i = 0; i < PAGE / 8; i++)
-		h = (h ^ w[i]) * 0x100000001b3ULL;
-	return h;
 }
 
 MigramRamList *real_source_list(const SimOptions *opt, GError **error)
@@ -55,42 +46,33 @@ MigramRamList *real_source_list(const SimOptions *opt, GError **error)
 	return list;
 }
 
-/* Send "name, n, hashes" for every migratable block of list. */
+/*
+ * The destination's answer: its figures ("#cpu", "#postcopy"), then
+ * "#hashes" and the library's verification stream (migram/verify.h).
+ */
 bool real_send_hashes(MigramRamList *list, MigramChannel *ch, GError **error)
 {
-	urcu_memb_read_lock();
-	for (MigramRamBlock *b = migram_ram_list_next_migratable(list, NULL); b;
-	     b = migram_ram_list_next_migratable(list, b)) {
-		uint64_t n = migram_ram_block_used_length(b) / PAGE;
-		const guint8 *h = migram_ram_block_host(b);
-
-		migram_channel_put_counted_string(ch,
-						  migram_ram_block_idstr(b));
-		migram_channel_put_be64(ch, n);
-		for (uint64_t p = 0; p < n; p++)
-			migram_channel_put_be64(ch, page_hash(h + p * PAGE));
-	}
-	urcu_memb_read_unlock();
-	migram_channel_put_counted_string(ch, "");
-	return migram_channel_flush(ch, error);
+	migram_channel_put_counted_string(ch, "#hashes");
+	return migram_verify_send(list, ch, error);
 }
 
-/* Compare the peer's hashes with list's pages; a detail string. */
-bool real_compare_hashes(MigramRamList *list, MigramChannel *ch, char **detail,
-			 SimReport *rep, const unsigned long *skip,
-			 GError **error)
+/* skip: the pages the KVM guest wrote on the destination (any block). */
+static bool skip_written(const char *block, uint64_t offset, void *opaque)
+{
+	(void)block;
+	return migram_bitmap_test_bit(opaque, (size_t)(offset / PAGE));
+}
+
+/* Read the destination's figures into rep (if any), up to "#hashes". */
+static bool read_figures(MigramChannel *ch, SimReport *rep, GError **error)
 {
 	char name[MIGRAM_RAM_IDSTR_MAX + 1];
-	uint64_t blocks = 0, pages = 0, skipped = 0;
 
 	for (;;) {
-		MigramRamBlock *b;
-		uint64_t n, want;
-
 		if (!migram_channel_get_counted_string(ch, name, error))
 			return false;
-		if (!name[0])
-			break;
+		if (strcmp(name, "#hashes") == 0)
+			return true;
 		if (strcmp(name, "#cpu") == 0) {
 			uint64_t us;
 
@@ -119,47 +101,32 @@ bool real_compare_hashes(MigramRamList *list, MigramChannel *ch, char **detail,
 			}
 			continue;
 		}
-		if (!migram_channel_get_be64(ch, &n, error))
-			return false;
-		urcu_memb_read_lock();
-		b = migram_ram_list_find(list, name);
-		if (!b || migram_ram_block_used_length(b) / PAGE != n) {
-			urcu_memb_read_unlock();
-			*detail = g_strdup_printf(
-				"block '%s' missing or of another size", name);
-			return true;
-		}
-		for (uint64_t p = 0; p < n; p++) {
-			const guint8 *h = migram_ram_block_host(b);
-
-			if (!migram_channel_get_be64(ch, &want, error)) {
-				urcu_memb_read_unlock();
-				return false;
-			}
-			if (skip && migram_bitmap_test_bit(skip, (size_t)p)) {
-				skipped++;
-				continue;
-			}
-			if (!*detail && want != page_hash(h + p * PAGE))
-				*detail = g_strdup_printf(
-					"block '%s' page %" G_GUINT64_FORMAT
-					" (offset %#" G_GINT64_MODIFIER
-					"x) differs",
-					name, p, p * PAGE);
-		}
-		urcu_memb_read_unlock();
-		blocks++;
-		pages += n;
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_PROTOCOL,
+			    "destination's answer: unknown record '%s'", name);
+		return false;
 	}
-	if (!*detail) {
-		*detail = g_strdup_printf(
-			"%" G_GUINT64_FORMAT " blocks, %" G_GUINT64_FORMAT
-			" pages equal (per-page hashes)%s",
-			blocks, pages - skipped,
-			skipped ? "; the guest's working set is vouched for "
-				  "by its invariant"
-				: "");
-		return true;
+}
+
+/* Compare the peer's hashes with list's pages; a detail string. */
+bool real_compare_hashes(MigramRamList *list, MigramChannel *ch, char **detail,
+			 SimReport *rep, const unsigned long *skip,
+			 GError **error)
+{
+	MigramVerifyResult res;
+
+	if (!read_figures(ch, rep, error) ||
+	    !migram_verify_compare(list, ch, skip ? skip_written : NULL,
+				   (void *)skip, &res, error))
+		return false;
+	*detail = migram_verify_result_describe(&res);
+	if (res.diff == MIGRAM_VERIFY_EQUAL && res.skipped) {
+		char *d = g_strconcat(*detail,
+				      " (the guest's working set is vouched "
+				      "for by its invariant)",
+				      NULL);
+
+		g_free(*detail);
+		*detail = d;
 	}
 	return true;
 }

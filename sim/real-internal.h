@@ -25,6 +25,7 @@
 #include <migram/migram.h>
 #include <migram/sender.h>
 #include <migram/receiver.h>
+#include <migram/verify.h>
 
 #include <migram/bitmap.h>
 

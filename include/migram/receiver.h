@@ -35,6 +35,7 @@
 #include <glib.h>
 
 #include <migram/channel.h>
+#include <migram/device-section.h>
 #include <migram/postcopy-stats.h>
 #include <migram/ramblock.h>
 
@@ -79,6 +80,16 @@ typedef struct {
 	void (*postcopy_paused)(void *opaque);
 	/** Passed to the callbacks. */
 	void *opaque;
+	/**
+	 * Device state as named, versioned sections (device-section.h):
+	 * called on the loading thread for every device FULL section with its
+	 * name, instance and version (whatever the version), the single
+	 * save_device blob included; it refuses an unknown name or version by
+	 * returning false with an error, and the load fails with that reason
+	 * and the section's place.  Takes precedence over load_device.
+	 * Added in 0.3.
+	 */
+	MigramDeviceLoadFn load_section;
 } MigramReceiverConfig;
 
 /** What a load did. */

@@ -44,6 +44,7 @@
 #include <glib.h>
 
 #include <migram/channel.h>
+#include <migram/device-section.h>
 #include <migram/dirty-log.h>
 #include <migram/ramblock.h>
 
@@ -186,6 +187,17 @@ typedef struct {
 	 * before.  Added in 0.3.
 	 */
 	unsigned int io_timeout_ms;
+	/**
+	 * Device state as named, versioned sections (device-section.h): each
+	 * saved once with the guest paused and sent as one FULL section,
+	 * after save_device's blob if there is one.  Borrowed; must outlive
+	 * the migration.  Names must be 1..255 bytes and unique per instance
+	 * id; a bad list fails the migration at the device stage.
+	 * Added in 0.3.
+	 */
+	const MigramDeviceSection *device_sections;
+	/** How many device_sections there are.  Added in 0.3. */
+	unsigned int n_device_sections;
 } MigramMigrationConfig;
 
 /** QEMU's `query-migrate` RAM figures, and a few of migram's own. */

@@ -4,8 +4,9 @@
 # touched).  See docs/fuzzing.md.
 #
 #   tests/fuzz/build.sh            build-fuzz/fuzz-receiver,
-#                                  fuzz-return-path, make-corpus, corpus/
-#                                  and corpus-rp/ (regenerated every time)
+#                                  fuzz-return-path, fuzz-verify,
+#                                  fuzz-handshake, make-corpus, corpus/,
+#                                  corpus-rp/, corpus-verify/, corpus-hs/ (regenerated every time)
 #   BUILD_FUZZ=<dir> CC=<clang>    other output directory / compiler
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -45,14 +46,31 @@ echo "fuzz: $cc -> $out/fuzz-return-path"
 	tests/fuzz/fuzz-return-path.c \
 	"${pkg[@]}" -pthread -lm -o "$out/fuzz-return-path"
 
+echo "fuzz: $cc -> $out/fuzz-verify"
+"$cc" "${common[@]}" -O1 \
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	-fno-omit-frame-pointer \
+	"${lib_src[@]}" tests/fuzz/verify-harness.c tests/fuzz/fuzz-verify.c \
+	"${pkg[@]}" -pthread -lm -o "$out/fuzz-verify"
+
+echo "fuzz: $cc -> $out/fuzz-handshake"
+"$cc" "${common[@]}" -O1 \
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	-fno-omit-frame-pointer \
+	"${lib_src[@]}" tests/fuzz/handshake-harness.c \
+	tests/fuzz/fuzz-handshake.c \
+	"${pkg[@]}" -pthread -lm -o "$out/fuzz-handshake"
+
 echo "fuzz: $cc -> $out/make-corpus"
 "$cc" "${common[@]}" -O1 \
 	"${lib_src[@]}" tests/fuzz/stream-samples.c tests/fuzz/rp-samples.c \
+	tests/fuzz/verify-harness.c tests/fuzz/handshake-harness.c \
 	tests/fuzz/make-corpus.c \
 	"${pkg[@]}" -pthread -lm -o "$out/make-corpus"
 
-rm -rf "$out/corpus" "$out/corpus-rp"
-"$out/make-corpus" "$out/corpus" "$out/corpus-rp"
+rm -rf "$out/corpus" "$out/corpus-rp" "$out/corpus-verify" "$out/corpus-hs"
+"$out/make-corpus" "$out/corpus" "$out/corpus-rp" "$out/corpus-verify" \
+	"$out/corpus-hs"
 
 echo "fuzz: $cc -> $out/fuzz-snapshot"
 "$cc" "${common[@]}" -Isnapshot -O1 \

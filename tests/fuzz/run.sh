@@ -6,7 +6,9 @@
 #   tests/fuzz/run.sh [SECONDS] [TARGET]    default 60, receiver
 #
 # TARGET is receiver (fuzz-receiver: the stream reader and the receiver)
-# or return-path (fuzz-return-path: the source's return-path reader)
+# or return-path (fuzz-return-path: the source's return-path reader) or
+# verify (fuzz-verify: the source's half of verification, verify.h) or
+# handshake (fuzz-handshake: the destination's handshake, handshake.h)
 # or snapshot (fuzz-snapshot: the snapshot-file parser).
 #
 # New interesting inputs go to build-fuzz/work/ (receiver) or
@@ -39,8 +41,14 @@ return-path)
 snapshot)
 	bin=fuzz-snapshot work=work-snap corpus=corpus-snap prefix=snap-
 	dict=tests/fuzz/snapshot.dict ;;
+verify)
+	bin=fuzz-verify work=work-verify corpus=corpus-verify prefix=verify-
+	dict=tests/fuzz/verify.dict ;;
+handshake)
+	bin=fuzz-handshake work=work-hs corpus=corpus-hs prefix=hs-
+	dict=tests/fuzz/handshake.dict ;;
 *)
-	echo "fuzz: unknown target '$target' (receiver, return-path, snapshot)" >&2
+	echo "fuzz: unknown target '$target' (receiver, return-path, verify, handshake, snapshot)" >&2
 	exit 2 ;;
 esac
 mkdir -p "$out/$work" "$out/artifacts"

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 # Top-level directories with a meson.build that are not part of libmigram.
-NOT_LIBRARY = {"include", "tests", "sim", "bench", "tools", "docs",
+NOT_LIBRARY = {"include", "tests", "sim", "bench", "tools", "docs", "examples",
                "scripts", "subprojects"}
 
 # Top-level directories never scanned at all.

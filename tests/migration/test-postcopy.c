@@ -666,7 +666,11 @@ static void test_postcopy(Fixture *f, gconstpointer data)
 	if (c->nworkers) {
 		g_assert_cmpuint(ps.faults, >, 0);
 		g_assert_cmpuint(ps.requests, >, 0);
-		g_assert_cmpuint(st.postcopy_urgent_pages, >, 0);
+		/* A requested page the background push already sent is not
+		 * urgent; after a precopy pass (hybrid) few pages are left to
+		 * send, so every request may find its page on the way. */
+		if (!c->hybrid)
+			g_assert_cmpuint(st.postcopy_urgent_pages, >, 0);
 	}
 	/* Pure postcopy discards every page; hybrid what was re-dirtied. */
 	g_assert_cmpuint(st.postcopy_discard_pages, >, 0);
