@@ -4,8 +4,9 @@
 # touched).  See docs/fuzzing.md.
 #
 #   tests/fuzz/build.sh            build-fuzz/fuzz-receiver,
-#                                  fuzz-return-path, make-corpus, corpus/
-#                                  and corpus-rp/ (regenerated every time)
+#                                  fuzz-return-path, fuzz-multifd,
+#                                  make-corpus, corpus/, corpus-rp/ and
+#                                  corpus-multifd/ (regenerated every time)
 #   BUILD_FUZZ=<dir> CC=<clang>    other output directory / compiler
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -45,11 +46,22 @@ echo "fuzz: $cc -> $out/fuzz-return-path"
 	tests/fuzz/fuzz-return-path.c \
 	"${pkg[@]}" -pthread -lm -o "$out/fuzz-return-path"
 
+echo "fuzz: $cc -> $out/fuzz-multifd"
+"$cc" "${common[@]}" -O1 \
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	-fno-omit-frame-pointer \
+	"${lib_src[@]}" tests/fuzz/fuzz-multifd.c \
+	"${pkg[@]}" -pthread -lm -o "$out/fuzz-multifd"
+"$cc" "${common[@]}" -O1 -DMULTIFD_CORPUS=1 \
+	"${lib_src[@]}" tests/fuzz/fuzz-multifd.c \
+	"${pkg[@]}" -pthread -lm -o "$out/make-corpus-multifd"
+
 echo "fuzz: $cc -> $out/make-corpus"
 "$cc" "${common[@]}" -O1 \
 	"${lib_src[@]}" tests/fuzz/stream-samples.c tests/fuzz/rp-samples.c \
 	tests/fuzz/make-corpus.c \
 	"${pkg[@]}" -pthread -lm -o "$out/make-corpus"
 
-rm -rf "$out/corpus" "$out/corpus-rp"
+rm -rf "$out/corpus" "$out/corpus-rp" "$out/corpus-multifd"
+"$out/make-corpus-multifd" "$out/corpus-multifd"
 "$out/make-corpus" "$out/corpus" "$out/corpus-rp"

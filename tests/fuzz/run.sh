@@ -5,8 +5,9 @@
 #
 #   tests/fuzz/run.sh [SECONDS] [TARGET]    default 60, receiver
 #
-# TARGET is receiver (fuzz-receiver: the stream reader and the receiver)
-# or return-path (fuzz-return-path: the source's return-path reader).
+# TARGET is receiver (fuzz-receiver: the stream reader and the receiver),
+# return-path (fuzz-return-path: the source's return-path reader) or
+# multifd (fuzz-multifd: a data channel's packets, tests/fuzz/fuzz-multifd.c).
 #
 # New interesting inputs go to build-fuzz/work/ (receiver) or
 # build-fuzz/work-rp/ (return path); the seeds in build-fuzz/corpus/ and
@@ -35,8 +36,11 @@ receiver)
 return-path)
 	bin=fuzz-return-path work=work-rp corpus=corpus-rp prefix=rp-
 	dict=tests/fuzz/return-path.dict ;;
+multifd)
+	bin=fuzz-multifd work=work-multifd corpus=corpus-multifd
+	prefix=multifd- dict=tests/fuzz/multifd.dict ;;
 *)
-	echo "fuzz: unknown target '$target' (receiver, return-path)" >&2
+	echo "fuzz: unknown target '$target' (receiver, return-path, multifd)" >&2
 	exit 2 ;;
 esac
 mkdir -p "$out/$work" "$out/artifacts"
