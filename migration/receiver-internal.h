@@ -56,6 +56,10 @@ struct MigramReceiver {
 	bool preempt_running;
 	GError *preempt_error; /* set by the preempt thread before it ends */
 
+	/* data channels (multifd-receiver.c); set under lock */
+	struct MigramMultifdRecv *mfd;
+	bool mfd_stopped; /* after a postcopy LISTEN: no more syncs */
+
 	pthread_mutex_t lock; /* pc_ptr, recover_ch, paused, cancelled */
 	pthread_cond_t cond;
 	MigramChannel *recover_ch;
@@ -82,5 +86,12 @@ bool migram_receiver_postcopy_finish(MigramReceiver *r,
 /* A failed load: pause for recovery if postcopy runs; true to go on. */
 bool migram_receiver_pause(MigramReceiver *r, GError **error);
 void migram_receiver_load_end(MigramReceiver *r, bool ok);
+
+/* multifd-receiver.c: data channels at a RAM EOS, at the end, cancel
+ * (the last with lock held) */
+bool migram_receiver_multifd_eos(MigramReceiver *r,
+				 const MigramStreamRecord *rec, GError **error);
+void migram_receiver_multifd_stop(MigramReceiver *r);
+void migram_receiver_multifd_cancel_locked(MigramReceiver *r);
 
 #endif /* MIGRAM_RECEIVER_INTERNAL_H */

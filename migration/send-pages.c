@@ -29,6 +29,7 @@
 #include "migram/bitmap.h"
 #include "migram/migram.h"
 #include "migration-internal.h"
+#include "multifd.h"
 
 #define SECTION_MAX_US ((gint64)50 * 1000) /* QEMU's MAX_WAIT for one pass */
 #define CHECK_EVERY 64 /* pages between cancel/rate checks */
@@ -171,6 +172,9 @@ static bool send_page(MigramMigration *m, SendBlock *sb, uint64_t p,
 		return false;
 	migram_bitmap_clear_bit(sb->bmap, (size_t)p);
 	m->dirty_pages--;
+	if (m->mfd) /* multifd: a channel thread reads and sends it */
+		return migram_multifd_send_queue(m->mfd, sb->idstr, sb->host,
+						 off, error);
 	if (migram_buffer_is_zero(data, MIGRAM_TARGET_PAGE_SIZE)) {
 		migram_stream_writer_zero_page(m->w, sb->idstr, off);
 		m->st.duplicate_pages++;
@@ -227,11 +231,13 @@ bool migram_sender_section(MigramMigration *m, bool last, bool *pass_done,
 			      g_get_monotonic_time() - t0 > SECTION_MAX_US))
 			break;
 	}
+	/* multifd: every page queued is written before the EOS */
+	ok = ok && migram_sender_multifd_sync(m, error);
 	if (ok)
 		migram_stream_writer_ram_close(m->w);
 	ok = migram_channel_flush(m->ch, ok ? error : NULL) && ok;
 	migram_rcu_read_unlock();
-	m->st.transferred_bytes = migram_channel_bytes_sent(m->ch);
+	m->st.transferred_bytes = migram_sender_bytes_sent(m);
 	m->st.remaining_bytes = m->dirty_pages * MIGRAM_TARGET_PAGE_SIZE;
 	return ok;
 }
