@@ -463,6 +463,8 @@ static int run_source(const SimOptions *opt, MigramRamList *list, SimLink *lk,
 		.save_device = ctx.kvm ? src_save_device : NULL,
 		.device_idstr = ctx.kvm ? SIM_KVM_DEVICE_IDSTR : NULL,
 		.opaque = &ctx,
+		.multifd_channels = lk->ndata,
+		.multifd_fds = lk->ndata ? lk->data_fd : NULL,
 	};
 	g_strlcpy(rep->mode_name, mode_name(opt->mode), sizeof(rep->mode_name));
 	mon.m = migram_migration_new(list, &src, &cfg);
@@ -749,7 +751,10 @@ static int run_destination(const SimOptions *opt, MigramRamList *list,
 	MigramReceiverConfig rc = { .create_blocks = true,
 				    .postcopy_run = dst_run,
 				    .postcopy_paused = dst_paused,
-				    .opaque = &d };
+				    .opaque = &d,
+				    .multifd_channels = lk->ndata,
+				    .multifd_fds = lk->ndata ? lk->data_fd
+							     : NULL };
 
 	if (opt->workload == SIM_WORKLOAD_KVM)
 		rc.load_device = dst_load_device;
