@@ -19,7 +19,7 @@ TORTURE_SEED ?=
 TORTURE_JOBS ?= 1
 TORTURE_ARGS ?=
 
-.PHONY: all help setup build run test bench bench-vs-qemu test-asan test-tsan valgrind clean
+.PHONY: all help setup build run test bench bench-vs-qemu bench-channels test-asan test-tsan valgrind clean
 .PHONY: fuzz fuzz-build embed-check torture
 
 all: build
@@ -29,6 +29,7 @@ help:
 	@echo "make test       set up, build, run every test suite (meson test)"
 	@echo "make bench      set up, build, run the benchmarks (meson test --benchmark)"
 	@echo "make bench-vs-qemu  QEMU 7.2 and migram-sim interleaved on the same guest (VS_QEMU_ARGS=...)"
+	@echo "make bench-channels data channels 1/2/4 against raw loopback TCP, interleaved (CHANNELS_ARGS=...)"
 	@echo "make test-asan  the suites again under AddressSanitizer + UBSan ($(SANITIZE_BUILD)/)"
 	@echo "make test-tsan  the concurrency suites under ThreadSanitizer ($(TSAN_BUILD)/)"
 	@echo "make valgrind   the concurrency suites under valgrind (memcheck)"
@@ -68,6 +69,11 @@ bench: build
 VS_QEMU_ARGS ?=
 bench-vs-qemu: build
 	python3 bench/vs-qemu.py --sim $(BUILD)/sim/migram-sim $(VS_QEMU_ARGS)
+
+# Multi-channel transfer against raw loopback TCP (docs/performance.md).
+bench-channels: build
+	python3 bench/channels.py --sim $(BUILD)/sim/migram-sim \
+		--raw $(BUILD)/bench/raw-tcp $(CHANNELS_ARGS)
 
 test-asan: setup
 	@[ -f $(SANITIZE_BUILD)/build.ninja ] || meson setup $(SANITIZE_BUILD) \
