@@ -301,6 +301,19 @@ static void test_hostile(Fixture *f, gconstpointer data)
 
 /* ---- threads ---- */
 
+/* Entries of a /proc/self directory (threads, fds). */
+static unsigned int count_dir(const char *path)
+{
+	GDir *d = g_dir_open(path, 0, NULL);
+	unsigned int n = 0;
+
+	g_assert_nonnull(d);
+	while (g_dir_read_name(d))
+		n++;
+	g_dir_close(d);
+	return n;
+}
+
 static void fill(Fixture *f, uint32_t seed)
 {
 	GRand *r = g_rand_new_with_seed(seed);
@@ -361,6 +374,9 @@ static void test_transfer(Fixture *f, gconstpointer data)
 	uint64_t pages, zero, bytes, rp, rz;
 	int rfds[4];
 
+	unsigned int threads0 = count_dir("/proc/self/task"),
+		     fds0 = count_dir("/proc/self/fd");
+
 	/* the receiver sees the connections in another order */
 	for (unsigned int i = 0; i < n; i++)
 		rfds[i] = f->rcv[n - 1 - i];
@@ -398,6 +414,9 @@ static void test_transfer(Fixture *f, gconstpointer data)
 	g_assert_cmpuint(bytes, <, pages * PAGE + 64 * PAGE);
 	migram_multifd_send_free(s);
 	migram_multifd_recv_free(r);
+	/* every channel thread joined, no fd opened or closed */
+	g_assert_cmpuint(count_dir("/proc/self/task"), ==, threads0);
+	g_assert_cmpuint(count_dir("/proc/self/fd"), ==, fds0);
 }
 
 /* Bytes waiting unread on a receiving socket. */

@@ -52,6 +52,7 @@ typedef struct Guest {
 	void *caller_mem;
 	size_t caller_len;
 	unsigned int channels; /* data channels (multifd), 0: none */
+	bool break_channel;    /* the destination's last one is shut down */
 } Guest;
 
 typedef struct {
@@ -304,6 +305,8 @@ static bool migrate(Guest *g, MigramMigrationConfig *cfg,
 		sfd[i] = sv[0];
 		rfd[i] = sv[1];
 	}
+	if (g->break_channel)
+		shutdown(rfd[g->channels - 1], SHUT_RDWR);
 	cfg->multifd_channels = g->channels;
 	cfg->multifd_fds = g->channels ? sfd : NULL;
 	rx = g->channels ? migram_test_receiver_start_multifd(dst, fds[1],
@@ -831,6 +834,29 @@ static void test_downtime_breakdown(void)
 	g_assert_cmpuint(st.log_clear_us, >, 0);
 }
 
+/* One data channel is dead from the start: the migration fails cleanly,
+ * naming the channel, and the guest is never paused. */
+static void test_multifd_channel_dies(void)
+{
+	const Pattern pats[] = { UNIFORM };
+	MigramMigrationConfig cfg = { .downtime_limit_ms = 30 };
+	g_autoptr(GError) error = NULL;
+	MigramMigrationStats st;
+	Guest g;
+
+	guest_init(&g, 16 * MiB);
+	g.rate_us = 50;
+	g.channels = 3;
+	g.break_channel = true;
+	guest_start(&g, 1, pats);
+	g_assert_false(migrate(&g, &cfg, &st, &error, NULL));
+	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO);
+	g_assert_nonnull(strstr(error->message, "data channel 2"));
+	g_assert_cmpint(st.status, ==, MIGRAM_MIGRATION_FAILED);
+	g_assert_cmpint(g.pause_calls, ==, 0);
+	guest_free(&g);
+}
+
 int main(int argc, char **argv)
 {
 	static const ShiftCase shifts[] = {
@@ -874,6 +900,8 @@ int main(int argc, char **argv)
 			test_does_not_converge);
 	g_test_add_func("/migration/sender/auto-converge", test_auto_converge);
 	g_test_add_func("/migration/sender/cancel", test_cancel);
+	g_test_add_func("/migration/sender/multifd-channel-dies",
+			test_multifd_channel_dies);
 	g_test_add_func("/migration/sender/block-added", test_block_added);
 	g_test_add_func("/migration/sender/block-removed", test_block_removed);
 	g_test_add_func("/migration/sender/block-resized", test_block_resized);
