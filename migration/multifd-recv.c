@@ -180,8 +180,9 @@ static bool one_packet(RecvChan *c, bool *end, GError **error)
 	if (!migram_multifd_parse_hdr(c->hdr, c->id, &h, error))
 		return false;
 	n = h.normal + h.zero;
-	if (!read_full(c, c->raw, 8 * (size_t)n, NULL, "the page offsets",
-		       error))
+	/* the whole array (pages_alloc entries, at most 128) is on the wire */
+	if (!read_full(c, c->raw, 8 * (size_t)h.pages_alloc, NULL,
+		       "the page offsets", error))
 		return false;
 	if (n == 0)
 		return after_packet(c, &h, error);

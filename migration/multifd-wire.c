@@ -94,7 +94,9 @@ size_t migram_multifd_encode_hdr(uint8_t *out, const MigramMultifdHdr *h,
 {
 	uint32_t n = h->normal + h->zero;
 
-	memset(out, 0, MIGRAM_MULTIFD_HDR_SIZE);
+	/* the offset array always has pages_alloc entries (QEMU writes the
+	 * whole array; the unused tail is zero) */
+	memset(out, 0, MIGRAM_MULTIFD_HDR_SIZE + 8 * (size_t)h->pages_alloc);
 	put32(out, MIGRAM_MULTIFD_MAGIC);
 	put32(out + 4, MIGRAM_MULTIFD_VERSION);
 	put32(out + 8, h->flags);
@@ -109,7 +111,7 @@ size_t migram_multifd_encode_hdr(uint8_t *out, const MigramMultifdHdr *h,
 	for (uint32_t i = 0; i < n; i++)
 		put64(out + MIGRAM_MULTIFD_HDR_SIZE + 8 * (size_t)i,
 		      offsets[i]);
-	return MIGRAM_MULTIFD_HDR_SIZE + 8 * (size_t)n;
+	return MIGRAM_MULTIFD_HDR_SIZE + 8 * (size_t)h->pages_alloc;
 }
 
 #define HDR_FAIL(...)                                                          \
@@ -159,7 +161,10 @@ bool migram_multifd_parse_hdr(const uint8_t *in, unsigned int channel,
 			 ": %u normal + %u zero pages, above the %u allocated",
 			 channel, h->packet_num, h->normal, h->zero,
 			 h->pages_alloc);
-	if ((uint64_t)h->normal * MIGRAM_MULTIFD_PAGE != h->next_packet_size)
+	/* QEMU 7.2 leaves the previous packet's size in a packet without
+	 * pages (a SYNC): checked only where pages follow */
+	if (h->normal &&
+	    (uint64_t)h->normal * MIGRAM_MULTIFD_PAGE != h->next_packet_size)
 		HDR_FAIL("data channel %u, packet %" G_GUINT64_FORMAT
 			 ": payload of %u bytes for %u pages",
 			 channel, h->packet_num, h->next_packet_size,

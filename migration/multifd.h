@@ -70,9 +70,10 @@ bool migram_multifd_parse_init(const uint8_t *in, unsigned int nchannels,
 			       const char *where, uint8_t *id, GError **error);
 
 /*
- * Encode a header and its offsets (@p h->normal payload offsets, then
- * @p h->zero zero-page offsets) into @p out, which must hold
- * MIGRAM_MULTIFD_HDR_SIZE + 8 * (normal + zero) bytes; returns the bytes
+ * Encode a header and its offset array (@p h->normal payload offsets,
+ * then @p h->zero zero-page offsets, then zeros up to @p h->pages_alloc
+ * entries: QEMU always sends the whole array) into @p out, which must hold
+ * MIGRAM_MULTIFD_HDR_SIZE + 8 * pages_alloc bytes; returns the bytes
  * written.  @p h->block is copied up to its NUL.  Context: any thread.
  */
 size_t migram_multifd_encode_hdr(uint8_t *out, const MigramMultifdHdr *h,

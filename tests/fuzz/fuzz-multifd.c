@@ -118,7 +118,7 @@ static void put(const char *dir, const char *name, const uint8_t *b, size_t n)
 
 int main(int argc, char **argv)
 {
-	static uint8_t buf[4 * (MIGRAM_MULTIFD_HDR_SIZE + 8 * 4 + 4 * PG) +
+	static uint8_t buf[4 * (MIGRAM_MULTIFD_HDR_SIZE + 8 * 128 + 4 * PG) +
 			   MIGRAM_MULTIFD_INIT_SIZE];
 	uint8_t uuid[16] = { 1 };
 	uint64_t offs[4] = { 0, PG, 3 * PG, 5 * PG };

@@ -76,10 +76,10 @@ static void fx_teardown(Fixture *f, gconstpointer data)
 
 static void test_header_roundtrip(void)
 {
-	uint8_t buf[MIGRAM_MULTIFD_HDR_SIZE + 8 * 3];
+	uint8_t buf[MIGRAM_MULTIFD_HDR_SIZE + 8 * 4];
 	uint64_t offs[3] = { 0, 0x2000, 0x5000 }, back[3];
 	MigramMultifdHdr h = { .flags = MIGRAM_MULTIFD_FLAG_SYNC,
-			       .pages_alloc = 128,
+			       .pages_alloc = 4,
 			       .normal = 2,
 			       .zero = 1,
 			       .next_packet_size = 2 * PAGE,
@@ -95,7 +95,10 @@ static void test_header_roundtrip(void)
 	g_assert_cmpuint(buf[3], ==, 0x44);
 	g_assert_cmpuint(buf[7], ==, 1);
 	g_assert_cmpuint(buf[11], ==, 1);
-	g_assert_cmpuint(buf[15], ==, 128);
+	g_assert_cmpuint(buf[15], ==, 4);
+	/* the unused tail of the offset array is zero */
+	for (size_t i = MIGRAM_MULTIFD_HDR_SIZE + 24; i < sizeof(buf); i++)
+		g_assert_cmpuint(buf[i], ==, 0);
 	g_assert_cmpuint(buf[19], ==, 2);
 	g_assert_cmpuint(buf[31], ==, 77);
 	g_assert_cmpuint(buf[35], ==, 1); /* zero_pages (QEMU 9.0's place) */
@@ -268,7 +271,7 @@ static const Hostile hostile[] = {
 static void test_hostile(Fixture *f, gconstpointer data)
 {
 	const Hostile *t = data;
-	uint8_t pkt[MIGRAM_MULTIFD_HDR_SIZE + 8 + PAGE];
+	uint8_t pkt[MIGRAM_MULTIFD_HDR_SIZE + 8 * 128 + PAGE];
 	uint64_t off = PAGE, syncs = 0;
 	MigramMultifdHdr h = { .pages_alloc = 128,
 			       .normal = 1,
@@ -462,7 +465,7 @@ static void send_bytes(int fd, const uint8_t *b, size_t n)
 static void test_late_old_copy(Fixture *f, gconstpointer data)
 {
 	uint8_t init[MIGRAM_MULTIFD_INIT_SIZE];
-	uint8_t buf[3 * (MIGRAM_MULTIFD_HDR_SIZE + 8 + PAGE)];
+	uint8_t buf[3 * (MIGRAM_MULTIFD_HDR_SIZE + 8 * 128 + PAGE)];
 	size_t n, rest;
 	g_autoptr(GError) error = NULL;
 	MigramMultifdRecv *r;
