@@ -13,12 +13,13 @@ TSAN_BUILD ?= build-tsan
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 45
 FUZZ_RP_SECONDS ?= 15
+FUZZ_MULTIFD_SECONDS ?= 15
 TORTURE_RUNS ?= 12
 TORTURE_SEED ?=
 TORTURE_JOBS ?= 1
 TORTURE_ARGS ?=
 
-.PHONY: all help setup build run test bench bench-vs-qemu test-asan test-tsan valgrind clean
+.PHONY: all help setup build run test bench bench-vs-qemu bench-channels test-asan test-tsan valgrind clean
 .PHONY: fuzz fuzz-build embed-check torture model-agreement
 
 all: build
@@ -28,12 +29,13 @@ help:
 	@echo "make test       set up, build, run every test suite but model-agreement (meson test)"
 	@echo "make bench      set up, build, run the benchmarks (meson test --benchmark)"
 	@echo "make bench-vs-qemu  QEMU 7.2 and migram-sim interleaved on the same guest (VS_QEMU_ARGS=...)"
+	@echo "make bench-channels data channels 1/2/4 against raw loopback TCP, interleaved (CHANNELS_ARGS=...)"
 	@echo "make model-agreement  model mode against real mode (own step in CI)"
 	@echo "make test-asan  the suites again under AddressSanitizer + UBSan ($(SANITIZE_BUILD)/)"
 	@echo "make test-tsan  the concurrency suites under ThreadSanitizer ($(TSAN_BUILD)/)"
 	@echo "make valgrind   the concurrency suites under valgrind (memcheck)"
 	@echo "make embed-check install into $(BUILD)/stage, build an embedder's program and examples/vmm.c with only pkg-config's flags, run them"
-	@echo "make fuzz       build, run the receiver fuzzer for FUZZ_SECONDS (45), the return-path one for FUZZ_RP_SECONDS (15)"
+	@echo "make fuzz       build, run the receiver fuzzer for FUZZ_SECONDS (45), the return-path one for FUZZ_RP_SECONDS (15), the data-channel one for FUZZ_MULTIFD_SECONDS (15)"
 	@echo "make fuzz-build only build the fuzzer and its seed corpus ($(FUZZ_BUILD)/)"
 	@echo "make torture    TORTURE_RUNS (12) random migrations with injected faults, from TORTURE_SEED (random; printed)"
 	@echo "make setup      only install missing Debian packages"
@@ -75,6 +77,11 @@ VS_QEMU_ARGS ?=
 bench-vs-qemu: build
 	python3 bench/vs-qemu.py --sim $(BUILD)/sim/migram-sim $(VS_QEMU_ARGS)
 
+# Multi-channel transfer against raw loopback TCP (docs/performance.md).
+bench-channels: build
+	python3 bench/channels.py --sim $(BUILD)/sim/migram-sim \
+		--raw $(BUILD)/bench/raw-tcp $(CHANNELS_ARGS)
+
 test-asan: setup
 	@[ -f $(SANITIZE_BUILD)/build.ninja ] || meson setup $(SANITIZE_BUILD) \
 		-Db_sanitize=address,undefined -Db_lundef=false \
@@ -113,6 +120,7 @@ fuzz-build: setup
 fuzz: fuzz-build
 	BUILD_FUZZ=$(FUZZ_BUILD) ./tests/fuzz/run.sh $(FUZZ_SECONDS) receiver
 	BUILD_FUZZ=$(FUZZ_BUILD) ./tests/fuzz/run.sh $(FUZZ_RP_SECONDS) return-path
+	BUILD_FUZZ=$(FUZZ_BUILD) ./tests/fuzz/run.sh $(FUZZ_MULTIFD_SECONDS) multifd
 
 # Random migrations with injected faults, each judged by an oracle
 # (docs/reliability.md).  One printed seed replays one scenario:

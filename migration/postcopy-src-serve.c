@@ -118,7 +118,7 @@ bool migram_postcopy_src_section(MigramMigration *m, GError **error)
 	ok = migram_channel_flush(m->ch, ok ? error : NULL) && ok;
 	migram_rcu_read_unlock();
 	m->st.transferred_bytes =
-		migram_channel_bytes_sent(m->ch) +
+		migram_sender_bytes_sent(m) +
 		(m->preempt ? migram_channel_bytes_sent(m->preempt) : 0);
 	m->st.remaining_bytes = m->dirty_pages * MIGRAM_TARGET_PAGE_SIZE;
 	return ok;

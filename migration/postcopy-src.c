@@ -200,7 +200,7 @@ static bool src_run(MigramMigration *m, void *state, GError **error)
 	}
 	m->st.postcopy_time_ms =
 		(uint64_t)(g_get_monotonic_time() - pc->t_switch) / 1000;
-	m->st.transferred_bytes = migram_channel_bytes_sent(m->ch);
+	m->st.transferred_bytes = migram_sender_bytes_sent(m);
 	return true;
 }
 

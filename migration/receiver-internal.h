@@ -57,6 +57,10 @@ struct MigramReceiver {
 	bool preempt_running;
 	GError *preempt_error; /* set by the preempt thread before it ends */
 
+	/* data channels (multifd-receiver.c); set under lock */
+	struct MigramMultifdRecv *mfd;
+	bool mfd_stopped; /* after a postcopy LISTEN: no more syncs */
+
 	/* guards pc, ch and preempt_error above, and everything below */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
@@ -84,5 +88,12 @@ bool migram_receiver_postcopy_finish(MigramReceiver *r,
 /* A failed load: pause for recovery if postcopy runs; true to go on. */
 bool migram_receiver_pause(MigramReceiver *r, GError **error);
 void migram_receiver_load_end(MigramReceiver *r, bool ok);
+
+/* multifd-receiver.c: data channels at a RAM EOS, at the end, cancel
+ * (the last with lock held) */
+bool migram_receiver_multifd_eos(MigramReceiver *r,
+				 const MigramStreamRecord *rec, GError **error);
+void migram_receiver_multifd_stop(MigramReceiver *r);
+void migram_receiver_multifd_cancel_locked(MigramReceiver *r);
 
 #endif /* MIGRAM_RECEIVER_INTERNAL_H */

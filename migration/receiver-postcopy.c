@@ -452,6 +452,7 @@ MIGRAM_EXPORT void migram_receiver_cancel(MigramReceiver *r)
 	r->cancelled = true;
 	if (r->ch)
 		migram_channel_cancel(r->ch);
+	migram_receiver_multifd_cancel_locked(r); /* multifd */
 	pthread_cond_broadcast(&r->cond);
 	pthread_mutex_unlock(&r->lock);
 }

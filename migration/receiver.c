@@ -501,6 +501,8 @@ bool migram_receiver_handle(MigramReceiver *r, const MigramStreamRecord *rec,
 		r->stats.sections++;
 		if (!r->list_done && !finish_block_list(r, rec, error))
 			return false;
+		if (!migram_receiver_multifd_eos(r, rec, error)) /* multifd */
+			return false;
 		r->ram_done |= r->in_end;
 		return true;
 	case MIGRAM_STREAM_REC_COMMAND:
@@ -579,6 +581,7 @@ MIGRAM_EXPORT bool migram_receiver_load(MigramReceiver *r, MigramChannel *ch,
 		g_propagate_error(error, err);
 		break;
 	}
+	migram_receiver_multifd_stop(r); /* multifd */
 	r->stats.bytes = migram_channel_read_offset(
 		migram_stream_reader_channel(r->reader));
 	migram_receiver_load_end(r, ok);

@@ -30,6 +30,7 @@
 #include "migram/migram.h"
 #include "buffer.h"
 #include "sender-internal.h"
+#include "multifd.h"
 
 #define SECTION_MAX_US ((gint64)50 * 1000) /* QEMU's MAX_WAIT for one pass */
 #define CHECK_EVERY 64 /* pages between cancel/rate checks */
@@ -167,6 +168,9 @@ static bool send_page(MigramMigration *m, SendBlock *sb, uint64_t p,
 		return false;
 	migram_bitmap_clear_bit(sb->bmap, (size_t)p);
 	m->dirty_pages--;
+	if (m->mfd) /* multifd: a channel thread reads and sends it */
+		return migram_multifd_send_queue(m->mfd, sb->idstr, sb->host,
+						 off, error);
 	/* model mode answers without reading the page (sender-env.h) */
 	if (m->env.page_is_zero
 		    ? m->env.page_is_zero(m->env.opaque, sb->block, p)
@@ -226,11 +230,13 @@ bool migram_sender_section(MigramMigration *m, bool last, bool *pass_done,
 			      migram_sender_now(m) - t0 > SECTION_MAX_US))
 			break;
 	}
+	/* multifd: every page queued is written before the EOS */
+	ok = ok && migram_sender_multifd_sync(m, error);
 	if (ok)
 		migram_stream_writer_ram_close(m->w);
 	ok = migram_channel_flush(m->ch, ok ? error : NULL) && ok;
 	migram_rcu_read_unlock();
-	m->st.transferred_bytes = migram_channel_bytes_sent(m->ch);
+	m->st.transferred_bytes = migram_sender_bytes_sent(m);
 	m->st.remaining_bytes = m->dirty_pages * MIGRAM_TARGET_PAGE_SIZE;
 	return ok;
 }

@@ -152,6 +152,11 @@ struct MigramMigration {
 	/* clock and zero check (sender-env.h); all zero: the real ones */
 	MigramSenderEnv env;
 
+	/* data channels (multifd-send.c); NULL without; set under
+	 * cancel_lock.  mfd_seen_*: the channels' counts already in st. */
+	struct MigramMultifdSend *mfd;
+	uint64_t mfd_seen_pages, mfd_seen_zero, mfd_seen_bytes;
+
 	/* status-change events (stats.c); all under stats_lock */
 	MigramMigrationEventFunc event_fn;
 	void *event_opaque;
@@ -204,6 +209,12 @@ bool migram_sender_sync(MigramMigration *m, GError **error);
 bool migram_sender_section(MigramMigration *m, bool last, bool *pass_done,
 			   GError **error);
 bool migram_sender_check(MigramMigration *m, GError **error);
+/* Bytes written on the main channel and every data channel. */
+uint64_t migram_sender_bytes_sent(MigramMigration *m);
+/* Data channels (multifd): start them (setup) / a sync point / stop. */
+bool migram_sender_multifd_start(MigramMigration *m, GError **error);
+bool migram_sender_multifd_sync(MigramMigration *m, GError **error);
+void migram_sender_multifd_stop(MigramMigration *m);
 /* completion.c: precopy's return path (config.return_path without
  * postcopy), a hook user: setup writes OPEN_RETURN_PATH after the header,
  * precopy_done waits for the destination's SHUT after EOF. */

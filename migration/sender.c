@@ -28,6 +28,7 @@
 #include "postcopy-src.h"
 #include "sender-internal.h"
 #include "stream-internal.h"
+#include "multifd.h"
 
 #define DEFAULT_DOWNTIME_MS 300
 #define DEFAULT_STALL_SYNCS 8
@@ -98,6 +99,8 @@ MIGRAM_EXPORT void migram_migration_cancel(MigramMigration *m)
 		migram_channel_cancel(m->ch);
 	if (m->preempt && m->ch)
 		migram_channel_cancel(m->preempt);
+	if (m->mfd) /* multifd */
+		migram_multifd_send_cancel(m->mfd);
 	pthread_mutex_unlock(&m->cancel_lock);
 	migram_sender_hooks_wake(m);
 }
@@ -210,16 +213,20 @@ static bool setup(MigramMigration *m, GError **error)
 		return false;
 	migram_channel_set_rate_limit(m->ch, m->cfg.max_bandwidth);
 	m->w = migram_stream_writer_new(m->ch);
+	if (!migram_sender_multifd_start(m, error)) /* multifd */
+		return false;
 	migram_stream_writer_begin(m->w, m->machine_type);
 	if (!migram_sender_hooks_setup(m, error))
 		return false;
-	if (!start_blocks(m, error) || !migram_sender_hooks_listen(m, error) ||
+	/* multifd: the START section's EOS is a sync point too */
+	if (!start_blocks(m, error) || !migram_sender_multifd_sync(m, error) ||
+	    !migram_sender_hooks_listen(m, error) ||
 	    !migram_sender_sync(m, error))
 		return false;
 	/* bmap started all set: the first sync's finds are not new. */
 	m->dirtied_in_period = 0;
 	m->t_sync = migram_sender_now(m);
-	m->sent_at_sync = migram_channel_bytes_sent(m->ch);
+	m->sent_at_sync = migram_sender_bytes_sent(m);
 	m->st.setup_time_ms = (uint64_t)(m->t_sync - m->t_start) / 1000;
 	return migram_channel_flush(m->ch, error);
 }
@@ -227,6 +234,7 @@ static bool setup(MigramMigration *m, GError **error)
 static void cleanup(MigramMigration *m)
 {
 	migram_sender_hooks_cleanup(m);
+	migram_sender_multifd_stop(m); /* multifd */
 	if (m->listener)
 		migram_ram_list_remove_listener(m->list, m->listener);
 	migram_rcu_read_lock();
@@ -259,7 +267,7 @@ static bool after_pass(MigramMigration *m, bool *complete, GError **error)
 		return false;
 	now = migram_sender_now(m);
 	period = (uint64_t)MAX(now - m->t_sync, 1);
-	sent = migram_channel_bytes_sent(m->ch) - m->sent_at_sync;
+	sent = migram_sender_bytes_sent(m) - m->sent_at_sync;
 	m->st.dirty_pages_rate = m->dirtied_in_period * G_USEC_PER_SEC / period;
 	m->st.dirty_bytes_rate = m->st.dirty_pages_rate *
 				 MIGRAM_TARGET_PAGE_SIZE;
@@ -273,8 +281,7 @@ static bool after_pass(MigramMigration *m, bool *complete, GError **error)
 	m->st.not_converging = m->policy.not_converging;
 	m->dirtied_in_period = 0;
 	m->t_sync = now;
-	m->sent_at_sync = m->sent_at_any_sync =
-		migram_channel_bytes_sent(m->ch);
+	m->sent_at_sync = m->sent_at_any_sync = migram_sender_bytes_sent(m);
 	switch (d) {
 	case POLICY_COMPLETE:
 		*complete = true;
@@ -310,7 +317,7 @@ static bool after_pass(MigramMigration *m, bool *complete, GError **error)
 static bool mid_pass(MigramMigration *m, bool *complete, GError **error)
 {
 	gint64 now = migram_sender_now(m);
-	uint64_t sent = migram_channel_bytes_sent(m->ch), fresh;
+	uint64_t sent = migram_sender_bytes_sent(m), fresh;
 
 	if (now - m->t_window >= WINDOW_US) {
 		migram_policy_window(&m->policy, sent - m->sent_at_window,
@@ -347,8 +354,7 @@ static bool iterate(MigramMigration *m, GError **error)
 	bool complete = false, pass_done;
 
 	m->t_window = migram_sender_now(m);
-	m->sent_at_window = m->sent_at_any_sync =
-		migram_channel_bytes_sent(m->ch);
+	m->sent_at_window = m->sent_at_any_sync = migram_sender_bytes_sent(m);
 	while (!complete) {
 		if (!migram_sender_check(m, error))
 			return false;

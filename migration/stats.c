@@ -118,7 +118,7 @@ void migram_sender_publish(MigramMigration *m)
 	bool changed;
 
 	m->st.out_of_range_marks = migram_soft_log_lost_marks(&m->source);
-	m->st.transferred_bytes = m->ch ? migram_channel_bytes_sent(m->ch)
+	m->st.transferred_bytes = m->ch ? migram_sender_bytes_sent(m)
 					: m->st.transferred_bytes;
 	if (m->st.status != MIGRAM_MIGRATION_COMPLETED &&
 	    m->st.status != MIGRAM_MIGRATION_FAILED &&

@@ -37,6 +37,12 @@ bool sim_link_pairs(const SimOptions *opt, SimLink *src, SimLink *dst)
 		src->preempt_fd = p[0];
 		dst->preempt_fd = p[1];
 	}
+	for (unsigned int i = 0; opt->channels > 1 && i < opt->channels; i++) {
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p))
+			return false;
+		src->data_fd[src->ndata++] = p[0];
+		dst->data_fd[dst->ndata++] = p[1];
+	}
 	if (opt->inject_disconnect_ms)
 		for (int i = 0; i < SIM_LINK_MAX_SPARES; i++) {
 			if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0,
@@ -86,7 +92,7 @@ int sim_link_tcp_listen(const SimOptions *opt, GError **error)
 	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
-	    listen(fd, 1) < 0) {
+	    listen(fd, 1 + SIM_MAX_CHANNELS) < 0) {
 		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO,
 			    "listen on %s: %s", opt->transport_arg,
 			    g_strerror(errno));
@@ -153,7 +159,17 @@ bool sim_link_tcp_accept(const SimOptions *opt, int lfd, SimLink *lk)
 		lk->preempt_fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 	if (opt->mode != SIM_MODE_PRECOPY)
 		lk->listen_fd = lfd;
-	return !opt->preempt || lk->preempt_fd >= 0;
+	if (opt->preempt && lk->preempt_fd < 0)
+		return false;
+	/* data connections (--channels): after main and preempt */
+	for (unsigned int i = 0; opt->channels > 1 && i < opt->channels; i++) {
+		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+
+		if (fd < 0)
+			return false;
+		lk->data_fd[lk->ndata++] = fd;
+	}
+	return true;
 }
 
 bool sim_link_tcp_connect(const SimOptions *opt, SimLink *lk, GError **error)
@@ -166,6 +182,13 @@ bool sim_link_tcp_connect(const SimOptions *opt, SimLink *lk, GError **error)
 		lk->preempt_fd = tcp_connect(opt, error);
 		if (lk->preempt_fd < 0)
 			return false;
+	}
+	for (unsigned int i = 0; opt->channels > 1 && i < opt->channels; i++) {
+		int fd = tcp_connect(opt, error);
+
+		if (fd < 0)
+			return false;
+		lk->data_fd[lk->ndata++] = fd;
 	}
 	return true;
 }
@@ -238,6 +261,9 @@ void sim_link_close(SimLink *lk)
 		close(lk->spare[i]);
 	lk->preempt_fd = -1;
 	lk->nspare = lk->next_spare = 0;
+	for (unsigned int i = 0; i < lk->ndata; i++)
+		close(lk->data_fd[i]);
+	lk->ndata = 0;
 }
 
 void sim_link_close_all(SimLink *lk)

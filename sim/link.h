@@ -21,8 +21,10 @@ typedef struct {
 	int preempt_fd; /* -1 without --preempt */
 	int spare[SIM_LINK_MAX_SPARES];
 	int nspare, next_spare;
-	int listen_fd; /* TCP destination; -1 otherwise */
-	bool tcp;      /* TCP source */
+	int listen_fd;                 /* TCP destination; -1 otherwise */
+	int data_fd[SIM_MAX_CHANNELS]; /* --channels N > 1: N data sockets */
+	unsigned int ndata;
+	bool tcp; /* TCP source */
 } SimLink;
 
 /* Socketpairs for main, preempt and reconnects: src and dst ends. */

@@ -70,7 +70,7 @@ typedef struct {
 	char *recover_timeout;
 	gint64 clear_shift, corrupt;
 	gboolean preempt;
-	gint threads;
+	gint threads, channels;
 	gdouble hot_fraction, hot_weight;
 	gboolean auto_converge, model, quiet, verify_bytes, clear_at_sync;
 	gboolean no_return_path;
@@ -258,6 +258,14 @@ static bool apply(const Args *a, SimOptions *o, GError **error)
 				  "only",
 				  a->mode);
 	o->preempt = a->preempt;
+	if (a->channels < 0 || a->channels > SIM_MAX_CHANNELS)
+		return fail_usage(error, "--channels: 1..16%s", "");
+	o->channels = a->channels > 1 ? (unsigned int)a->channels : 1;
+	if (o->channels > 1 && (o->inject_disconnect_ms || a->model))
+		return fail_usage(error,
+				  "--channels: not with --model or "
+				  "--inject-disconnect-after%s",
+				  "");
 	for (char **b = a->blocks; b && *b; b++)
 		if (!add_block(o, *b, error))
 			return false;
@@ -322,6 +330,11 @@ static bool apply(const Args *a, SimOptions *o, GError **error)
 	    strcmp(o->role, "destination"))
 		return fail_usage(error, "--role '%s': source or destination",
 				  o->role);
+	if (o->channels > 1 && o->transport == SIM_TRANSPORT_FILE)
+		return fail_usage(error,
+				  "--channels needs connections (socketpair "
+				  "or tcp), not a file%s",
+				  "");
 	if (o->role && o->transport != SIM_TRANSPORT_TCP)
 		return fail_usage(error, "--role %s needs --transport tcp:...",
 				  o->role);
@@ -443,6 +456,11 @@ static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
 		  "MODE" },
 		{ "preempt", 0, 0, G_OPTION_ARG_NONE, &a.preempt,
 		  "Postcopy: requested pages on a second connection", NULL },
+		{ "channels", 0, 0, G_OPTION_ARG_INT, &a.channels,
+		  "Data connections for precopy pages (multifd): 1 (default) "
+		  "sends every page on the main connection; N > 1 opens N "
+		  "more (tcp: to the same port, after main and preempt)",
+		  "N" },
 		{ "inject-disconnect-after", 0, 0, G_OPTION_ARG_STRING,
 		  &a.inject_disconnect,
 		  "Postcopy: cut the connection this long into postcopy, "

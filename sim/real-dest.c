@@ -194,7 +194,10 @@ int real_run_destination(const SimOptions *opt, MigramRamList *list,
 	MigramReceiverConfig rc = { .create_blocks = true,
 				    .postcopy_run = dst_run,
 				    .postcopy_paused = dst_paused,
-				    .opaque = &d };
+				    .opaque = &d,
+				    .multifd_channels = lk->ndata,
+				    .multifd_fds = lk->ndata ? lk->data_fd
+							     : NULL };
 
 	if (opt->workload == SIM_WORKLOAD_KVM)
 		rc.load_device = dst_load_device;

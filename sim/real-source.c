@@ -134,6 +134,8 @@ int real_run_source(const SimOptions *opt, MigramRamList *list, SimLink *lk,
 		.return_path = opt->transport != SIM_TRANSPORT_FILE &&
 			       !opt->no_return_path,
 		.io_timeout_ms = opt->io_timeout_ms,
+		.multifd_channels = lk->ndata,
+		.multifd_fds = lk->ndata ? lk->data_fd : NULL,
 		.auto_converge = opt->auto_converge,
 		.max_time_ms = opt->max_time_ms,
 		.postcopy = opt->mode != SIM_MODE_PRECOPY,

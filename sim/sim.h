@@ -44,6 +44,8 @@ enum {
 };
 
 /* peer.c: peer death in postcopy, and SIGINT/SIGTERM */
+#define SIM_MAX_CHANNELS 16 /* --channels */
+
 typedef struct SimPeer SimPeer;
 
 /* --recover-timeout's default: 3 minutes. */
@@ -119,6 +121,8 @@ typedef struct {
 	/* postcopy */
 	SimMode mode;
 	bool preempt;                  /* a second connection for requests */
+	unsigned int channels;         /* --channels: 1 = the main stream alone,
+					  N > 1 = N data connections (multifd) */
 	uint64_t inject_disconnect_ms; /* cut main this long into postcopy */
 	uint64_t recover_timeout_ms;   /* a paused side waits this long */
 	SimPeer *peer;                 /* signals and pauses; may be NULL */

@@ -99,6 +99,8 @@ struct MigramTestReceiver {
 	MigramRamList *list;
 	MigramChannel *ch;
 	gboolean create_blocks;
+	unsigned int multifd_channels; /* data channels, fds borrowed */
+	const int *multifd_fds;
 	gboolean ok;
 	GError *error;
 	GThread *thread;
@@ -108,8 +110,10 @@ static gpointer test_receiver_main(gpointer p)
 {
 	MigramTestReceiver *rx = p;
 	MigramReceiver *r = migram_receiver_new(
-		rx->list,
-		&(MigramReceiverConfig){ .create_blocks = rx->create_blocks });
+		rx->list, &(MigramReceiverConfig){
+				  .create_blocks = rx->create_blocks,
+				  .multifd_channels = rx->multifd_channels,
+				  .multifd_fds = rx->multifd_fds });
 
 	urcu_memb_register_thread();
 	rx->ok = migram_receiver_load(r, rx->ch, &rx->error);
@@ -126,6 +130,20 @@ MigramTestReceiver *migram_test_receiver_start(MigramRamList *list, int fd,
 	rx->list = list;
 	rx->ch = migram_channel_new(fd, true);
 	rx->create_blocks = create_blocks;
+	rx->thread = g_thread_new("test-receiver", test_receiver_main, rx);
+	return rx;
+}
+
+MigramTestReceiver *migram_test_receiver_start_multifd(MigramRamList *list,
+						       int fd, unsigned int n,
+						       const int *fds)
+{
+	MigramTestReceiver *rx = g_new0(MigramTestReceiver, 1);
+
+	rx->list = list;
+	rx->ch = migram_channel_new(fd, true);
+	rx->multifd_channels = n;
+	rx->multifd_fds = fds;
 	rx->thread = g_thread_new("test-receiver", test_receiver_main, rx);
 	return rx;
 }

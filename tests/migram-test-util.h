@@ -46,6 +46,10 @@ typedef struct MigramTestReceiver MigramTestReceiver;
 MigramTestReceiver *migram_test_receiver_start(struct MigramRamList *list,
 					       int fd, gboolean create_blocks);
 gboolean migram_test_receiver_join(MigramTestReceiver *rx, GError **error);
+/* The same with @n data channels (multifd): @fds borrowed until _join. */
+MigramTestReceiver *
+migram_test_receiver_start_multifd(struct MigramRamList *list, int fd,
+				   unsigned int n, const int *fds);
 
 /*
  * KVM test guests.  EINTR-retrying ioctl; the vCPU in 32-bit protected

@@ -90,6 +90,26 @@ typedef struct {
 	 * Added in 0.3.
 	 */
 	MigramDeviceLoadFn load_section;
+	/**
+	 * Data channels (multifd; added in 0.3): the number of connected
+	 * sockets in @c multifd_fds the source sends precopy pages on (its
+	 * @c multifd_channels); 0, the default, expects every page on the
+	 * main channel.  After the block list, the load reads each data
+	 * channel's initial packet and starts one thread per channel, which
+	 * reads payloads straight into guest memory.  At every RAM EOS of
+	 * the main stream the load waits until every channel has placed what
+	 * was sent before it (QEMU 7.2's sync points); the channels stop at
+	 * a postcopy LISTEN.  A channel's error fails the load, naming the
+	 * channel, packet and offset.
+	 */
+	unsigned int multifd_channels;
+	/**
+	 * The data channels' sockets, in any order; the array and the fds
+	 * are borrowed until migram_receiver_load() returns, which shuts them
+	 * down (shutdown(2)) before it does; the caller closes them.  Blocks
+	 * must not be removed during the load.  Added in 0.3.
+	 */
+	const int *multifd_fds;
 } MigramReceiverConfig;
 
 /** What a load did. */

@@ -198,6 +198,25 @@ typedef struct {
 	const MigramDeviceSection *device_sections;
 	/** How many device_sections there are.  Added in 0.3. */
 	unsigned int n_device_sections;
+	/**
+	 * Data channels (multifd; added in 0.3): the number of connected
+	 * sockets in @c multifd_fds that carry the precopy pages beside the
+	 * main channel, one sending thread each (1..255); 0, the default,
+	 * sends every page on the main channel as before.  The main channel
+	 * then carries the block list, the sync points (every RAM EOS) and
+	 * the device state; postcopy pages stay on it (the data channels stop
+	 * at the switch).  docs/wire-format.md, "Data channels".  The rate
+	 * limit (@c max_bandwidth) applies to the main channel only.
+	 */
+	unsigned int multifd_channels;
+	/**
+	 * The data channels' sockets, @c multifd_channels of them, connected
+	 * to the destination's (in any order: each carries its id).  The
+	 * array and the fds are borrowed until migram_migration_run()
+	 * returns; run shuts them down (shutdown(2)) before it returns, the
+	 * caller closes them.  Added in 0.3.
+	 */
+	const int *multifd_fds;
 } MigramMigrationConfig;
 
 /** QEMU's `query-migrate` RAM figures, and a few of migram's own. */

@@ -5,8 +5,9 @@
 #
 #   tests/fuzz/build.sh            build-fuzz/fuzz-receiver,
 #                                  fuzz-return-path, fuzz-verify,
-#                                  fuzz-handshake, make-corpus, corpus/,
-#                                  corpus-rp/, corpus-verify/, corpus-hs/ (regenerated every time)
+#                                  fuzz-handshake, fuzz-multifd, make-corpus,
+#                                  corpus/, corpus-rp/, corpus-verify/,
+#                                  corpus-hs/, corpus-multifd/ (regenerated every time)
 #   BUILD_FUZZ=<dir> CC=<clang>    other output directory / compiler
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -61,6 +62,16 @@ echo "fuzz: $cc -> $out/fuzz-handshake"
 	tests/fuzz/fuzz-handshake.c \
 	"${pkg[@]}" -pthread -lm -o "$out/fuzz-handshake"
 
+echo "fuzz: $cc -> $out/fuzz-multifd"
+"$cc" "${common[@]}" -O1 \
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	-fno-omit-frame-pointer \
+	"${lib_src[@]}" tests/fuzz/fuzz-multifd.c \
+	"${pkg[@]}" -pthread -lm -o "$out/fuzz-multifd"
+"$cc" "${common[@]}" -O1 -DMULTIFD_CORPUS=1 \
+	"${lib_src[@]}" tests/fuzz/fuzz-multifd.c \
+	"${pkg[@]}" -pthread -lm -o "$out/make-corpus-multifd"
+
 echo "fuzz: $cc -> $out/make-corpus"
 "$cc" "${common[@]}" -O1 \
 	"${lib_src[@]}" tests/fuzz/stream-samples.c tests/fuzz/rp-samples.c \
@@ -68,7 +79,9 @@ echo "fuzz: $cc -> $out/make-corpus"
 	tests/fuzz/make-corpus.c \
 	"${pkg[@]}" -pthread -lm -o "$out/make-corpus"
 
-rm -rf "$out/corpus" "$out/corpus-rp" "$out/corpus-verify" "$out/corpus-hs"
+rm -rf "$out/corpus" "$out/corpus-rp" "$out/corpus-verify" "$out/corpus-hs" \
+	"$out/corpus-multifd"
+"$out/make-corpus-multifd" "$out/corpus-multifd"
 "$out/make-corpus" "$out/corpus" "$out/corpus-rp" "$out/corpus-verify" \
 	"$out/corpus-hs"
 

@@ -9,7 +9,8 @@
 # or return-path (fuzz-return-path: the source's return-path reader) or
 # verify (fuzz-verify: the source's half of verification, verify.h) or
 # handshake (fuzz-handshake: the destination's handshake, handshake.h)
-# or snapshot (fuzz-snapshot: the snapshot-file parser).
+# or snapshot (fuzz-snapshot: the snapshot-file parser) or
+# multifd (fuzz-multifd: a data channel's packets, tests/fuzz/fuzz-multifd.c).
 #
 # New interesting inputs go to build-fuzz/work/ (receiver) or
 # build-fuzz/work-rp/ (return path); the seeds in build-fuzz/corpus/ and
@@ -38,6 +39,9 @@ receiver)
 return-path)
 	bin=fuzz-return-path work=work-rp corpus=corpus-rp prefix=rp-
 	dict=tests/fuzz/return-path.dict ;;
+multifd)
+	bin=fuzz-multifd work=work-multifd corpus=corpus-multifd
+	prefix=multifd- dict=tests/fuzz/multifd.dict ;;
 snapshot)
 	bin=fuzz-snapshot work=work-snap corpus=corpus-snap prefix=snap-
 	dict=tests/fuzz/snapshot.dict ;;
@@ -48,7 +52,7 @@ handshake)
 	bin=fuzz-handshake work=work-hs corpus=corpus-hs prefix=hs-
 	dict=tests/fuzz/handshake.dict ;;
 *)
-	echo "fuzz: unknown target '$target' (receiver, return-path, verify, handshake, snapshot)" >&2
+	echo "fuzz: unknown target '$target' (receiver, return-path, verify, handshake, snapshot, multifd)" >&2
 	exit 2 ;;
 esac
 mkdir -p "$out/$work" "$out/artifacts"

@@ -51,6 +51,8 @@ typedef struct Guest {
 	guint64 sent_at_pause; /* its bytes sent when the guest paused */
 	void *caller_mem;
 	size_t caller_len;
+	unsigned int channels; /* data channels (multifd), 0: none */
+	bool break_channel;    /* the destination's last one is shut down */
 } Guest;
 
 typedef struct {
@@ -293,8 +295,23 @@ static bool migrate(Guest *g, MigramMigrationConfig *cfg,
 	int fds[2];
 	bool ok;
 
+	int sfd[4], rfd[4];
+
 	g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), ==, 0);
-	rx = migram_test_receiver_start(dst, fds[1], FALSE);
+	for (unsigned int i = 0; i < g->channels; i++) {
+		int sv[2];
+
+		g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), ==, 0);
+		sfd[i] = sv[0];
+		rfd[i] = sv[1];
+	}
+	if (g->break_channel)
+		shutdown(rfd[g->channels - 1], SHUT_RDWR);
+	cfg->multifd_channels = g->channels;
+	cfg->multifd_fds = g->channels ? sfd : NULL;
+	rx = g->channels ? migram_test_receiver_start_multifd(dst, fds[1],
+							      g->channels, rfd)
+			 : migram_test_receiver_start(dst, fds[1], FALSE);
 	migram_soft_log_source(g->log, &src);
 	cfg->pause_guest = guest_pause;
 	cfg->resume_guest = guest_resume;
@@ -313,6 +330,10 @@ static bool migrate(Guest *g, MigramMigrationConfig *cfg,
 	g_assert_cmpint(migram_test_receiver_join(rx, &rx_error), ==, ok);
 	if (ok)
 		g_assert_no_error(rx_error);
+	for (unsigned int i = 0; i < g->channels; i++) {
+		close(sfd[i]);
+		close(rfd[i]);
+	}
 	migram_migration_get_stats(m, st);
 	migram_migration_free(m);
 	if (dst_out)
@@ -325,6 +346,7 @@ static bool migrate(Guest *g, MigramMigrationConfig *cfg,
 typedef struct {
 	unsigned int shift;
 	bool clear_at_sync;
+	unsigned int channels; /* data channels (multifd) */
 } ShiftCase;
 
 static void test_end_to_end(gconstpointer data)
@@ -348,6 +370,7 @@ static void test_end_to_end(gconstpointer data)
 
 	guest_init(&g, 32 * MiB);
 	g.rate_us = 50;
+	g.channels = c->channels;
 	guest_start(&g, 3, pats);
 	g_assert_true(migrate(&g, &cfg, &st, &error, &dst));
 	g_assert_no_error(error);
@@ -379,8 +402,11 @@ static void test_end_to_end(gconstpointer data)
 	 * paused (the channel's own count) is the dirty remainder, far less
 	 * than the RAM that a pause with nothing converged would resend.
 	 */
-	g_assert_cmpuint(st.transferred_bytes - g.sent_at_pause, <,
-			 st.total_bytes / 2);
+	/* (the guest_pause count is the main channel's alone: not with
+	 * data channels) */
+	if (!c->channels)
+		g_assert_cmpuint(st.transferred_bytes - g.sent_at_pause, <,
+				 st.total_bytes / 2);
 	migram_ram_list_free(dst);
 	guest_free(&g);
 }
@@ -808,22 +834,59 @@ static void test_downtime_breakdown(void)
 	g_assert_cmpuint(st.log_clear_us, >, 0);
 }
 
+/* One data channel is dead from the start: the migration fails cleanly,
+ * naming the channel, and the guest is never paused. */
+static void test_multifd_channel_dies(void)
+{
+	const Pattern pats[] = { UNIFORM };
+	MigramMigrationConfig cfg = { .downtime_limit_ms = 30 };
+	g_autoptr(GError) error = NULL;
+	MigramMigrationStats st;
+	Guest g;
+
+	guest_init(&g, 16 * MiB);
+	g.rate_us = 50;
+	g.channels = 3;
+	g.break_channel = true;
+	guest_start(&g, 1, pats);
+	g_assert_false(migrate(&g, &cfg, &st, &error, NULL));
+	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO);
+	g_assert_nonnull(strstr(error->message, "data channel 2"));
+	g_assert_cmpint(st.status, ==, MIGRAM_MIGRATION_FAILED);
+	g_assert_cmpint(g.pause_calls, ==, 0);
+	guest_free(&g);
+}
+
 int main(int argc, char **argv)
 {
 	static const ShiftCase shifts[] = {
-		{ 0, false },
-		{ 6, false },
-		{ 18, false },
-		{ 6, true },
+		{ 0, false, 0 },
+		{ 6, false, 0 },
+		{ 18, false, 0 },
+		{ 6, true, 0 },
+		/* data channels (multifd), every clear_bmap_shift family */
+		{ 0, false, 1 },
+		{ 6, true, 1 },
+		{ 0, false, 2 },
+		{ 6, false, 2 },
+		{ 18, false, 2 },
+		{ 0, false, 4 },
+		{ 6, false, 4 },
+		{ 18, false, 4 },
+		{ 6, true, 4 },
 	};
 
 	g_test_init(&argc, &argv, NULL);
 	urcu_memb_register_thread();
 	for (size_t i = 0; i < G_N_ELEMENTS(shifts); i++) {
 		g_autofree char *path = g_strdup_printf(
-			"/migration/sender/end-to-end/shift-%u%s",
+			"/migration/sender/end-to-end/shift-%u%s%s",
 			shifts[i].shift,
-			shifts[i].clear_at_sync ? "-clear-at-sync" : "");
+			shifts[i].clear_at_sync ? "-clear-at-sync" : "",
+			shifts[i].channels == 0   ? ""
+			: shifts[i].channels == 1 ? "-multifd-1"
+			: shifts[i].channels == 2 ? "-multifd-2"
+						  : "-multifd-4");
 
 		g_test_add_data_func(path, &shifts[i], test_end_to_end);
 	}
@@ -837,6 +900,8 @@ int main(int argc, char **argv)
 			test_does_not_converge);
 	g_test_add_func("/migration/sender/auto-converge", test_auto_converge);
 	g_test_add_func("/migration/sender/cancel", test_cancel);
+	g_test_add_func("/migration/sender/multifd-channel-dies",
+			test_multifd_channel_dies);
 	g_test_add_func("/migration/sender/block-added", test_block_added);
 	g_test_add_func("/migration/sender/block-removed", test_block_removed);
 	g_test_add_func("/migration/sender/block-resized", test_block_resized);

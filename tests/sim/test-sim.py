@@ -60,6 +60,9 @@ def _(work):
         (["--mode", "postcopy", "--transport", "file:/tmp/x"],
          "needs a connection"),
         (["--preempt"], "need --mode postcopy or hybrid"),
+        (["--channels", "17"], "--channels: 1..16"),
+        (["--channels", "2", "--transport", "file:/tmp/x"],
+         "--channels needs connections"),
         (["--inject-disconnect-after", "10"],
          "need --mode postcopy or hybrid"),
         (["--mode", "hybrid", "--model"], "model mode simulates precopy"),
@@ -468,6 +471,31 @@ def _(work):
     assert r.returncode == 0, r.stderr
     assert j["verified"] and j["migration_mode"] == "hybrid", j
     # one precopy pass first: fewer pages discarded than exist
+    assert 0 < j["discard_pages"] < (128 << 20) // 4096, j
+
+
+@case("data channels (multifd): 4 over socketpairs and tcp, byte for byte")
+def _(work):
+    for transport in ("socketpair", "tcp:127.0.0.1:47737"):
+        r, j = run_json(work, "--ram", "128M", "--channels", "4",
+                        "--dirty-rate", "100M/s", "--transport", transport,
+                        "--verify-bytes")
+        assert r.returncode == 0, (transport, r.stderr)
+        assert j["status"] == "completed" and j["verified"], j
+        # the data channels' bytes count: at least the RAM's non-zero pages
+        assert j["transferred_bytes"] >= j["normal_pages"] * 4096, j
+
+
+@case("hybrid with 2 data channels and preempt over tcp: verified")
+def _(work):
+    why = postcopy_ok(work)
+    if why:
+        return f"SKIP {why}"
+    r, j = run_json(work, "--ram", "128M", "--mode", "hybrid",
+                    "--channels", "2", "--preempt", "--dirty-rate", "100M/s",
+                    "--transport", "tcp:127.0.0.1:47739")
+    assert r.returncode == 0, r.stderr
+    assert j["verified"] and j["migration_mode"] == "hybrid", j
     assert 0 < j["discard_pages"] < (128 << 20) // 4096, j
 
 
