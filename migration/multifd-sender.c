@@ -2,7 +2,13 @@
 /*
  * The precopy sender's data-channel glue: the few calls sender.c and
  * send-pages.c make (start at setup, sync at every RAM EOS, stop at
- * cleanup) and the byte count the bandwidth estimate uses.  Everything
+ * cleanup), the byte count the bandwidth estimate uses, and the rate
+ * limit's accounting: every batch queued, the bytes the channels wrote
+ * since the last charge go to the main channel's slices (one atomic load
+ * per channel per batch, no lock), so the channels and the main stream
+ * share one max_bandwidth budget.  The channels run ahead of the charge
+ * by at most the batches in flight (n + 1 of 512 KiB), which the next
+ * slices absorb: the long-run rate is the limit.  Everything
  * runs on the migration thread; m->mfd is set and cleared under
  * cancel_lock so migram_migration_cancel() can reach the channels.
  */
@@ -55,6 +61,18 @@ bool migram_sender_multifd_start(MigramMigration *m, GError **error)
 	return true;
 }
 
+void migram_sender_multifd_charge(MigramMigration *m)
+{
+	uint64_t pages, zero, bytes;
+
+	if (!m->mfd)
+		return;
+	migram_multifd_send_counts(m->mfd, &pages, &zero, &bytes);
+	if (bytes > m->mfd_charged)
+		migram_channel_charge(m->ch, bytes - m->mfd_charged);
+	m->mfd_charged = bytes;
+}
+
 /* Fold the channels' counts into the statistics. */
 static void account(MigramMigration *m)
 {
@@ -77,6 +95,7 @@ bool migram_sender_multifd_sync(MigramMigration *m, GError **error)
 		return true;
 	ok = migram_multifd_send_sync(m->mfd, error);
 	account(m);
+	migram_sender_multifd_charge(m);
 	return ok;
 }
 
@@ -97,5 +116,6 @@ void migram_sender_multifd_stop(MigramMigration *m)
 	pthread_mutex_unlock(&m->cancel_lock);
 	m->mfd_seen_bytes += bytes;
 	m->mfd_seen_pages = m->mfd_seen_zero = 0;
+	m->mfd_charged = 0;
 	migram_multifd_send_free(s);
 }

@@ -206,7 +206,8 @@ typedef struct {
 	 * then carries the block list, the sync points (every RAM EOS) and
 	 * the device state; postcopy pages stay on it (the data channels stop
 	 * at the switch).  docs/wire-format.md, "Data channels".  The rate
-	 * limit (@c max_bandwidth) applies to the main channel only.
+	 * limit (@c max_bandwidth) applies to the sum of the main channel and
+	 * the data channels (one budget, charged every batch).
 	 */
 	unsigned int multifd_channels;
 	/**
