@@ -37,6 +37,20 @@ bool migram_sender_multifd_start(MigramMigration *m, GError **error)
 
 	if (!m->cfg.multifd_channels)
 		return true;
+	if (m->cfg.multifd_compression != MIGRAM_MULTIFD_COMPRESSION_NONE &&
+	    m->cfg.multifd_compression != MIGRAM_MULTIFD_COMPRESSION_ZSTD) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
+			    "migration config: multifd_compression %u "
+			    "(0: none, 2: zstd)",
+			    m->cfg.multifd_compression);
+		return false;
+	}
+	if (m->cfg.multifd_zstd_level < 0 || m->cfg.multifd_zstd_level > 19) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
+			    "migration config: multifd_zstd_level %d (0..19)",
+			    m->cfg.multifd_zstd_level);
+		return false;
+	}
 	if (!m->cfg.multifd_fds) {
 		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
 			    "migration config: %u data channels but no "
@@ -53,6 +67,15 @@ bool migram_sender_multifd_start(MigramMigration *m, GError **error)
 				    uuid, error);
 	if (!s)
 		return false;
+	if (m->cfg.multifd_compression == MIGRAM_MULTIFD_COMPRESSION_ZSTD &&
+	    !migram_multifd_send_set_zstd(
+		    s,
+		    m->cfg.multifd_zstd_level ? m->cfg.multifd_zstd_level : 1,
+		    error)) {
+		migram_multifd_send_cancel(s);
+		migram_multifd_send_free(s);
+		return false;
+	}
 	pthread_mutex_lock(&m->cancel_lock);
 	m->mfd = s;
 	if (g_atomic_int_get(&m->cancelled))
