@@ -350,6 +350,7 @@ typedef struct {
 	unsigned int shift;
 	bool clear_at_sync;
 	unsigned int channels; /* data channels (multifd) */
+	bool zstd;             /* their payloads compressed */
 } ShiftCase;
 
 static void test_end_to_end(gconstpointer data)
@@ -361,11 +362,15 @@ static void test_end_to_end(gconstpointer data)
 	 * dirtying across syncs (pass ends and mid-pass) before it
 	 * converges.
 	 */
-	MigramMigrationConfig cfg = { .clear_bmap_shift = c->shift,
-				      .clear_bmap_shift_set = true,
-				      .clear_at_sync = c->clear_at_sync,
-				      .downtime_limit_ms = 30,
-				      .max_bandwidth = 80 * 1000 * 1000 };
+	MigramMigrationConfig cfg = {
+		.clear_bmap_shift = c->shift,
+		.clear_bmap_shift_set = true,
+		.clear_at_sync = c->clear_at_sync,
+		.downtime_limit_ms = 30,
+		.max_bandwidth = 80 * 1000 * 1000,
+		.multifd_compression = c->zstd ? MIGRAM_MULTIFD_COMPRESSION_ZSTD
+					       : 0
+	};
 	g_autoptr(GError) error = NULL;
 	MigramMigrationStats st;
 	MigramRamList *dst;
@@ -900,33 +905,37 @@ static void test_multifd_rate_limit(gconstpointer data)
 int main(int argc, char **argv)
 {
 	static const ShiftCase shifts[] = {
-		{ 0, false, 0 },
-		{ 6, false, 0 },
-		{ 18, false, 0 },
-		{ 6, true, 0 },
+		{ 0, false, 0, false },
+		{ 6, false, 0, false },
+		{ 18, false, 0, false },
+		{ 6, true, 0, false },
 		/* data channels (multifd), every clear_bmap_shift family */
-		{ 0, false, 1 },
-		{ 6, true, 1 },
-		{ 0, false, 2 },
-		{ 6, false, 2 },
-		{ 18, false, 2 },
-		{ 0, false, 4 },
-		{ 6, false, 4 },
-		{ 18, false, 4 },
-		{ 6, true, 4 },
+		{ 0, false, 1, false },
+		{ 6, true, 1, false },
+		{ 0, false, 2, false },
+		{ 6, false, 2, false },
+		{ 18, false, 2, false },
+		{ 0, false, 4, false },
+		{ 6, false, 4, false },
+		{ 18, false, 4, false },
+		{ 6, true, 4, false },
+		/* zstd payloads */
+		{ 6, false, 2, true },
+		{ 18, false, 4, true },
 	};
 
 	g_test_init(&argc, &argv, NULL);
 	urcu_memb_register_thread();
 	for (size_t i = 0; i < G_N_ELEMENTS(shifts); i++) {
 		g_autofree char *path = g_strdup_printf(
-			"/migration/sender/end-to-end/shift-%u%s%s",
+			"/migration/sender/end-to-end/shift-%u%s%s%s",
 			shifts[i].shift,
 			shifts[i].clear_at_sync ? "-clear-at-sync" : "",
 			shifts[i].channels == 0   ? ""
 			: shifts[i].channels == 1 ? "-multifd-1"
 			: shifts[i].channels == 2 ? "-multifd-2"
-						  : "-multifd-4");
+						  : "-multifd-4",
+			shifts[i].zstd ? "-zstd" : "");
 
 		g_test_add_data_func(path, &shifts[i], test_end_to_end);
 	}
