@@ -49,7 +49,7 @@ MigramMultifdZstd *migram_multifd_zstd_new(bool send, int level,
 	}
 	z = g_new0(MigramMultifdZstd, 1);
 
-	z->cap = MIGRAM_MULTIFD_ZSTD_MAX;
+	z->cap = (size_t)MIGRAM_MULTIFD_ZSTD_MAX;
 	z->buf = g_malloc(z->cap);
 	if (send) {
 		z->cctx = ZSTD_createCCtx();
