@@ -18,7 +18,10 @@
  * 100 ms slice.  After each writev the bytes are charged to the slice; while
  * the slice is over budget the writer sleeps to the slice's end and carries
  * the excess into the next one, so the long-run rate is the limit even when
- * one flush is larger than a slice's budget.
+ * one flush is larger than a slice's budget.  Bytes written on other
+ * connections of the same migration (the data channels) are charged to the
+ * same slices by the writer's thread (migram_channel_charge), so the limit
+ * is the migration's total.
  *
  * Errors are sticky (the first one is kept in ch->error).  Cancel sets a
  * flag any thread may set and shuts the fd down, so a blocked read or
@@ -229,6 +232,11 @@ static void charge(MigramChannel *ch, size_t n)
 		ch->slice_bytes -= budget;
 		ch->rate_slices++;
 	}
+}
+
+void migram_channel_charge(MigramChannel *ch, uint64_t n)
+{
+	charge(ch, (size_t)n);
 }
 
 /*

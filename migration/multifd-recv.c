@@ -3,6 +3,8 @@
  * Receiving threads of the data channels.  Each reads a packet header and
  * its offsets, checks them (multifd-wire.c), then reads the payloads with
  * readv() straight into guest memory: no intermediate buffer, no copy.
+ * A zstd payload is read into the channel's buffer and decompressed
+ * straight into the pages (multifd-zstd.c).
  * Zero pages are listed, not sent: a listed page is cleared only if it is
  * not zero already (fresh memory is never touched for writing).
  *
@@ -41,7 +43,9 @@ typedef struct {
 	bool started;
 	bool ended; /* clean end of stream; under r->lock */
 	uint64_t syncs;
-	uint64_t pages, zero; /* atomics */
+	uint64_t pages, zero;    /* atomics */
+	MigramMultifdZstd *zstd; /* made at the first zstd packet */
+	uint8_t *dst[MIGRAM_MULTIFD_PAGES_MAX];
 	uint8_t hdr[MIGRAM_MULTIFD_HDR_SIZE];
 	uint8_t raw[MIGRAM_MULTIFD_PAGES_MAX * 8];
 	uint64_t off[MIGRAM_MULTIFD_PAGES_MAX];
@@ -169,6 +173,24 @@ static bool after_packet(RecvChan *c, const MigramMultifdHdr *h, GError **error)
 	return true;
 }
 
+/* A zstd payload: read it whole, decompress into the pages in place.  The
+ * channel's zstd state is made at its first compressed packet. */
+static bool read_zstd(RecvChan *c, const MigramMultifdBlock *b,
+		      const MigramMultifdHdr *h, GError **error)
+{
+	if (!c->zstd &&
+	    !(c->zstd = migram_multifd_zstd_new(false, 0, c->id, error)))
+		return false;
+	if (!read_full(c, migram_multifd_zstd_buffer(c->zstd),
+		       h->next_packet_size, NULL, "a zstd payload", error))
+		return false;
+	for (uint32_t i = 0; i < h->normal; i++)
+		c->dst[i] = b->host + c->off[i];
+	return migram_multifd_zstd_decompress(c->zstd, h->next_packet_size,
+					      c->dst, c->off, h->normal, c->id,
+					      h->packet_num, error);
+}
+
 /* One packet; false at the end (*end set when it was clean) or an error. */
 static bool one_packet(RecvChan *c, bool *end, GError **error)
 {
@@ -198,12 +220,18 @@ static bool one_packet(RecvChan *c, bool *end, GError **error)
 	if (!migram_multifd_parse_offsets(c->raw, n, &h, b->used_length, c->id,
 					  c->off, error))
 		return false;
-	for (uint32_t i = 0; i < h.normal; i++) {
-		c->iov[i].iov_base = b->host + c->off[i];
-		c->iov[i].iov_len = MIGRAM_MULTIFD_PAGE;
+	if (h.normal && (h.flags & MIGRAM_MULTIFD_FLAG_ZSTD)) {
+		if (!read_zstd(c, b, &h, error))
+			return false;
+	} else {
+		for (uint32_t i = 0; i < h.normal; i++) {
+			c->iov[i].iov_base = b->host + c->off[i];
+			c->iov[i].iov_len = MIGRAM_MULTIFD_PAGE;
+		}
+		if (h.normal &&
+		    !readv_full(c, c->iov, (int)h.normal, &h, error))
+			return false;
 	}
-	if (h.normal && !readv_full(c, c->iov, (int)h.normal, &h, error))
-		return false;
 	for (uint32_t i = h.normal; i < n; i++) {
 		uint8_t *p = b->host + c->off[i];
 
@@ -258,6 +286,7 @@ bool migram_multifd_recv_drain_fd(const MigramMultifdBlock *blocks,
 	c->fd = fd;
 	ok = run_channel(c, error);
 	*syncs = c->syncs;
+	migram_multifd_zstd_free(c->zstd);
 	g_free(c);
 	return ok;
 }
@@ -390,6 +419,8 @@ void migram_multifd_recv_free(MigramMultifdRecv *r)
 	for (unsigned int i = 0; i < r->n; i++)
 		if (r->ch[i].started)
 			pthread_join(r->ch[i].thread, NULL);
+	for (unsigned int i = 0; i < r->n; i++)
+		migram_multifd_zstd_free(r->ch[i].zstd);
 	g_clear_error(&r->error);
 	pthread_mutex_destroy(&r->lock);
 	pthread_cond_destroy(&r->cond);

@@ -6,7 +6,8 @@
  * idle channel by swapping batch buffers under the hand-off lock.  The
  * channel thread then looks at every page, lists zero pages without their
  * bytes, and writes one packet with writev(): header and offsets first,
- * then the payloads straight from guest memory.
+ * then the payloads straight from guest memory, or, with zstd
+ * (migram_multifd_send_set_zstd), one compressed payload in their place.
  *
  * Threads.  `lock` guards every channel's state (idle, job, sync, quit),
  * the shared error and `cancelled`; `cond` signals every change.  The
@@ -45,6 +46,7 @@ typedef struct {
 	Batch *job;
 	uint64_t packet_num;
 	uint64_t pages, zero, bytes; /* atomics */
+	MigramMultifdZstd *zstd;     /* NULL: payloads as they are */
 	uint8_t hdr[MIGRAM_MULTIFD_HDR_SIZE + 8 * MIGRAM_MULTIFD_PAGES_MAX];
 	uint64_t order[MIGRAM_MULTIFD_PAGES_MAX];
 	struct iovec iov[MIGRAM_MULTIFD_PAGES_MAX + 1];
@@ -130,6 +132,20 @@ static bool send_packet(SendChan *c, const Batch *b, bool sync, GError **error)
 	h.normal = normal;
 	h.zero = zero;
 	h.next_packet_size = normal * MIGRAM_MULTIFD_PAGE;
+	if (c->zstd && normal) { /* one compressed payload replaces them */
+		const uint8_t *z;
+		uint32_t zlen;
+
+		if (!migram_multifd_zstd_compress(c->zstd, c->iov + 1, normal,
+						  c->id, c->packet_num, &z,
+						  &zlen, error))
+			return false;
+		h.flags |= MIGRAM_MULTIFD_FLAG_ZSTD;
+		h.next_packet_size = zlen;
+		c->iov[1].iov_base = (void *)z;
+		c->iov[1].iov_len = zlen;
+		niov = 2;
+	}
 	h.packet_num = c->packet_num;
 	if (b->n)
 		g_strlcpy(h.block, b->name, sizeof(h.block));
@@ -276,6 +292,23 @@ bool migram_multifd_send_sync(MigramMultifdSend *s, GError **error)
 	return ok;
 }
 
+bool migram_multifd_send_set_zstd(MigramMultifdSend *s, int level,
+				  GError **error)
+{
+	for (unsigned int i = 0; i < s->n; i++) {
+		MigramMultifdZstd *z = migram_multifd_zstd_new(true, level, i,
+							       error);
+
+		if (!z)
+			return false;
+		/* the channel reads it after the hand-off's lock */
+		pthread_mutex_lock(&s->lock);
+		s->ch[i].zstd = z;
+		pthread_mutex_unlock(&s->lock);
+	}
+	return true;
+}
+
 MigramMultifdSend *migram_multifd_send_new(unsigned int n, const int *fds,
 					   const uint8_t uuid[16],
 					   GError **error)
@@ -358,6 +391,8 @@ void migram_multifd_send_free(MigramMultifdSend *s)
 	for (unsigned int i = 0; i < s->n; i++)
 		if (s->ch[i].started)
 			pthread_join(s->ch[i].thread, NULL);
+	for (unsigned int i = 0; i < s->n; i++)
+		migram_multifd_zstd_free(s->ch[i].zstd);
 	g_clear_error(&s->error);
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->cond);

@@ -2,7 +2,13 @@
 /*
  * The precopy sender's data-channel glue: the few calls sender.c and
  * send-pages.c make (start at setup, sync at every RAM EOS, stop at
- * cleanup) and the byte count the bandwidth estimate uses.  Everything
+ * cleanup), the byte count the bandwidth estimate uses, and the rate
+ * limit's accounting: every batch queued, the bytes the channels wrote
+ * since the last charge go to the main channel's slices (one atomic load
+ * per channel per batch, no lock), so the channels and the main stream
+ * share one max_bandwidth budget.  The channels run ahead of the charge
+ * by at most the batches in flight (n + 1 of 512 KiB), which the next
+ * slices absorb: the long-run rate is the limit.  Everything
  * runs on the migration thread; m->mfd is set and cleared under
  * cancel_lock so migram_migration_cancel() can reach the channels.
  */
@@ -31,6 +37,20 @@ bool migram_sender_multifd_start(MigramMigration *m, GError **error)
 
 	if (!m->cfg.multifd_channels)
 		return true;
+	if (m->cfg.multifd_compression != MIGRAM_MULTIFD_COMPRESSION_NONE &&
+	    m->cfg.multifd_compression != MIGRAM_MULTIFD_COMPRESSION_ZSTD) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
+			    "migration config: multifd_compression %u "
+			    "(0: none, 2: zstd)",
+			    m->cfg.multifd_compression);
+		return false;
+	}
+	if (m->cfg.multifd_zstd_level < 0 || m->cfg.multifd_zstd_level > 19) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
+			    "migration config: multifd_zstd_level %d (0..19)",
+			    m->cfg.multifd_zstd_level);
+		return false;
+	}
 	if (!m->cfg.multifd_fds) {
 		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
 			    "migration config: %u data channels but no "
@@ -47,12 +67,33 @@ bool migram_sender_multifd_start(MigramMigration *m, GError **error)
 				    uuid, error);
 	if (!s)
 		return false;
+	if (m->cfg.multifd_compression == MIGRAM_MULTIFD_COMPRESSION_ZSTD &&
+	    !migram_multifd_send_set_zstd(
+		    s,
+		    m->cfg.multifd_zstd_level ? m->cfg.multifd_zstd_level : 1,
+		    error)) {
+		migram_multifd_send_cancel(s);
+		migram_multifd_send_free(s);
+		return false;
+	}
 	pthread_mutex_lock(&m->cancel_lock);
 	m->mfd = s;
 	if (g_atomic_int_get(&m->cancelled))
 		migram_multifd_send_cancel(s);
 	pthread_mutex_unlock(&m->cancel_lock);
 	return true;
+}
+
+void migram_sender_multifd_charge(MigramMigration *m)
+{
+	uint64_t pages, zero, bytes;
+
+	if (!m->mfd)
+		return;
+	migram_multifd_send_counts(m->mfd, &pages, &zero, &bytes);
+	if (bytes > m->mfd_charged)
+		migram_channel_charge(m->ch, bytes - m->mfd_charged);
+	m->mfd_charged = bytes;
 }
 
 /* Fold the channels' counts into the statistics. */
@@ -77,6 +118,7 @@ bool migram_sender_multifd_sync(MigramMigration *m, GError **error)
 		return true;
 	ok = migram_multifd_send_sync(m->mfd, error);
 	account(m);
+	migram_sender_multifd_charge(m);
 	return ok;
 }
 
@@ -97,5 +139,6 @@ void migram_sender_multifd_stop(MigramMigration *m)
 	pthread_mutex_unlock(&m->cancel_lock);
 	m->mfd_seen_bytes += bytes;
 	m->mfd_seen_pages = m->mfd_seen_zero = 0;
+	m->mfd_charged = 0;
 	migram_multifd_send_free(s);
 }

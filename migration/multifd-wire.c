@@ -141,10 +141,15 @@ bool migram_multifd_parse_hdr(const uint8_t *in, unsigned int channel,
 	h->normal = get32(in + 16);
 	h->next_packet_size = get32(in + 20);
 	h->zero = get32(in + 32);
-	if (h->flags & MIGRAM_MULTIFD_FLAG_COMPRESSION_MASK)
+	if ((h->flags & MIGRAM_MULTIFD_FLAG_COMPRESSION_MASK) &&
+	    (h->flags & MIGRAM_MULTIFD_FLAG_COMPRESSION_MASK) !=
+		    MIGRAM_MULTIFD_FLAG_ZSTD)
 		HDR_FAIL("data channel %u, packet %" G_GUINT64_FORMAT
-			 ": compressed packet (flags 0x%x): not supported yet",
-			 channel, h->packet_num, h->flags);
+			 ": compression flags 0x%x: only zstd (0x%x) is "
+			 "supported",
+			 channel, h->packet_num,
+			 h->flags & MIGRAM_MULTIFD_FLAG_COMPRESSION_MASK,
+			 MIGRAM_MULTIFD_FLAG_ZSTD);
 	if (h->flags &
 	    ~(MIGRAM_MULTIFD_FLAG_SYNC | MIGRAM_MULTIFD_FLAG_COMPRESSION_MASK))
 		HDR_FAIL("data channel %u, packet %" G_GUINT64_FORMAT
@@ -163,7 +168,14 @@ bool migram_multifd_parse_hdr(const uint8_t *in, unsigned int channel,
 			 h->pages_alloc);
 	/* QEMU 7.2 leaves the previous packet's size in a packet without
 	 * pages (a SYNC): checked only where pages follow */
-	if (h->normal &&
+	if (h->normal && (h->flags & MIGRAM_MULTIFD_FLAG_ZSTD) &&
+	    (h->next_packet_size == 0 ||
+	     h->next_packet_size > MIGRAM_MULTIFD_ZSTD_MAX))
+		HDR_FAIL("data channel %u, packet %" G_GUINT64_FORMAT
+			 ": zstd payload of %u bytes for %u pages (1..%u)",
+			 channel, h->packet_num, h->next_packet_size, h->normal,
+			 MIGRAM_MULTIFD_ZSTD_MAX);
+	if (h->normal && !(h->flags & MIGRAM_MULTIFD_FLAG_ZSTD) &&
 	    (uint64_t)h->normal * MIGRAM_MULTIFD_PAGE != h->next_packet_size)
 		HDR_FAIL("data channel %u, packet %" G_GUINT64_FORMAT
 			 ": payload of %u bytes for %u pages",

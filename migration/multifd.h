@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include <glib.h>
 
@@ -22,8 +23,10 @@
 #define MIGRAM_MULTIFD_MAGIC 0x11223344u
 #define MIGRAM_MULTIFD_VERSION 1u
 #define MIGRAM_MULTIFD_FLAG_SYNC 0x1u
-/* Compression method bits (1 << 1 .. 1 << 3 in 7.2): refused. */
+/* Compression method bits (1 << 1 .. 1 << 3 in 7.2): zstd (2 << 1) is
+ * read and written (multifd-zstd.c), zlib (1 << 1) and others refused. */
 #define MIGRAM_MULTIFD_FLAG_COMPRESSION_MASK 0xEu
+#define MIGRAM_MULTIFD_FLAG_ZSTD 0x4u
 /* 512 KiB of 4 KiB pages per packet, as QEMU's MULTIFD_PACKET_SIZE. */
 #define MIGRAM_MULTIFD_PAGES_MAX 128u
 /* At most 255 channels: the initial packet's id is one byte. */
@@ -32,6 +35,10 @@
 #define MIGRAM_MULTIFD_HDR_SIZE 320u
 #define MIGRAM_MULTIFD_NAME_SIZE 256u
 #define MIGRAM_MULTIFD_PAGE 4096u
+/* A compressed payload's size limit: twice a full packet, as QEMU's
+ * buffer (zstd's worst case for 512 KiB is far below). */
+#define MIGRAM_MULTIFD_ZSTD_MAX                                                \
+	(2u * MIGRAM_MULTIFD_PAGES_MAX * MIGRAM_MULTIFD_PAGE)
 
 /* A packet's fixed header, decoded. */
 typedef struct {
@@ -81,9 +88,10 @@ size_t migram_multifd_encode_hdr(uint8_t *out, const MigramMultifdHdr *h,
 
 /*
  * Decode and check a fixed header read on channel @p channel: magic,
- * version, no compression or unknown flag, pages_alloc at most
+ * version, no compression but zstd, no unknown flag, pages_alloc at most
  * MIGRAM_MULTIFD_PAGES_MAX, normal + zero at most pages_alloc, the payload
- * size equal to normal pages, a NUL-terminated block name, a name when
+ * size equal to normal pages (zstd: 1..MIGRAM_MULTIFD_ZSTD_MAX bytes when
+ * there are normal pages), a NUL-terminated block name, a name when
  * pages are listed.  False with MIGRAM_ERROR_PROTOCOL naming the channel
  * and packet.  Context: any thread.
  */
@@ -100,6 +108,50 @@ bool migram_multifd_parse_offsets(const uint8_t *in, uint32_t n,
 				  const MigramMultifdHdr *h,
 				  uint64_t used_length, unsigned int channel,
 				  uint64_t *out, GError **error);
+
+/* ---- zstd (multifd-zstd.c) ---- */
+
+typedef struct MigramMultifdZstd MigramMultifdZstd;
+
+/*
+ * A channel's zstd state: a compression stream at @p level (@p send) or a
+ * decompression stream, and a MIGRAM_MULTIFD_ZSTD_MAX-byte buffer.  NULL
+ * with MIGRAM_ERROR_INVALID naming @p channel.  One thread at a time per
+ * state; free with migram_multifd_zstd_free (NULL is fine).
+ */
+MigramMultifdZstd *migram_multifd_zstd_new(bool send, int level,
+					   unsigned int channel,
+					   GError **error);
+void migram_multifd_zstd_free(MigramMultifdZstd *z);
+
+/*
+ * Compress the @p n pages @p pages (guest memory, read racily) into the
+ * state's buffer, flushed at the end (QEMU 7.2's form); *out / *out_len
+ * are valid until the next call.  False with MIGRAM_ERROR_IO naming the
+ * channel and packet.  No allocation.
+ */
+bool migram_multifd_zstd_compress(MigramMultifdZstd *z,
+				  const struct iovec *pages, uint32_t n,
+				  unsigned int channel, uint64_t packet,
+				  const uint8_t **out, uint32_t *out_len,
+				  GError **error);
+
+/* The buffer a compressed payload is read into (MIGRAM_MULTIFD_ZSTD_MAX
+ * bytes). */
+uint8_t *migram_multifd_zstd_buffer(MigramMultifdZstd *z);
+
+/*
+ * Decompress the first @p in_len bytes of the buffer into the @p n pages
+ * @p pages (4096 bytes each; @p offs their offsets, for errors), writing
+ * nothing outside them.  False with MIGRAM_ERROR_PROTOCOL naming the
+ * channel, packet and offset when the data is corrupt, ends before the
+ * last page is full, decodes to more, or leaves bytes unused.  No
+ * allocation.
+ */
+bool migram_multifd_zstd_decompress(MigramMultifdZstd *z, uint32_t in_len,
+				    uint8_t *const *pages, const uint64_t *offs,
+				    uint32_t n, unsigned int channel,
+				    uint64_t packet, GError **error);
 
 /* ---- receiving (multifd-recv.c) ---- */
 
@@ -171,6 +223,15 @@ typedef struct MigramMultifdSend MigramMultifdSend;
 MigramMultifdSend *migram_multifd_send_new(unsigned int n, const int *fds,
 					   const uint8_t uuid[16],
 					   GError **error);
+
+/*
+ * Compress every later packet's payload with zstd at @p level (QEMU
+ * 7.2's wire form, multifd-zstd.c).  Before the first queue; false with
+ * MIGRAM_ERROR_INVALID if a channel's zstd state cannot be made.
+ * Context: the migration thread.
+ */
+bool migram_multifd_send_set_zstd(MigramMultifdSend *s, int level,
+				  GError **error);
 
 /*
  * Queue the page at @p offset of block @p name (borrowed until the next

@@ -168,9 +168,12 @@ static bool send_page(MigramMigration *m, SendBlock *sb, uint64_t p,
 		return false;
 	migram_bitmap_clear_bit(sb->bmap, (size_t)p);
 	m->dirty_pages--;
-	if (m->mfd) /* multifd: a channel thread reads and sends it */
+	if (m->mfd) { /* multifd: a channel thread reads and sends it */
+		if (++m->mfd_queued % MIGRAM_MULTIFD_PAGES_MAX == 0)
+			migram_sender_multifd_charge(m); /* shared budget */
 		return migram_multifd_send_queue(m->mfd, sb->idstr, sb->host,
 						 off, error);
+	}
 	/* model mode answers without reading the page (sender-env.h) */
 	if (m->env.page_is_zero
 		    ? m->env.page_is_zero(m->env.opaque, sb->block, p)

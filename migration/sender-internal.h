@@ -153,9 +153,12 @@ struct MigramMigration {
 	MigramSenderEnv env;
 
 	/* data channels (multifd-send.c); NULL without; set under
-	 * cancel_lock.  mfd_seen_*: the channels' counts already in st. */
+	 * cancel_lock.  mfd_seen_*: the channels' counts already in st;
+	 * mfd_charged: their bytes charged to m->ch's rate limit;
+	 * mfd_queued: pages queued (a charge every batch). */
 	struct MigramMultifdSend *mfd;
 	uint64_t mfd_seen_pages, mfd_seen_zero, mfd_seen_bytes;
+	uint64_t mfd_charged, mfd_queued;
 
 	/* status-change events (stats.c); all under stats_lock */
 	MigramMigrationEventFunc event_fn;
@@ -215,6 +218,10 @@ uint64_t migram_sender_bytes_sent(MigramMigration *m);
 bool migram_sender_multifd_start(MigramMigration *m, GError **error);
 bool migram_sender_multifd_sync(MigramMigration *m, GError **error);
 void migram_sender_multifd_stop(MigramMigration *m);
+/* Charge the bytes the data channels wrote since the last call to the main
+ * channel's rate limit (sleeping while over budget): max_bandwidth is the
+ * migration's total.  The migration thread; no lock. */
+void migram_sender_multifd_charge(MigramMigration *m);
 /* completion.c: precopy's return path (config.return_path without
  * postcopy), a hook user: setup writes OPEN_RETURN_PATH after the header,
  * precopy_done waits for the destination's SHUT after EOF. */

@@ -33,6 +33,14 @@ void migram_channel_set_io_timeout(MigramChannel *ch, unsigned int ms);
 uint64_t migram_channel_rate_slices(const MigramChannel *ch);
 
 /*
+ * channel.c: charge @n bytes written on another connection of the same
+ * migration (a data channel) to this channel's rate-limit slices, sleeping
+ * while over budget, as if this channel had written them: the limit then
+ * applies to the sum.  No lock; the writer's thread only.
+ */
+void migram_channel_charge(MigramChannel *ch, uint64_t n);
+
+/*
  * Reader extensions for postcopy (stream-reader.c).  Same thread rules as
  * the reader itself.
  *

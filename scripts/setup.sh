@@ -7,7 +7,7 @@ set -euo pipefail
 
 packages=(
 	# build
-	meson ninja-build pkg-config gcc g++ libglib2.0-dev liburcu-dev
+	meson ninja-build pkg-config gcc g++ libglib2.0-dev liburcu-dev libzstd-dev
 	# gates: static analysis, formatting, clang -Wdocumentation, nm
 	clang clang-tidy clang-format cppcheck binutils
 	# sanitizer and fuzzer runtimes for clang

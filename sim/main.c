@@ -71,6 +71,7 @@ typedef struct {
 	gint64 clear_shift, corrupt;
 	gboolean preempt;
 	gint threads, channels;
+	char *compress;
 	gdouble hot_fraction, hot_weight;
 	gboolean auto_converge, model, quiet, verify_bytes, clear_at_sync;
 	gboolean no_return_path;
@@ -266,6 +267,25 @@ static bool apply(const Args *a, SimOptions *o, GError **error)
 				  "--channels: not with --model or "
 				  "--inject-disconnect-after%s",
 				  "");
+	if (a->compress) {
+		const char *lv = g_str_has_prefix(a->compress, "zstd:")
+					 ? a->compress + 5
+					 : NULL;
+		char *end = NULL;
+		long l = lv ? strtol(lv, &end, 10) : 1;
+
+		if ((!lv && strcmp(a->compress, "zstd") != 0) ||
+		    (lv && (!*lv || *end)) || l < 1 || l > 19)
+			return fail_usage(error,
+					  "--compress '%s': zstd or zstd:LEVEL "
+					  "(1..19)",
+					  a->compress);
+		if (o->channels < 2)
+			return fail_usage(error,
+					  "--compress needs --channels N > 1%s",
+					  "");
+		o->zstd_level = (int)l;
+	}
 	for (char **b = a->blocks; b && *b; b++)
 		if (!add_block(o, *b, error))
 			return false;
@@ -461,6 +481,10 @@ static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
 		  "sends every page on the main connection; N > 1 opens N "
 		  "more (tcp: to the same port, after main and preempt)",
 		  "N" },
+		{ "compress", 0, 0, G_OPTION_ARG_STRING, &a.compress,
+		  "Compress the data connections' payloads: zstd or "
+		  "zstd:LEVEL (1..19, default 1), QEMU 7.2's multifd zstd",
+		  "zstd[:LEVEL]" },
 		{ "inject-disconnect-after", 0, 0, G_OPTION_ARG_STRING,
 		  &a.inject_disconnect,
 		  "Postcopy: cut the connection this long into postcopy, "
@@ -585,6 +609,7 @@ static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
 	g_free(a.workload);
 	g_free(a.dirty_rate);
 	g_free(a.max_bandwidth);
+	g_free(a.compress);
 	g_free(a.switchover_bandwidth);
 	g_free(a.link_bandwidth);
 	g_free(a.transport);

@@ -136,6 +136,10 @@ int real_run_source(const SimOptions *opt, MigramRamList *list, SimLink *lk,
 		.io_timeout_ms = opt->io_timeout_ms,
 		.multifd_channels = lk->ndata,
 		.multifd_fds = lk->ndata ? lk->data_fd : NULL,
+		.multifd_compression =
+			opt->zstd_level ? MIGRAM_MULTIFD_COMPRESSION_ZSTD
+					: MIGRAM_MULTIFD_COMPRESSION_NONE,
+		.multifd_zstd_level = opt->zstd_level,
 		.auto_converge = opt->auto_converge,
 		.max_time_ms = opt->max_time_ms,
 		.postcopy = opt->mode != SIM_MODE_PRECOPY,

@@ -123,6 +123,7 @@ typedef struct {
 	bool preempt;                  /* a second connection for requests */
 	unsigned int channels;         /* --channels: 1 = the main stream alone,
 					  N > 1 = N data connections (multifd) */
+	int zstd_level;                /* --compress zstd[:L]: 1..19; 0 = off */
 	uint64_t inject_disconnect_ms; /* cut main this long into postcopy */
 	uint64_t recover_timeout_ms;   /* a paused side waits this long */
 	SimPeer *peer;                 /* signals and pauses; may be NULL */

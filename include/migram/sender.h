@@ -206,7 +206,8 @@ typedef struct {
 	 * then carries the block list, the sync points (every RAM EOS) and
 	 * the device state; postcopy pages stay on it (the data channels stop
 	 * at the switch).  docs/wire-format.md, "Data channels".  The rate
-	 * limit (@c max_bandwidth) applies to the main channel only.
+	 * limit (@c max_bandwidth) applies to the sum of the main channel and
+	 * the data channels (one budget, charged every batch).
 	 */
 	unsigned int multifd_channels;
 	/**
@@ -217,7 +218,28 @@ typedef struct {
 	 * caller closes them.  Added in 0.3.
 	 */
 	const int *multifd_fds;
+	/**
+	 * Compression of the data channels' payloads (added in 0.3):
+	 * MIGRAM_MULTIFD_COMPRESSION_NONE (0, the default) or
+	 * MIGRAM_MULTIFD_COMPRESSION_ZSTD, QEMU 7.2's multifd-compression=zstd
+	 * wire form (one zstd stream per channel, flushed every packet).
+	 * Each channel thread compresses its own packets; the destination
+	 * needs no setting (it decompresses every packet flagged zstd
+	 * straight into the pages).  Ignored without data channels.
+	 */
+	unsigned int multifd_compression;
+	/**
+	 * zstd level for MIGRAM_MULTIFD_COMPRESSION_ZSTD (1..19; 0 means 1,
+	 * QEMU's default multifd-zstd-level).  Added in 0.3.
+	 */
+	int multifd_zstd_level;
 } MigramMigrationConfig;
+
+/** MigramMigrationConfig.multifd_compression values (QEMU's names). */
+enum {
+	MIGRAM_MULTIFD_COMPRESSION_NONE = 0, /**< payloads as they are */
+	MIGRAM_MULTIFD_COMPRESSION_ZSTD = 2, /**< zstd per packet */
+};
 
 /** QEMU's `query-migrate` RAM figures, and a few of migram's own. */
 typedef struct {

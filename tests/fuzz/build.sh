@@ -30,7 +30,7 @@ common=(-std=c11 -g -Wall -Wextra
 	-DGLIB_VERSION_MIN_REQUIRED=GLIB_VERSION_2_66
 	-Iinclude -Icommon -Ibitmap -Iramblock -Imigration -Itests/fuzz)
 # shellcheck disable=SC2207
-pkg=($(pkg-config --cflags --libs glib-2.0 liburcu-memb))
+pkg=($(pkg-config --cflags --libs glib-2.0 liburcu-memb libzstd))
 
 echo "fuzz: $cc -> $out/fuzz-receiver"
 "$cc" "${common[@]}" -O1 \

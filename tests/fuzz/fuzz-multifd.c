@@ -12,6 +12,8 @@
  * kernel's readv() reports EFAULT: an I/O error, which reading a memfd
  * never gives otherwise), or a failure without a
  * MIGRAM_ERROR naming the data connection or channel is a finding.
+ * zstd payloads (flag 0x4) go through the decompression into place; the
+ * corpus has a compressed packet.
  *
  * With -DMULTIFD_CORPUS=1 the file instead builds a program writing seed
  * inputs into the directory it is given (tests/fuzz/build.sh).
@@ -106,6 +108,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 }
 
 #else /* the seed corpus */
+#include <zstd.h>
 
 static void put(const char *dir, const char *name, const uint8_t *b, size_t n)
 {
@@ -158,6 +161,35 @@ int main(int argc, char **argv)
 	memset(buf + n, 0x33, PG);
 	n += PG;
 	put(argv[1], "small", buf, n);
+	/* two zstd-compressed pages of pc.ram (one frame, as QEMU 7.2 would
+	 * flush it), then a SYNC */
+	memset(&h, 0, sizeof(h));
+	g_strlcpy(h.block, "pc.ram", sizeof(h.block));
+	h.flags = MIGRAM_MULTIFD_FLAG_ZSTD;
+	h.pages_alloc = 128;
+	h.normal = 2;
+	h.packet_num = 3;
+	{
+		static uint8_t pages[2 * PG];
+		size_t hl = MIGRAM_MULTIFD_HDR_SIZE + 8 * 128, z;
+
+		for (size_t i = 0; i < sizeof(pages); i++)
+			pages[i] = (uint8_t)(i % 61);
+		n = MIGRAM_MULTIFD_INIT_SIZE;
+		z = ZSTD_compress(buf + n + hl, 2 * PG, pages, sizeof(pages),
+				  1);
+		if (ZSTD_isError(z))
+			abort();
+		h.next_packet_size = (uint32_t)z;
+		n += migram_multifd_encode_hdr(buf + n, &h, offs);
+		n += z;
+		memset(&h, 0, sizeof(h));
+		h.flags = MIGRAM_MULTIFD_FLAG_SYNC;
+		h.pages_alloc = 128;
+		h.packet_num = 4;
+		n += migram_multifd_encode_hdr(buf + n, &h, offs);
+		put(argv[1], "zstd-sync", buf, n);
+	}
 	return 0;
 }
 

@@ -216,12 +216,13 @@ def migram_to_qemu(work):
     assert diff is None, f"destination memory: {diff}"
 
 
-def qemu_multifd_to_migram(work):
+def qemu_multifd_to_migram(work, compression=None):
     """QEMU 7.2 with the multifd capability (4 channels) to a migram
-    destination over loopback TCP: pc.ram equals QEMU's pmemsave."""
+    destination over loopback TCP: pc.ram equals QEMU's pmemsave.  With
+    compression ("zstd"), QEMU compresses every packet."""
     if not MULTIFD_DEST:
         return "SKIP multifd-dest not built"
-    port = 47751
+    port = 47751 if not compression else 47752
     out = os.path.join(work, "pc.ram.multifd")
     dest = subprocess.Popen([MULTIFD_DEST, str(port), "4", "pc.ram", out],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -236,6 +237,15 @@ def qemu_multifd_to_migram(work):
         vm.qmp.cmd("migrate-set-capabilities", capabilities=[
             {"capability": "multifd", "state": True}])
         vm.qmp.cmd("migrate-set-parameters", **{"multifd-channels": 4})
+        if compression:
+            try:
+                vm.qmp.cmd("migrate-set-parameters",
+                           **{"multifd-compression": compression})
+            except RuntimeError as e:  # a QEMU built without zstd
+                dest.kill()
+                dest.communicate()
+                return f"SKIP QEMU refuses multifd-compression " \
+                       f"{compression}: {e}"
         vm.qmp.cmd("migrate", uri=f"tcp:127.0.0.1:{port}")
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -272,6 +282,8 @@ TESTS = [
      migram_to_qemu),
     ("qemu-to-migram: multifd with 4 channels over tcp, pc.ram equal",
      qemu_multifd_to_migram),
+    ("qemu-to-migram: multifd zstd with 4 channels, pc.ram equal",
+     lambda work: qemu_multifd_to_migram(work, "zstd")),
 ]
 
 

@@ -263,7 +263,7 @@ static const Hostile hostile[] = {
 	{ "count", m_count, "1 normal + 128 zero pages" },
 	{ "payload-size", m_size, "payload of 4095 bytes for 1 pages" },
 	{ "unknown-flags", m_flags, "unknown flags 0x100" },
-	{ "compressed", m_zlib, "compressed packet" },
+	{ "compressed", m_zlib, "only zstd" },
 	{ "unterminated-name", m_name, "not terminated" },
 	{ "short", m_short, "stream ended" },
 };

@@ -21,6 +21,7 @@
 #include <migram/receiver.h>
 
 #include "migram-test-util.h"
+#include "stream-internal.h" /* migram_channel_rate_slices */
 
 #define P 4096u
 #define MiB (UINT64_C(1) << 20)
@@ -53,6 +54,7 @@ typedef struct Guest {
 	size_t caller_len;
 	unsigned int channels; /* data channels (multifd), 0: none */
 	bool break_channel;    /* the destination's last one is shut down */
+	uint64_t rate_slices;  /* the main channel's, when migrate() ended */
 } Guest;
 
 typedef struct {
@@ -323,6 +325,7 @@ static bool migrate(Guest *g, MigramMigrationConfig *cfg,
 
 		g->ch = ch;
 		ok = migram_migration_run(m, ch, error);
+		g->rate_slices = migram_channel_rate_slices(ch);
 		g->ch = NULL;
 		migram_channel_free(ch); /* closes: the receiver sees the end */
 	}
@@ -347,6 +350,7 @@ typedef struct {
 	unsigned int shift;
 	bool clear_at_sync;
 	unsigned int channels; /* data channels (multifd) */
+	bool zstd;             /* their payloads compressed */
 } ShiftCase;
 
 static void test_end_to_end(gconstpointer data)
@@ -358,11 +362,15 @@ static void test_end_to_end(gconstpointer data)
 	 * dirtying across syncs (pass ends and mid-pass) before it
 	 * converges.
 	 */
-	MigramMigrationConfig cfg = { .clear_bmap_shift = c->shift,
-				      .clear_bmap_shift_set = true,
-				      .clear_at_sync = c->clear_at_sync,
-				      .downtime_limit_ms = 30,
-				      .max_bandwidth = 80 * 1000 * 1000 };
+	MigramMigrationConfig cfg = {
+		.clear_bmap_shift = c->shift,
+		.clear_bmap_shift_set = true,
+		.clear_at_sync = c->clear_at_sync,
+		.downtime_limit_ms = 30,
+		.max_bandwidth = 80 * 1000 * 1000,
+		.multifd_compression = c->zstd ? MIGRAM_MULTIFD_COMPRESSION_ZSTD
+					       : 0
+	};
 	g_autoptr(GError) error = NULL;
 	MigramMigrationStats st;
 	MigramRamList *dst;
@@ -857,36 +865,77 @@ static void test_multifd_channel_dies(void)
 	guest_free(&g);
 }
 
+/*
+ * max_bandwidth is the migration's total over the main stream and the data
+ * channels: the test guest (28 MiB, a third of its pages stamped) through
+ * 2 or 4 data channels at 10 MB/s (1 MB a 100 ms slice) moves the main
+ * channel's limiter on at least once per 1 MB the migration wrote.  Counted
+ * slices, never wall time: the limiter sleeps, so the lower bound holds on any
+ * machine.  Without the shared budget the main stream (block list and sync
+ * points) stays in its first slice.
+ */
+static void test_multifd_rate_limit(gconstpointer data)
+{
+	const uint64_t rate = 10 * 1000 * 1000;
+	MigramMigrationConfig cfg = { .downtime_limit_ms = 300,
+				      .max_bandwidth = rate };
+	g_autoptr(GError) error = NULL;
+	MigramMigrationStats st;
+	MigramRamList *dst;
+	Guest g;
+
+	guest_init(&g, 16 * MiB);
+	g.channels = GPOINTER_TO_UINT(data);
+	guest_start(&g, 0, NULL);
+	g_assert_true(migrate(&g, &cfg, &st, &error, &dst));
+	g_assert_no_error(error);
+	assert_same_memory(&g, dst);
+	g_test_message("%u channels: %" G_GUINT64_FORMAT
+		       " bytes, %" G_GUINT64_FORMAT
+		       " slices of %" G_GUINT64_FORMAT " bytes",
+		       g.channels, st.transferred_bytes, g.rate_slices,
+		       rate / 10);
+	g_assert_cmpuint(st.normal_bytes, >, 8 * MiB);
+	g_assert_cmpuint(g.rate_slices + 1, >=,
+			 st.transferred_bytes / (rate / 10));
+	migram_ram_list_free(dst);
+	guest_free(&g);
+}
+
 int main(int argc, char **argv)
 {
 	static const ShiftCase shifts[] = {
-		{ 0, false, 0 },
-		{ 6, false, 0 },
-		{ 18, false, 0 },
-		{ 6, true, 0 },
+		{ 0, false, 0, false },
+		{ 6, false, 0, false },
+		{ 18, false, 0, false },
+		{ 6, true, 0, false },
 		/* data channels (multifd), every clear_bmap_shift family */
-		{ 0, false, 1 },
-		{ 6, true, 1 },
-		{ 0, false, 2 },
-		{ 6, false, 2 },
-		{ 18, false, 2 },
-		{ 0, false, 4 },
-		{ 6, false, 4 },
-		{ 18, false, 4 },
-		{ 6, true, 4 },
+		{ 0, false, 1, false },
+		{ 6, true, 1, false },
+		{ 0, false, 2, false },
+		{ 6, false, 2, false },
+		{ 18, false, 2, false },
+		{ 0, false, 4, false },
+		{ 6, false, 4, false },
+		{ 18, false, 4, false },
+		{ 6, true, 4, false },
+		/* zstd payloads */
+		{ 6, false, 2, true },
+		{ 18, false, 4, true },
 	};
 
 	g_test_init(&argc, &argv, NULL);
 	urcu_memb_register_thread();
 	for (size_t i = 0; i < G_N_ELEMENTS(shifts); i++) {
 		g_autofree char *path = g_strdup_printf(
-			"/migration/sender/end-to-end/shift-%u%s%s",
+			"/migration/sender/end-to-end/shift-%u%s%s%s",
 			shifts[i].shift,
 			shifts[i].clear_at_sync ? "-clear-at-sync" : "",
 			shifts[i].channels == 0   ? ""
 			: shifts[i].channels == 1 ? "-multifd-1"
 			: shifts[i].channels == 2 ? "-multifd-2"
-						  : "-multifd-4");
+						  : "-multifd-4",
+			shifts[i].zstd ? "-zstd" : "");
 
 		g_test_add_data_func(path, &shifts[i], test_end_to_end);
 	}
@@ -903,6 +952,10 @@ int main(int argc, char **argv)
 	g_test_add_func("/migration/sender/multifd-channel-dies",
 			test_multifd_channel_dies);
 	g_test_add_func("/migration/sender/block-added", test_block_added);
+	g_test_add_data_func("/migration/sender/multifd-rate-limit-2",
+			     GUINT_TO_POINTER(2), test_multifd_rate_limit);
+	g_test_add_data_func("/migration/sender/multifd-rate-limit-4",
+			     GUINT_TO_POINTER(4), test_multifd_rate_limit);
 	g_test_add_func("/migration/sender/block-removed", test_block_removed);
 	g_test_add_func("/migration/sender/block-resized", test_block_resized);
 	g_test_add_func("/migration/sender/destination-closes",
