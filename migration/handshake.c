@@ -276,6 +276,12 @@ static bool read_hello(MigramChannel *ch, const MigramHandshake *local,
 	return read_blocks(ch, n, local->list, s, m, error);
 }
 
+/* Data channels a hello announces: channels counts the main one too. */
+static uint32_t data_channels(const MigramHandshake *hs)
+{
+	return hs->channels ? hs->channels - 1 : 0;
+}
+
 static const char *on_off(uint32_t caps, uint32_t bit)
 {
 	return caps & bit ? "on" : "off";
@@ -286,7 +292,7 @@ static const char *on_off(uint32_t caps, uint32_t bit)
  * worded the same on both ends: the source's value first.
  */
 static void compare(const MigramHandshake *l, const MigramHandshake *p,
-		    const Sides *s, GError **m)
+		    uint32_t role, const Sides *s, GError **m)
 {
 	static const struct {
 		uint32_t bit;
@@ -313,8 +319,16 @@ static void compare(const MigramHandshake *l, const MigramHandshake *p,
 			 "capability flags differ: source %#x, destination %#x",
 			 src->caps, dst->caps);
 	if (src->channels != dst->channels)
-		mismatch(m, "channels differ: source %u, destination %u",
-			 src->channels, dst->channels);
+		mismatch(m,
+			 "channels differ: source %u (%u data), destination "
+			 "%u (%u data)",
+			 src->channels, data_channels(src), dst->channels,
+			 data_channels(dst));
+	/* a data channel's number must be below the agreed count */
+	if (role >= MIGRAM_HANDSHAKE_DATA &&
+	    role - MIGRAM_HANDSHAKE_DATA >= data_channels(src))
+		mismatch(m, "data channel %u, but %u data channels agreed",
+			 role - MIGRAM_HANDSHAKE_DATA, data_channels(src));
 	if (src->compression != dst->compression)
 		mismatch(m, "compression differs: source %u, destination %u",
 			 src->compression, dst->compression);
@@ -364,7 +378,7 @@ MIGRAM_EXPORT bool migram_handshake_connect(MigramChannel *ch,
 		return false;
 	}
 	if (!m)
-		compare(local, &p, &s, &m);
+		compare(local, &p, local->role, &s, &m);
 	if (peer)
 		*peer = p;
 	return finish(m, error);
@@ -378,7 +392,6 @@ MIGRAM_EXPORT bool migram_handshake_accept(MigramChannel *ch,
 	static const Sides s = { "destination", "source", false };
 	MigramHandshake p;
 	GError *m = NULL;
-	char rb[16];
 
 	g_return_val_if_fail(ch && local && peer, false);
 
@@ -386,13 +399,12 @@ MIGRAM_EXPORT bool migram_handshake_accept(MigramChannel *ch,
 		g_clear_error(&m);
 		return false;
 	}
-	if (id_zero(local->migration_id) && p.role == MIGRAM_HANDSHAKE_MAIN)
+	/* Connections come in any order: the first hello, whatever its
+	 * role, names the migration. */
+	if (!m && id_zero(local->migration_id))
 		memcpy(local->migration_id, p.migration_id, 16);
-	else if (id_zero(local->migration_id))
-		mismatch(&m, "a %s connection came before the main one",
-			 migram_handshake_role_name(p.role, rb));
 	if (!m)
-		compare(local, &p, &s, &m);
+		compare(local, &p, p.role, &s, &m);
 	/* Answer even on a mismatch: the source fails with the same words. */
 	put_hello(ch, local, p.role);
 	if (!migram_channel_flush(ch, error)) {
@@ -402,4 +414,52 @@ MIGRAM_EXPORT bool migram_handshake_accept(MigramChannel *ch,
 	}
 	*peer = p;
 	return finish(m, error);
+}
+
+/*
+ * The hello exchange is lockstep (the source sends nothing after its hello
+ * until the answer came), so a temporary channel never reads past it; a
+ * peer that sent more anyway is refused, since those bytes would be lost
+ * with the temporary channel.
+ */
+static bool no_read_ahead(MigramChannel *ch, int fd, const char *whose,
+			  GError **error)
+{
+	uint64_t extra = migram_channel_bytes_received(ch) -
+			 migram_channel_read_offset(ch);
+
+	if (!extra)
+		return true;
+	g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_PROTOCOL,
+		    "handshake on fd %d: %" G_GUINT64_FORMAT " bytes after "
+		    "the %s hello arrived before the answer",
+		    fd, extra, whose);
+	return false;
+}
+
+MIGRAM_EXPORT bool migram_handshake_connect_fd(int fd,
+					       const MigramHandshake *local,
+					       MigramHandshake *peer,
+					       GError **error)
+{
+	g_autoptr(MigramChannel) ch = NULL;
+
+	g_return_val_if_fail(fd >= 0 && local, false);
+
+	ch = migram_channel_new(fd, false);
+	return migram_handshake_connect(ch, local, peer, error) &&
+	       no_read_ahead(ch, fd, "destination's", error);
+}
+
+MIGRAM_EXPORT bool migram_handshake_accept_fd(int fd, MigramHandshake *local,
+					      MigramHandshake *peer,
+					      GError **error)
+{
+	g_autoptr(MigramChannel) ch = NULL;
+
+	g_return_val_if_fail(fd >= 0 && local && peer, false);
+
+	ch = migram_channel_new(fd, false);
+	return migram_handshake_accept(ch, local, peer, error) &&
+	       no_read_ahead(ch, fd, "source's", error);
 }

@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <migram/handshake.h>
 #include <migram/migram.h>
 
 #include "link.h"
@@ -149,46 +150,138 @@ static int tcp_connect(const SimOptions *opt, GError **error)
 	return -1;
 }
 
-bool sim_link_tcp_accept(const SimOptions *opt, int lfd, SimLink *lk)
+/* The hello migram-sim's peers exchange: what must agree, no block list
+ * (the destination creates its blocks from the stream). */
+static void sim_hello(const SimOptions *opt, MigramHandshake *hs)
 {
-	*lk = (SimLink){ .preempt_fd = -1, .listen_fd = -1 };
-	lk->fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-	if (lk->fd < 0)
-		return false;
+	migram_handshake_init(hs);
+	if (opt->mode != SIM_MODE_PRECOPY)
+		hs->caps |= MIGRAM_HANDSHAKE_CAP_POSTCOPY;
 	if (opt->preempt)
-		lk->preempt_fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		hs->caps |= MIGRAM_HANDSHAKE_CAP_PREEMPT;
+	hs->channels = opt->channels > 1 ? opt->channels + 1 : 1;
+}
+
+static unsigned int data_wanted(const SimOptions *opt)
+{
+	return opt->channels > 1 ? opt->channels : 0;
+}
+
+/* File an accepted, greeted connection by the role of its hello. */
+static bool file_by_role(SimLink *lk, int fd, uint32_t role, GError **error)
+{
+	int *slot = NULL;
+	char rb[16];
+
+	if (role == MIGRAM_HANDSHAKE_MAIN)
+		slot = &lk->fd;
+	else if (role == MIGRAM_HANDSHAKE_PREEMPT)
+		slot = &lk->preempt_fd;
+	else if (role >= MIGRAM_HANDSHAKE_DATA &&
+		 role - MIGRAM_HANDSHAKE_DATA < lk->ndata)
+		slot = &lk->data_fd[role - MIGRAM_HANDSHAKE_DATA];
+	if (!slot || *slot >= 0) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_PROTOCOL,
+			    "handshake: %s %s connection",
+			    slot ? "a second" : "an unexpected",
+			    migram_handshake_role_name(role, rb));
+		close(fd);
+		return false;
+	}
+	*slot = fd;
+	return true;
+}
+
+bool sim_link_tcp_accept(const SimOptions *opt, int lfd, SimLink *lk,
+			 GError **error)
+{
+	unsigned int want = 1 + (opt->preempt ? 1 : 0) + data_wanted(opt);
+	MigramHandshake local;
+
+	*lk = (SimLink){ .fd = -1, .preempt_fd = -1, .listen_fd = -1 };
+	lk->ndata = data_wanted(opt);
+	for (unsigned int i = 0; i < lk->ndata; i++)
+		lk->data_fd[i] = -1;
 	if (opt->mode != SIM_MODE_PRECOPY)
 		lk->listen_fd = lfd;
-	if (opt->preempt && lk->preempt_fd < 0)
-		return false;
-	/* data connections (--channels): after main and preempt */
-	for (unsigned int i = 0; opt->channels > 1 && i < opt->channels; i++) {
+	sim_hello(opt, &local);
+	memset(local.migration_id, 0, sizeof(local.migration_id));
+	for (unsigned int i = 0; i < want; i++) {
 		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		MigramHandshake peer;
 
-		if (fd < 0)
+		if (fd < 0) {
+			g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO,
+				    "accept (connection %u of %u): %s", i + 1,
+				    want, g_strerror(errno));
 			return false;
-		lk->data_fd[lk->ndata++] = fd;
+		}
+		if (opt->no_handshake) {
+			/* by accept order: main, preempt, data 0..N-1 */
+			if (lk->fd < 0)
+				lk->fd = fd;
+			else if (opt->preempt && lk->preempt_fd < 0)
+				lk->preempt_fd = fd;
+			else
+				lk->data_fd[i - 1 - (opt->preempt ? 1 : 0)] =
+					fd;
+			continue;
+		}
+		if (!migram_handshake_accept_fd(fd, &local, &peer, error)) {
+			close(fd);
+			return false;
+		}
+		if (!file_by_role(lk, fd, peer.role, error))
+			return false;
 	}
 	return true;
 }
 
+/* Connect one connection and greet it with @p role. */
+static int connect_as(const SimOptions *opt, const MigramHandshake *hs,
+		      uint32_t role, GError **error)
+{
+	MigramHandshake h = *hs;
+	int fd = tcp_connect(opt, error);
+
+	if (fd < 0 || opt->no_handshake)
+		return fd;
+	h.role = role;
+	if (!migram_handshake_connect_fd(fd, &h, NULL, error)) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
 bool sim_link_tcp_connect(const SimOptions *opt, SimLink *lk, GError **error)
 {
+	const char *order = g_getenv("MIGRAM_SIM_CONNECT_ORDER");
+	bool reverse = order && strcmp(order, "reverse") == 0;
+	uint32_t roles[2 + SIM_MAX_CHANNELS];
+	unsigned int n = 0;
+	MigramHandshake hs;
+
 	*lk = (SimLink){ .preempt_fd = -1, .listen_fd = -1, .tcp = true };
-	lk->fd = tcp_connect(opt, error);
-	if (lk->fd < 0)
-		return false;
-	if (opt->preempt) {
-		lk->preempt_fd = tcp_connect(opt, error);
-		if (lk->preempt_fd < 0)
-			return false;
-	}
-	for (unsigned int i = 0; opt->channels > 1 && i < opt->channels; i++) {
-		int fd = tcp_connect(opt, error);
+	roles[n++] = MIGRAM_HANDSHAKE_MAIN;
+	if (opt->preempt)
+		roles[n++] = MIGRAM_HANDSHAKE_PREEMPT;
+	for (unsigned int i = 0; i < data_wanted(opt); i++)
+		roles[n++] = MIGRAM_HANDSHAKE_DATA + i;
+	lk->ndata = data_wanted(opt);
+	sim_hello(opt, &hs);
+	for (unsigned int k = 0; k < n; k++) {
+		uint32_t role = roles[reverse ? n - 1 - k : k];
+		int fd = connect_as(opt, &hs, role, error);
 
 		if (fd < 0)
 			return false;
-		lk->data_fd[lk->ndata++] = fd;
+		if (role == MIGRAM_HANDSHAKE_MAIN)
+			lk->fd = fd;
+		else if (role == MIGRAM_HANDSHAKE_PREEMPT)
+			lk->preempt_fd = fd;
+		else
+			lk->data_fd[role - MIGRAM_HANDSHAKE_DATA] = fd;
 	}
 	return true;
 }

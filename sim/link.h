@@ -33,11 +33,20 @@ bool sim_link_pairs(const SimOptions *opt, SimLink *src, SimLink *dst);
 /* Listen on --transport tcp:HOST:PORT; the fd, or -1 with *error set. */
 int sim_link_tcp_listen(const SimOptions *opt, GError **error);
 
-/* TCP destination: accept main (and preempt); keep listening (lfd) for
- * reconnects in postcopy. */
-bool sim_link_tcp_accept(const SimOptions *opt, int lfd, SimLink *lk);
+/*
+ * TCP destination: accept main, preempt and data connections; keep
+ * listening (lfd) for reconnects in postcopy.  With the handshake (unless
+ * --no-handshake) in any order, each filed by the role its hello names; a
+ * mismatch fails with both sides' values in *error.  Without it, by accept
+ * order: main, preempt, data 0..N-1.
+ */
+bool sim_link_tcp_accept(const SimOptions *opt, int lfd, SimLink *lk,
+			 GError **error);
 
-/* TCP source: connect main (and preempt), retrying for up to 10 s. */
+/* TCP source: connect main (and preempt, data), retrying for up to 10 s;
+ * each greeted with the handshake (unless --no-handshake) as soon as it is
+ * connected.  MIGRAM_SIM_CONNECT_ORDER=reverse (tests) connects the data
+ * channels first, in reverse, then preempt, then main. */
 bool sim_link_tcp_connect(const SimOptions *opt, SimLink *lk, GError **error);
 
 /*

@@ -74,7 +74,7 @@ typedef struct {
 	char *compress;
 	gdouble hot_fraction, hot_weight;
 	gboolean auto_converge, model, quiet, verify_bytes, clear_at_sync;
-	gboolean no_return_path;
+	gboolean no_return_path, no_handshake;
 	int io_timeout_ms;
 	gboolean version, check_source, lazy;
 	char *snapshot_after;
@@ -411,6 +411,7 @@ static bool apply(const Args *a, SimOptions *o, GError **error)
 	o->auto_converge = a->auto_converge;
 	o->clear_at_sync = a->clear_at_sync;
 	o->no_return_path = a->no_return_path;
+	o->no_handshake = a->no_handshake;
 	o->io_timeout_ms = (unsigned int)MAX(a->io_timeout_ms, 0);
 	o->model = a->model;
 	o->quiet = a->quiet;
@@ -520,6 +521,10 @@ static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
 		  "Precopy over a socket: complete at the last byte, without "
 		  "waiting for the destination's SHUT (QEMU without a return "
 		  "path)",
+		  NULL },
+		{ "no-handshake", 0, 0, G_OPTION_ARG_NONE, &a.no_handshake,
+		  "TCP: no migram handshake; the destination then tells the "
+		  "connections apart by accept order (main, preempt, data)",
 		  NULL },
 		{ "auto-converge", 0, 0, G_OPTION_ARG_NONE, &a.auto_converge,
 		  "Throttle the guest when not converging", NULL },

@@ -132,8 +132,14 @@ static int run_pair(const SimOptions *opt, SimReport *rep, GError **error)
 		    getppid() != parent)
 			_exit(SIM_EXIT_FAILED);
 		if (lfd >= 0) {
-			if (!sim_link_tcp_accept(opt, lfd, &dl))
+			GError *err = NULL;
+
+			if (!sim_link_tcp_accept(opt, lfd, &dl, &err)) {
+				g_printerr("migram-sim: destination: %s\n",
+					   err ? err->message
+					       : "accept failed");
 				_exit(SIM_EXIT_FAILED);
+			}
 		} else {
 			sim_link_close_all(&sl);
 		}
@@ -181,7 +187,7 @@ int sim_real_run(const SimOptions *opt, SimReport *rep)
 		MigramRamList *dst = migram_ram_list_new();
 		SimLink dl;
 
-		rc = lfd < 0 || !sim_link_tcp_accept(opt, lfd, &dl)
+		rc = lfd < 0 || !sim_link_tcp_accept(opt, lfd, &dl, &error)
 			     ? SIM_EXIT_FAILED
 			     : real_run_destination(opt, dst, &dl, true, rep);
 		migram_ram_list_free(dst);

@@ -112,8 +112,9 @@ typedef struct {
 	uint64_t switchover_bandwidth; /* bytes/s once paused; 0: measure */
 	unsigned int clear_bitmap_shift;
 	bool clear_bitmap_shift_set;
-	bool clear_at_sync;         /* re-arm the whole log at each sync */
-	bool no_return_path;        /* precopy: complete without the SHUT */
+	bool clear_at_sync;  /* re-arm the whole log at each sync */
+	bool no_return_path; /* precopy: complete without the SHUT */
+	bool no_handshake;   /* TCP: no migram hello (QEMU stream only) */
 	unsigned int io_timeout_ms; /* source: a stalled connection fails */
 	bool auto_converge;
 	uint64_t max_time_ms; /* 0: no limit */

@@ -24,6 +24,18 @@
  * connection (its reverse direction), so the main hello covers it; the
  * RETURN_PATH role is for a return path on a connection of its own.
  *
+ * Data channels (MigramMigrationConfig.multifd_fds): greet each with role
+ * MIGRAM_HANDSHAKE_DATA + i through migram_handshake_connect_fd() before
+ * migram_migration_run() writes its initial packet, with channels set to
+ * 1 + multifd_channels in every hello of the migration.  The destination
+ * accepts main, preempt and data connections in any order, greets each
+ * with migram_handshake_accept_fd() (or _accept() on a channel) and files
+ * it by the role in the source's hello: MAIN to migram_receiver_load(),
+ * PREEMPT to migram_receiver_set_preempt(), DATA + i to
+ * MigramReceiverConfig.multifd_fds (any order there is fine too: the
+ * multifd initial packet names the channel).  A role seen twice is the
+ * embedder's to refuse.
+ *
  * Wire format (big-endian; docs/wire-format.md, "Handshake"), the same
  * message in both directions:
  *
@@ -62,8 +74,8 @@ typedef enum {
 	MIGRAM_HANDSHAKE_MAIN = 1,        /**< the stream (and return path) */
 	MIGRAM_HANDSHAKE_RETURN_PATH = 2, /**< a return path of its own */
 	MIGRAM_HANDSHAKE_PREEMPT = 3,     /**< postcopy's urgent pages */
-	/** Data channel N is MIGRAM_HANDSHAKE_DATA + N (N < 65536); reserved
-	 * for multiple data channels, which this library does not open yet. */
+	/** Data channel N is MIGRAM_HANDSHAKE_DATA + N (N < 65536, and below
+	 * the agreed number of data channels, channels - 1). */
 	MIGRAM_HANDSHAKE_DATA = 0x100,
 } MigramHandshakeRole;
 
@@ -79,9 +91,11 @@ typedef struct {
 	 * carries the same.  All zero on the destination: adopt the first
 	 * main connection's (migram_handshake_accept() fills it in). */
 	uint8_t migration_id[16];
-	uint32_t role;        /**< MigramHandshakeRole (DATA + N for data) */
-	uint32_t caps;        /**< MIGRAM_HANDSHAKE_CAP_* */
-	uint32_t channels;    /**< data channels (1: the main one only) */
+	uint32_t role; /**< MigramHandshakeRole (DATA + N for data) */
+	uint32_t caps; /**< MIGRAM_HANDSHAKE_CAP_* */
+	/** Connections that carry pages: 1 (the main one) + the data
+	 * channels (multifd_channels); 1 without data channels. */
+	uint32_t channels;
 	uint32_t compression; /**< 0: none (the only one this library has) */
 	uint32_t page_size;   /**< target page size (4096) */
 	/** Blocks to agree on (migratable ones, name and used_length), read
@@ -130,13 +144,15 @@ bool migram_handshake_connect(MigramChannel *ch, const MigramHandshake *local,
  *
  * @param ch an accepted connection, nothing read from it yet.
  * @param local this side's hello; its role is ignored.  When its
- *        migration_id is all zero it adopts the id of the first MAIN hello
- *        it accepts; after that every connection must carry that id.
+ *        migration_id is all zero it adopts the id of the first hello it
+ *        accepts, whatever its role (connections come in any order); after
+ *        that every connection must carry that id.
  * @param peer filled with the source's hello: peer->role says what this
- *        connection is (MAIN, PREEMPT, ...), whatever the accept order.
- * @param error as for migram_handshake_connect(); a PREEMPT or other
- *        connection before any MAIN one while the id is still zero is a
- *        mismatch (MIGRAM_ERROR_INVALID).
+ *        connection is (MAIN, PREEMPT, DATA + N), whatever the accept
+ *        order.
+ * @param error as for migram_handshake_connect(); a data channel number
+ *        not below the agreed data channels (channels - 1) is a mismatch
+ *        (MIGRAM_ERROR_INVALID) on both sides.
  * @return true when both sides agree; hand @p ch on by its role.
  *
  * Context: as migram_handshake_connect().  Not from two threads on one
@@ -144,6 +160,44 @@ bool migram_handshake_connect(MigramChannel *ch, const MigramHandshake *local,
  */
 bool migram_handshake_accept(MigramChannel *ch, MigramHandshake *local,
 			     MigramHandshake *peer, GError **error);
+
+/**
+ * migram_handshake_connect() on a bare fd, for a data channel (whose fd
+ * MigramMigrationConfig.multifd_fds takes) or any connection: a temporary
+ * channel over @p fd (not closed) carries the hello and the answer.
+ *
+ * @param fd a connected, blocking socket, nothing sent on it yet.
+ * @param local as for migram_handshake_connect(); role DATA + i for data
+ *        channel i.
+ * @param peer optional, as for migram_handshake_connect().
+ * @param error as for migram_handshake_connect(); MIGRAM_ERROR_PROTOCOL
+ *        also when the destination sent bytes past its answer.
+ * @return true when both sides agree; the multifd initial packet (or the
+ *         stream) may follow on @p fd.
+ *
+ * Context: as migram_handshake_connect().
+ */
+bool migram_handshake_connect_fd(int fd, const MigramHandshake *local,
+				 MigramHandshake *peer, GError **error);
+
+/**
+ * migram_handshake_accept() on a bare fd: a temporary channel over @p fd
+ * (not closed) carries the hello and the answer; then hand @p fd on by
+ * peer->role (MigramReceiverConfig.multifd_fds for DATA + i, or a channel
+ * made over it for MAIN and PREEMPT).
+ *
+ * @param fd an accepted, blocking socket, nothing read from it yet.
+ * @param local as for migram_handshake_accept().
+ * @param peer filled with the source's hello, as for
+ *        migram_handshake_accept().
+ * @param error as for migram_handshake_accept(); MIGRAM_ERROR_PROTOCOL
+ *        also when the source sent bytes past its hello before the answer.
+ * @return true when both sides agree.
+ *
+ * Context: as migram_handshake_accept().
+ */
+bool migram_handshake_accept_fd(int fd, MigramHandshake *local,
+				MigramHandshake *peer, GError **error);
 
 /**
  * A role's name: "main", "return-path", "preempt", "data-3", "unknown".

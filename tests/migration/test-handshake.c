@@ -212,8 +212,8 @@ static void test_mismatch_fields(Fixture *f, gconstpointer data)
 {
 	(void)data;
 	f->d.channels = 4;
-	expect_mismatch(f, "handshake: channels differ: source 1, "
-			   "destination 4");
+	expect_mismatch(f, "handshake: channels differ: source 1 (0 data), "
+			   "destination 4 (3 data)");
 	f->d.channels = 1;
 	f->s.compression = 1;
 	expect_mismatch(f, "handshake: compression differs: source 1, "
@@ -304,7 +304,7 @@ static void test_roles(Fixture *f, gconstpointer data)
 
 	(void)data;
 	memcpy(f->d.migration_id, f->s.migration_id, 16);
-	f->s.channels = f->d.channels = 4;
+	f->s.channels = f->d.channels = 5; /* main + data-0 .. data-3 */
 	for (size_t i = 0; i < G_N_ELEMENTS(roles); i++) {
 		g_autoptr(GError) error = NULL;
 		Src s = { .hs = f->s };
@@ -345,8 +345,9 @@ static void test_roles(Fixture *f, gconstpointer data)
 }
 
 /*
- * A destination with no id yet refuses a preempt connection first; its
- * answer carries no id, so the source sees the ids differ.
+ * A destination with no id yet takes its id from whichever connection comes
+ * first (a preempt one here); a main connection of another migration after
+ * it is refused, naming both ids.
  */
 static void test_preempt_first(Fixture *f, gconstpointer data)
 {
@@ -361,18 +362,27 @@ static void test_preempt_first(Fixture *f, gconstpointer data)
 	g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), ==, 0);
 	t = dest_start(&d, f, sp[1], false);
 	ch = migram_channel_new(sp[0], true);
+	g_assert_true(migram_handshake_connect(ch, &f->s, NULL, &error));
+	g_assert_no_error(error);
+	dest_join(t, &d);
+	migram_channel_free(ch);
+	g_assert_true(d.ok);
+	g_assert_cmpuint(d.peer.role, ==, MIGRAM_HANDSHAKE_PREEMPT);
+	g_assert_cmpmem(f->d.migration_id, 16, f->s.migration_id, 16);
+
+	f->s.role = MIGRAM_HANDSHAKE_MAIN;
+	f->s.migration_id[15] ^= 0xff;
+	g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), ==, 0);
+	t = dest_start(&d, f, sp[1], false);
+	ch = migram_channel_new(sp[0], true);
 	g_assert_false(migram_handshake_connect(ch, &f->s, NULL, &error));
 	dest_join(t, &d);
 	migram_channel_free(ch);
 	g_assert_error(d.error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID);
-	g_assert_cmpstr(d.error->message, ==,
-			"handshake: a preempt connection came before the "
-			"main one");
-	g_clear_error(&d.error);
 	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID);
 	g_assert_true(strstr(error->message, "migration id differs: source "));
-	g_assert_true(strstr(error->message,
-			     "destination 00000000000000000000000000000000"));
+	g_assert_cmpstr(error->message, ==, d.error->message);
+	g_clear_error(&d.error);
 }
 
 /* ---- QEMU-compatible peers and malformed hellos ---------------------- */
@@ -480,6 +490,239 @@ static void test_truncated(Fixture *f, gconstpointer data)
 	g_byte_array_unref(full);
 }
 
+/* ---- data channels -------------------------------------------------- */
+
+#define NDATA 3
+
+/* One source connection greeted on its own thread (any order). */
+typedef struct {
+	MigramHandshake hs;
+	int fd; /* not closed */
+	bool ok;
+	GError *error;
+	GThread *t;
+} SrcFd;
+
+static gpointer src_fd_main(gpointer p)
+{
+	SrcFd *s = p;
+
+	urcu_memb_register_thread();
+	s->ok = migram_handshake_connect_fd(s->fd, &s->hs, NULL, &s->error);
+	urcu_memb_unregister_thread();
+	return NULL;
+}
+
+/* The destination: greet fds in the order given, file them by role. */
+typedef struct {
+	Fixture *f;
+	int fd[NDATA + 1]; /* destination ends, in greeting order */
+	bool ok;
+	GError *error;
+} DataDest;
+
+static bool file_by_role(DataDest *d, int *main_fd, int *data)
+{
+	for (unsigned int i = 0; i < NDATA + 1; i++) {
+		MigramHandshake peer;
+		uint32_t n;
+
+		if (!migram_handshake_accept_fd(d->fd[i], &d->f->d, &peer,
+						&d->error))
+			return false;
+		if (peer.role == MIGRAM_HANDSHAKE_MAIN && *main_fd < 0) {
+			*main_fd = d->fd[i];
+			continue;
+		}
+		n = peer.role - MIGRAM_HANDSHAKE_DATA;
+		/* accept() checked n against the agreed count */
+		g_assert_cmpuint(peer.role, >=, MIGRAM_HANDSHAKE_DATA);
+		g_assert_cmpuint(n, <, NDATA);
+		g_assert_cmpint(data[n], ==, -1);
+		data[n] = d->fd[i];
+	}
+	return true;
+}
+
+static gpointer data_dest_main(gpointer p)
+{
+	DataDest *d = p;
+	int main_fd = -1, data[NDATA] = { -1, -1, -1 };
+
+	urcu_memb_register_thread();
+	d->ok = file_by_role(d, &main_fd, data);
+	if (d->ok) {
+		MigramReceiverConfig cfg = { .multifd_channels = NDATA,
+					     .multifd_fds = data };
+		MigramReceiver *r = migram_receiver_new(d->f->dst, &cfg);
+		MigramChannel *ch = migram_channel_new(main_fd, false);
+
+		d->ok = migram_receiver_load(r, ch, &d->error) &&
+			migram_verify_send(d->f->dst, ch, &d->error);
+		migram_receiver_free(r);
+		migram_channel_free(ch);
+	}
+	urcu_memb_unregister_thread();
+	return NULL;
+}
+
+/*
+ * Main and three data channels, each greeted on its own source thread; the
+ * destination greets them in a random order and files them by role; the
+ * migration then runs with the pages on the data channels and the
+ * destination's memory is compared page by page with the source's.
+ */
+static void test_data_channels(Fixture *f, gconstpointer data)
+{
+	g_autoptr(GError) error = NULL;
+	SrcFd src[NDATA + 1];
+	int dfd[NDATA + 1], sfd[NDATA];
+	DataDest d = { .f = f };
+	MigramVerifyResult res;
+	MigramLogSource ls;
+	MigramSoftLog *log;
+	MigramMigration *m;
+	MigramChannel *ch;
+	GThread *t;
+
+	(void)data;
+	f->s.channels = f->d.channels = NDATA + 1;
+	for (unsigned int i = 0; i < NDATA + 1; i++) {
+		int sp[2];
+
+		g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), ==, 0);
+		src[i] = (SrcFd){ .hs = f->s, .fd = sp[0] };
+		src[i].hs.role = i ? MIGRAM_HANDSHAKE_DATA + i - 1
+				   : MIGRAM_HANDSHAKE_MAIN;
+		dfd[i] = sp[1];
+		if (i)
+			sfd[i - 1] = sp[0];
+	}
+	/* the destination's greeting order: a random permutation */
+	for (unsigned int i = 0; i < NDATA + 1; i++)
+		d.fd[i] = dfd[i];
+	for (unsigned int i = NDATA; i > 0; i--) {
+		unsigned int j = (unsigned int)g_test_rand_int_range(0, i + 1);
+		int tmp = d.fd[i];
+
+		d.fd[i] = d.fd[j];
+		d.fd[j] = tmp;
+	}
+	t = g_thread_new("dest", data_dest_main, &d);
+	for (unsigned int i = 0; i < NDATA + 1; i++)
+		src[i].t = g_thread_new("src", src_fd_main, &src[i]);
+	for (unsigned int i = 0; i < NDATA + 1; i++) {
+		g_thread_join(src[i].t);
+		g_assert_no_error(src[i].error);
+		g_assert_true(src[i].ok);
+	}
+
+	log = migram_soft_log_new(migram_ram_list_ram_space(f->src), &error);
+	g_assert_no_error(error);
+	migram_soft_log_source(log, &ls);
+	m = migram_migration_new(f->src, &ls,
+				 &(MigramMigrationConfig){
+					 .pause_guest = pause_guest,
+					 .multifd_channels = NDATA,
+					 .multifd_fds = sfd });
+	ch = migram_channel_new(src[0].fd, false);
+	g_assert_true(migram_migration_run(m, ch, &error));
+	g_assert_no_error(error);
+	g_assert_true(
+		migram_verify_compare(f->src, ch, NULL, NULL, &res, &error));
+	g_assert_no_error(error);
+	g_assert_cmpint(res.diff, ==, MIGRAM_VERIFY_EQUAL);
+	g_assert_cmpuint(res.pages, ==, 272);
+	migram_migration_free(m);
+	migram_soft_log_free(log);
+	migram_channel_free(ch);
+	g_thread_join(t);
+	g_assert_no_error(d.error);
+	g_assert_true(d.ok);
+	for (unsigned int i = 0; i < NDATA + 1; i++) {
+		close(src[i].fd);
+		close(dfd[i]);
+	}
+}
+
+/* One data connection greeted on both sides; both must fail with want. */
+static void expect_data_mismatch(Fixture *f, uint32_t role, const char *want)
+{
+	g_autoptr(GError) error = NULL;
+	MigramHandshake peer;
+	SrcFd s = { .hs = f->s };
+	int sp[2];
+
+	g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), ==, 0);
+	s.fd = sp[0];
+	s.hs.role = role;
+	s.t = g_thread_new("src", src_fd_main, &s);
+	g_assert_false(migram_handshake_accept_fd(sp[1], &f->d, &peer, &error));
+	g_thread_join(s.t);
+	g_assert_false(s.ok);
+	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID);
+	g_assert_error(s.error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID);
+	g_assert_cmpstr(error->message, ==, want);
+	g_assert_cmpstr(s.error->message, ==, want);
+	g_clear_error(&s.error);
+	close(sp[0]);
+	close(sp[1]);
+}
+
+/*
+ * A destination set up for another number of data channels refuses the
+ * first connection it greets, a data one here, naming both counts; a data
+ * channel numbered past the agreed count is refused on both sides.  No
+ * page can have moved: the stream only starts after the greeting.
+ */
+static void test_data_channel_mismatch(Fixture *f, gconstpointer data)
+{
+	(void)data;
+	f->s.channels = 3;
+	f->d.channels = 5;
+	expect_data_mismatch(f, MIGRAM_HANDSHAKE_DATA + 1,
+			     "handshake: channels differ: source 3 (2 data), "
+			     "destination 5 (4 data)");
+	f->d.channels = 3;
+	expect_data_mismatch(f, MIGRAM_HANDSHAKE_DATA + 2,
+			     "handshake: data channel 2, but 2 data channels "
+			     "agreed");
+	f->s.channels = f->d.channels = 1;
+	expect_data_mismatch(f, MIGRAM_HANDSHAKE_DATA,
+			     "handshake: data channel 0, but 0 data channels "
+			     "agreed");
+}
+
+/*
+ * A source that sends past its hello before the answer (the multifd
+ * initial packet too early) is refused by the fd helper: those bytes would
+ * be lost with its temporary channel.
+ */
+static void test_fd_read_ahead(Fixture *f, gconstpointer data)
+{
+	g_autoptr(GError) error = NULL;
+	GByteArray *a = hello(f, MIGRAM_HANDSHAKE_MAIN, 0);
+	MigramHandshake peer;
+	int sp[2];
+
+	(void)data;
+	/* hello() lists no blocks: compare none */
+	a->len -= 4;
+	migram_test_put32(a, MIGRAM_HANDSHAKE_NO_BLOCKS);
+	for (int i = 0; i < 16; i++)
+		migram_test_put32(a, 0x11223344);
+	g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), ==, 0);
+	g_assert_cmpint(write(sp[0], a->data, a->len), ==, (gssize)a->len);
+	g_assert_false(migram_handshake_accept_fd(sp[1], &f->d, &peer, &error));
+	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_PROTOCOL);
+	g_assert_true(strstr(error->message,
+			     "64 bytes after the source's "
+			     "hello arrived before the answer"));
+	g_byte_array_unref(a);
+	close(sp[0]);
+	close(sp[1]);
+}
+
 #define ADD(path, fn) g_test_add(path, Fixture, NULL, setup, fn, teardown)
 
 int main(int argc, char **argv)
@@ -499,6 +742,10 @@ int main(int argc, char **argv)
 	ADD("/handshake/qemu-compatible-peer", test_qemu_compatible_peer);
 	ADD("/handshake/hostile", test_hostile);
 	ADD("/handshake/truncated", test_truncated);
+	ADD("/migration/handshake/data-channels", test_data_channels);
+	ADD("/migration/handshake/data-channel-mismatch",
+	    test_data_channel_mismatch);
+	ADD("/migration/handshake/fd-read-ahead", test_fd_read_ahead);
 	rc = g_test_run();
 	urcu_memb_unregister_thread();
 	return rc;

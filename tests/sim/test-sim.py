@@ -679,6 +679,55 @@ def _(work):
         assert j["verified"], (extra, j)
 
 
+def handshake_pair(port, dst_args, src_args, env=None):
+    """A --role destination and a --role source on port; both results."""
+    common = ["--transport", f"tcp:127.0.0.1:{port}"]
+    dst = subprocess.Popen([SIM, "--role", "destination", *common,
+                            *dst_args], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        src = subprocess.run([SIM, "--role", "source", "--ram", "64M",
+                              *common, *src_args], capture_output=True,
+                             text=True, timeout=120,
+                             env={**os.environ, **(env or {})})
+        out, err = dst.communicate(timeout=120)
+        return (src.returncode, src.stdout + src.stderr), \
+            (dst.returncode, out + err)
+    finally:
+        dst.kill()
+        dst.wait()
+
+
+@case("two processes, handshake: the source connects data channels, "
+      "preempt and main in reverse; the destination files them by role")
+def _(work):
+    args = ["--mode", "hybrid", "--preempt", "--channels", "3"]
+    (rs, os_), (rd, od) = handshake_pair(
+        47770, args, args, {"MIGRAM_SIM_CONNECT_ORDER": "reverse"})
+    assert rs == 0 and rd == 0, (os_, od)
+    assert re.search(r"verification:\s+OK", os_), os_
+
+
+@case("two processes, handshake: a destination with another --channels or "
+      "--mode fails before any page moves, naming both values")
+def _(work):
+    (rs, os_), (rd, od) = handshake_pair(47771, ["--channels", "4"],
+                                         ["--channels", "2"])
+    want = "handshake: channels differ: source 3 (2 data), destination 5 " \
+        "(4 data)"
+    assert rs != 0 and rd != 0, (os_, od)
+    assert want in os_ and want in od, (os_, od)
+    assert "0 normal pages" in od, od
+    (rs, os_), (rd, od) = handshake_pair(47772, ["--mode", "postcopy"], [])
+    want = "handshake: postcopy differs: source off, destination on"
+    assert rs != 0 and rd != 0, (os_, od)
+    assert want in os_ and want in od, (os_, od)
+    # without the handshake on both sides the QEMU stream still works
+    (rs, os_), (rd, od) = handshake_pair(47773, ["--no-handshake"],
+                                         ["--no-handshake"])
+    assert rs == 0 and rd == 0, (os_, od)
+
+
 def netns_ok():
     if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"):
         return "needs root, ip and tc"
