@@ -664,9 +664,12 @@ int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
 	urcu_memb_register_thread();
-	g_test_add_func("/combined-log/bad-input", test_bad_input);
-	g_test_add_func("/combined-log/clear-per-child", test_clear_per_child);
-	g_test_add_func("/combined-log/shared-adapter", test_shared_adapter);
-	g_test_add_func("/combined-log/three-writers", test_three_writers);
+	g_test_add_func("/migration/combined-log/bad-input", test_bad_input);
+	g_test_add_func("/migration/combined-log/clear-per-child",
+			test_clear_per_child);
+	g_test_add_func("/migration/combined-log/shared-adapter",
+			test_shared_adapter);
+	g_test_add_func("/migration/combined-log/three-writers",
+			test_three_writers);
 	return g_test_run();
 }

@@ -311,10 +311,12 @@ int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
 	urcu_memb_register_thread();
-	g_test_add_func("/events/bad-input", test_bad_input);
-	g_test_add_func("/events/late-fd", test_late_fd);
-	g_test_add_func("/events/main-loop/completed", test_completed);
-	g_test_add_func("/events/main-loop/failed", test_failed);
-	g_test_add_func("/events/main-loop/cancelled", test_cancelled);
+	g_test_add_func("/migration/events/bad-input", test_bad_input);
+	g_test_add_func("/migration/events/late-fd", test_late_fd);
+	g_test_add_func("/migration/events/main-loop/completed",
+			test_completed);
+	g_test_add_func("/migration/events/main-loop/failed", test_failed);
+	g_test_add_func("/migration/events/main-loop/cancelled",
+			test_cancelled);
 	return g_test_run();
 }

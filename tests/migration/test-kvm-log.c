@@ -703,16 +703,17 @@ int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
 	urcu_memb_register_thread();
-	g_test_add_func("/kvm-log/manual-protect", test_manual_protect);
-	g_test_add_func("/kvm-log/classic", test_classic);
-	g_test_add_func("/kvm-log/errors", test_errors);
-	g_test_add_func("/kvm-log/ring", test_ring);
-	g_test_add_func("/kvm-log/ring/full", test_ring_full);
-	g_test_add_data_func("/kvm-log/migration/manual-protect",
+	g_test_add_func("/migration/kvm-log/manual-protect",
+			test_manual_protect);
+	g_test_add_func("/migration/kvm-log/classic", test_classic);
+	g_test_add_func("/migration/kvm-log/errors", test_errors);
+	g_test_add_func("/migration/kvm-log/ring", test_ring);
+	g_test_add_func("/migration/kvm-log/ring/full", test_ring_full);
+	g_test_add_data_func("/migration/kvm-log/migration/manual-protect",
 			     GINT_TO_POINTER(LOG_MANUAL), test_migration);
-	g_test_add_data_func("/kvm-log/migration/classic",
+	g_test_add_data_func("/migration/kvm-log/migration/classic",
 			     GINT_TO_POINTER(LOG_CLASSIC), test_migration);
-	g_test_add_data_func("/kvm-log/migration/ring",
+	g_test_add_data_func("/migration/kvm-log/migration/ring",
 			     GINT_TO_POINTER(LOG_RING), test_migration);
 	return g_test_run();
 }

@@ -691,19 +691,22 @@ int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
 	urcu_memb_register_thread();
-	g_test_add_func("/ramblock/list/backends", test_backends);
-	g_test_add_func("/ramblock/list/bad-configs", test_bad_configs);
-	g_test_add_func("/ramblock/list/hugetlb-refused", test_hugetlb_refused);
-	g_test_add_func("/ramblock/list/hugetlb", test_hugetlb);
-	g_test_add_func("/ramblock/list/idstr", test_idstr);
-	g_test_add_func("/ramblock/list/offsets", test_offsets);
-	g_test_add_func("/ramblock/list/lookups", test_lookups);
-	g_test_add_func("/ramblock/list/resize", test_resize);
-	g_test_add_func("/ramblock/list/iteration", test_iteration);
-	g_test_add_func("/ramblock/list/migration-bitmaps",
+	g_test_add_func("/ramblock/ramblock/list/backends", test_backends);
+	g_test_add_func("/ramblock/ramblock/list/bad-configs",
+			test_bad_configs);
+	g_test_add_func("/ramblock/ramblock/list/hugetlb-refused",
+			test_hugetlb_refused);
+	g_test_add_func("/ramblock/ramblock/list/hugetlb", test_hugetlb);
+	g_test_add_func("/ramblock/ramblock/list/idstr", test_idstr);
+	g_test_add_func("/ramblock/ramblock/list/offsets", test_offsets);
+	g_test_add_func("/ramblock/ramblock/list/lookups", test_lookups);
+	g_test_add_func("/ramblock/ramblock/list/resize", test_resize);
+	g_test_add_func("/ramblock/ramblock/list/iteration", test_iteration);
+	g_test_add_func("/ramblock/ramblock/list/migration-bitmaps",
 			test_migration_bitmaps);
-	g_test_add_func("/ramblock/list/postcopy-length", test_postcopy_length);
-	g_test_add_func("/ramblock/list/lookup-needs-rcu",
+	g_test_add_func("/ramblock/ramblock/list/postcopy-length",
+			test_postcopy_length);
+	g_test_add_func("/ramblock/ramblock/list/lookup-needs-rcu",
 			test_lookup_needs_rcu);
 	return g_test_run();
 }
