@@ -106,17 +106,35 @@ static MigramRamBlock *one_block(MigramRamList **list, uint64_t bytes)
 	return b;
 }
 
-static void test_bad_input(void)
+/* One list with one block "pc.ram" of @data (a guint) pages; the tear-down
+ * frees the list. */
+typedef struct {
+	MigramRamList *list;
+	MigramRamBlock *block;
+} Fixture;
+
+static void fx_set_up(Fixture *f, gconstpointer data)
+{
+	f->block = one_block(&f->list, GPOINTER_TO_UINT(data) * (uint64_t)P);
+}
+
+static void fx_tear_down(Fixture *f, gconstpointer data)
+{
+	(void)data;
+	migram_ram_list_free(f->list);
+}
+
+static void test_bad_input(Fixture *f, gconstpointer data)
 {
 	g_autoptr(GError) error = NULL;
 	MigramLogSource kids[33], src;
 	Rec r = { 0 };
-	MigramRamList *list;
-	MigramRamBlock *b = one_block(&list, 64 * P);
+	MigramRamBlock *b = f->block;
 	g_autoptr(MigramCombinedLog) log = NULL;
 	unsigned long c[1] = { 0 }, mask[1] = { ~0UL };
 	uint64_t n;
 
+	(void)data;
 	for (int i = 0; i < 33; i++)
 		kids[i] = (MigramLogSource){ &rec_ops, &r };
 	g_assert_null(migram_combined_log_new(NULL, 1, &error));
@@ -175,10 +193,9 @@ static void test_bad_input(void)
 		g_assert_false(src.ops->sync(src.opaque, b, c, &n, &error));
 		g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID);
 	}
-	migram_ram_list_free(list);
 }
 
-static void test_clear_per_child(void)
+static void test_clear_per_child(Fixture *f, gconstpointer data)
 {
 	g_autoptr(GError) error = NULL;
 	Rec a = { 0 }, b = { 0 }, fails = { .fail_start = true };
@@ -186,12 +203,12 @@ static void test_clear_per_child(void)
 				    { &rec_ops, &b },
 				    { &rec_ops, &fails } };
 	MigramLogSource src;
-	MigramRamList *list;
-	MigramRamBlock *blk = one_block(&list, 64 * P);
+	MigramRamBlock *blk = f->block;
 	MigramCombinedLog *log = migram_combined_log_new(kids, 2, &error);
 	unsigned long c[1] = { 0 }, mask[1];
 	uint64_t n = 0;
 
+	(void)data;
 	migram_combined_log_source(log, &src);
 	g_assert_true(src.ops->start(src.opaque, blk, &error));
 	a.marks = 0x6; /* pages 1, 2 */
@@ -241,14 +258,12 @@ static void test_clear_per_child(void)
 	g_assert_cmpint(b.stops, ==, 2);
 	g_assert_cmpint(fails.stops, ==, 0);
 	migram_combined_log_free(log);
-	migram_ram_list_free(list);
 }
 
-static void test_shared_adapter(void)
+static void test_shared_adapter(Fixture *f, gconstpointer data)
 {
 	g_autoptr(GError) error = NULL;
-	MigramRamList *list;
-	MigramRamBlock *blk = one_block(&list, 128 * P);
+	MigramRamBlock *blk = f->block;
 	MigramLogRegion *r = migram_log_region_new(128 * P, &error);
 	g_autoptr(MigramSharedLog) sl = migram_shared_log_new(r);
 	g_autoptr(MigramSharedLogAdapter) a =
@@ -259,6 +274,7 @@ static void test_shared_adapter(void)
 	unsigned long *mask = migram_bitmap_new(128);
 	uint64_t n = 0;
 
+	(void)data;
 	g_assert_no_error(error);
 	migram_shared_log_adapter_source(a, &src);
 	g_assert_cmpstr(src.ops->name, ==, "shared");
@@ -304,7 +320,6 @@ static void test_shared_adapter(void)
 	migram_log_region_free(backend);
 	migram_bitmap_free(c);
 	migram_bitmap_free(mask);
-	migram_ram_list_free(list);
 }
 
 /* --- three kinds of writers, one migration ----------------------------- */
@@ -664,9 +679,16 @@ int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
 	urcu_memb_register_thread();
-	g_test_add_func("/combined-log/bad-input", test_bad_input);
-	g_test_add_func("/combined-log/clear-per-child", test_clear_per_child);
-	g_test_add_func("/combined-log/shared-adapter", test_shared_adapter);
-	g_test_add_func("/combined-log/three-writers", test_three_writers);
+	g_test_add("/migration/combined-log/bad-input", Fixture,
+		   GUINT_TO_POINTER(64), fx_set_up, test_bad_input,
+		   fx_tear_down);
+	g_test_add("/migration/combined-log/clear-per-child", Fixture,
+		   GUINT_TO_POINTER(64), fx_set_up, test_clear_per_child,
+		   fx_tear_down);
+	g_test_add("/migration/combined-log/shared-adapter", Fixture,
+		   GUINT_TO_POINTER(128), fx_set_up, test_shared_adapter,
+		   fx_tear_down);
+	g_test_add_func("/migration/combined-log/three-writers",
+			test_three_writers);
 	return g_test_run();
 }

@@ -429,22 +429,23 @@ int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
 	urcu_memb_register_thread();
-	g_test_add("/completion-ack/acked", Fixture, NULL, fixture_set_up,
-		   test_acked, fixture_tear_down);
-	g_test_add("/completion-ack/cut-after-last-byte", Fixture, NULL,
-		   fixture_set_up, test_cut_after_last_byte, fixture_tear_down);
-	g_test_add("/completion-ack/load-failed", Fixture, NULL, fixture_set_up,
-		   test_load_failed, fixture_tear_down);
-	g_test_add("/completion-ack/no-return-path", Fixture, NULL,
+	g_test_add("/migration/completion-ack/acked", Fixture, NULL,
+		   fixture_set_up, test_acked, fixture_tear_down);
+	g_test_add("/migration/completion-ack/cut-after-last-byte", Fixture,
+		   NULL, fixture_set_up, test_cut_after_last_byte,
+		   fixture_tear_down);
+	g_test_add("/migration/completion-ack/load-failed", Fixture, NULL,
+		   fixture_set_up, test_load_failed, fixture_tear_down);
+	g_test_add("/migration/completion-ack/no-return-path", Fixture, NULL,
 		   fixture_set_up, test_no_return_path, fixture_tear_down);
-	g_test_add("/completion-ack/not-a-socket", Fixture, NULL,
+	g_test_add("/migration/completion-ack/not-a-socket", Fixture, NULL,
 		   fixture_set_up, test_not_a_socket, fixture_tear_down);
-	g_test_add("/completion-ack/stall/write", Fixture, NULL, fixture_set_up,
-		   test_stall_write, fixture_tear_down);
-	g_test_add("/completion-ack/stall/no-shut", Fixture, NULL,
+	g_test_add("/migration/completion-ack/stall/write", Fixture, NULL,
+		   fixture_set_up, test_stall_write, fixture_tear_down);
+	g_test_add("/migration/completion-ack/stall/no-shut", Fixture, NULL,
 		   fixture_set_up, test_stall_no_shut, fixture_tear_down);
-	g_test_add("/completion-ack/stall/no-shut-postcopy", Fixture, NULL,
-		   fixture_set_up, test_stall_no_shut_postcopy,
+	g_test_add("/migration/completion-ack/stall/no-shut-postcopy", Fixture,
+		   NULL, fixture_set_up, test_stall_no_shut_postcopy,
 		   fixture_tear_down);
 	return g_test_run();
 }

@@ -435,11 +435,11 @@ int main(int argc, char **argv)
 
 	g_test_init(&argc, &argv, NULL);
 	urcu_memb_register_thread();
-	ADD("/device-sections/many", test_many_sections);
-	ADD("/device-sections/unknown-refused", test_unknown_refused);
-	ADD("/device-sections/postcopy", test_postcopy);
-	ADD("/device-sections/old-api", test_old_api);
-	ADD("/device-sections/bad-list", test_bad_list);
+	ADD("/migration/device-sections/many", test_many_sections);
+	ADD("/migration/device-sections/unknown-refused", test_unknown_refused);
+	ADD("/migration/device-sections/postcopy", test_postcopy);
+	ADD("/migration/device-sections/old-api", test_old_api);
+	ADD("/migration/device-sections/bad-list", test_bad_list);
 	rc = g_test_run();
 	urcu_memb_unregister_thread();
 	return rc;

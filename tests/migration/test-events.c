@@ -104,8 +104,11 @@ static gboolean watchdog(gpointer p)
 	return G_SOURCE_REMOVE;
 }
 
-static void run_one(Run *r, Ending ending)
+/* Fixture set-up: builds the run for the ending in @data and runs it to
+ * its terminal event; the case then checks what the run saw. */
+static void run_one(Run *r, gconstpointer data)
 {
+	Ending ending = (Ending)GPOINTER_TO_INT(data);
 	g_autoptr(GError) error = NULL;
 	MigramMigrationConfig cfg = { .pause_guest = pause_guest };
 	MigramRamBlock *b;
@@ -177,10 +180,11 @@ static void run_one(Run *r, Ending ending)
 		migram_test_receiver_join(rx, NULL);
 }
 
-static void run_free(Run *r)
+static void run_free(Run *r, gconstpointer data)
 {
 	MigramMigrationStatus s;
 
+	(void)data;
 	/* Everything was taken: the queue is empty. */
 	g_assert_false(migram_migration_next_event(r->m, &s));
 	migram_migration_free(r->m);
@@ -203,53 +207,45 @@ static void assert_same(GArray *a, GArray *b)
 				migram_migration_status_name(AT(b, i)));
 }
 
-static void test_completed(void)
+static void test_completed(Run *r, gconstpointer data)
 {
-	Run r;
 	const MigramMigrationStatus want[] = { MIGRAM_MIGRATION_SETUP,
 					       MIGRAM_MIGRATION_ACTIVE,
 					       MIGRAM_MIGRATION_DEVICE,
 					       MIGRAM_MIGRATION_COMPLETED };
 
-	run_one(&r, END_COMPLETE);
-	g_assert_no_error(r.error);
-	g_assert_true(r.ok);
-	g_assert_cmpuint(r.seen->len, ==, G_N_ELEMENTS(want));
+	(void)data;
+	g_assert_no_error(r->error);
+	g_assert_true(r->ok);
+	g_assert_cmpuint(r->seen->len, ==, G_N_ELEMENTS(want));
 	for (guint i = 0; i < G_N_ELEMENTS(want); i++)
-		g_assert_cmpstr(migram_migration_status_name(AT(r.seen, i)), ==,
-				migram_migration_status_name(want[i]));
-	assert_same(r.seen, r.called);
-	g_assert_cmpint(r.wrong_thread, ==, 0);
-	run_free(&r);
+		g_assert_cmpstr(migram_migration_status_name(AT(r->seen, i)),
+				==, migram_migration_status_name(want[i]));
+	assert_same(r->seen, r->called);
+	g_assert_cmpint(r->wrong_thread, ==, 0);
 }
 
-static void test_failed(void)
+static void test_failed(Run *r, gconstpointer data)
 {
-	Run r;
-
-	run_one(&r, END_FAIL);
-	g_assert_false(r.ok);
-	g_assert_error(r.error, MIGRAM_ERROR, MIGRAM_ERROR_IO);
-	g_assert_cmpint(AT(r.seen, 0), ==, MIGRAM_MIGRATION_SETUP);
-	g_assert_cmpint(AT(r.seen, r.seen->len - 1), ==,
+	(void)data;
+	g_assert_false(r->ok);
+	g_assert_error(r->error, MIGRAM_ERROR, MIGRAM_ERROR_IO);
+	g_assert_cmpint(AT(r->seen, 0), ==, MIGRAM_MIGRATION_SETUP);
+	g_assert_cmpint(AT(r->seen, r->seen->len - 1), ==,
 			MIGRAM_MIGRATION_FAILED);
-	assert_same(r.seen, r.called);
-	run_free(&r);
+	assert_same(r->seen, r->called);
 }
 
-static void test_cancelled(void)
+static void test_cancelled(Run *r, gconstpointer data)
 {
-	Run r;
-
-	run_one(&r, END_CANCEL);
-	g_assert_false(r.ok);
-	g_assert_error(r.error, MIGRAM_ERROR, MIGRAM_ERROR_CANCELLED);
-	g_assert_cmpuint(r.seen->len, ==, 3);
-	g_assert_cmpint(AT(r.seen, 0), ==, MIGRAM_MIGRATION_SETUP);
-	g_assert_cmpint(AT(r.seen, 1), ==, MIGRAM_MIGRATION_ACTIVE);
-	g_assert_cmpint(AT(r.seen, 2), ==, MIGRAM_MIGRATION_CANCELLED);
-	assert_same(r.seen, r.called);
-	run_free(&r);
+	(void)data;
+	g_assert_false(r->ok);
+	g_assert_error(r->error, MIGRAM_ERROR, MIGRAM_ERROR_CANCELLED);
+	g_assert_cmpuint(r->seen->len, ==, 3);
+	g_assert_cmpint(AT(r->seen, 0), ==, MIGRAM_MIGRATION_SETUP);
+	g_assert_cmpint(AT(r->seen, 1), ==, MIGRAM_MIGRATION_ACTIVE);
+	g_assert_cmpint(AT(r->seen, 2), ==, MIGRAM_MIGRATION_CANCELLED);
+	assert_same(r->seen, r->called);
 }
 
 static void test_bad_input(void)
@@ -311,10 +307,15 @@ int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
 	urcu_memb_register_thread();
-	g_test_add_func("/events/bad-input", test_bad_input);
-	g_test_add_func("/events/late-fd", test_late_fd);
-	g_test_add_func("/events/main-loop/completed", test_completed);
-	g_test_add_func("/events/main-loop/failed", test_failed);
-	g_test_add_func("/events/main-loop/cancelled", test_cancelled);
+	g_test_add_func("/migration/events/bad-input", test_bad_input);
+	g_test_add_func("/migration/events/late-fd", test_late_fd);
+	g_test_add("/migration/events/main-loop/completed", Run,
+		   GINT_TO_POINTER(END_COMPLETE), run_one, test_completed,
+		   run_free);
+	g_test_add("/migration/events/main-loop/failed", Run,
+		   GINT_TO_POINTER(END_FAIL), run_one, test_failed, run_free);
+	g_test_add("/migration/events/main-loop/cancelled", Run,
+		   GINT_TO_POINTER(END_CANCEL), run_one, test_cancelled,
+		   run_free);
 	return g_test_run();
 }

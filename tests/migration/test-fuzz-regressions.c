@@ -6,10 +6,11 @@
  * the fuzzer uses (guard pages, read-only "rom" and "vram" tail, checks
  * after each load), so an input replays here exactly as it ran there:
  *
- *  - /fuzz/sample/<name>: the seed samples of tests/fuzz/stream-samples.c,
- *    valid and hostile, each with its expected error code and message;
- *  - /fuzz/found/<name>: inputs the fuzzer found, as byte arrays below,
- *    each with the outcome after the fix.
+ *  - /migration/fuzz-regressions/sample/<name>: the seed samples of
+ * tests/fuzz/stream-samples.c, valid and hostile, each with its expected error
+ * code and message;
+ *  - /migration/fuzz-regressions/found/<name>: inputs the fuzzer found, as byte
+ * arrays below, each with the outcome after the fix.
  *
  * docs/fuzzing.md says how to add one.
  */
@@ -275,21 +276,26 @@ int main(int argc, char **argv)
 
 	s = stream_samples(&n);
 	for (size_t i = 0; i < n; i++) {
-		g_autofree char *path = g_strdup_printf("/fuzz/sample/%s",
-							s[i].name);
+		g_autofree char *path = g_strdup_printf(
+			"/migration/fuzz-regressions/sample/%s", s[i].name);
 
 		add(path, &s[i], test_sample);
 	}
-	add("/fuzz/one-block-contents", NULL, test_one_block_contents);
-	add("/fuzz/stop-at-devices", NULL, test_stop_at_devices);
-	g_test_add_func("/fuzz/second-load-creates", test_second_load_creates);
-	add("/fuzz/vmdesc-chunks", NULL, test_vmdesc_chunks);
+	add("/migration/fuzz-regressions/one-block-contents", NULL,
+	    test_one_block_contents);
+	add("/migration/fuzz-regressions/stop-at-devices", NULL,
+	    test_stop_at_devices);
+	g_test_add_func("/migration/fuzz-regressions/second-load-creates",
+			test_second_load_creates);
+	add("/migration/fuzz-regressions/vmdesc-chunks", NULL,
+	    test_vmdesc_chunks);
 	for (size_t i = 0; i < G_N_ELEMENTS(found); i++) {
 		g_autofree char *path = NULL;
 
 		if (!found[i].name)
 			continue;
-		path = g_strdup_printf("/fuzz/found/%s", found[i].name);
+		path = g_strdup_printf("/migration/fuzz-regressions/found/%s",
+				       found[i].name);
 		add(path, &found[i], test_found);
 	}
 	rc = g_test_run();

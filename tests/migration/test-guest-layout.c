@@ -352,8 +352,8 @@ int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
 	urcu_memb_register_thread();
-	g_test_add_func("/guest-layout/bad-input", test_bad_input);
-	g_test_add_func("/guest-layout/pci-hole", test_pci_hole);
-	g_test_add_func("/guest-layout/concurrent", test_concurrent);
+	g_test_add_func("/migration/guest-layout/bad-input", test_bad_input);
+	g_test_add_func("/migration/guest-layout/pci-hole", test_pci_hole);
+	g_test_add_func("/migration/guest-layout/concurrent", test_concurrent);
 	return g_test_run();
 }

@@ -731,17 +731,18 @@ int main(int argc, char **argv)
 
 	g_test_init(&argc, &argv, NULL);
 	urcu_memb_register_thread();
-	ADD("/handshake/agree-and-migrate", test_agree_and_migrate);
-	ADD("/handshake/mismatch/postcopy", test_mismatch_postcopy);
-	ADD("/handshake/mismatch/preempt", test_mismatch_preempt);
-	ADD("/handshake/mismatch/fields", test_mismatch_fields);
-	ADD("/handshake/mismatch/blocks", test_mismatch_blocks);
-	ADD("/handshake/no-list-accepts", test_no_list_accepts);
-	ADD("/handshake/roles", test_roles);
-	ADD("/handshake/preempt-first", test_preempt_first);
-	ADD("/handshake/qemu-compatible-peer", test_qemu_compatible_peer);
-	ADD("/handshake/hostile", test_hostile);
-	ADD("/handshake/truncated", test_truncated);
+	ADD("/migration/handshake/agree-and-migrate", test_agree_and_migrate);
+	ADD("/migration/handshake/mismatch/postcopy", test_mismatch_postcopy);
+	ADD("/migration/handshake/mismatch/preempt", test_mismatch_preempt);
+	ADD("/migration/handshake/mismatch/fields", test_mismatch_fields);
+	ADD("/migration/handshake/mismatch/blocks", test_mismatch_blocks);
+	ADD("/migration/handshake/no-list-accepts", test_no_list_accepts);
+	ADD("/migration/handshake/roles", test_roles);
+	ADD("/migration/handshake/preempt-first", test_preempt_first);
+	ADD("/migration/handshake/qemu-compatible-peer",
+	    test_qemu_compatible_peer);
+	ADD("/migration/handshake/hostile", test_hostile);
+	ADD("/migration/handshake/truncated", test_truncated);
 	ADD("/migration/handshake/data-channels", test_data_channels);
 	ADD("/migration/handshake/data-channel-mismatch",
 	    test_data_channel_mismatch);

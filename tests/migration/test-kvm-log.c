@@ -51,6 +51,7 @@ typedef struct {
 	guint64 ring_fulls;      /* KVM_EXIT_DIRTY_RING_FULL exits */
 	const unsigned int *loop_pages;
 	size_t loop_n;
+	bool up; /* opened and set up by the fixture; vm_close clears it */
 } Vm;
 
 typedef enum {
@@ -97,11 +98,6 @@ static bool vm_open_mode(Vm *v, LogMode mode, uint32_t ring_entries)
 	}
 	g_assert_no_error(error);
 	return true;
-}
-
-static bool vm_open(Vm *v, bool classic)
-{
-	return vm_open_mode(v, classic ? LOG_CLASSIC : LOG_MANUAL, 0);
 }
 
 /* The block, its slot (slot 0 at guest physical 0), and the vCPU. */
@@ -161,6 +157,43 @@ static void vm_close(Vm *v)
 	close(v->vm);
 	close(v->kvm);
 	migram_ram_list_free(v->list);
+	v->up = false;
+}
+
+/* What a case asks of the fixture: the log mode and, in ring mode, the
+ * ring's entries (0: the library's default). */
+typedef struct {
+	LogMode mode;
+	uint32_t ring_entries;
+} VmCase;
+
+static const VmCase manual_case = { LOG_MANUAL, 0 };
+static const VmCase classic_case = { LOG_CLASSIC, 0 };
+static const VmCase ring_case = { LOG_RING, 0 };
+/* 256 entries (4 KiB); KVM keeps some in reserve, so it exits before the
+ * ring is full. */
+static const VmCase small_ring_case = { LOG_RING, 256 };
+
+/*
+ * Fixture set-up: the VM, its log in the case's mode, the block, its slot
+ * and the vCPU.  When KVM or the mode is missing the case is skipped and
+ * v->up stays false; the case then returns at once.
+ */
+static void vm_fx_set_up(Vm *v, gconstpointer data)
+{
+	const VmCase *c = data;
+
+	if (!vm_open_mode(v, c->mode, c->ring_entries))
+		return;
+	vm_setup(v);
+	v->up = true;
+}
+
+static void vm_fx_tear_down(Vm *v, gconstpointer data)
+{
+	(void)data;
+	if (v->up)
+		vm_close(v);
 }
 
 /*
@@ -330,149 +363,142 @@ static void start_clean(Vm *v, const MigramLogSource *src)
 	migram_bitmap_free(all);
 }
 
-static void test_manual_protect(void)
+static void test_manual_protect(Vm *v, gconstpointer data)
 {
 	static const unsigned int a[] = { 2 }, ab[] = { 2, 70 };
 	MigramLogSource src;
 	unsigned long *got, *m;
-	Vm v;
 
-	if (!vm_open(&v, false))
+	(void)data;
+	if (!v->up)
 		return;
-	if (!migram_kvm_log_manual_protect(v.log)) {
+	if (!migram_kvm_log_manual_protect(v->log)) {
 		g_test_skip("no KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2");
-		vm_close(&v);
 		return;
 	}
-	vm_setup(&v);
-	migram_kvm_log_source(v.log, &src);
+	migram_kvm_log_source(v->log, &src);
 	g_assert_cmpstr(src.ops->name, ==, "kvm");
-	start_clean(&v, &src);
-	migram_bitmap_free(sync_expect(&v, &src, ""));
+	start_clean(v, &src);
+	migram_bitmap_free(sync_expect(v, &src, ""));
 
 	/* A = 2 and B = 70: exactly those (the code page is only read). */
-	RUN_WRITING(&v, 2, 70);
-	got = sync_expect(&v, &src, "2,70");
+	RUN_WRITING(v, 2, 70);
+	got = sync_expect(v, &src, "2,70");
 	/* sync did not re-arm: a second sync still sees them */
-	migram_bitmap_free(sync_expect(&v, &src, "2,70"));
+	migram_bitmap_free(sync_expect(v, &src, "2,70"));
 	/* C = 130, written after the sync, is not in the mask */
-	RUN_WRITING(&v, 130);
-	clear_mask(&v, &src, 0, NPAGES, got);
+	RUN_WRITING(v, 130);
+	clear_mask(v, &src, 0, NPAGES, got);
 	migram_bitmap_free(got);
-	migram_bitmap_free(sync_expect(&v, &src, "130"));
+	migram_bitmap_free(sync_expect(v, &src, "130"));
 	/* A cleared page is collected again only once written again */
-	RUN_WRITING(&v, 2);
-	migram_bitmap_free(sync_expect(&v, &src, "2,130"));
+	RUN_WRITING(v, 2);
+	migram_bitmap_free(sync_expect(v, &src, "2,130"));
 
 	/* clear re-arms only the mask's pages within [first, first + n) */
-	RUN_WRITING(&v, 70, 71, 127, 128);
+	RUN_WRITING(v, 70, 71, 127, 128);
 	m = mask_of((const unsigned int[]){ 2, 64, 70, 71, 127, 128, 130 }, 7);
 	/* range [65, 128): 70, 71 and 127; 64 and 128 are padding bits */
-	clear_mask(&v, &src, 65, 63, m);
-	migram_bitmap_free(sync_expect(&v, &src, "2,128,130"));
+	clear_mask(v, &src, 65, 63, m);
+	migram_bitmap_free(sync_expect(v, &src, "2,128,130"));
 	/* a mask of {A} over the whole block re-arms only A */
 	migram_bitmap_free(m);
 	m = mask_of(a, 1);
-	clear_mask(&v, &src, 0, NPAGES, m);
-	migram_bitmap_free(sync_expect(&v, &src, "128,130"));
+	clear_mask(v, &src, 0, NPAGES, m);
+	migram_bitmap_free(sync_expect(v, &src, "128,130"));
 	migram_bitmap_free(m);
 	/* the slot's tail: 510 pages, the last range ends at the slot end */
 	m = mask_of((const unsigned int[]){ 128, 130, 509 }, 3);
-	clear_mask(&v, &src, 500, 10, m);
-	clear_mask(&v, &src, 128, 3, m);
-	migram_bitmap_free(sync_expect(&v, &src, ""));
+	clear_mask(v, &src, 500, 10, m);
+	clear_mask(v, &src, 128, 3, m);
+	migram_bitmap_free(sync_expect(v, &src, ""));
 	migram_bitmap_free(m);
 	/* an empty mask is no call at all, and keeps every mark */
-	RUN_WRITING(&v, 2, 70);
+	RUN_WRITING(v, 2, 70);
 	m = migram_bitmap_new(NPAGES);
-	clear_mask(&v, &src, 0, NPAGES, m);
+	clear_mask(v, &src, 0, NPAGES, m);
 	migram_bitmap_free(m);
 	m = mask_of(ab, 2);
-	migram_bitmap_free(sync_expect(&v, &src, "2,70"));
-	clear_mask(&v, &src, 0, NPAGES, m);
+	migram_bitmap_free(sync_expect(v, &src, "2,70"));
+	clear_mask(v, &src, 0, NPAGES, m);
 	migram_bitmap_free(m);
-	migram_bitmap_free(sync_expect(&v, &src, ""));
+	migram_bitmap_free(sync_expect(v, &src, ""));
 
-	src.ops->stop(src.opaque, v.block);
-	vm_close(&v);
+	src.ops->stop(src.opaque, v->block);
 }
 
-static void test_classic(void)
+static void test_classic(Vm *v, gconstpointer data)
 {
 	MigramLogSource src;
 	unsigned long *got;
-	Vm v;
 
-	if (!vm_open(&v, true))
+	(void)data;
+	if (!v->up)
 		return;
-	g_assert_false(migram_kvm_log_manual_protect(v.log));
-	vm_setup(&v);
-	migram_kvm_log_source(v.log, &src);
-	start_clean(&v, &src);
-	migram_bitmap_free(sync_expect(&v, &src, ""));
-	RUN_WRITING(&v, 2, 70);
-	got = sync_expect(&v, &src, "2,70");
+	g_assert_false(migram_kvm_log_manual_protect(v->log));
+	migram_kvm_log_source(v->log, &src);
+	start_clean(v, &src);
+	migram_bitmap_free(sync_expect(v, &src, ""));
+	RUN_WRITING(v, 2, 70);
+	got = sync_expect(v, &src, "2,70");
 	/* GET re-armed: the marks are gone until the pages are written */
-	migram_bitmap_free(sync_expect(&v, &src, ""));
-	RUN_WRITING(&v, 130, 2);
+	migram_bitmap_free(sync_expect(v, &src, ""));
+	RUN_WRITING(v, 130, 2);
 	/* clear does nothing in classic mode */
-	clear_mask(&v, &src, 0, NPAGES, got);
+	clear_mask(v, &src, 0, NPAGES, got);
 	migram_bitmap_free(got);
-	migram_bitmap_free(sync_expect(&v, &src, "2,130"));
-	src.ops->stop(src.opaque, v.block);
-	vm_close(&v);
+	migram_bitmap_free(sync_expect(v, &src, "2,130"));
+	src.ops->stop(src.opaque, v->block);
 }
 
-static void test_ring(void)
+static void test_ring(Vm *v, gconstpointer data)
 {
 	g_autoptr(GError) error = NULL;
 	MigramKvmLogStats st;
 	MigramLogSource src;
 	unsigned long *got;
-	Vm v;
 
-	if (!vm_open_mode(&v, LOG_RING, 0))
+	(void)data;
+	if (!v->up)
 		return;
-	g_assert_true(migram_kvm_log_ring(v.log));
-	g_assert_false(migram_kvm_log_manual_protect(v.log));
-	vm_setup(&v);
-	migram_kvm_log_source(v.log, &src);
-	start_clean(&v, &src);
-	migram_bitmap_free(sync_expect(&v, &src, ""));
+	g_assert_true(migram_kvm_log_ring(v->log));
+	g_assert_false(migram_kvm_log_manual_protect(v->log));
+	migram_kvm_log_source(v->log, &src);
+	start_clean(v, &src);
+	migram_bitmap_free(sync_expect(v, &src, ""));
 	/* a write before the sync is collected by it */
-	RUN_WRITING(&v, 2, 70);
-	got = sync_expect(&v, &src, "2,70");
+	RUN_WRITING(v, 2, 70);
+	got = sync_expect(v, &src, "2,70");
 	/* the harvest re-armed them: nothing until they are written again */
-	migram_bitmap_free(sync_expect(&v, &src, ""));
+	migram_bitmap_free(sync_expect(v, &src, ""));
 	/* a write after the harvest is seen by the next sync; clear is a
 	 * no-op and drops nothing */
-	RUN_WRITING(&v, 130, 2, 2);
-	clear_mask(&v, &src, 0, NPAGES, got);
+	RUN_WRITING(v, 130, 2, 2);
+	clear_mask(v, &src, 0, NPAGES, got);
 	migram_bitmap_free(got);
-	migram_bitmap_free(sync_expect(&v, &src, "2,130"));
+	migram_bitmap_free(sync_expect(v, &src, "2,130"));
 	/* a harvest between syncs (a reaper, a full ring) loses nothing */
-	RUN_WRITING(&v, 3);
-	g_assert_true(migram_kvm_log_harvest(v.log, NULL, &error));
+	RUN_WRITING(v, 3);
+	g_assert_true(migram_kvm_log_harvest(v->log, NULL, &error));
 	g_assert_no_error(error);
-	RUN_WRITING(&v, 4);
-	migram_bitmap_free(sync_expect(&v, &src, "3-4"));
-	migram_kvm_log_get_stats(v.log, &st);
+	RUN_WRITING(v, 4);
+	migram_bitmap_free(sync_expect(v, &src, "3-4"));
+	migram_kvm_log_get_stats(v->log, &st);
 	/* 2, 70; 130, 2; 3; 4 at least: a page written twice may be pushed
 	 * twice (KVM's instruction emulator pushes on every write) */
 	g_assert_cmpuint(st.harvested, >=, 6);
 	g_assert_cmpuint(st.clear_ioctls, ==, 0);
-	src.ops->stop(src.opaque, v.block);
+	src.ops->stop(src.opaque, v->block);
 	/* KVM refuses the ring once a vCPU exists */
-	g_assert_null(migram_kvm_log_new_ring(v.vm, 0, &error));
+	g_assert_null(migram_kvm_log_new_ring(v->vm, 0, &error));
 	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO);
 	g_clear_error(&error);
-	g_assert_null(migram_kvm_log_new_ring(v.vm, 1000, &error));
+	g_assert_null(migram_kvm_log_new_ring(v->vm, 1000, &error));
 	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID);
-	vm_close(&v);
 }
 
 /* More pages than the ring holds, in one run of the guest. */
-static void test_ring_full(void)
+static void test_ring_full(Vm *v, gconstpointer data)
 {
 	g_autoptr(GError) error = NULL;
 	g_autofree char *expect = NULL;
@@ -480,20 +506,17 @@ static void test_ring_full(void)
 	MigramKvmLogStats st;
 	bool done;
 	MigramLogSource src;
-	Vm v;
 
-	/* 256 entries (4 KiB); KVM keeps some in reserve, so it exits
-	 * before the ring is full. */
-	if (!vm_open_mode(&v, LOG_RING, 256))
+	(void)data;
+	if (!v->up)
 		return;
-	vm_setup(&v);
-	migram_kvm_log_source(v.log, &src);
-	start_clean(&v, &src);
-	done = run_pm_pass(&v, first, n);
-	g_test_message("%" G_GUINT64_FORMAT " ring-full exits%s", v.ring_fulls,
+	migram_kvm_log_source(v->log, &src);
+	start_clean(v, &src);
+	done = run_pm_pass(v, first, n);
+	g_test_message("%" G_GUINT64_FORMAT " ring-full exits%s", v->ring_fulls,
 		       done ? "" : ", then stuck");
-	g_assert_cmpuint(v.ring_fulls, >=, 1);
-	migram_kvm_log_get_stats(v.log, &st);
+	g_assert_cmpuint(v->ring_fulls, >=, 1);
+	migram_kvm_log_get_stats(v->log, &st);
 	g_assert_cmpuint(st.dropped_entries, ==, 0);
 	if (st.ring_overflows || !done) {
 		/*
@@ -508,46 +531,44 @@ static void test_ring_full(void)
 		g_test_message("the kernel overflowed the ring: "
 			       "checking that the sync fails");
 		g_assert_false(
-			src.ops->sync(src.opaque, v.block, c, &newly, &error));
+			src.ops->sync(src.opaque, v->block, c, &newly, &error));
 		g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO);
 		g_assert_nonnull(strstr(error->message, "overflowed"));
 		migram_bitmap_free(c);
 	} else {
 		for (uint32_t i = 0; i < n; i++)
-			g_assert_cmpuint(*(uint32_t *)(v.mem + (first + i) * P),
-					 ==, 1);
+			g_assert_cmpuint(
+				*(uint32_t *)(v->mem + (first + i) * P), ==, 1);
 		/* every page, and the pass counter's page 2 */
 		expect = g_strdup_printf("2-%u", first + n - 1);
-		migram_bitmap_free(sync_expect(&v, &src, expect));
+		migram_bitmap_free(sync_expect(v, &src, expect));
 		g_assert_cmpuint(st.harvested, >=, n + 1);
 	}
-	src.ops->stop(src.opaque, v.block);
-	vm_close(&v);
+	src.ops->stop(src.opaque, v->block);
 }
 
-static void test_errors(void)
+static void test_errors(Vm *v, gconstpointer data)
 {
 	g_autoptr(GError) error = NULL;
 	MigramRamBlock *other;
 	MigramLogSource src;
 	unsigned long *c;
 	uint64_t newly;
-	Vm v;
 
-	if (!vm_open(&v, false))
+	(void)data;
+	if (!v->up)
 		return;
-	vm_setup(&v);
 	/* the same block or slot twice */
-	g_assert_false(migram_kvm_log_add_slot(v.log, v.block, 1, 0, &error));
+	g_assert_false(migram_kvm_log_add_slot(v->log, v->block, 1, 0, &error));
 	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_EXISTS);
 	g_clear_error(&error);
-	other = migram_ram_list_add(v.list,
+	other = migram_ram_list_add(v->list,
 				    &(MigramRamBlockConfig){ .idstr = "other",
 							     .used_length = P },
 				    &error);
 	g_assert_no_error(error);
 	/* a block without a slot */
-	migram_kvm_log_source(v.log, &src);
+	migram_kvm_log_source(v->log, &src);
 	c = migram_bitmap_new(1);
 	g_assert_false(src.ops->sync(src.opaque, other, c, &newly, &error));
 	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_NOT_FOUND);
@@ -555,14 +576,14 @@ static void test_errors(void)
 	migram_bitmap_free(c);
 	/* a slot number KVM does not know: the ioctl's error */
 	g_assert_true(
-		migram_kvm_log_add_slot(v.log, other, 77, 4 * MiB, &error));
+		migram_kvm_log_add_slot(v->log, other, 77, 4 * MiB, &error));
 	c = migram_bitmap_new(1);
 	g_assert_false(src.ops->sync(src.opaque, other, c, &newly, &error));
 	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO);
 	g_assert_nonnull(strstr(error->message, "KVM_GET_DIRTY_LOG"));
 	g_clear_error(&error);
 	migram_bitmap_free(c);
-	vm_close(&v);
+	vm_close(v);
 	/* not a VM fd */
 	g_assert_null(migram_kvm_log_new(-1, &error));
 	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO);
@@ -605,9 +626,8 @@ static void vm_resume(void *opaque)
 	g_atomic_int_set(&((Vm *)opaque)->paused, 0);
 }
 
-static void test_migration(gconstpointer data)
+static void test_migration(Vm *v, gconstpointer data)
 {
-	const LogMode mode = (LogMode)GPOINTER_TO_INT(data);
 	g_autoptr(GError) error = NULL;
 	/*
 	 * 4 MB/s: the first pass over 2 MiB takes half a second while the
@@ -628,20 +648,19 @@ static void test_migration(gconstpointer data)
 	g_autoptr(GError) rx_error = NULL;
 	int fds[2];
 	bool ok;
-	Vm v;
 
-	if (!vm_open_mode(&v, mode, 0))
+	(void)data;
+	if (!v->up)
 		return;
-	vm_setup(&v);
 	/* initial content, written by the host before the migration */
 	for (uint64_t i = 0; i < NPAGES; i++)
-		memset(v.mem + i * P, (int)(i * 7 + 1), P / 2);
+		memset(v->mem + i * P, (int)(i * 7 + 1), P / 2);
 	/* the guest keeps incrementing a byte in 64 pages below 1 MiB */
 	for (unsigned int i = 0; i < G_N_ELEMENTS(pages); i++)
 		pages[i] = 2 + i * 3;
-	load_program(&v, pages, G_N_ELEMENTS(pages));
-	v.thread = g_thread_new("vcpu", vcpu_main, &v);
-	while (__atomic_load_n(&v.runs, __ATOMIC_RELAXED) < 10)
+	load_program(v, pages, G_N_ELEMENTS(pages));
+	v->thread = g_thread_new("vcpu", vcpu_main, v);
+	while (__atomic_load_n(&v->runs, __ATOMIC_RELAXED) < 10)
 		g_usleep(100);
 
 	dst = migram_ram_list_new();
@@ -653,9 +672,9 @@ static void test_migration(gconstpointer data)
 	g_assert_no_error(error);
 	g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), ==, 0);
 	rx = migram_test_receiver_start(dst, fds[1], FALSE);
-	migram_kvm_log_source(v.log, &src);
-	cfg.opaque = &v;
-	m = migram_migration_new(v.list, &src, &cfg);
+	migram_kvm_log_source(v->log, &src);
+	cfg.opaque = v;
+	m = migram_migration_new(v->list, &src, &cfg);
 	ch = migram_channel_new(fds[0], true);
 	ok = migram_migration_run(m, ch, &error);
 	migram_channel_free(ch);
@@ -667,20 +686,19 @@ static void test_migration(gconstpointer data)
 	g_assert_no_error(rx_error);
 
 	/* the vCPU is paused: memory is final on both sides */
-	g_test_message("%s: %" G_GUINT64_FORMAT
-		       " guest runs, %" G_GUINT64_FORMAT
-		       " iterations, %" G_GUINT64_FORMAT
-		       " syncs, %" G_GUINT64_FORMAT
-		       " clears, downtime %" G_GUINT64_FORMAT " ms",
-		       migram_kvm_log_ring(v.log)             ? "ring"
-		       : migram_kvm_log_manual_protect(v.log) ? "manual-protect"
-							      : "classic",
-		       (guint64)__atomic_load_n(&v.runs, __ATOMIC_RELAXED),
-		       st.iterations, st.dirty_sync_count, st.log_clear_calls,
-		       st.downtime_ms);
+	g_test_message(
+		"%s: %" G_GUINT64_FORMAT " guest runs, %" G_GUINT64_FORMAT
+		" iterations, %" G_GUINT64_FORMAT " syncs, %" G_GUINT64_FORMAT
+		" clears, downtime %" G_GUINT64_FORMAT " ms",
+		migram_kvm_log_ring(v->log)             ? "ring"
+		: migram_kvm_log_manual_protect(v->log) ? "manual-protect"
+							: "classic",
+		(guint64)__atomic_load_n(&v->runs, __ATOMIC_RELAXED),
+		st.iterations, st.dirty_sync_count, st.log_clear_calls,
+		st.downtime_ms);
 	g_assert_cmpint(st.status, ==, MIGRAM_MIGRATION_COMPLETED);
 	/* the vCPU ran during the pass: its pages were found by a sync */
-	g_assert_cmpuint(__atomic_load_n(&v.runs, __ATOMIC_RELAXED), >, 10);
+	g_assert_cmpuint(__atomic_load_n(&v->runs, __ATOMIC_RELAXED), >, 10);
 	g_assert_cmpuint(st.dirty_sync_count, >=, 2);
 	urcu_memb_read_lock();
 	{
@@ -688,31 +706,33 @@ static void test_migration(gconstpointer data)
 			migram_ram_list_find(dst, "pc.ram"));
 
 		for (uint64_t off = 0; off < SLOT_BYTES; off += P)
-			if (memcmp(v.mem + off, d + off, P) != 0)
+			if (memcmp(v->mem + off, d + off, P) != 0)
 				g_error("page %" G_GUINT64_FORMAT " differs",
 					off / P);
 	}
 	urcu_memb_read_unlock();
-	g_atomic_int_set(&v.stop, 1);
-	g_thread_join(v.thread);
+	g_atomic_int_set(&v->stop, 1);
+	g_thread_join(v->thread);
 	migram_ram_list_free(dst);
-	vm_close(&v);
 }
 
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
 	urcu_memb_register_thread();
-	g_test_add_func("/kvm-log/manual-protect", test_manual_protect);
-	g_test_add_func("/kvm-log/classic", test_classic);
-	g_test_add_func("/kvm-log/errors", test_errors);
-	g_test_add_func("/kvm-log/ring", test_ring);
-	g_test_add_func("/kvm-log/ring/full", test_ring_full);
-	g_test_add_data_func("/kvm-log/migration/manual-protect",
-			     GINT_TO_POINTER(LOG_MANUAL), test_migration);
-	g_test_add_data_func("/kvm-log/migration/classic",
-			     GINT_TO_POINTER(LOG_CLASSIC), test_migration);
-	g_test_add_data_func("/kvm-log/migration/ring",
-			     GINT_TO_POINTER(LOG_RING), test_migration);
+#define ADD(path, c, fn)                                                       \
+	g_test_add(path, Vm, &(c), vm_fx_set_up, fn, vm_fx_tear_down)
+	ADD("/migration/kvm-log/manual-protect", manual_case,
+	    test_manual_protect);
+	ADD("/migration/kvm-log/classic", classic_case, test_classic);
+	ADD("/migration/kvm-log/errors", manual_case, test_errors);
+	ADD("/migration/kvm-log/ring", ring_case, test_ring);
+	ADD("/migration/kvm-log/ring/full", small_ring_case, test_ring_full);
+	ADD("/migration/kvm-log/migration/manual-protect", manual_case,
+	    test_migration);
+	ADD("/migration/kvm-log/migration/classic", classic_case,
+	    test_migration);
+	ADD("/migration/kvm-log/migration/ring", ring_case, test_migration);
+#undef ADD
 	return g_test_run();
 }

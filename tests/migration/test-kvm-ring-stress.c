@@ -400,9 +400,9 @@ int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
 	urcu_memb_register_thread();
-	g_test_add("/kvm-ring-stress/many-vcpus-small-ring", Fixture,
+	g_test_add("/migration/kvm-ring-stress/many-vcpus-small-ring", Fixture,
 		   &many_small, fixture_set_up, test_stress, fixture_tear_down);
-	g_test_add("/kvm-ring-stress/few-vcpus-large-ring", Fixture, &few_large,
-		   fixture_set_up, test_stress, fixture_tear_down);
+	g_test_add("/migration/kvm-ring-stress/few-vcpus-large-ring", Fixture,
+		   &few_large, fixture_set_up, test_stress, fixture_tear_down);
 	return g_test_run();
 }

@@ -297,7 +297,7 @@ int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
 	urcu_memb_register_thread();
-	g_test_add_func("/kvm-slots/two-slots", test_two_slots);
-	g_test_add_func("/kvm-slots/bad-input", test_bad_input);
+	g_test_add_func("/migration/kvm-slots/two-slots", test_two_slots);
+	g_test_add_func("/migration/kvm-slots/bad-input", test_bad_input);
 	return g_test_run();
 }

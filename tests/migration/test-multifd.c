@@ -612,28 +612,29 @@ static void test_cancel_recv(Fixture *f, gconstpointer data)
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
-	g_test_add_func("/multifd/wire/header", test_header_roundtrip);
-	g_test_add_func("/multifd/wire/init", test_init_checks);
+	g_test_add_func("/migration/multifd/wire/header",
+			test_header_roundtrip);
+	g_test_add_func("/migration/multifd/wire/init", test_init_checks);
 	for (size_t i = 0; i < G_N_ELEMENTS(hostile); i++) {
-		g_autofree char *path = g_strdup_printf("/multifd/hostile/%s",
-							hostile[i].name);
+		g_autofree char *path = g_strdup_printf(
+			"/migration/multifd/hostile/%s", hostile[i].name);
 
 		g_test_add(path, Fixture, &hostile[i], fx_setup, test_hostile,
 			   fx_teardown);
 	}
-	g_test_add("/multifd/transfer/1", Fixture, GUINT_TO_POINTER(1),
-		   fx_setup, test_transfer, fx_teardown);
-	g_test_add("/multifd/transfer/2", Fixture, GUINT_TO_POINTER(2),
-		   fx_setup, test_transfer, fx_teardown);
-	g_test_add("/multifd/transfer/4", Fixture, GUINT_TO_POINTER(4),
-		   fx_setup, test_transfer, fx_teardown);
-	g_test_add("/multifd/late-old-copy", Fixture, NULL, fx_setup,
+	g_test_add("/migration/multifd/transfer/1", Fixture,
+		   GUINT_TO_POINTER(1), fx_setup, test_transfer, fx_teardown);
+	g_test_add("/migration/multifd/transfer/2", Fixture,
+		   GUINT_TO_POINTER(2), fx_setup, test_transfer, fx_teardown);
+	g_test_add("/migration/multifd/transfer/4", Fixture,
+		   GUINT_TO_POINTER(4), fx_setup, test_transfer, fx_teardown);
+	g_test_add("/migration/multifd/late-old-copy", Fixture, NULL, fx_setup,
 		   test_late_old_copy, fx_teardown);
-	g_test_add("/multifd/channel-dies", Fixture, NULL, fx_setup,
+	g_test_add("/migration/multifd/channel-dies", Fixture, NULL, fx_setup,
 		   test_channel_dies, fx_teardown);
-	g_test_add("/multifd/cancel-send", Fixture, NULL, fx_setup, test_cancel,
-		   fx_teardown);
-	g_test_add("/multifd/cancel-recv", Fixture, NULL, fx_setup,
+	g_test_add("/migration/multifd/cancel-send", Fixture, NULL, fx_setup,
+		   test_cancel, fx_teardown);
+	g_test_add("/migration/multifd/cancel-recv", Fixture, NULL, fx_setup,
 		   test_cancel_recv, fx_teardown);
 	return g_test_run();
 }

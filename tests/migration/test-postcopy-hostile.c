@@ -2,7 +2,7 @@
 /*
  * Postcopy under hostile input, on both ends, without threads of our own:
  *
- *  - /postcopy-hostile/stream/<name>: the postcopy samples of
+ *  - /migration/postcopy-hostile/stream/<name>: the postcopy samples of
  *    tests/fuzz/stream-samples.c ("pc-*": ADVISE, the discard list, the
  *    package with LISTEN and RUN, placement, commands out of order),
  *    loaded through the receiver fuzz harness.  Each must fail with its
@@ -10,9 +10,9 @@
  *    the destination memory must be what the stream's valid prefix left
  *    (the prefix is loaded too and the blocks compared), except the pages
  *    a sample names;
- *  - /postcopy-hostile/rp/<name>: the samples of tests/fuzz/rp-samples.c,
- *    return-path messages read by the source's parser (migram_rp_read,
- *    migram_rp_read_bitmap) through the return-path fuzz harness;
+ *  - /migration/postcopy-hostile/rp/<name>: the samples of
+ * tests/fuzz/rp-samples.c, return-path messages read by the source's parser
+ * (migram_rp_read, migram_rp_read_bitmap) through the return-path fuzz harness;
  *  - no file descriptor or thread outlives a postcopy load (ADVISE opens a
  *    userfaultfd, LISTEN starts the fault thread);
  *  - a block's postcopy length left over from an earlier load.
@@ -321,18 +321,19 @@ int main(int argc, char **argv)
 
 		if (!g_str_has_prefix(s[i].name, "pc-"))
 			continue;
-		path = g_strdup_printf("/postcopy-hostile/stream/%s",
+		path = g_strdup_printf("/migration/postcopy-hostile/stream/%s",
 				       s[i].name);
 		add(path, &s[i], test_stream);
 	}
-	add("/postcopy-hostile/valid-contents", NULL, test_valid_contents);
-	add("/postcopy-hostile/no-leaks", NULL, test_no_leaks);
-	add("/postcopy-hostile/stale-postcopy-length", NULL,
+	add("/migration/postcopy-hostile/valid-contents", NULL,
+	    test_valid_contents);
+	add("/migration/postcopy-hostile/no-leaks", NULL, test_no_leaks);
+	add("/migration/postcopy-hostile/stale-postcopy-length", NULL,
 	    test_stale_postcopy_length);
 	r = rp_samples(&n);
 	for (size_t i = 0; i < n; i++) {
-		g_autofree char *path =
-			g_strdup_printf("/postcopy-hostile/rp/%s", r[i].name);
+		g_autofree char *path = g_strdup_printf(
+			"/migration/postcopy-hostile/rp/%s", r[i].name);
 
 		add(path, &r[i], test_rp);
 	}

@@ -44,8 +44,15 @@ static int inject_eagain(void *opaque, uint64_t offset, bool zero)
 	return 0;
 }
 
-static bool fixture_listen(Fixture *f, int eagain)
+/*
+ * Fixture set-up: a 16-page block, its bitmaps and a listening postcopy
+ * destination whose first @data (an int) placement attempts fail with
+ * EAGAIN.  Without userfaultfd the case is skipped and f->pc stays NULL;
+ * the case then returns at once.
+ */
+static void fixture_listen(Fixture *f, gconstpointer data)
 {
+	const int eagain = GPOINTER_TO_INT(data);
 	static const guint8 advise[16] = { 0, 0, 0, 0, 0, 0, 0x10, 0,
 					   0, 0, 0, 0, 0, 0, 0x10, 0 };
 	g_autoptr(GError) error = NULL;
@@ -53,7 +60,7 @@ static bool fixture_listen(Fixture *f, int eagain)
 	memset(f, 0, sizeof(*f));
 	if (!migram_postcopy_available(NULL)) {
 		g_test_skip("no userfaultfd");
-		return false;
+		return;
 	}
 	f->list = migram_ram_list_new();
 	f->block = migram_ram_list_add(f->list,
@@ -70,11 +77,13 @@ static bool fixture_listen(Fixture *f, int eagain)
 						 0, &error));
 	g_assert_true(migram_postcopy_dst_listen(f->pc, 0, &error));
 	g_assert_no_error(error);
-	return true;
 }
 
-static void fixture_free(Fixture *f)
+static void fixture_free(Fixture *f, gconstpointer data)
 {
+	(void)data;
+	if (!f->pc)
+		return;
 	migram_postcopy_dst_free(f->pc);
 	migram_ram_list_bitmaps_free(f->list);
 	migram_ram_list_free(f->list);
@@ -107,101 +116,99 @@ static bool wait_done(Toucher *t)
  * A page received as a precopy ZERO record but never populated: the fault
  * thread maps the zero page for it, retrying EAGAIN like any placement.
  */
-static void test_zero_fill_retries(void)
+static void test_zero_fill_retries(Fixture *f, gconstpointer data)
 {
-	Fixture f;
 	Toucher t = { 0 };
 	GThread *th;
 	guint8 *host;
 
-	if (!fixture_listen(&f, 3))
+	(void)data;
+	if (!f->pc)
 		return;
 	urcu_memb_read_lock();
-	host = migram_ram_block_host(f.block);
-	migram_bitmap_set_bit_atomic(migram_ram_block_receivedmap(f.block), 5);
+	host = migram_ram_block_host(f->block);
+	migram_bitmap_set_bit_atomic(migram_ram_block_receivedmap(f->block), 5);
 	urcu_memb_read_unlock();
 	t.addr = host + 5 * P + 17;
 	th = g_thread_new("toucher", touch_main, &t);
 	if (!wait_done(&t))
 		g_error("the faulting thread is still blocked after %d "
 			"placement attempts",
-			g_atomic_int_get(&f.calls));
+			g_atomic_int_get(&f->calls));
 	g_thread_join(th);
 	g_assert_cmpint(t.seen, ==, 0);
-	g_assert_cmpint(g_atomic_int_get(&f.calls), ==, 4);
-	fixture_free(&f);
+	g_assert_cmpint(g_atomic_int_get(&f->calls), ==, 4);
 }
 
 /* A page from the stream: the same retry, then the fault resolves. */
-static void test_copy_retries(void)
+static void test_copy_retries(Fixture *f, gconstpointer data)
 {
 	g_autoptr(GError) error = NULL;
 	MigramPostcopyStats st;
 	DstPlacer pl;
-	Fixture f;
 	Toucher t = { 0 };
 	GThread *th;
 	guint8 *host, *buf;
 
-	if (!fixture_listen(&f, 2))
+	(void)data;
+	if (!f->pc)
 		return;
 	urcu_memb_read_lock();
-	host = migram_ram_block_host(f.block);
+	host = migram_ram_block_host(f->block);
 	urcu_memb_read_unlock();
 	migram_postcopy_placer_init(&pl, false);
-	buf = migram_postcopy_placer_buffer(f.pc, &pl, "ram", 3 * P);
+	buf = migram_postcopy_placer_buffer(f->pc, &pl, "ram", 3 * P);
 	g_assert_nonnull(buf);
 	memset(buf, 0xab, P);
-	g_assert_true(migram_postcopy_place(f.pc, &pl, "ram", 3 * P, false, 0,
+	g_assert_true(migram_postcopy_place(f->pc, &pl, "ram", 3 * P, false, 0,
 					    &error));
 	g_assert_no_error(error);
-	g_assert_cmpint(g_atomic_int_get(&f.calls), ==, 3);
+	g_assert_cmpint(g_atomic_int_get(&f->calls), ==, 3);
 	t.addr = host + 3 * P;
 	th = g_thread_new("toucher", touch_main, &t);
 	g_assert_true(wait_done(&t));
 	g_thread_join(th);
 	g_assert_cmphex(t.seen, ==, 0xab);
-	migram_postcopy_dst_stats(f.pc, &st);
+	migram_postcopy_dst_stats(f->pc, &st);
 	g_assert_cmpuint(st.placed_pages, ==, 1);
 	migram_postcopy_placer_clear(&pl);
-	fixture_free(&f);
 }
 
 /*
  * One fault held for a few ms: its latency lands in the bucket the header
  * names ([2^i, 2^(i+1)) us), and with one sample p50 = p99 = max.
  */
-static void test_latency_histogram(void)
+static void test_latency_histogram(Fixture *f, gconstpointer data)
 {
 	g_autoptr(GError) error = NULL;
 	MigramPostcopyStats st;
 	DstPlacer pl;
-	Fixture f;
 	Toucher t = { 0 };
 	GThread *th;
 	guint8 *host;
 	uint64_t n = 0;
 	unsigned int bucket = 0;
 
-	if (!fixture_listen(&f, 0))
+	(void)data;
+	if (!f->pc)
 		return;
 	urcu_memb_read_lock();
-	host = migram_ram_block_host(f.block);
+	host = migram_ram_block_host(f->block);
 	urcu_memb_read_unlock();
 	t.addr = host + 7 * P;
 	th = g_thread_new("toucher", touch_main, &t);
 	do {
 		g_usleep(1000);
-		migram_postcopy_dst_stats(f.pc, &st);
+		migram_postcopy_dst_stats(f->pc, &st);
 	} while (st.faults == 0);
 	g_usleep(3000);
 	migram_postcopy_placer_init(&pl, false);
-	memset(migram_postcopy_placer_buffer(f.pc, &pl, "ram", 7 * P), 1, P);
-	g_assert_true(migram_postcopy_place(f.pc, &pl, "ram", 7 * P, false, 0,
+	memset(migram_postcopy_placer_buffer(f->pc, &pl, "ram", 7 * P), 1, P);
+	g_assert_true(migram_postcopy_place(f->pc, &pl, "ram", 7 * P, false, 0,
 					    &error));
 	g_assert_true(wait_done(&t));
 	g_thread_join(th);
-	migram_postcopy_dst_stats(f.pc, &st);
+	migram_postcopy_dst_stats(f->pc, &st);
 	for (unsigned int i = 0; i < MIGRAM_LATENCY_BUCKETS; i++) {
 		n += st.latency_hist[i];
 		if (st.latency_hist[i])
@@ -216,7 +223,6 @@ static void test_latency_histogram(void)
 	g_assert_cmpuint(st.latency_p50_us, ==, st.latency_max_us);
 	g_assert_cmpuint(st.latency_p99_us, ==, st.latency_max_us);
 	migram_postcopy_placer_clear(&pl);
-	fixture_free(&f);
 }
 
 /* Quantiles from a histogram: the bucket's upper end, capped at max. */
@@ -245,12 +251,15 @@ int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
 	urcu_memb_register_thread();
-	g_test_add_func("/migration/postcopy-place/zero-fill-retries",
-			test_zero_fill_retries);
-	g_test_add_func("/migration/postcopy-place/copy-retries",
-			test_copy_retries);
-	g_test_add_func("/migration/postcopy-place/latency-histogram",
-			test_latency_histogram);
+	g_test_add("/migration/postcopy-place/zero-fill-retries", Fixture,
+		   GINT_TO_POINTER(3), fixture_listen, test_zero_fill_retries,
+		   fixture_free);
+	g_test_add("/migration/postcopy-place/copy-retries", Fixture,
+		   GINT_TO_POINTER(2), fixture_listen, test_copy_retries,
+		   fixture_free);
+	g_test_add("/migration/postcopy-place/latency-histogram", Fixture,
+		   GINT_TO_POINTER(0), fixture_listen, test_latency_histogram,
+		   fixture_free);
 	g_test_add_func("/migration/postcopy-place/latency-quantiles",
 			test_latency_quantiles);
 	return g_test_run();

@@ -934,29 +934,38 @@ int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
 	urcu_memb_register_thread();
-	add("/postcopy/pure", &pure, test_postcopy);
-	add("/postcopy/hybrid", &hybrid, test_postcopy);
-	add("/postcopy/pure-preempt", &pure_preempt, test_postcopy);
-	add("/postcopy/hybrid-preempt", &hybrid_preempt, test_postcopy);
-	add("/postcopy/no-workload", &no_workload, test_postcopy);
-	add("/postcopy/hugetlb-hybrid", &huge, test_postcopy);
-	add("/postcopy/hugetlb-preempt", &huge_preempt, test_postcopy);
-	add("/postcopy/recover/background", &cut_background, test_postcopy);
-	add("/postcopy/recover/faults-outstanding", &cut_faults, test_postcopy);
-	add("/postcopy/recover/preempt", &cut_preempt, test_postcopy);
-	add("/postcopy/recover/cancel-while-recovering", NULL,
+	add("/migration/postcopy/pure", &pure, test_postcopy);
+	add("/migration/postcopy/hybrid", &hybrid, test_postcopy);
+	add("/migration/postcopy/pure-preempt", &pure_preempt, test_postcopy);
+	add("/migration/postcopy/hybrid-preempt", &hybrid_preempt,
+	    test_postcopy);
+	add("/migration/postcopy/no-workload", &no_workload, test_postcopy);
+	add("/migration/postcopy/hugetlb-hybrid", &huge, test_postcopy);
+	add("/migration/postcopy/hugetlb-preempt", &huge_preempt,
+	    test_postcopy);
+	add("/migration/postcopy/recover/background", &cut_background,
+	    test_postcopy);
+	add("/migration/postcopy/recover/faults-outstanding", &cut_faults,
+	    test_postcopy);
+	add("/migration/postcopy/recover/preempt", &cut_preempt, test_postcopy);
+	add("/migration/postcopy/recover/cancel-while-recovering", NULL,
 	    test_cancel_in_recovery);
-	add("/postcopy/recover/cut-during-discard", NULL,
+	add("/migration/postcopy/recover/cut-during-discard", NULL,
 	    test_cut_during_discard);
-	add("/postcopy/return-path/unknown-type", NULL, test_rp_unknown_type);
-	add("/postcopy/return-path/out-of-range", NULL, test_rp_out_of_range);
-	add("/postcopy/return-path/misaligned", NULL, test_rp_misaligned);
-	add("/postcopy/return-path/unknown-block", NULL, test_rp_unknown_block);
-	add("/postcopy/return-path/req-without-id", NULL,
+	add("/migration/postcopy/return-path/unknown-type", NULL,
+	    test_rp_unknown_type);
+	add("/migration/postcopy/return-path/out-of-range", NULL,
+	    test_rp_out_of_range);
+	add("/migration/postcopy/return-path/misaligned", NULL,
+	    test_rp_misaligned);
+	add("/migration/postcopy/return-path/unknown-block", NULL,
+	    test_rp_unknown_block);
+	add("/migration/postcopy/return-path/req-without-id", NULL,
 	    test_rp_req_without_id);
-	add("/postcopy/return-path/bad-length", NULL, test_rp_bad_length);
-	add("/postcopy/not-a-socket", NULL, test_not_a_socket);
-	g_test_add_func("/postcopy/recover-when-not-paused",
+	add("/migration/postcopy/return-path/bad-length", NULL,
+	    test_rp_bad_length);
+	add("/migration/postcopy/not-a-socket", NULL, test_not_a_socket);
+	g_test_add_func("/migration/postcopy/recover-when-not-paused",
 			test_recover_when_not_paused);
 	return g_test_run();
 }

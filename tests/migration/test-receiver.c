@@ -150,25 +150,48 @@ static void assert_same(MigramRamList *src, MigramRamList *dst)
 	urcu_memb_read_unlock();
 }
 
-static MigramRamList *source_list(void)
+/* Fill @src with three blocks of patterned pages; returns @src. */
+static MigramRamList *source_list(MigramRamList *src)
 {
-	MigramRamList *src = migram_ram_list_new();
-
 	fill(add(src, "pc.ram", MIGRAM_RAM_BACKEND_ANON, 4 * MiB, 0), 1);
 	fill(add(src, "vga.vram", MIGRAM_RAM_BACKEND_MEMFD, 1 * MiB, 0), 2);
 	fill(add(src, "small", MIGRAM_RAM_BACKEND_ANON, 64 * KiB, 0), 3);
 	return src;
 }
 
-static void test_roundtrip(void)
+/*
+ * Every case gets a source and a destination list, empty, and the
+ * tear-down frees whatever they hold (a case may replace dst).
+ */
+typedef struct {
+	MigramRamList *src;
+	MigramRamList *dst;
+} Fixture;
+
+static void fx_set_up(Fixture *f, gconstpointer data)
 {
-	MigramRamList *src = source_list();
-	MigramRamList *dst = migram_ram_list_new();
+	(void)data;
+	f->src = migram_ram_list_new();
+	f->dst = migram_ram_list_new();
+}
+
+static void fx_tear_down(Fixture *f, gconstpointer data)
+{
+	(void)data;
+	migram_ram_list_free(f->src);
+	migram_ram_list_free(f->dst);
+}
+
+static void test_roundtrip(Fixture *f, gconstpointer data)
+{
+	MigramRamList *src = source_list(f->src);
+	MigramRamList *dst = f->dst;
 	MigramReceiver *r = migram_receiver_new(dst, NULL);
 	MigramChannel *ch = stream_of(src, "none");
 	g_autoptr(GError) error = NULL;
 	MigramReceiverStats st;
 
+	(void)data;
 	add(dst, "pc.ram", MIGRAM_RAM_BACKEND_ANON, 4 * MiB, 0);
 	add(dst, "vga.vram", MIGRAM_RAM_BACKEND_MEMFD, 1 * MiB, 0);
 	add(dst, "small", MIGRAM_RAM_BACKEND_ANON, 64 * KiB, 0);
@@ -184,37 +207,35 @@ static void test_roundtrip(void)
 	g_assert_cmpuint(st.bytes, ==, migram_channel_read_offset(ch));
 	migram_channel_free(ch);
 	migram_receiver_free(r);
-	migram_ram_list_free(src);
-	migram_ram_list_free(dst);
 }
 
-static void test_create_blocks(void)
+static void test_create_blocks(Fixture *f, gconstpointer data)
 {
-	MigramRamList *src = source_list();
-	MigramRamList *dst = migram_ram_list_new();
+	MigramRamList *src = source_list(f->src);
+	MigramRamList *dst = f->dst;
 	MigramReceiver *r = migram_receiver_new(
 		dst, &(MigramReceiverConfig){ .create_blocks = true });
 	MigramChannel *ch = stream_of(src, "none");
 	g_autoptr(GError) error = NULL;
 
+	(void)data;
 	g_assert_true(migram_receiver_load(r, ch, &error));
 	g_assert_no_error(error);
 	g_assert_cmpuint(migram_ram_list_count(dst), ==, 3);
 	assert_same(src, dst);
 	migram_channel_free(ch);
 	migram_receiver_free(r);
-	migram_ram_list_free(src);
-	migram_ram_list_free(dst);
 }
 
-static void test_resize_from_stream(void)
+static void test_resize_from_stream(Fixture *f, gconstpointer data)
 {
-	MigramRamList *src = migram_ram_list_new();
-	MigramRamList *dst = migram_ram_list_new();
+	MigramRamList *src = f->src;
+	MigramRamList *dst = f->dst;
 	MigramReceiver *r = migram_receiver_new(dst, NULL);
 	MigramChannel *ch;
 	g_autoptr(GError) error = NULL;
 
+	(void)data;
 	fill(add(src, "acpi", MIGRAM_RAM_BACKEND_ANON, 128 * KiB, 0), 9);
 	add(dst, "acpi", MIGRAM_RAM_BACKEND_ANON, 64 * KiB, 256 * KiB);
 	ch = stream_of(src, "none");
@@ -223,8 +244,6 @@ static void test_resize_from_stream(void)
 	assert_same(src, dst);
 	migram_channel_free(ch);
 	migram_receiver_free(r);
-	migram_ram_list_free(src);
-	migram_ram_list_free(dst);
 }
 
 /* Load src's stream into dst; expect this error. */
@@ -245,11 +264,12 @@ static void expect_load_error(MigramRamList *src, MigramRamList *dst,
 	migram_receiver_free(r);
 }
 
-static void test_block_list_errors(void)
+static void test_block_list_errors(Fixture *f, gconstpointer data)
 {
-	MigramRamList *src = migram_ram_list_new();
-	MigramRamList *dst = migram_ram_list_new();
+	MigramRamList *src = f->src;
+	MigramRamList *dst = f->dst;
 
+	(void)data;
 	fill(add(src, "pc.ram", MIGRAM_RAM_BACKEND_ANON, 1 * MiB, 0), 1);
 	/* Unknown block. */
 	expect_load_error(src, dst, NULL, MIGRAM_ERROR_NOT_FOUND,
@@ -269,7 +289,7 @@ static void test_block_list_errors(void)
 	migram_ram_list_free(dst);
 
 	/* A block the destination keeps out of migration. */
-	dst = migram_ram_list_new();
+	f->dst = dst = migram_ram_list_new();
 	migram_ram_list_add(dst,
 			    &(MigramRamBlockConfig){ .idstr = "pc.ram",
 						     .used_length = 1 * MiB,
@@ -277,8 +297,6 @@ static void test_block_list_errors(void)
 			    NULL);
 	expect_load_error(src, dst, NULL, MIGRAM_ERROR_INVALID,
 			  "'pc.ram' is not migratable");
-	migram_ram_list_free(dst);
-	migram_ram_list_free(src);
 }
 
 /* Header, configuration, START with one block of len bytes, then PART. */
@@ -324,9 +342,9 @@ static void page_record(GByteArray *a, const char *block, uint64_t off,
  * except the named page untouched (here: all of it, since the named page is
  * outside the block).
  */
-static void test_hostile_pages(void)
+static void test_hostile_pages(Fixture *f, gconstpointer data)
 {
-	MigramRamList *dst = migram_ram_list_new();
+	MigramRamList *dst = f->dst;
 	MigramRamBlock *b = add(dst, "vram", MIGRAM_RAM_BACKEND_ANON, 64 * KiB,
 				256 * KiB);
 	guint8 *h = migram_ram_block_host(b);
@@ -341,6 +359,7 @@ static void test_hostile_pages(void)
 		{ UINT64_MAX & ~(uint64_t)(P - 1), "outside ramblock" },
 	};
 
+	(void)data;
 	memset(h, 0x11, 256 * KiB);
 	before = g_memdup2(h, 256 * KiB);
 	for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
@@ -373,12 +392,11 @@ static void test_hostile_pages(void)
 		migram_channel_free(ch);
 		migram_receiver_free(r);
 	}
-	migram_ram_list_free(dst);
 }
 
-static void test_hostile_records(void)
+static void test_hostile_records(Fixture *f, gconstpointer data)
 {
-	MigramRamList *dst = migram_ram_list_new();
+	MigramRamList *dst = f->dst;
 	struct {
 		const char *what;
 		int code;
@@ -391,6 +409,7 @@ static void test_hostile_records(void)
 		  "page record before the block list" },
 	};
 
+	(void)data;
 	add(dst, "pc.ram", MIGRAM_RAM_BACKEND_ANON, 64 * KiB, 0);
 	for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
 		g_autoptr(GByteArray) a = NULL;
@@ -428,7 +447,6 @@ static void test_hostile_records(void)
 		migram_channel_free(ch);
 		migram_receiver_free(r);
 	}
-	migram_ram_list_free(dst);
 }
 
 /* A numeric field of smaps for the mapping that starts at addr. */
@@ -467,9 +485,9 @@ static void zero_stream(GByteArray *a, const char *block, uint64_t pages)
 	put8(a, 0x00);
 }
 
-static void test_zero_pages_stay_unpopulated(void)
+static void test_zero_pages_stay_unpopulated(Fixture *f, gconstpointer data)
 {
-	MigramRamList *dst = migram_ram_list_new();
+	MigramRamList *dst = f->dst;
 	/* Without transparent huge pages: the one byte written below would
 	 * populate its whole 2 MiB page, and the count is per 4 KiB. */
 	MigramRamBlock *b = migram_ram_list_add(
@@ -486,6 +504,7 @@ static void test_zero_pages_stay_unpopulated(void)
 	MigramReceiverStats st;
 	MigramChannel *ch;
 
+	(void)data;
 	/* One page already dirty: it must be cleared. */
 	h[5 * P + 7] = 1;
 	zero_stream(a, "pc.ram", 8 * MiB / P);
@@ -500,7 +519,6 @@ static void test_zero_pages_stay_unpopulated(void)
 	g_assert_cmpint(anon_kb(h), <=, 4);
 	migram_channel_free(ch);
 	migram_receiver_free(r);
-	migram_ram_list_free(dst);
 }
 
 /* Transparent huge pages follow madvise here (or are always on). */
@@ -519,9 +537,9 @@ static bool thp_madvise_works(void)
  * the page, so none of its pages is even mapped (mincore), unlike a read
  * check, which maps the zero page into every one of them.
  */
-static void test_created_zero_pages_untouched(void)
+static void test_created_zero_pages_untouched(Fixture *f, gconstpointer data)
 {
-	MigramRamList *dst = migram_ram_list_new();
+	MigramRamList *dst = f->dst;
 	g_autoptr(GByteArray) a = hostile_prefix("fresh.ram", 8 * MiB);
 	g_autoptr(GError) error = NULL;
 	MigramReceiver *r = migram_receiver_new(
@@ -532,6 +550,7 @@ static void test_created_zero_pages_untouched(void)
 	MigramChannel *ch;
 	size_t resident = 0;
 
+	(void)data;
 	zero_stream(a, "fresh.ram", 8 * MiB / P);
 	ch = migram_test_channel_over(a->data, a->len);
 	g_assert_true(migram_receiver_load(r, ch, &error));
@@ -557,7 +576,6 @@ static void test_created_zero_pages_untouched(void)
 				==, 1);
 	migram_channel_free(ch);
 	migram_receiver_free(r);
-	migram_ram_list_free(dst);
 }
 
 static void device_after_ram(GByteArray *a)
@@ -575,15 +593,16 @@ static void device_after_ram(GByteArray *a)
 	put64(a, 0x1234); /* device state the receiver cannot parse */
 }
 
-static void test_device_sections(void)
+static void test_device_sections(Fixture *f, gconstpointer data)
 {
-	MigramRamList *dst = migram_ram_list_new();
+	MigramRamList *dst = f->dst;
 	g_autoptr(GByteArray) a = hostile_prefix("pc.ram", 64 * KiB);
 	g_autoptr(GError) error = NULL;
 	MigramReceiver *r;
 	MigramReceiverStats st;
 	MigramChannel *ch;
 
+	(void)data;
 	add(dst, "pc.ram", MIGRAM_RAM_BACKEND_ANON, 64 * KiB, 0);
 	page_record(a, "pc.ram", 0, 0x5a);
 	put64(a, 0x10);
@@ -610,7 +629,6 @@ static void test_device_sections(void)
 	g_assert_nonnull(strstr(error->message, "device section 'timer'"));
 	migram_channel_free(ch);
 	migram_receiver_free(r);
-	migram_ram_list_free(dst);
 }
 
 typedef struct {
@@ -631,10 +649,10 @@ static gpointer send_main(gpointer p)
 }
 
 /* 1 GiB through a socketpair, compared byte for byte. */
-static void test_socketpair_1g(void)
+static void test_socketpair_1g(Fixture *f, gconstpointer data)
 {
-	MigramRamList *src = migram_ram_list_new();
-	MigramRamList *dst = migram_ram_list_new();
+	MigramRamList *src = f->src;
+	MigramRamList *dst = f->dst;
 	MigramReceiver *r = migram_receiver_new(dst, NULL);
 	g_autoptr(GError) error = NULL;
 	SendJob job = { .list = src };
@@ -643,6 +661,7 @@ static void test_socketpair_1g(void)
 	int fds[2];
 	gint64 t0;
 
+	(void)data;
 	fill(add(src, "pc.ram", MIGRAM_RAM_BACKEND_ANON, 1024 * MiB, 0), 7);
 	add(dst, "pc.ram", MIGRAM_RAM_BACKEND_ANON, 1024 * MiB, 0);
 	g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), ==, 0);
@@ -658,32 +677,33 @@ static void test_socketpair_1g(void)
 	assert_same(src, dst);
 	migram_channel_free(ch);
 	migram_receiver_free(r);
-	migram_ram_list_free(src);
-	migram_ram_list_free(dst);
 }
 
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
 	urcu_memb_register_thread();
-	g_test_add_func("/migration/receiver/roundtrip", test_roundtrip);
-	g_test_add_func("/migration/receiver/create-blocks",
-			test_create_blocks);
-	g_test_add_func("/migration/receiver/resize-from-stream",
-			test_resize_from_stream);
-	g_test_add_func("/migration/receiver/block-list-errors",
-			test_block_list_errors);
-	g_test_add_func("/migration/receiver/hostile-pages",
-			test_hostile_pages);
-	g_test_add_func("/migration/receiver/hostile-records",
-			test_hostile_records);
-	g_test_add_func("/migration/receiver/created-zero-pages-untouched",
-			test_created_zero_pages_untouched);
-	g_test_add_func("/migration/receiver/zero-pages-stay-unpopulated",
-			test_zero_pages_stay_unpopulated);
-	g_test_add_func("/migration/receiver/device-sections",
-			test_device_sections);
-	g_test_add_func("/migration/receiver/socketpair-1g",
-			test_socketpair_1g);
+	g_test_add("/migration/receiver/roundtrip", Fixture, NULL, fx_set_up,
+		   test_roundtrip, fx_tear_down);
+	g_test_add("/migration/receiver/create-blocks", Fixture, NULL,
+		   fx_set_up, test_create_blocks, fx_tear_down);
+	g_test_add("/migration/receiver/resize-from-stream", Fixture, NULL,
+		   fx_set_up, test_resize_from_stream, fx_tear_down);
+	g_test_add("/migration/receiver/block-list-errors", Fixture, NULL,
+		   fx_set_up, test_block_list_errors, fx_tear_down);
+	g_test_add("/migration/receiver/hostile-pages", Fixture, NULL,
+		   fx_set_up, test_hostile_pages, fx_tear_down);
+	g_test_add("/migration/receiver/hostile-records", Fixture, NULL,
+		   fx_set_up, test_hostile_records, fx_tear_down);
+	g_test_add("/migration/receiver/created-zero-pages-untouched", Fixture,
+		   NULL, fx_set_up, test_created_zero_pages_untouched,
+		   fx_tear_down);
+	g_test_add("/migration/receiver/zero-pages-stay-unpopulated", Fixture,
+		   NULL, fx_set_up, test_zero_pages_stay_unpopulated,
+		   fx_tear_down);
+	g_test_add("/migration/receiver/device-sections", Fixture, NULL,
+		   fx_set_up, test_device_sections, fx_tear_down);
+	g_test_add("/migration/receiver/socketpair-1g", Fixture, NULL,
+		   fx_set_up, test_socketpair_1g, fx_tear_down);
 	return g_test_run();
 }

@@ -26,9 +26,16 @@
 #define P 4096u
 #define MiB (UINT64_C(1) << 20)
 
+/*
+ * The fixture of the cases that run a migration: one 4 MiB block, a
+ * channel to /dev/null, and what the case builds from them; the tear-down
+ * frees whatever is set.
+ */
 typedef struct {
 	MigramRamList *list;
 	MigramMigration *m;
+	MigramChannel *ch;
+	MigramSoftLog *log; /* the case's own log source, or NULL */
 	int throttle_calls;
 	unsigned int last_throttle;
 	unsigned int max_throttle;
@@ -142,8 +149,6 @@ static MigramChannel *null_channel(void)
 static bool run_throttled(Ctx *c, MigramMigrationConfig *cfg, GError **error)
 {
 	MigramLogSource src = { &dirty_ops, c };
-	MigramChannel *ch = null_channel();
-	bool ok;
 
 	cfg->max_bandwidth = 40 * 1000 * 1000;
 	cfg->downtime_limit_ms = 1;
@@ -152,71 +157,76 @@ static bool run_throttled(Ctx *c, MigramMigrationConfig *cfg, GError **error)
 	cfg->pause_guest = pause_guest;
 	cfg->throttle_guest = throttle_guest;
 	cfg->opaque = c;
-	c->list = one_block();
 	c->m = migram_migration_new(c->list, &src, cfg);
 	g_assert_nonnull(c->m);
-	ok = migram_migration_run(c->m, ch, error);
-	migram_channel_free(ch);
-	return ok;
+	return migram_migration_run(c->m, c->ch, error);
 }
 
-static void ctx_free(Ctx *c)
+static void ctx_set_up(Ctx *c, gconstpointer data)
 {
-	migram_migration_free(c->m);
+	(void)data;
+	c->list = one_block();
+	c->ch = null_channel();
+}
+
+static void ctx_tear_down(Ctx *c, gconstpointer data)
+{
+	(void)data;
+	if (c->ch)
+		migram_channel_free(c->ch);
+	if (c->m)
+		migram_migration_free(c->m);
 	migram_ram_list_free(c->list);
+	if (c->log)
+		migram_soft_log_free(c->log);
 }
 
 /* Cancelled while throttled: the guest runs at full speed again. */
-static void test_cancel_lifts_throttle(void)
+static void test_cancel_lifts_throttle(Ctx *c, gconstpointer data)
 {
 	MigramMigrationConfig cfg = { .max_time_ms = 60 * 1000 };
 	g_autoptr(GError) error = NULL;
 	MigramMigrationStats st;
-	Ctx c = { .cancel_on_throttle = true };
 
-	g_assert_false(run_throttled(&c, &cfg, &error));
+	(void)data;
+	c->cancel_on_throttle = true;
+	g_assert_false(run_throttled(c, &cfg, &error));
 	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_CANCELLED);
-	migram_migration_get_stats(c.m, &st);
+	migram_migration_get_stats(c->m, &st);
 	g_assert_cmpint(st.status, ==, MIGRAM_MIGRATION_CANCELLED);
-	g_assert_cmpuint(c.max_throttle, >=, 20);
-	g_assert_cmpuint(c.last_throttle, ==, 0);
-	ctx_free(&c);
+	g_assert_cmpuint(c->max_throttle, >=, 20);
+	g_assert_cmpuint(c->last_throttle, ==, 0);
 }
 
 /* Out of time while throttled: lifted too. */
-static void test_max_time_lifts_throttle(void)
+static void test_max_time_lifts_throttle(Ctx *c, gconstpointer data)
 {
 	MigramMigrationConfig cfg = { .max_time_ms = 700 };
 	g_autoptr(GError) error = NULL;
-	Ctx c = { 0 };
 
-	g_assert_false(run_throttled(&c, &cfg, &error));
+	(void)data;
+	g_assert_false(run_throttled(c, &cfg, &error));
 	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_NOT_CONVERGED);
 	g_assert_nonnull(strstr(error->message, "did not finish within"));
-	g_test_message("throttled to %u %%, then %u", c.max_throttle,
-		       c.last_throttle);
-	g_assert_cmpuint(c.max_throttle, >=, 20);
-	g_assert_cmpuint(c.last_throttle, ==, 0);
-	ctx_free(&c);
+	g_test_message("throttled to %u %%, then %u", c->max_throttle,
+		       c->last_throttle);
+	g_assert_cmpuint(c->max_throttle, >=, 20);
+	g_assert_cmpuint(c->last_throttle, ==, 0);
 }
 
 /* A required callback missing is an error the caller can print. */
-static void test_no_pause_guest(void)
+static void test_no_pause_guest(Ctx *c, gconstpointer data)
 {
 	MigramMigrationConfig cfg = { 0 };
 	g_autoptr(GError) error = NULL;
-	Ctx c = { 0 };
-	MigramLogSource src = { &dirty_ops, &c };
-	MigramChannel *ch = null_channel();
+	MigramLogSource src = { &dirty_ops, c };
 
-	c.list = one_block();
-	c.m = migram_migration_new(c.list, &src, &cfg);
-	g_assert_nonnull(c.m);
-	g_assert_false(migram_migration_run(c.m, ch, &error));
+	(void)data;
+	c->m = migram_migration_new(c->list, &src, &cfg);
+	g_assert_nonnull(c->m);
+	g_assert_false(migram_migration_run(c->m, c->ch, &error));
 	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID);
 	g_assert_nonnull(strstr(error->message, "pause_guest"));
-	migram_channel_free(ch);
-	ctx_free(&c);
 }
 
 /* A programming error: a critical and NULL, nothing half-built. */
@@ -240,27 +250,24 @@ static void test_new_without_source(void)
  * A block added after the bitmaps were allocated but before the blocks
  * started has no bmap: the migration fails and names it.
  */
-static void test_block_added_in_setup(void)
+static void test_block_added_in_setup(Ctx *c, gconstpointer data)
 {
 	MigramMigrationConfig cfg = { .pause_guest = pause_guest };
 	g_autoptr(GError) error = NULL;
-	Ctx c = { .add_on_start = true };
-	MigramLogSource src = { &dirty_ops, &c };
-	MigramChannel *ch = null_channel();
+	MigramLogSource src = { &dirty_ops, c };
 
-	cfg.opaque = &c;
-	c.list = one_block();
-	c.m = migram_migration_new(c.list, &src, &cfg);
-	g_assert_false(migram_migration_run(c.m, ch, &error));
-	g_assert_true(c.added);
+	(void)data;
+	c->add_on_start = true;
+	cfg.opaque = c;
+	c->m = migram_migration_new(c->list, &src, &cfg);
+	g_assert_false(migram_migration_run(c->m, c->ch, &error));
+	g_assert_true(c->added);
 	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID);
 	g_assert_nonnull(strstr(error->message, "hotplug.ram"));
-	migram_channel_free(ch);
-	ctx_free(&c);
 }
 
 /* A lost mark on the software log shows in the migration's stats. */
-static void test_lost_marks_in_stats(void)
+static void test_lost_marks_in_stats(Ctx *c, gconstpointer data)
 {
 	MigramMigrationConfig cfg = { .pause_guest = pause_guest };
 	g_autoptr(GError) error = NULL;
@@ -268,11 +275,9 @@ static void test_lost_marks_in_stats(void)
 	MigramMigrationStats st;
 	MigramSoftLog *log;
 	MigramLogSource src;
-	MigramChannel *ch = null_channel();
-	Ctx c = { 0 };
 
-	c.list = one_block();
-	log = migram_soft_log_new(16 * MiB, &error);
+	(void)data;
+	log = c->log = migram_soft_log_new(16 * MiB, &error);
 	g_assert_no_error(error);
 #ifndef G_DISABLE_ASSERT
 	g_test_expect_message("migram", G_LOG_LEVEL_CRITICAL, "*outside*");
@@ -281,16 +286,13 @@ static void test_lost_marks_in_stats(void)
 		migram_soft_log_bitmap(log), 64 * MiB));
 	g_test_assert_expected_messages();
 	migram_soft_log_source(log, &src);
-	c.m = migram_migration_new(c.list, &src, &cfg);
-	g_assert_true(migram_migration_run(c.m, ch, &error));
+	c->m = migram_migration_new(c->list, &src, &cfg);
+	g_assert_true(migram_migration_run(c->m, c->ch, &error));
 	g_assert_no_error(error);
-	migram_migration_get_stats(c.m, &st);
+	migram_migration_get_stats(c->m, &st);
 	g_assert_cmpuint(st.out_of_range_marks, ==, 1);
 	json = migram_migration_stats_to_json(&st);
 	g_assert_nonnull(strstr(json, "\"out_of_range_marks\": 1"));
-	migram_channel_free(ch);
-	ctx_free(&c);
-	migram_soft_log_free(log);
 }
 
 /* The JSON's numbers have a decimal point whatever the locale says. */
@@ -342,18 +344,18 @@ int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
 	urcu_memb_register_thread();
-	g_test_add_func("/migration/sender-exits/cancel-lifts-throttle",
-			test_cancel_lifts_throttle);
-	g_test_add_func("/migration/sender-exits/max-time-lifts-throttle",
-			test_max_time_lifts_throttle);
-	g_test_add_func("/migration/sender-exits/no-pause-guest",
-			test_no_pause_guest);
+	g_test_add("/migration/sender-exits/cancel-lifts-throttle", Ctx, NULL,
+		   ctx_set_up, test_cancel_lifts_throttle, ctx_tear_down);
+	g_test_add("/migration/sender-exits/max-time-lifts-throttle", Ctx, NULL,
+		   ctx_set_up, test_max_time_lifts_throttle, ctx_tear_down);
+	g_test_add("/migration/sender-exits/no-pause-guest", Ctx, NULL,
+		   ctx_set_up, test_no_pause_guest, ctx_tear_down);
 	g_test_add_func("/migration/sender-exits/new-without-source",
 			test_new_without_source);
-	g_test_add_func("/migration/sender-exits/block-added-in-setup",
-			test_block_added_in_setup);
-	g_test_add_func("/migration/sender-exits/lost-marks-in-stats",
-			test_lost_marks_in_stats);
+	g_test_add("/migration/sender-exits/block-added-in-setup", Ctx, NULL,
+		   ctx_set_up, test_block_added_in_setup, ctx_tear_down);
+	g_test_add("/migration/sender-exits/lost-marks-in-stats", Ctx, NULL,
+		   ctx_set_up, test_lost_marks_in_stats, ctx_tear_down);
 	g_test_add_func("/migration/sender-exits/json-decimal-comma",
 			test_json_decimal_comma);
 	g_test_add_func("/migration/sender-exits/autoptr", test_autoptr);

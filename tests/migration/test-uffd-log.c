@@ -73,10 +73,41 @@ static MigramRamBlock *anon_block(MigramRamList *list, const char *id,
 	return new_block(list, id, MIGRAM_RAM_BACKEND_ANON, bytes);
 }
 
-/* The contract of dirty-log.h, with writes from this thread. */
-static void semantics(const Mode *m, MigramRamBackend backend)
+/*
+ * The fixture of the per-mode cases: the log in the case's mode (@data, a
+ * Mode) and two empty lists.  When the kernel cannot do the mode the case
+ * is skipped and u->log stays NULL; the case then returns at once.
+ */
+typedef struct {
+	MigramUffdLog *log;
+	MigramRamList *list; /* the tracked one (the source) */
+	MigramRamList *dst;  /* a destination, for the migration case */
+} Uffd;
+
+static void uffd_set_up(Uffd *u, gconstpointer data)
 {
-	g_autoptr(MigramUffdLog) log = open_log(m);
+	u->log = open_log(data);
+	if (!u->log)
+		return;
+	u->list = migram_ram_list_new();
+	u->dst = migram_ram_list_new();
+}
+
+static void uffd_tear_down(Uffd *u, gconstpointer data)
+{
+	(void)data;
+	if (u->list)
+		migram_ram_list_free(u->list);
+	if (u->dst)
+		migram_ram_list_free(u->dst);
+	if (u->log)
+		migram_uffd_log_free(u->log);
+}
+
+/* The contract of dirty-log.h, with writes from this thread. */
+static void semantics(Uffd *u, MigramRamBackend backend)
+{
+	MigramUffdLog *log = u->log;
 	MigramRamList *list;
 	MigramRamBlock *b;
 	MigramLogSource src;
@@ -87,7 +118,7 @@ static void semantics(const Mode *m, MigramRamBackend backend)
 
 	if (!log)
 		return;
-	list = migram_ram_list_new();
+	list = u->list;
 	b = new_block(list, "pc.ram", backend, 1 * MiB);
 	g_assert_nonnull(b);
 	h = migram_ram_block_host(b);
@@ -138,17 +169,18 @@ static void semantics(const Mode *m, MigramRamBackend backend)
 	h[7 * P] = 7;
 	g_assert_cmpuint(h[7 * P], ==, 7);
 	migram_bitmap_free(c);
-	migram_ram_list_free(list);
 }
 
-static void test_semantics_anon(gconstpointer data)
+static void test_semantics_anon(Uffd *u, gconstpointer data)
 {
-	semantics(data, MIGRAM_RAM_BACKEND_ANON);
+	(void)data;
+	semantics(u, MIGRAM_RAM_BACKEND_ANON);
 }
 
-static void test_semantics_memfd(gconstpointer data)
+static void test_semantics_memfd(Uffd *u, gconstpointer data)
 {
-	semantics(data, MIGRAM_RAM_BACKEND_MEMFD);
+	(void)data;
+	semantics(u, MIGRAM_RAM_BACKEND_MEMFD);
 }
 
 /*
@@ -156,10 +188,10 @@ static void test_semantics_memfd(gconstpointer data)
  * a clear of part of one (a 64-page chunk) re-protects all of it while
  * keeping the marks outside the mask.  Async mode refuses the block.
  */
-static void test_hugetlb(gconstpointer data)
+static void test_hugetlb(Uffd *u, gconstpointer data)
 {
 	const Mode *m = data;
-	g_autoptr(MigramUffdLog) log = open_log(m);
+	MigramUffdLog *log = u->log;
 	g_autoptr(GError) error = NULL;
 	MigramRamList *list;
 	MigramRamBlock *b;
@@ -170,7 +202,7 @@ static void test_hugetlb(gconstpointer data)
 
 	if (!log)
 		return;
-	list = migram_ram_list_new();
+	list = u->list;
 	b = migram_ram_list_add(list,
 				&(MigramRamBlockConfig){
 					.idstr = "pc.ram",
@@ -179,7 +211,6 @@ static void test_hugetlb(gconstpointer data)
 				&error);
 	if (!b) {
 		g_test_skip(error->message);
-		migram_ram_list_free(list);
 		return;
 	}
 	h = migram_ram_block_host(b);
@@ -188,7 +219,6 @@ static void test_hugetlb(gconstpointer data)
 		g_assert_false(src.ops->start(src.opaque, b, &error));
 		g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_UNSUPPORTED);
 		g_test_message("%s", error->message);
-		migram_ram_list_free(list);
 		return;
 	}
 	g_assert_true(src.ops->start(src.opaque, b, &error));
@@ -232,7 +262,6 @@ static void test_hugetlb(gconstpointer data)
 	src.ops->stop(src.opaque, b);
 	migram_bitmap_free(mask);
 	migram_bitmap_free(c);
-	migram_ram_list_free(list);
 }
 
 /*
@@ -320,10 +349,10 @@ static bool clear_and_send(const Stress *s, const MigramLogSource *src,
 	return true;
 }
 
-static void test_stress(gconstpointer data)
+static void test_stress(Uffd *u, gconstpointer data)
 {
 	const Mode *m = data;
-	g_autoptr(MigramUffdLog) log = open_log(m);
+	MigramUffdLog *log = u->log;
 	g_autoptr(GError) error = NULL;
 	MigramRamList *list;
 	MigramRamBlock *b;
@@ -339,7 +368,7 @@ static void test_stress(gconstpointer data)
 
 	if (!log)
 		return;
-	list = migram_ram_list_new();
+	list = u->list;
 	b = anon_block(list, "pc.ram", STRESS_PAGES * P);
 	s.host = migram_ram_block_host(b);
 	/*
@@ -445,7 +474,6 @@ static void test_stress(gconstpointer data)
 	g_free(at_clear);
 	g_free(sent);
 	g_free(s.completed);
-	migram_ram_list_free(list);
 }
 
 typedef struct {
@@ -491,9 +519,9 @@ static void guest_pause(void *opaque)
 		g_usleep(100);
 }
 
-static void test_migration(gconstpointer data)
+static void test_migration(Uffd *u, gconstpointer data)
 {
-	g_autoptr(MigramUffdLog) log = open_log(data);
+	MigramUffdLog *log = u->log;
 	MigramRamList *src, *dst;
 	MigramRamBlock *b, *d;
 	MigramLogSource source;
@@ -505,10 +533,11 @@ static void test_migration(gconstpointer data)
 	g_autoptr(GError) error = NULL;
 	int fds[2];
 
+	(void)data;
 	if (!log)
 		return;
-	src = migram_ram_list_new();
-	dst = migram_ram_list_new();
+	src = u->list;
+	dst = u->dst;
 	b = anon_block(src, "pc.ram", 16 * MiB);
 	g = (Guest){ .host = migram_ram_block_host(b),
 		     .pages = 16 * MiB / P,
@@ -550,8 +579,6 @@ static void test_migration(gconstpointer data)
 	for (int i = 0; i < 2; i++)
 		g_thread_join(w[i]);
 	migram_migration_free(m);
-	migram_ram_list_free(src);
-	migram_ram_list_free(dst);
 }
 
 /* Which mode AUTO picks, and what each mode needs from the kernel. */
@@ -691,7 +718,7 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < G_N_ELEMENTS(modes); i++) {
 		static const struct {
 			const char *name;
-			GTestDataFunc fn;
+			void (*fn)(Uffd *u, gconstpointer data);
 		} tests[] = {
 			{ "semantics", test_semantics_anon },
 			{ "semantics-memfd", test_semantics_memfd },
@@ -705,7 +732,8 @@ int main(int argc, char **argv)
 				g_strdup_printf("/migration/uffd-log/%s/%s",
 						modes[i].name, tests[t].name);
 
-			g_test_add_data_func(path, &modes[i], tests[t].fn);
+			g_test_add(path, Uffd, &modes[i], uffd_set_up,
+				   tests[t].fn, uffd_tear_down);
 		}
 	}
 	g_test_add_func("/migration/uffd-log/modes", test_modes);

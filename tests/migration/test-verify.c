@@ -371,17 +371,18 @@ int main(int argc, char **argv)
 
 	g_test_init(&argc, &argv, NULL);
 	urcu_memb_register_thread();
-	ADD("/verify/equal", test_equal);
-	ADD("/verify/corrupt-page", test_corrupt_page);
-	ADD("/verify/skip", test_skip);
-	ADD("/verify/missing-here", test_missing_here);
-	ADD("/verify/missing-there", test_missing_there);
-	ADD("/verify/size", test_size);
-	ADD("/verify/hostile/bad-header", test_bad_header);
-	ADD("/verify/hostile/truncated", test_truncated);
-	ADD("/verify/hostile/twice", test_twice);
-	ADD("/verify/hostile/geometry", test_hostile_geometry);
-	g_test_add_func("/verify/hash-short-page", test_hash_short_page);
+	ADD("/migration/verify/equal", test_equal);
+	ADD("/migration/verify/corrupt-page", test_corrupt_page);
+	ADD("/migration/verify/skip", test_skip);
+	ADD("/migration/verify/missing-here", test_missing_here);
+	ADD("/migration/verify/missing-there", test_missing_there);
+	ADD("/migration/verify/size", test_size);
+	ADD("/migration/verify/hostile/bad-header", test_bad_header);
+	ADD("/migration/verify/hostile/truncated", test_truncated);
+	ADD("/migration/verify/hostile/twice", test_twice);
+	ADD("/migration/verify/hostile/geometry", test_hostile_geometry);
+	g_test_add_func("/migration/verify/hash-short-page",
+			test_hash_short_page);
 	rc = g_test_run();
 	urcu_memb_unregister_thread();
 	return rc;

@@ -258,6 +258,7 @@ static void test_stress(void)
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
-	g_test_add_func("/ramblock/stress/readers-vs-updater", test_stress);
+	g_test_add_func("/ramblock/ramblock-stress/readers-vs-updater",
+			test_stress);
 	return g_test_run();
 }

@@ -115,9 +115,27 @@ static void test_backends(void)
 	munmap(mine, 1 * MiB);
 }
 
-static void test_bad_configs(void)
+/* The cases that need no more than one list get it from this fixture; the
+ * tear-down frees it (blocks included) whether the case passes or skips. */
+typedef struct {
+	MigramRamList *list;
+} Fixture;
+
+static void fx_set_up(Fixture *f, gconstpointer data)
 {
-	MigramRamList *list = migram_ram_list_new();
+	(void)data;
+	f->list = migram_ram_list_new();
+}
+
+static void fx_tear_down(Fixture *f, gconstpointer data)
+{
+	(void)data;
+	migram_ram_list_free(f->list);
+}
+
+static void test_bad_configs(Fixture *f, gconstpointer data)
+{
+	MigramRamList *list = f->list;
 	g_autofree guint8 *unaligned_buf = g_malloc(8192);
 	struct {
 		MigramRamBlockConfig c;
@@ -143,6 +161,7 @@ static void test_bad_configs(void)
 		  "unknown backend" },
 	};
 
+	(void)data;
 	for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
 		g_autoptr(GError) error = NULL;
 
@@ -154,7 +173,6 @@ static void test_bad_configs(void)
 	}
 	g_assert_cmpuint(migram_ram_list_count(list), ==, 0);
 	g_assert_cmpuint(migram_ram_list_version(list), ==, 0);
-	migram_ram_list_free(list);
 }
 
 static long free_hugepages(void)
@@ -168,18 +186,18 @@ static long free_hugepages(void)
 	return p ? strtol(p + 15, NULL, 10) : -1;
 }
 
-static void test_hugetlb_refused(void)
+static void test_hugetlb_refused(Fixture *f, gconstpointer data)
 {
-	MigramRamList *list = migram_ram_list_new();
+	MigramRamList *list = f->list;
 	g_autoptr(GError) error = NULL;
 	long avail = free_hugepages();
 	g_autofree char *overcommit = NULL;
 
+	(void)data;
 	g_file_get_contents("/proc/sys/vm/nr_overcommit_hugepages", &overcommit,
 			    NULL, NULL);
 	if (avail < 0 || (overcommit && atoi(overcommit) != 0)) {
 		g_test_skip("hugetlb accounting unknown or overcommitted");
-		migram_ram_list_free(list);
 		return;
 	}
 	/* One page more than the host has free: a clear refusal. */
@@ -203,7 +221,6 @@ static void test_hugetlb_refused(void)
 					 .used_length = 1 * MiB },
 		&error));
 	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID);
-	migram_ram_list_free(list);
 }
 
 static void test_hugetlb(void)
@@ -234,13 +251,14 @@ static void test_hugetlb(void)
 	migram_ram_list_free(list);
 }
 
-static void test_idstr(void)
+static void test_idstr(Fixture *f, gconstpointer data)
 {
-	MigramRamList *list = migram_ram_list_new();
+	MigramRamList *list = f->list;
 	char name[MIGRAM_RAM_IDSTR_MAX + 2];
 	GError *error = NULL;
 	MigramRamBlockConfig c = { .used_length = 64 * KiB };
 
+	(void)data;
 	c.idstr = "";
 	g_assert_null(migram_ram_list_add(list, &c, &error));
 	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID);
@@ -273,7 +291,6 @@ static void test_idstr(void)
 	g_assert_false(migram_ram_list_resize(list, "nope", 4096, &error));
 	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_NOT_FOUND);
 	g_clear_error(&error);
-	migram_ram_list_free(list);
 }
 
 static void assert_no_overlap(MigramRamList *list)
@@ -301,12 +318,13 @@ static void assert_no_overlap(MigramRamList *list)
 	urcu_memb_read_unlock();
 }
 
-static void test_offsets(void)
+static void test_offsets(Fixture *f, gconstpointer data)
 {
-	MigramRamList *list = migram_ram_list_new();
+	MigramRamList *list = f->list;
 	uint64_t a, b, c, d, e;
 	GRand *r = g_rand_new_with_seed(g_test_rand_int());
 
+	(void)data;
 	a = migram_ram_block_offset(add_anon(list, "a", 1 * MiB, 0));
 	b = migram_ram_block_offset(add_anon(list, "b", 4 * MiB, 0));
 	add_anon(list, "x", 1 * MiB, 0);
@@ -357,12 +375,11 @@ static void test_offsets(void)
 		assert_no_overlap(list);
 	}
 	g_rand_free(r);
-	migram_ram_list_free(list);
 }
 
-static void test_lookups(void)
+static void test_lookups(Fixture *f, gconstpointer data)
 {
-	MigramRamList *list = migram_ram_list_new();
+	MigramRamList *list = f->list;
 	MigramRamBlock *big = add_anon(list, "big", 2 * MiB, 4 * MiB);
 	MigramRamBlock *small = add_anon(list, "small", 512 * KiB, 0);
 	uint64_t bo = migram_ram_block_offset(big);
@@ -370,6 +387,7 @@ static void test_lookups(void)
 	guint8 *bh = migram_ram_block_host(big);
 	uint64_t off = 77;
 
+	(void)data;
 	g_assert_cmpuint(so, ==, 4 * MiB); /* after big's max_length */
 	urcu_memb_read_lock();
 	g_assert_true(migram_ram_list_find(list, "big") == big);
@@ -421,7 +439,6 @@ static void test_lookups(void)
 	urcu_memb_read_lock();
 	g_assert_null(migram_ram_list_find_by_addr(list, bo, NULL));
 	urcu_memb_read_unlock();
-	migram_ram_list_free(list);
 }
 
 typedef struct {
@@ -455,9 +472,9 @@ static void on_event(MigramRamList *list, MigramRamEvent event,
 			       migram_ram_block_idstr(b));
 }
 
-static void test_resize(void)
+static void test_resize(Fixture *f, gconstpointer data)
 {
-	MigramRamList *list = migram_ram_list_new();
+	MigramRamList *list = f->list;
 	Recorder rec = { .log = g_string_new(NULL) };
 	g_autoptr(GError) error = NULL;
 	MigramRamBlock *fixed = add_anon(list, "fixed", 1 * MiB, 0);
@@ -467,6 +484,7 @@ static void test_resize(void)
 	void *host;
 	unsigned long *bmap;
 
+	(void)data;
 	b = migram_ram_list_add(list,
 				&(MigramRamBlockConfig){
 					.idstr = "vga.vram",
@@ -530,16 +548,16 @@ static void test_resize(void)
 
 	migram_ram_list_bitmaps_free(list);
 	g_string_free(rec.log, TRUE);
-	migram_ram_list_free(list);
 }
 
-static void test_iteration(void)
+static void test_iteration(Fixture *f, gconstpointer data)
 {
-	MigramRamList *list = migram_ram_list_new();
+	MigramRamList *list = f->list;
 	const char *order[] = { "d", "b", "c", "a" };
 	MigramRamBlock *b;
 	int i = 0;
 
+	(void)data;
 	add_anon(list, "a", 64 * KiB, 0);
 	add_anon(list, "b", 2 * MiB, 0);
 	migram_ram_list_add(list,
@@ -564,7 +582,6 @@ static void test_iteration(void)
 	g_assert_cmpint(i, ==, 3);
 	urcu_memb_read_unlock();
 	g_assert_cmpuint(migram_ram_list_count(list), ==, 4);
-	migram_ram_list_free(list);
 }
 
 /* Every migratable block's bitmaps have the documented size and contents. */
@@ -604,12 +621,13 @@ static void check_bitmaps(MigramRamList *list, unsigned int shift)
 	urcu_memb_read_unlock();
 }
 
-static void test_migration_bitmaps(void)
+static void test_migration_bitmaps(Fixture *f, gconstpointer data)
 {
-	MigramRamList *list = migram_ram_list_new();
+	MigramRamList *list = f->list;
 	GError *error = NULL;
 	bool huge = free_hugepages() >= 2;
 
+	(void)data;
 	add_anon(list, "pc.ram", 8 * MiB, 0);
 	add_anon(list, "vram", 1 * MiB, 6 * MiB + 4096);
 	migram_ram_list_add(list,
@@ -658,18 +676,17 @@ static void test_migration_bitmaps(void)
 	g_assert_true(migram_ram_list_bitmaps_init(list, 0, NULL));
 	check_bitmaps(list, 0);
 	/* Left allocated on purpose: list_free must free them. */
-	migram_ram_list_free(list);
 }
 
-static void test_postcopy_length(void)
+static void test_postcopy_length(Fixture *f, gconstpointer data)
 {
-	MigramRamList *list = migram_ram_list_new();
+	MigramRamList *list = f->list;
 	MigramRamBlock *b = add_anon(list, "pc.ram", 1 * MiB, 2 * MiB);
 
+	(void)data;
 	g_assert_cmpuint(migram_ram_block_postcopy_length(b), ==, 1 * MiB);
 	migram_ram_block_set_postcopy_length(b, 2 * MiB);
 	g_assert_cmpuint(migram_ram_block_postcopy_length(b), ==, 2 * MiB);
-	migram_ram_list_free(list);
 }
 
 static void test_lookup_needs_rcu(void)
@@ -691,19 +708,27 @@ int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
 	urcu_memb_register_thread();
-	g_test_add_func("/ramblock/list/backends", test_backends);
-	g_test_add_func("/ramblock/list/bad-configs", test_bad_configs);
-	g_test_add_func("/ramblock/list/hugetlb-refused", test_hugetlb_refused);
-	g_test_add_func("/ramblock/list/hugetlb", test_hugetlb);
-	g_test_add_func("/ramblock/list/idstr", test_idstr);
-	g_test_add_func("/ramblock/list/offsets", test_offsets);
-	g_test_add_func("/ramblock/list/lookups", test_lookups);
-	g_test_add_func("/ramblock/list/resize", test_resize);
-	g_test_add_func("/ramblock/list/iteration", test_iteration);
-	g_test_add_func("/ramblock/list/migration-bitmaps",
-			test_migration_bitmaps);
-	g_test_add_func("/ramblock/list/postcopy-length", test_postcopy_length);
-	g_test_add_func("/ramblock/list/lookup-needs-rcu",
+	g_test_add_func("/ramblock/ramblock/list/backends", test_backends);
+	g_test_add("/ramblock/ramblock/list/bad-configs", Fixture, NULL,
+		   fx_set_up, test_bad_configs, fx_tear_down);
+	g_test_add("/ramblock/ramblock/list/hugetlb-refused", Fixture, NULL,
+		   fx_set_up, test_hugetlb_refused, fx_tear_down);
+	g_test_add_func("/ramblock/ramblock/list/hugetlb", test_hugetlb);
+	g_test_add("/ramblock/ramblock/list/idstr", Fixture, NULL, fx_set_up,
+		   test_idstr, fx_tear_down);
+	g_test_add("/ramblock/ramblock/list/offsets", Fixture, NULL, fx_set_up,
+		   test_offsets, fx_tear_down);
+	g_test_add("/ramblock/ramblock/list/lookups", Fixture, NULL, fx_set_up,
+		   test_lookups, fx_tear_down);
+	g_test_add("/ramblock/ramblock/list/resize", Fixture, NULL, fx_set_up,
+		   test_resize, fx_tear_down);
+	g_test_add("/ramblock/ramblock/list/iteration", Fixture, NULL,
+		   fx_set_up, test_iteration, fx_tear_down);
+	g_test_add("/ramblock/ramblock/list/migration-bitmaps", Fixture, NULL,
+		   fx_set_up, test_migration_bitmaps, fx_tear_down);
+	g_test_add("/ramblock/ramblock/list/postcopy-length", Fixture, NULL,
+		   fx_set_up, test_postcopy_length, fx_tear_down);
+	g_test_add_func("/ramblock/ramblock/list/lookup-needs-rcu",
 			test_lookup_needs_rcu);
 	return g_test_run();
 }

@@ -62,7 +62,7 @@ static void test_mutations(void)
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
-	g_test_add_func("/snapshot/fuzz/samples", test_samples);
-	g_test_add_func("/snapshot/fuzz/mutations", test_mutations);
+	g_test_add_func("/snapshot/snapshot-fuzz/samples", test_samples);
+	g_test_add_func("/snapshot/snapshot-fuzz/mutations", test_mutations);
 	return g_test_run();
 }

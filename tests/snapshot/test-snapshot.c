@@ -642,8 +642,8 @@ int main(int argc, char **argv)
 	g_test_init(&argc, &argv, NULL);
 	urcu_memb_register_thread();
 #define ADD(path, fn)                                                          \
-	g_test_add("/snapshot/file/" path, Fixture, NULL, fx_setup, fn,        \
-		   fx_teardown)
+	g_test_add("/snapshot/snapshot/file/" path, Fixture, NULL, fx_setup,   \
+		   fn, fx_teardown)
 	ADD("full-roundtrip", test_full_roundtrip);
 	ADD("sparse", test_sparse);
 	ADD("diff-chain", test_diff_chain);
