@@ -77,10 +77,7 @@ static int64_t place(MigramLazyRestore *lr, const LBlock *b, int src,
 		     uint64_t p, uint64_t np, uint8_t *buf, bool wake,
 		     GError **error)
 {
-	uintptr_t dst = (uintptr_t)(b->host + p * SNAP_PAGE);
-	uint64_t len = np * SNAP_PAGE;
-	int rc;
-	int64_t done;
+	uint64_t len = np * SNAP_PAGE, off = 0;
 	if (src >= 0) {
 		const MigramSnapshotFile *f = lr->chain[src];
 		const SnapBlock *sb = &f->blocks[b->index[src]];
@@ -88,32 +85,51 @@ static int64_t place(MigramLazyRestore *lr, const LBlock *b, int src,
 				    sb->pages_offset + p * SNAP_PAGE, "pages",
 				    f->name, error))
 			return -1;
-		struct uffdio_copy c = {
-			.dst = dst,
-			.src = (uintptr_t)buf,
-			.len = len,
-			.mode = wake ? 0 : UFFDIO_COPY_MODE_DONTWAKE
-		};
-		rc = ioctl(lr->uffd, UFFDIO_COPY, &c);
-		done = c.copy;
-	} else {
-		struct uffdio_zeropage z = {
-			.range = { .start = dst, .len = len },
-			.mode = wake ? 0 : UFFDIO_ZEROPAGE_MODE_DONTWAKE
-		};
-		rc = ioctl(lr->uffd, UFFDIO_ZEROPAGE, &z);
-		done = z.zeropage;
 	}
-	if (rc == 0)
-		return (int64_t)np;
-	if (errno == EEXIST || done == -EEXIST)
-		return done > 0 ? done / SNAP_PAGE : 0;
-	int e = errno;
-	g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO,
-		    "lazy restore: placing pages [%" G_GUINT64_FORMAT
-		    ", +%" G_GUINT64_FORMAT "): %s",
-		    p, np, g_strerror(e));
-	return -1;
+	/*
+	 * EAGAIN: the kernel placed part of the range (or none, when the
+	 * address space was changing) and asks for the rest again; the
+	 * pages already placed are counted in copy/zeropage.
+	 */
+	for (;;) {
+		uintptr_t dst = (uintptr_t)(b->host + p * SNAP_PAGE + off);
+		int rc;
+		int64_t done;
+		if (src >= 0) {
+			struct uffdio_copy c = {
+				.dst = dst,
+				.src = (uintptr_t)(buf + off),
+				.len = len - off,
+				.mode = wake ? 0 : UFFDIO_COPY_MODE_DONTWAKE
+			};
+			rc = ioctl(lr->uffd, UFFDIO_COPY, &c);
+			done = c.copy;
+		} else {
+			struct uffdio_zeropage z = {
+				.range = { .start = dst, .len = len - off },
+				.mode = wake ? 0 : UFFDIO_ZEROPAGE_MODE_DONTWAKE
+			};
+			rc = ioctl(lr->uffd, UFFDIO_ZEROPAGE, &z);
+			done = z.zeropage;
+		}
+		if (rc == 0)
+			return (int64_t)np;
+		if (errno == EAGAIN) {
+			if (done > 0)
+				off += (uint64_t)done;
+			continue;
+		}
+		if (errno == EEXIST || done == -EEXIST)
+			return (int64_t)((off +
+					  (done > 0 ? (uint64_t)done : 0)) /
+					 SNAP_PAGE);
+		int e = errno;
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO,
+			    "lazy restore: placing pages [%" G_GUINT64_FORMAT
+			    ", +%" G_GUINT64_FORMAT "): %s",
+			    p, np, g_strerror(e));
+		return -1;
+	}
 }
 
 static gpointer handler_main(gpointer data)
