@@ -29,6 +29,9 @@ typedef struct {
 	double link_bw;       /* the link's raw rate, bytes/s */
 	double buffer_bytes;  /* what the sender may run ahead of the link */
 	double latency_s;     /* one round trip, at the end */
+	/* postcopy (model-dest.c) */
+	double touch_s; /* a destination reader's read: 20 us sleep + slack */
+	double fault_s; /* a fault to its request at the source, no wire */
 } ModelCosts;
 
 /* Calibrated on the development machine (docs/simulator-model.md). */
@@ -42,6 +45,8 @@ typedef struct {
 #define MODEL_SYNC_PAGE_US 5.6e-5 /* 15 ms per TiB (docs/performance.md) */
 #define MODEL_CLEAR_CALL_US 2.0
 #define MODEL_BUFFER_BYTES (416.0 * 1024) /* both ends' socket buffers */
+#define MODEL_TOUCH_US 75.0 /* g_usleep(20): 20 us + 50 us timer slack */
+#define MODEL_FAULT_US 50.0 /* uffd read, request, return-path wake-up */
 #define MODEL_TCP_BUFFER_BYTES (4.0 * 1024 * 1024) /* tcp_wmem's maximum */
 
 static inline void model_costs_init(ModelCosts *c, const SimOptions *opt)
@@ -73,6 +78,8 @@ static inline void model_costs_init(ModelCosts *c, const SimOptions *opt)
 					       : link * 1e6,
 		.buffer_bytes = MODEL_BUFFER_BYTES,
 		.latency_s = (double)opt->link_latency_us / 1e6,
+		.touch_s = MODEL_TOUCH_US / 1e6,
+		.fault_s = MODEL_FAULT_US / 1e6,
 	};
 	/* a stated link is a remote destination: its placement is not
 	 * this machine's, only the wire counts, and the sender writes to a
