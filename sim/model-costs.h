@@ -6,7 +6,8 @@
  * what it measured.  Re-run the script on another machine and pass its
  * figures through the MIGRAM_MODEL_COSTS environment variable
  * ("send_zero_us,send_normal_us,place_zero_us,place_first_us,
- * place_again_us,link_MBps"),
+ * place_again_us,link_MBps" and optionally ",place_pc_normal_us,
+ * place_pc_zero_us,discard_us"),
  * or change the defaults here.
  */
 #ifndef MIGRAM_SIM_MODEL_COSTS_H
@@ -32,6 +33,9 @@ typedef struct {
 	/* postcopy (model-dest.c) */
 	double touch_s; /* a destination reader's read: 20 us sleep + slack */
 	double fault_s; /* a fault to its request at the source, no wire */
+	double place_pc_normal_s; /* placing a page after the switch (uffd) */
+	double place_pc_zero_s;   /* placing a zero page after the switch */
+	double discard_s; /* dropping a held page the switch discards */
 } ModelCosts;
 
 /* Calibrated on the development machine (docs/simulator-model.md). */
@@ -47,6 +51,9 @@ typedef struct {
 #define MODEL_BUFFER_BYTES (416.0 * 1024) /* both ends' socket buffers */
 #define MODEL_TOUCH_US 75.0 /* g_usleep(20): 20 us + 50 us timer slack */
 #define MODEL_FAULT_US 50.0 /* uffd read, request, return-path wake-up */
+#define MODEL_PLACE_PC_NORMAL_US 11.5
+#define MODEL_PLACE_PC_ZERO_US 3.9
+#define MODEL_DISCARD_US 1.2
 #define MODEL_TCP_BUFFER_BYTES (4.0 * 1024 * 1024) /* tcp_wmem's maximum */
 
 static inline void model_costs_init(ModelCosts *c, const SimOptions *opt)
@@ -54,10 +61,19 @@ static inline void model_costs_init(ModelCosts *c, const SimOptions *opt)
 	const char *env = getenv("MIGRAM_MODEL_COSTS");
 	double sz = MODEL_SEND_ZERO_US, sn = MODEL_SEND_NORMAL_US,
 	       pz = MODEL_PLACE_ZERO_US, pf = MODEL_PLACE_FIRST_US,
-	       pa = MODEL_PLACE_AGAIN_US, link = MODEL_LINK_BPS / 1e6;
+	       pa = MODEL_PLACE_AGAIN_US, link = MODEL_LINK_BPS / 1e6,
+	       pcn = MODEL_PLACE_PC_NORMAL_US, pcz = MODEL_PLACE_PC_ZERO_US,
+	       dis = MODEL_DISCARD_US;
+	int got = env ? sscanf(env, "%lf,%lf,%lf,%lf,%lf,%lf,%lf,%lf,%lf", &sz,
+			       &sn, &pz, &pf, &pa, &link, &pcn, &pcz, &dis)
+		      : 0;
 
-	if (env && sscanf(env, "%lf,%lf,%lf,%lf,%lf,%lf", &sz, &sn, &pz, &pf,
-			  &pa, &link) != 6) {
+	if (got != 9) { /* the postcopy figures are optional */
+		pcn = MODEL_PLACE_PC_NORMAL_US;
+		pcz = MODEL_PLACE_PC_ZERO_US;
+		dis = MODEL_DISCARD_US;
+	}
+	if (env && got != 6 && got != 9) {
 		sz = MODEL_SEND_ZERO_US;
 		sn = MODEL_SEND_NORMAL_US;
 		pz = MODEL_PLACE_ZERO_US;
@@ -80,12 +96,16 @@ static inline void model_costs_init(ModelCosts *c, const SimOptions *opt)
 		.latency_s = (double)opt->link_latency_us / 1e6,
 		.touch_s = MODEL_TOUCH_US / 1e6,
 		.fault_s = MODEL_FAULT_US / 1e6,
+		.place_pc_normal_s = pcn / 1e6,
+		.place_pc_zero_s = pcz / 1e6,
+		.discard_s = dis / 1e6,
 	};
 	/* a stated link is a remote destination: its placement is not
 	 * this machine's, only the wire counts, and the sender writes to a
 	 * TCP socket that autotunes its buffer up to 4 MiB (tcp_wmem) */
 	if (opt->link_bandwidth) {
 		c->place_zero_s = c->place_first_s = c->place_again_s = 0;
+		c->place_pc_normal_s = c->place_pc_zero_s = c->discard_s = 0;
 		c->buffer_bytes = MODEL_TCP_BUFFER_BYTES;
 	}
 }

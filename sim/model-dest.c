@@ -60,6 +60,7 @@ struct ModelDest {
 	double *now;          /* the model's clock, borrowed */
 	unsigned long *have;   /* current copy held (or on its way) */
 	unsigned long *wanted; /* requested and not yet sent */
+	unsigned long *held;   /* ever sent: memory the destination has */
 	uint64_t pages;
 	GArray *blocks; /* DestBlock */
 	Reader r[MAX_READERS];
@@ -104,7 +105,8 @@ ModelDest *model_dest_new(const SimOptions *opt, const ModelCosts *costs,
 			      : MIN(MAX(opt->threads, 1u), MAX_READERS);
 	d->have = migram_bitmap_new(pages);
 	d->wanted = migram_bitmap_new(pages);
-	if (!d->have || !d->wanted) {
+	d->held = migram_bitmap_new(pages);
+	if (!d->have || !d->wanted || !d->held) {
 		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_NO_MEMORY,
 			    "model mode: no memory for the destination's "
 			    "records of %" G_GUINT64_FORMAT " pages",
@@ -137,6 +139,7 @@ void model_dest_free(ModelDest *d)
 		return;
 	migram_bitmap_free(d->have);
 	migram_bitmap_free(d->wanted);
+	migram_bitmap_free(d->held);
 	g_array_unref(d->blocks);
 	g_free(d);
 }
@@ -144,7 +147,8 @@ void model_dest_free(ModelDest *d)
 void model_dest_sent(ModelDest *d, uint64_t p)
 {
 	migram_bitmap_set_bit(d->have, p);
-	if (d->running)
+	migram_bitmap_set_bit(d->held, p);
+	if (d->switching || d->running)
 		d->placed++;
 	if (!migram_bitmap_test_bit(d->wanted, p))
 		return;
@@ -231,6 +235,17 @@ static void fault(ModelDest *d, Reader *r, const DestBlock *b, uint64_t off)
 	deliver(d, &msg);
 }
 
+/* Pages the destination holds a stale copy of (the switch discards them). */
+static uint64_t stale_pages(const ModelDest *d)
+{
+	const unsigned int bpl = 8 * sizeof(unsigned long);
+	uint64_t n = 0;
+
+	for (uint64_t w = 0; w < (d->pages + bpl - 1) / bpl; w++)
+		n += (uint64_t)__builtin_popcountl(d->held[w] & ~d->have[w]);
+	return n;
+}
+
 /* Run the readers up to guest time `until`: reads, and faults. */
 static void run_readers(ModelDest *d, double until)
 {
@@ -289,7 +304,9 @@ bool model_dest_pump(ModelDest *d, MigramRpWait wait, uint32_t value,
 			run_readers(d, *d->now - rtt / 2 - d->c->fault_s);
 		return true;
 	case MIGRAM_RP_WAIT_PONG:
-		*d->now = MAX(*d->now, link_free + rtt);
+		/* PING 2 follows the discards: dropping held pages costs */
+		at = value == 2 ? (double)stale_pages(d) * d->c->discard_s : 0;
+		*d->now = MAX(*d->now, link_free + at + rtt);
 		msg.type = MIGRAM_RP_PONG;
 		msg.value = value;
 		if (value == 2)
@@ -327,4 +344,9 @@ void model_dest_report(const ModelDest *d, SimReport *rep)
 bool model_dest_shut(const ModelDest *d)
 {
 	return d->shut;
+}
+
+bool model_dest_postcopy(const ModelDest *d)
+{
+	return d->switching || d->running;
 }

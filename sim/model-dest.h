@@ -48,5 +48,7 @@ bool model_dest_pump(ModelDest *d, MigramRpWait wait, uint32_t value,
  * reads; and whether the source waited for its SHUT. */
 void model_dest_report(const ModelDest *d, SimReport *rep);
 bool model_dest_shut(const ModelDest *d);
+/* Whether the switch's discards were read: pages now arrive in postcopy. */
+bool model_dest_postcopy(const ModelDest *d);
 
 #endif /* MIGRAM_SIM_MODEL_DEST_H */

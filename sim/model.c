@@ -182,9 +182,14 @@ static bool sink_write(void *opaque, const struct iovec *iov, int n,
 	for (int i = 0; i < n; i++)
 		bytes += (double)iov[i].iov_len;
 	wire = bytes / c->link_bw;
-	place = (double)m->first_queued * c->place_first_s +
-		(double)m->again_queued * c->place_again_s +
-		(double)m->zero_queued * c->place_zero_s;
+	if (m->dest && model_dest_postcopy(m->dest)) /* uffd placement */
+		place = (double)(m->first_queued + m->again_queued) *
+				c->place_pc_normal_s +
+			(double)m->zero_queued * c->place_pc_zero_s;
+	else
+		place = (double)m->first_queued * c->place_first_s +
+			(double)m->again_queued * c->place_again_s +
+			(double)m->zero_queued * c->place_zero_s;
 	m->zero_queued = m->first_queued = m->again_queued = 0;
 	m->link_free = MAX(m->link_free, m->now) + MAX(wire, place);
 	m->link_bytes += bytes;
