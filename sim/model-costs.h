@@ -51,8 +51,8 @@ typedef struct {
 #define MODEL_BUFFER_BYTES (416.0 * 1024) /* both ends' socket buffers */
 #define MODEL_TOUCH_US 75.0 /* g_usleep(20): 20 us + 50 us timer slack */
 #define MODEL_FAULT_US 50.0 /* uffd read, request, return-path wake-up */
-#define MODEL_PLACE_PC_NORMAL_US 11.5
-#define MODEL_PLACE_PC_ZERO_US 3.9
+#define MODEL_PLACE_PC_NORMAL_US 5.5
+#define MODEL_PLACE_PC_ZERO_US 4.5
 #define MODEL_DISCARD_US 1.2
 #define MODEL_TCP_BUFFER_BYTES (4.0 * 1024 * 1024) /* tcp_wmem's maximum */
 
