@@ -42,7 +42,7 @@ static bool holds(const SrcPostcopy *pc, SrcWait what)
 static bool wait_virtual(MigramMigration *m, SrcPostcopy *pc, SrcWait what,
 			 GError **error)
 {
-	MigramRpWait w = what == SRC_WAIT_SHUT	  ? MIGRAM_RP_WAIT_SHUT
+	MigramRpWait w = what == SRC_WAIT_SHUT    ? MIGRAM_RP_WAIT_SHUT
 			 : what == SRC_WAIT_PONG2 ? MIGRAM_RP_WAIT_PONG
 						  : MIGRAM_RP_WAIT_NONE;
 	bool ok;

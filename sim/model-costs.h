@@ -35,7 +35,7 @@ typedef struct {
 	double fault_s; /* a fault to its request at the source, no wire */
 	double place_pc_normal_s; /* placing a page after the switch (uffd) */
 	double place_pc_zero_s;   /* placing a zero page after the switch */
-	double discard_s; /* dropping a held page the switch discards */
+	double discard_s;         /* dropping a held page the switch discards */
 } ModelCosts;
 
 /* Calibrated on the development machine (docs/simulator-model.md). */

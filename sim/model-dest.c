@@ -46,18 +46,18 @@ typedef struct {
 } DestBlock;
 
 typedef struct {
-	double t;       /* its next read */
-	bool blocked;   /* on `page`, since t_fault */
-	bool queued;    /* `page` is in a flush the link has not delivered */
-	uint64_t page;  /* RAM page */
+	double t;      /* its next read */
+	bool blocked;  /* on `page`, since t_fault */
+	bool queued;   /* `page` is in a flush the link has not delivered */
+	uint64_t page; /* RAM page */
 	double t_fault;
 } Reader;
 
 struct ModelDest {
 	const SimOptions *opt;
 	const ModelCosts *c;
-	MigramMigration *mig; /* borrowed */
-	double *now;          /* the model's clock, borrowed */
+	MigramMigration *mig;  /* borrowed */
+	double *now;           /* the model's clock, borrowed */
 	unsigned long *have;   /* current copy held (or on its way) */
 	unsigned long *wanted; /* requested and not yet sent */
 	unsigned long *held;   /* ever sent: memory the destination has */
@@ -115,8 +115,8 @@ ModelDest *model_dest_new(const SimOptions *opt, const ModelCosts *costs,
 		return NULL;
 	}
 	urcu_memb_read_lock();
-	for (MigramRamBlock *b = migram_ram_list_next_migratable(list, NULL);
-	     b; b = migram_ram_list_next_migratable(list, b)) {
+	for (MigramRamBlock *b = migram_ram_list_next_migratable(list, NULL); b;
+	     b = migram_ram_list_next_migratable(list, b)) {
 		DestBlock db = {
 			.first = migram_ram_block_offset(b) / PAGE,
 			.pages = migram_ram_block_used_length(b) / PAGE,
@@ -260,8 +260,9 @@ static void run_readers(ModelDest *d, double until)
 			uint64_t hot, off;
 
 			if (++k > TOUCH_CAP) { /* reads of held pages only */
-				double skip = floor((until - r->t) /
-						    d->c->touch_s) + 1;
+				double skip =
+					floor((until - r->t) / d->c->touch_s) +
+					1;
 
 				d->touches += (uint64_t)skip;
 				r->t += skip * d->c->touch_s;

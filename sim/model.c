@@ -522,9 +522,11 @@ static void fill_report(Model *m, bool ok)
 	r->log_clear_us = st.log_clear_us;
 	r->total_time_ms = (uint64_t)llround(m->now * 1000);
 	/* postcopy: the switch is the downtime, as the sender's figure */
-	r->downtime_ms = !ok			? 0
-			 : st.postcopy_time_ms ? st.downtime_ms
-			 : (uint64_t)llround((m->now - m->t_pause) * 1000);
+	r->downtime_ms =
+		!ok ? 0
+		: st.postcopy_time_ms
+			? st.downtime_ms
+			: (uint64_t)llround((m->now - m->t_pause) * 1000);
 	r->pause_at = ok ? m->t_pause : -1;
 	r->mbps = m->now > 0 ? (double)st.transferred_bytes * 8 / m->now / 1e6
 			     : 0;

@@ -414,8 +414,7 @@ static void test_hybrid(Fixture *f, gconstpointer data)
 	/* the first pass at the limit */
 	g_assert_cmpfloat((double)f->r.total_time_ms, >=,
 			  256.0 * 1000 / 100 * 0.95);
-	g_assert_cmpfloat(f->r.pause_at * 1000, <=,
-			  (double)f->r.total_time_ms);
+	g_assert_cmpfloat(f->r.pause_at * 1000, <=, (double)f->r.total_time_ms);
 	g_assert_cmpuint(f->r.normal_pages, >, 256 * MiB / 4096);
 }
 
