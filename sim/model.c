@@ -26,7 +26,10 @@
  *  - the sender's CPU: a calibrated cost per zero and per normal page, and
  *    per page synced;
  *  - the guest: model-guest.c, a Poisson write process, throttled and
- *    paused through the sender's callbacks.
+ *    paused through the sender's callbacks;
+ *  - postcopy and hybrid: the library's postcopy source runs too, against
+ *    model-dest.c's destination, which answers on a virtual return path
+ *    (sender-env.h's rp_pump) and whose readers fault on missing pages.
  *
  * Single-threaded: everything runs on the caller's thread, inside
  * migram_migration_run() and its callbacks.
