@@ -48,19 +48,20 @@ static bool wait_virtual(MigramMigration *m, SrcPostcopy *pc, SrcWait what,
 	bool ok;
 
 	m->env.rp_pump(m->env.opaque, w, 2);
+	/* a hostile message ended the return path, as on a socket */
+	if (!migram_sender_check(m, error))
+		return false;
 	pthread_mutex_lock(&pc->lock);
 	ok = holds(pc, what);
 	pthread_mutex_unlock(&pc->lock);
-	if (ok)
-		return true;
-	if (migram_sender_check(m, error))
+	if (!ok)
 		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO,
 			    "virtual return path: the destination never "
 			    "sent the %s awaited",
 			    what == SRC_WAIT_SHUT    ? "SHUT"
 			    : what == SRC_WAIT_PONG2 ? "PONG 2"
 						     : "recovery answer");
-	return false;
+	return ok;
 }
 
 bool migram_postcopy_src_wait(MigramMigration *m, SrcWait what, bool *lost,
