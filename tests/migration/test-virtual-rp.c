@@ -14,7 +14,7 @@
 #include "migram-test-util.h"
 #include "sender-env.h"
 
-#define PAGES 64
+#define PAGES UINT64_C(64)
 
 typedef enum {
 	PUMP_GOOD,    /* PONG 2, one good request, SHUT */
@@ -125,7 +125,7 @@ static void set_up(Fixture *f, gconstpointer data)
 	MigramRamBlock *b;
 
 	memset(f, 0, sizeof(*f));
-	f->kind = (PumpKind)GPOINTER_TO_INT(data);
+	f->kind = *(const PumpKind *)data;
 	f->now = 1000000;
 	f->list = migram_ram_list_new();
 	b = migram_ram_list_add(f->list,
@@ -181,7 +181,8 @@ static void test_good(Fixture *f, gconstpointer data)
 	g_assert_cmpuint(st.downtime_ms, ==, 0);
 	g_assert_cmpuint(st.postcopy_time_ms, <, 10);
 	/* nothing waited for real (a generous bound, not a timing claim) */
-	g_assert_cmpint(g_get_monotonic_time() - t0, <, 10 * G_USEC_PER_SEC);
+	g_assert_cmpint(g_get_monotonic_time() - t0, <,
+			(gint64)10 * G_USEC_PER_SEC);
 }
 
 /* A hostile or missing message fails the run and says what. */
@@ -197,13 +198,16 @@ static void test_bad(Fixture *f, gconstpointer data)
 
 	g_assert_false(migram_migration_run(f->m, f->ch, &e));
 	g_assert_nonnull(e);
-	if (!strstr(e->message, want[GPOINTER_TO_INT(data)]))
+	if (!strstr(e->message, want[*(const PumpKind *)data]))
 		g_error("unexpected error: %s", e->message);
 }
 
+static const PumpKind kinds[] = { PUMP_GOOD, PUMP_OVERRUN, PUMP_UNKNOWN,
+				  PUMP_BITMAP, PUMP_NO_SHUT };
+
 #define ADD(path, kind, fn)                                                    \
-	g_test_add("/migration/virtual-rp/" path, Fixture,                     \
-		   GINT_TO_POINTER(kind), set_up, fn, tear_down)
+	g_test_add("/migration/virtual-rp/" path, Fixture, &kinds[kind],       \
+		   set_up, fn, tear_down)
 
 int main(int argc, char **argv)
 {

@@ -109,7 +109,7 @@ static void check_consistent(const SimReport *r)
 			 r->normal_pages * RECORD + r->duplicate_pages * 8);
 	g_assert_cmpuint(r->transferred_bytes, <=,
 			 r->normal_pages * RECORD + r->duplicate_pages * 9 +
-				 64 * 1024 + r->discard_pages * 16);
+				 (uint64_t)64 * 1024 + r->discard_pages * 16);
 	g_assert_cmpuint(r->dirty_sync_count, >=, r->iterations + 1);
 	g_assert_cmpuint(r->timeline->len, >, 0);
 	for (guint i = 0; i < r->timeline->len; i++) {
