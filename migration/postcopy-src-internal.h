@@ -80,6 +80,7 @@ struct SrcPostcopy {
 	guint *index_vals;
 	MigramStreamWriter *pw; /* preempt writer, or NULL */
 	gint64 t_switch;
+	guint vrp_last; /* virtual return path: the last REQ_PAGES_ID block */
 };
 
 /* The postcopy state of m, or NULL without cfg.postcopy.  Any thread. */

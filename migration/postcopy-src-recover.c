@@ -34,6 +34,36 @@ static bool holds(const SrcPostcopy *pc, SrcWait what)
 	return false;
 }
 
+/*
+ * Model mode (sender-env.h): the pump runs the virtual clock to the
+ * message and delivers it.  Never lost: a message that does not come is
+ * an error.
+ */
+static bool wait_virtual(MigramMigration *m, SrcPostcopy *pc, SrcWait what,
+			 GError **error)
+{
+	MigramRpWait w = what == SRC_WAIT_SHUT    ? MIGRAM_RP_WAIT_SHUT
+			 : what == SRC_WAIT_PONG2 ? MIGRAM_RP_WAIT_PONG
+						  : MIGRAM_RP_WAIT_NONE;
+	bool ok;
+
+	m->env.rp_pump(m->env.opaque, w, 2);
+	/* a hostile message ended the return path, as on a socket */
+	if (!migram_sender_check(m, error))
+		return false;
+	pthread_mutex_lock(&pc->lock);
+	ok = holds(pc, what);
+	pthread_mutex_unlock(&pc->lock);
+	if (!ok)
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO,
+			    "virtual return path: the destination never "
+			    "sent the %s awaited",
+			    what == SRC_WAIT_SHUT    ? "SHUT"
+			    : what == SRC_WAIT_PONG2 ? "PONG 2"
+						     : "recovery answer");
+	return ok;
+}
+
 bool migram_postcopy_src_wait(MigramMigration *m, SrcWait what, bool *lost,
 			      GError **error)
 {
@@ -44,6 +74,8 @@ bool migram_postcopy_src_wait(MigramMigration *m, SrcWait what, bool *lost,
 	bool ok, stalled = false;
 
 	*lost = false;
+	if (m->env.rp_pump)
+		return wait_virtual(m, pc, what, error);
 	pthread_mutex_lock(&pc->lock);
 	while (!holds(pc, what) && !pc->rp_down && !pc->rp_error &&
 	       !g_atomic_int_get(&m->cancelled) && !stalled) {

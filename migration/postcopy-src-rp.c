@@ -117,6 +117,90 @@ static bool rp_bitmap(MigramMigration *m, const MigramRpMessage *msg,
 	return true;
 }
 
+typedef enum {
+	RP_NEXT, /* read the next message */
+	RP_END,  /* SHUT, or the connection broke: the return path ends */
+	RP_BAD,  /* a hostile message: *err is set */
+} RpStep;
+
+/*
+ * One message from the destination, handed to the migration thread.  ch is
+ * the return path's channel (a RECV_BITMAP's bitmap follows on it), or
+ * NULL for a virtual one; last is the block of the last REQ_PAGES_ID.
+ */
+static RpStep rp_handle(MigramMigration *m, MigramChannel *ch,
+			const MigramRpMessage *msg, guint *last, GError **err)
+{
+	SrcPostcopy *pc = migram_postcopy_src_of(m);
+	bool ok = true;
+
+	switch (msg->type) {
+	case MIGRAM_RP_SHUT:
+		pthread_mutex_lock(&pc->lock);
+		pc->shut = true;
+		pc->shut_code = msg->value;
+		pthread_cond_broadcast(&pc->cond);
+		pthread_mutex_unlock(&pc->lock);
+		return RP_END;
+	case MIGRAM_RP_PONG:
+		pthread_mutex_lock(&pc->lock);
+		pc->last_pong = msg->value;
+		pthread_cond_broadcast(&pc->cond);
+		pthread_mutex_unlock(&pc->lock);
+		break;
+	case MIGRAM_RP_REQ_PAGES_ID:
+		*last = rp_block(m, msg->idstr);
+		if (*last == RP_BLOCK_NONE) {
+			ok = migram_rp_fail(err, msg->at,
+					    "page request for unknown "
+					    "ramblock '%s'",
+					    msg->idstr);
+			break;
+		}
+		ok = rp_request(m, *last, msg, err);
+		break;
+	case MIGRAM_RP_REQ_PAGES:
+		ok = *last != RP_BLOCK_NONE
+			     ? rp_request(m, *last, msg, err)
+			     : migram_rp_fail(err, msg->at,
+					      "REQ_PAGES before "
+					      "any REQ_PAGES_ID");
+		break;
+	case MIGRAM_RP_RECV_BITMAP:
+		if (!ch) {
+			ok = migram_rp_fail(err, msg->at,
+					    "received bitmap on a virtual "
+					    "return path");
+			break;
+		}
+		ok = rp_bitmap(m, msg, ch, err);
+		if (!ok && migram_channel_error(ch)) {
+			g_clear_error(err);
+			return RP_END;
+		}
+		break;
+	case MIGRAM_RP_RESUME_ACK:
+		if (msg->value != 1) {
+			ok = migram_rp_fail(err, msg->at,
+					    "RESUME_ACK value %u "
+					    "(expected 1)",
+					    msg->value);
+			break;
+		}
+		pthread_mutex_lock(&pc->lock);
+		pc->resume_acked = true;
+		pthread_cond_broadcast(&pc->cond);
+		pthread_mutex_unlock(&pc->lock);
+		break;
+	default:
+		ok = migram_rp_fail(err, msg->at,
+				    "unknown return path message type %u",
+				    msg->type);
+		break;
+	}
+	return ok ? RP_NEXT : RP_BAD;
+}
+
 static void *rp_thread(void *opaque)
 {
 	RpConn *c = opaque;
@@ -124,74 +208,18 @@ static void *rp_thread(void *opaque)
 	SrcPostcopy *pc = migram_postcopy_src_of(m);
 	guint last = RP_BLOCK_NONE;
 	GError *err = NULL;
+	MigramRpMessage msg;
 
 	for (;;) {
-		MigramRpMessage msg;
-		bool ok = true;
-
 		if (!migram_rp_read(c->ch, &msg, &err)) {
 			/* A broken connection pauses; bad bytes fail. */
 			if (migram_channel_error(c->ch))
 				g_clear_error(&err);
 			break;
 		}
-		switch (msg.type) {
-		case MIGRAM_RP_SHUT:
-			pthread_mutex_lock(&pc->lock);
-			pc->shut = true;
-			pc->shut_code = msg.value;
-			pthread_cond_broadcast(&pc->cond);
-			pthread_mutex_unlock(&pc->lock);
-			goto out;
-		case MIGRAM_RP_PONG:
-			pthread_mutex_lock(&pc->lock);
-			pc->last_pong = msg.value;
-			pthread_cond_broadcast(&pc->cond);
-			pthread_mutex_unlock(&pc->lock);
-			break;
-		case MIGRAM_RP_REQ_PAGES_ID:
-			last = rp_block(m, msg.idstr);
-			if (last == RP_BLOCK_NONE) {
-				ok = migram_rp_fail(&err, msg.at,
-						    "page request for unknown "
-						    "ramblock '%s'",
-						    msg.idstr);
-				break;
-			}
-			ok = rp_request(m, last, &msg, &err);
-			break;
-		case MIGRAM_RP_REQ_PAGES:
-			ok = last != RP_BLOCK_NONE
-				     ? rp_request(m, last, &msg, &err)
-				     : migram_rp_fail(&err, msg.at,
-						      "REQ_PAGES before "
-						      "any REQ_PAGES_ID");
-			break;
-		case MIGRAM_RP_RECV_BITMAP:
-			ok = rp_bitmap(m, &msg, c->ch, &err);
-			if (!ok && migram_channel_error(c->ch)) {
-				g_clear_error(&err);
-				goto out;
-			}
-			break;
-		case MIGRAM_RP_RESUME_ACK:
-			if (msg.value != 1) {
-				ok = migram_rp_fail(&err, msg.at,
-						    "RESUME_ACK value %u "
-						    "(expected 1)",
-						    msg.value);
-				break;
-			}
-			pthread_mutex_lock(&pc->lock);
-			pc->resume_acked = true;
-			pthread_cond_broadcast(&pc->cond);
-			pthread_mutex_unlock(&pc->lock);
-			break;
-		}
-		if (!ok)
+		if (rp_handle(m, c->ch, &msg, &last, &err) != RP_NEXT)
 			break;
 	}
-out:
 	if (err)
 		rp_fail(pc, err);
 	pthread_mutex_lock(&pc->lock);
@@ -199,6 +227,27 @@ out:
 	pthread_cond_broadcast(&pc->cond);
 	pthread_mutex_unlock(&pc->lock);
 	return NULL;
+}
+
+bool migram_migration_rp_deliver(MigramMigration *m, const MigramRpMessage *msg,
+				 GError **error)
+{
+	SrcPostcopy *pc = migram_postcopy_src_of(m);
+	GError *err = NULL;
+
+	if (!pc) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
+			    "return path message type %u for a migration "
+			    "without postcopy",
+			    msg->type);
+		return false;
+	}
+	if (rp_handle(m, NULL, msg, &pc->vrp_last, &err) != RP_BAD)
+		return true;
+	if (error)
+		*error = g_error_copy(err);
+	rp_fail(pc, err);
+	return false;
 }
 
 bool migram_postcopy_src_rp_start(MigramMigration *m, MigramChannel *main_ch,

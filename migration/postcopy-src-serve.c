@@ -11,7 +11,6 @@
 #include "postcopy-src-internal.h"
 #include "migram/bitmap.h"
 #include "migram-rcu.h"
-#include "buffer.h"
 #include "stream-internal.h"
 
 /*
@@ -33,7 +32,7 @@ static bool send_host_page(MigramMigration *m, SendBlock *sb, uint64_t p,
 
 		if (migram_bitmap_test_and_clear_bit(sb->bmap, (size_t)i))
 			m->dirty_pages--;
-		if (migram_buffer_is_zero(data, MIGRAM_TARGET_PAGE_SIZE)) {
+		if (migram_sender_page_is_zero(m, sb, i)) {
 			migram_stream_writer_zero_page(w, sb->idstr, off);
 			m->st.duplicate_pages++;
 		} else {
@@ -95,6 +94,9 @@ bool migram_postcopy_src_section(MigramMigration *m, GError **error)
 	guint sent = 0;
 	bool ok = true;
 
+	/* model mode: the requests the destination sent by now */
+	if (m->env.rp_pump)
+		m->env.rp_pump(m->env.opaque, MIGRAM_RP_WAIT_NONE, 0);
 	migram_stream_writer_ram_open(m->w, false);
 	migram_rcu_read_lock();
 	while (ok && sent < BACKGROUND_BATCH && m->dirty_pages) {

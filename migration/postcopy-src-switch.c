@@ -110,14 +110,14 @@ bool migram_postcopy_src_switch(MigramMigration *m, GError **error)
 	m->st.status = MIGRAM_MIGRATION_DEVICE;
 	migram_sender_publish(m);
 	/* the downtime starts with the request to stop, as QEMU's */
-	m->t_pause = t[0] = g_get_monotonic_time();
+	m->t_pause = t[0] = migram_sender_now(m);
 	m->cfg.pause_guest(m->cfg.opaque);
-	t[1] = g_get_monotonic_time();
+	t[1] = migram_sender_now(m);
 	m->last_stage = true; /* the guest stays paused: no more clears */
 	migram_channel_set_rate_limit(m->ch, 0);
 	if (!migram_sender_sync(m, error))
 		return false;
-	t[2] = g_get_monotonic_time();
+	t[2] = migram_sender_now(m);
 	migram_rcu_read_lock();
 	for (guint i = 0; i < m->blocks->len; i++) {
 		canonicalize(m, migram_sender_block(m, i));
@@ -141,7 +141,7 @@ bool migram_postcopy_src_switch(MigramMigration *m, GError **error)
 				    "run: the source keeps the guest");
 		return false;
 	}
-	t[3] = g_get_monotonic_time();
+	t[3] = migram_sender_now(m);
 	migram_stream_encode_command(pkg, MIGRAM_CMD_POSTCOPY_LISTEN, NULL, 0);
 	ok = migram_sender_encode_device(m, pkg, error);
 	if (!ok)
@@ -155,7 +155,7 @@ bool migram_postcopy_src_switch(MigramMigration *m, GError **error)
 	if (!migram_channel_flush(m->ch, error))
 		return false;
 	m->postcopy_committed = true;
-	pc->t_switch = g_get_monotonic_time();
+	pc->t_switch = migram_sender_now(m);
 	m->st.downtime_ms = (uint64_t)(pc->t_switch - m->t_pause) / 1000;
 	/* postcopy's parts: the discards and PONG(2) count as "pages", the
 	 * package as "device" */

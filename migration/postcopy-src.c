@@ -72,7 +72,8 @@ static bool src_setup(MigramMigration *m, void *state, GError **error)
 	uint64_t summary = MIGRAM_TARGET_PAGE_SIZE, advise[2];
 	uint32_t one = GUINT32_TO_BE(1);
 
-	if (!is_socket(m->ch)) {
+	/* a virtual return path (model mode) needs no socket */
+	if (!m->env.rp_pump && !is_socket(m->ch)) {
 		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_UNSUPPORTED,
 			    "postcopy needs a socket (the return path flows "
 			    "back on it); fd %d is not one",
@@ -119,6 +120,9 @@ static bool src_listen(MigramMigration *m, void *state, GError **error)
 				    g_strdup(migram_sender_block(m, i)->idstr),
 				    &pc->index_vals[i]);
 	}
+	pc->vrp_last = RP_BLOCK_NONE;
+	if (m->env.rp_pump) /* model mode: no thread, rp_pump delivers */
+		return true;
 	return migram_postcopy_src_rp_start(m, m->ch, error);
 }
 
@@ -199,7 +203,7 @@ static bool src_run(MigramMigration *m, void *state, GError **error)
 		return false;
 	}
 	m->st.postcopy_time_ms =
-		(uint64_t)(g_get_monotonic_time() - pc->t_switch) / 1000;
+		(uint64_t)(migram_sender_now(m) - pc->t_switch) / 1000;
 	m->st.transferred_bytes = migram_sender_bytes_sent(m);
 	return true;
 }

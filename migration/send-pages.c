@@ -158,6 +158,15 @@ static bool clear_owed_chunk(MigramMigration *m, SendBlock *sb, uint64_t p,
 	return true;
 }
 
+/* Model mode answers without reading the page (sender-env.h). */
+bool migram_sender_page_is_zero(MigramMigration *m, SendBlock *sb, uint64_t p)
+{
+	if (m->env.page_is_zero)
+		return m->env.page_is_zero(m->env.opaque, sb->block, p);
+	return migram_buffer_is_zero(sb->host + p * MIGRAM_TARGET_PAGE_SIZE,
+				     MIGRAM_TARGET_PAGE_SIZE);
+}
+
 static bool send_page(MigramMigration *m, SendBlock *sb, uint64_t p,
 		      GError **error)
 {
@@ -174,10 +183,7 @@ static bool send_page(MigramMigration *m, SendBlock *sb, uint64_t p,
 		return migram_multifd_send_queue(m->mfd, sb->idstr, sb->host,
 						 off, error);
 	}
-	/* model mode answers without reading the page (sender-env.h) */
-	if (m->env.page_is_zero
-		    ? m->env.page_is_zero(m->env.opaque, sb->block, p)
-		    : migram_buffer_is_zero(data, MIGRAM_TARGET_PAGE_SIZE)) {
+	if (migram_sender_page_is_zero(m, sb, p)) {
 		migram_stream_writer_zero_page(m->w, sb->idstr, off);
 		m->st.duplicate_pages++;
 	} else {

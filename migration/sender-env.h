@@ -26,6 +26,7 @@
 #include "migram/channel.h"
 #include "migram/migration.h"
 #include "migram/ramblock.h"
+#include "return-path.h"
 
 /* A clock in microseconds, and a sleep on it.  Both may be NULL members of
  * a NULL clock: then the real ones are used. */
@@ -71,6 +72,17 @@ MigramChannel *migram_channel_new_virtual(const MigramChannelSink *sink,
 					  const MigramClock *clock);
 
 /*
+ * What a postcopy source waits for on a virtual return path (rp_pump):
+ * nothing (deliver what has arrived by now), the PONG of a PING, or the
+ * destination's SHUT at the end.
+ */
+typedef enum {
+	MIGRAM_RP_WAIT_NONE,
+	MIGRAM_RP_WAIT_PONG,
+	MIGRAM_RP_WAIT_SHUT,
+} MigramRpWait;
+
+/*
  * The sender's hooks.  clock replaces the real clock for every time the
  * sender reads (periods, windows, sections, max_time, downtime) and for its
  * channel's rate limit if that channel is virtual.  page_is_zero, when
@@ -81,10 +93,38 @@ typedef struct {
 	MigramClock clock;
 	bool (*page_is_zero)(void *opaque, MigramRamBlock *block,
 			     uint64_t page);
-	void *opaque; /* for page_is_zero */
+	void *opaque; /* for page_is_zero and rp_pump */
+	/*
+	 * A return path in virtual time (model mode), or NULL for the real
+	 * one.  With it, a postcopy source needs no socket and starts no
+	 * return-path thread: where it looks for the destination's messages
+	 * (before each postcopy section) it calls rp_pump(opaque,
+	 * MIGRAM_RP_WAIT_NONE, 0), and where it waits for one it calls
+	 * rp_pump(opaque, MIGRAM_RP_WAIT_PONG, value) or (..._SHUT, 0).  The
+	 * pump delivers, with migram_migration_rp_deliver(), what the
+	 * destination has sent by the clock's now; for a wait it first
+	 * advances the clock until the awaited message arrived.  It returns
+	 * false when that message will never come: the wait then fails with
+	 * an error (a virtual return path is never "lost", so there is no
+	 * recovery).  Migration thread; it must not call the migration's
+	 * functions other than migram_migration_rp_deliver() and
+	 * migram_migration_get_stats().
+	 */
+	bool (*rp_pump)(void *opaque, MigramRpWait wait, uint32_t value);
 } MigramSenderEnv;
 
 /* Install env (copied) before migram_migration_run().  Caller's thread. */
 void migram_migration_set_env(MigramMigration *m, const MigramSenderEnv *env);
+
+/*
+ * Hand one destination message to a postcopy source as its return-path
+ * thread would: PONG, SHUT, REQ_PAGES_ID, REQ_PAGES or RESUME_ACK (a
+ * RECV_BITMAP needs a channel and fails).  The message is checked as
+ * hostile input; false with *error set fails the migration (as a bad
+ * message on a real return path does).  Only from env.rp_pump, on the
+ * migration thread; msg is borrowed.
+ */
+bool migram_migration_rp_deliver(MigramMigration *m, const MigramRpMessage *msg,
+				 GError **error);
 
 #endif /* MIGRAM_SENDER_ENV_H */

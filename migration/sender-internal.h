@@ -209,6 +209,9 @@ static inline SendBlock *migram_sender_block(MigramMigration *m, guint i)
  * RAM section of pages (the whole rest when last); the core check points
  * (cancel, list change, then the hooks' check). */
 bool migram_sender_sync(MigramMigration *m, GError **error);
+/* Whether target page p of sb is zero: env.page_is_zero's answer, else
+ * the page's bytes. */
+bool migram_sender_page_is_zero(MigramMigration *m, SendBlock *sb, uint64_t p);
 bool migram_sender_section(MigramMigration *m, bool last, bool *pass_done,
 			   GError **error);
 bool migram_sender_check(MigramMigration *m, GError **error);

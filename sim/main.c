@@ -253,11 +253,11 @@ static bool apply(const Args *a, SimOptions *o, GError **error)
 				  "--preempt and --inject-disconnect-after "
 				  "need --mode postcopy or hybrid%s",
 				  "");
-	if (a->model && o->mode != SIM_MODE_PRECOPY)
+	if (a->model && (a->preempt || o->inject_disconnect_ms))
 		return fail_usage(error,
-				  "--mode %s: model mode simulates precopy "
-				  "only",
-				  a->mode);
+				  "--preempt and --inject-disconnect-after: "
+				  "not with --model%s",
+				  "");
 	o->preempt = a->preempt;
 	if (a->channels < 0 || a->channels > SIM_MAX_CHANNELS)
 		return fail_usage(error, "--channels: 1..16%s", "");

@@ -26,7 +26,10 @@
  *  - the sender's CPU: a calibrated cost per zero and per normal page, and
  *    per page synced;
  *  - the guest: model-guest.c, a Poisson write process, throttled and
- *    paused through the sender's callbacks.
+ *    paused through the sender's callbacks;
+ *  - postcopy and hybrid: the library's postcopy source runs too, against
+ *    model-dest.c's destination, which answers on a virtual return path
+ *    (sender-env.h's rp_pump) and whose readers fault on missing pages.
  *
  * Single-threaded: everything runs on the caller's thread, inside
  * migram_migration_run() and its callbacks.
@@ -43,6 +46,7 @@
 #include <migram/ramblock.h>
 
 #include "model-costs.h"
+#include "model-dest.h"
 #include "model-guest.h"
 #include "sender-env.h"
 #include "sim.h"
@@ -67,6 +71,7 @@ typedef struct {
 	MigramLogSource soft; /* the software log's own operations */
 	MigramLogSource src;  /* model_ops: the guest catches up first */
 	ModelGuest *guest;
+	ModelDest *dest; /* postcopy and hybrid: the destination */
 
 	/* the sender and its channel */
 	MigramMigration *mig;
@@ -180,12 +185,19 @@ static bool sink_write(void *opaque, const struct iovec *iov, int n,
 	for (int i = 0; i < n; i++)
 		bytes += (double)iov[i].iov_len;
 	wire = bytes / c->link_bw;
-	place = (double)m->first_queued * c->place_first_s +
-		(double)m->again_queued * c->place_again_s +
-		(double)m->zero_queued * c->place_zero_s;
+	if (m->dest && model_dest_postcopy(m->dest)) /* uffd placement */
+		place = (double)(m->first_queued + m->again_queued) *
+				c->place_pc_normal_s +
+			(double)m->zero_queued * c->place_pc_zero_s;
+	else
+		place = (double)m->first_queued * c->place_first_s +
+			(double)m->again_queued * c->place_again_s +
+			(double)m->zero_queued * c->place_zero_s;
 	m->zero_queued = m->first_queued = m->again_queued = 0;
 	m->link_free = MAX(m->link_free, m->now) + MAX(wire, place);
 	m->link_bytes += bytes;
+	if (m->dest)
+		model_dest_flushed(m->dest, m->link_free);
 	if (m->link_free - m->now > c->buffer_bytes / c->link_bw)
 		m->now = m->link_free - c->buffer_bytes / c->link_bw;
 	sample(m, false);
@@ -203,6 +215,9 @@ static bool page_is_zero(void *opaque, MigramRamBlock *block, uint64_t page)
 	Model *m = opaque;
 	uint64_t p = migram_ram_block_offset(block) / PAGE + page;
 	bool zero;
+
+	if (m->dest)
+		model_dest_sent(m->dest, p);
 
 	if (model_guest_written(m->guest, p))
 		zero = false;
@@ -250,7 +265,12 @@ static bool model_sync(void *opaque, MigramRamBlock *b,
 
 	model_guest_catch_up(m->guest, m->now, block_first(b), n);
 	m->now += (double)n * m->costs.sync_page_s;
-	return m->soft.ops->sync(m->soft.opaque, b, collected, newly, error);
+	if (!m->soft.ops->sync(m->soft.opaque, b, collected, newly, error))
+		return false;
+	/* the destination's copies of what the sync collected are stale */
+	if (m->dest)
+		model_dest_synced(m->dest, block_first(b), collected, n);
+	return true;
 }
 
 static bool model_clear(void *opaque, MigramRamBlock *b, uint64_t first,
@@ -306,6 +326,14 @@ static void on_throttle(void *opaque, unsigned int percent)
 	Model *m = opaque;
 
 	model_guest_throttle(m->guest, m->now, percent);
+}
+
+/* The sender's return path in virtual time (sender-env.h). */
+static bool rp_pump(void *opaque, MigramRpWait wait, uint32_t value)
+{
+	Model *m = opaque;
+
+	return model_dest_pump(m->dest, wait, value, m->link_free);
 }
 
 /* ---- set-up and report --------------------------------------------------- */
@@ -399,6 +427,8 @@ static bool model_build(Model *m, GError **error)
 		.clear_at_sync = o->clear_at_sync,
 		.auto_converge = o->auto_converge,
 		.max_time_ms = o->max_time_ms,
+		.postcopy = o->mode != SIM_MODE_PRECOPY,
+		.postcopy_after_passes = o->mode == SIM_MODE_HYBRID ? 1 : 0,
 		.pause_guest = on_pause,
 		.resume_guest = on_resume,
 		.throttle_guest = on_throttle,
@@ -432,13 +462,23 @@ static bool model_build(Model *m, GError **error)
 	};
 	m->ch = migram_channel_new_virtual(&m->sink, &m->env.clock);
 	m->mig = migram_migration_new(m->list, &m->src, &cfg);
+	if (cfg.postcopy) {
+		m->dest = model_dest_new(o, &m->costs, m->list, m->mig,
+					 m->space_pages, &m->now, error);
+		if (!m->dest)
+			return false;
+		m->env.rp_pump = rp_pump;
+	}
 	migram_migration_set_env(m->mig, &m->env);
+	if (o->mode == SIM_MODE_POSTCOPY)
+		migram_migration_start_postcopy(m->mig);
 	return true;
 }
 
 static void model_free(Model *m)
 {
 	migram_migration_free(m->mig);
+	model_dest_free(m->dest);
 	migram_channel_free(m->ch);
 	model_guest_free(m->guest);
 	migram_bitmap_free(m->placed);
@@ -462,7 +502,10 @@ static void fill_report(Model *m, bool ok)
 {
 	SimReport *r = m->rep;
 	MigramMigrationStats st;
-	double tail = MAX(m->link_free - m->now, 0.0) + m->costs.latency_s;
+	/* a SHUT wait already ran the clock to the round trip's end */
+	bool shut = m->dest && model_dest_shut(m->dest);
+	double tail = MAX(m->link_free - m->now, 0.0) +
+		      (shut ? 0 : m->costs.latency_s);
 
 	migram_migration_get_stats(m->mig, &st);
 	if (ok)
@@ -481,13 +524,23 @@ static void fill_report(Model *m, bool ok)
 	r->log_sync_us = st.log_sync_us;
 	r->log_clear_us = st.log_clear_us;
 	r->total_time_ms = (uint64_t)llround(m->now * 1000);
-	r->downtime_ms = ok ? (uint64_t)llround((m->now - m->t_pause) * 1000)
-			    : 0;
+	/* postcopy: the switch is the downtime, as the sender's figure */
+	r->downtime_ms =
+		!ok ? 0
+		: st.postcopy_time_ms
+			? st.downtime_ms
+			: (uint64_t)llround((m->now - m->t_pause) * 1000);
 	r->pause_at = ok ? m->t_pause : -1;
 	r->mbps = m->now > 0 ? (double)st.transferred_bytes * 8 / m->now / 1e6
 			     : 0;
 	r->throttle_percent = st.throttle_percent;
 	r->workload_writes = (uint64_t)model_guest_writes(m->guest);
+	r->postcopy_time_ms = st.postcopy_time_ms;
+	r->postcopy_requests = st.postcopy_requests;
+	r->postcopy_urgent_pages = st.postcopy_urgent_pages;
+	r->discard_pages = st.postcopy_discard_pages;
+	if (m->dest)
+		model_dest_report(m->dest, r);
 	r->verified = false;
 }
 
@@ -502,7 +555,11 @@ int sim_model_run(const SimOptions *opt, SimReport *report)
 		report->timeline = g_array_new(FALSE, TRUE, sizeof(SimSample));
 	report->model = true;
 	report->pause_at = -1;
-	g_strlcpy(report->mode_name, "precopy", sizeof(report->mode_name));
+	g_strlcpy(report->mode_name,
+		  opt->mode == SIM_MODE_POSTCOPY ? "postcopy"
+		  : opt->mode == SIM_MODE_HYBRID ? "hybrid"
+						 : "precopy",
+		  sizeof(report->mode_name));
 	model_costs_init(&m.costs, opt);
 	if (opt->workload != SIM_WORKLOAD_IDLE && !opt->dirty_rate)
 		rc = fail(&m, SIM_EXIT_USAGE,

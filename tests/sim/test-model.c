@@ -103,12 +103,13 @@ static void check_consistent(const SimReport *r)
 	double last = -1;
 
 	g_assert_true(r->model);
-	/* every record is on the wire: pages, zero records, framing */
+	/* every record is on the wire: pages, zero records, framing (and a
+	 * postcopy switch's discard ranges, 16 bytes at most per page) */
 	g_assert_cmpuint(r->transferred_bytes, >=,
 			 r->normal_pages * RECORD + r->duplicate_pages * 8);
 	g_assert_cmpuint(r->transferred_bytes, <=,
 			 r->normal_pages * RECORD + r->duplicate_pages * 9 +
-				 64 * 1024);
+				 (uint64_t)64 * 1024 + r->discard_pages * 16);
 	g_assert_cmpuint(r->dirty_sync_count, >=, r->iterations + 1);
 	g_assert_cmpuint(r->timeline->len, >, 0);
 	for (guint i = 0; i < r->timeline->len; i++) {
@@ -303,6 +304,120 @@ static void test_64g(Fixture *f, gconstpointer data)
 	g_assert_cmpuint(f->r.timeline->len, <=, 4000);
 }
 
+/* The sum of a report's fault histogram. */
+static uint64_t hist_sum(const SimReport *r)
+{
+	uint64_t n = 0;
+
+	for (int i = 0; i < 32; i++)
+		n += r->fault_hist[i];
+	return n;
+}
+
+/*
+ * Postcopy of an idle guest: the real postcopy source sends every page in
+ * the background after the switch, the model destination answers PONG and
+ * SHUT; no reader runs, so nothing faults.
+ */
+static void test_postcopy_idle(Fixture *f, gconstpointer data)
+{
+	double wire = 256.0 * MiB / 1.25e8 * 1000; /* ms at 1 Gbit/s */
+
+	(void)data;
+	f->o.mode = SIM_MODE_POSTCOPY;
+	g_assert_cmpint(run(&f->o, &f->r), ==, SIM_EXIT_OK);
+	check_consistent(&f->r);
+	g_assert_cmpstr(f->r.status, ==, "completed");
+	g_assert_cmpstr(f->r.mode_name, ==, "postcopy");
+	g_assert_cmpuint(f->r.normal_pages, ==, 256 * MiB / 4096);
+	g_assert_cmpuint(f->r.iterations, ==, 0);
+	g_assert_cmpuint(f->r.faults, ==, 0);
+	g_assert_cmpuint(f->r.postcopy_requests, ==, 0);
+	g_assert_cmpuint(f->r.discard_pages, ==, 256 * MiB / 4096);
+	/* the switch: pause, sync, the PONG's round trip; the rest is the
+	 * postcopy phase at the link's rate, then SHUT's round trip */
+	g_assert_cmpuint(f->r.downtime_ms, >=, 1);
+	g_assert_cmpuint(f->r.downtime_ms, <=, 3);
+	g_assert_cmpfloat((double)f->r.total_time_ms, >=, wire);
+	g_assert_cmpfloat((double)f->r.total_time_ms, <=, wire * 1.05 + 5);
+	g_assert_cmpuint(f->r.postcopy_time_ms, <=, f->r.total_time_ms);
+	g_assert_cmpuint(f->r.postcopy_time_ms + f->r.downtime_ms + 1, >=,
+			 f->r.total_time_ms);
+}
+
+/*
+ * Postcopy with readers on the destination: faults on missing pages, one
+ * request per faulted page, each fault waits at least a round trip.
+ */
+static void test_postcopy_faults(Fixture *f, gconstpointer data)
+{
+	(void)data;
+	f->o.mode = SIM_MODE_POSTCOPY;
+	f->o.workload = SIM_WORKLOAD_HOTSET;
+	f->o.dirty_rate = 40 * MiB;
+	g_assert_cmpint(run(&f->o, &f->r), ==, SIM_EXIT_OK);
+	check_consistent(&f->r);
+	g_assert_cmpuint(f->r.faults, >, 100);
+	g_assert_cmpuint(hist_sum(&f->r), ==, f->r.faults);
+	g_assert_cmpuint(f->r.postcopy_requests, >, 0);
+	g_assert_cmpuint(f->r.postcopy_requests, <=, f->r.faults);
+	g_assert_cmpuint(f->r.postcopy_urgent_pages, <=,
+			 f->r.postcopy_requests);
+	g_assert_cmpuint(f->r.postcopy_urgent_pages, >, 0);
+	g_assert_cmpuint(f->r.dest_touches, >, f->r.faults);
+	g_assert_cmpuint(f->r.fault_p50_us, >=, 1000); /* the round trip */
+	g_assert_cmpuint(f->r.fault_max_us, >=, f->r.fault_p99_us);
+	g_assert_cmpuint(f->r.fault_p99_us, >=, f->r.fault_p50_us);
+	g_assert_cmpuint(f->r.blocked_ms, >=, f->r.faults / 1000);
+	/* the same command line, the same figures */
+	g_assert_cmpint(run(&f->o, &f->r2), ==, SIM_EXIT_OK);
+	g_assert_cmpuint(f->r2.faults, ==, f->r.faults);
+	g_assert_cmpuint(f->r2.total_time_ms, ==, f->r.total_time_ms);
+}
+
+/* A longer round trip makes every fault wait longer. */
+static void test_postcopy_latency(Fixture *f, gconstpointer data)
+{
+	(void)data;
+	f->o.mode = SIM_MODE_POSTCOPY;
+	f->o.workload = SIM_WORKLOAD_HOTSET;
+	f->o.dirty_rate = 40 * MiB;
+	g_assert_cmpint(run(&f->o, &f->r), ==, SIM_EXIT_OK);
+	f->o.link_latency_us = 20000;
+	g_assert_cmpint(run(&f->o, &f->r2), ==, SIM_EXIT_OK);
+	g_assert_cmpuint(f->r2.fault_p50_us, >=, 20000);
+	g_assert_cmpuint(f->r2.fault_p50_us, >, f->r.fault_p50_us);
+	/* PING 2 and the SHUT each wait a round trip */
+	g_assert_cmpuint(f->r2.total_time_ms, >=, f->r.total_time_ms + 38);
+	g_assert_cmpuint(f->r2.downtime_ms, >=, 20); /* PONG's round trip */
+}
+
+/*
+ * Hybrid: one rate-limited precopy pass, then postcopy for what the pass
+ * left dirty; the switch discards those pages' stale copies.
+ */
+static void test_hybrid(Fixture *f, gconstpointer data)
+{
+	(void)data;
+	f->o.mode = SIM_MODE_HYBRID;
+	f->o.workload = SIM_WORKLOAD_HOTSET;
+	f->o.dirty_rate = 40 * MiB;
+	f->o.max_bandwidth = 100 * MiB;
+	g_assert_cmpint(run(&f->o, &f->r), ==, SIM_EXIT_OK);
+	check_consistent(&f->r);
+	g_assert_cmpstr(f->r.mode_name, ==, "hybrid");
+	g_assert_cmpuint(f->r.iterations, ==, 1);
+	g_assert_cmpuint(f->r.discard_pages, >, 0);
+	g_assert_cmpuint(f->r.discard_pages, <, 256 * MiB / 4096 / 4);
+	g_assert_cmpuint(f->r.postcopy_time_ms, >, 0);
+	g_assert_cmpuint(f->r.postcopy_time_ms, <, f->r.total_time_ms / 4);
+	/* the first pass at the limit */
+	g_assert_cmpfloat((double)f->r.total_time_ms, >=,
+			  256.0 * 1000 / 100 * 0.95);
+	g_assert_cmpfloat(f->r.pause_at * 1000, <=, (double)f->r.total_time_ms);
+	g_assert_cmpuint(f->r.normal_pages, >, 256 * MiB / 4096);
+}
+
 #define ADD(path, fn)                                                          \
 	g_test_add("/sim/model/" path, Fixture, NULL, fixture_set_up, fn,      \
 		   fixture_tear_down)
@@ -323,5 +438,9 @@ int main(int argc, char **argv)
 	ADD("deterministic", test_deterministic);
 	ADD("needs-rate", test_needs_rate);
 	ADD("64g", test_64g);
+	ADD("postcopy-idle", test_postcopy_idle);
+	ADD("postcopy-faults", test_postcopy_faults);
+	ADD("postcopy-latency", test_postcopy_latency);
+	ADD("hybrid", test_hybrid);
 	return g_test_run();
 }

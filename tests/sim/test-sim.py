@@ -65,7 +65,7 @@ def _(work):
          "--channels needs connections"),
         (["--inject-disconnect-after", "10"],
          "need --mode postcopy or hybrid"),
-        (["--mode", "hybrid", "--model"], "model mode simulates precopy"),
+        (["--mode", "hybrid", "--preempt", "--model"], "not with --model"),
         (["--verify-bytes", "--transport", "file:/tmp/x"], "--verify-bytes"),
         (["--inject-disconnect-after", "1s"],
          "need --mode postcopy or hybrid"),
