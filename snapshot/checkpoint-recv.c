@@ -181,6 +181,11 @@ static bool receive_pages(MigramCheckpointReceiver *r, uint64_t e, uint64_t sum,
 		st->bytes += CK_REC_LEN;
 		ck_rec_get(b, &rec);
 		if (rec.tag == CK_TAG_DONE) {
+			if (rec.block != 0)
+				return bad(error, at,
+					   "epoch %" G_GUINT64_FORMAT
+					   ": end record with block %u",
+					   e, rec.block);
 			if (rec.a != st->pages)
 				return bad(
 					error, at,
