@@ -36,7 +36,7 @@ help:
 	@echo "make test-tsan  the concurrency suites under ThreadSanitizer ($(TSAN_BUILD)/)"
 	@echo "make valgrind   the concurrency suites under valgrind (memcheck)"
 	@echo "make embed-check install into $(BUILD)/stage, build an embedder's program and examples/vmm.c with only pkg-config's flags, run them"
-	@echo "make fuzz       build, run the receiver fuzzer for FUZZ_SECONDS (45), the return-path one for FUZZ_RP_SECONDS (15), the data-channel one for FUZZ_MULTIFD_SECONDS (15), verify, handshake and snapshot for FUZZ_SMALL_SECONDS (10) each"
+	@echo "make fuzz       build, run the receiver fuzzer for FUZZ_SECONDS (45), the return-path one for FUZZ_RP_SECONDS (15), the data-channel one for FUZZ_MULTIFD_SECONDS (15), verify, handshake, snapshot and checkpoint for FUZZ_SMALL_SECONDS (10) each"
 	@echo "make fuzz-build only build the fuzzer and its seed corpus ($(FUZZ_BUILD)/)"
 	@echo "make torture    TORTURE_RUNS (12) random migrations with injected faults, from TORTURE_SEED (random; printed)"
 	@echo "make setup      only install missing Debian packages"
@@ -125,6 +125,7 @@ fuzz: fuzz-build
 	BUILD_FUZZ=$(FUZZ_BUILD) ./tests/fuzz/run.sh $(FUZZ_SMALL_SECONDS) verify
 	BUILD_FUZZ=$(FUZZ_BUILD) ./tests/fuzz/run.sh $(FUZZ_SMALL_SECONDS) handshake
 	BUILD_FUZZ=$(FUZZ_BUILD) ./tests/fuzz/run.sh $(FUZZ_SMALL_SECONDS) snapshot
+	BUILD_FUZZ=$(FUZZ_BUILD) ./tests/fuzz/run.sh $(FUZZ_SMALL_SECONDS) checkpoint
 
 # Random migrations with injected faults, each judged by an oracle
 # (docs/reliability.md).  One printed seed replays one scenario:

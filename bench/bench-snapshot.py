@@ -82,6 +82,30 @@ def restore(sim, ram, files, lazy):
     return first, rate, int(faults[1]) if faults else 0
 
 
+def checkpoint(sim, ram, ws, every_ms, epochs):
+    """Checkpoints to a standby process on 127.0.0.1 every every_ms."""
+    frac = max(min(ws / ram, 1.0), 0.0001)
+    mem = ["--ram", str(ram >> 20) + "M"]
+    sb = subprocess.Popen([sim, "--role", "standby", "--standby",
+                           "tcp:127.0.0.1:0", *mem],
+                          stdout=subprocess.PIPE, text=True)
+    port = re.search(r"port (\d+)", sb.stdout.readline())[1]
+    out = run(sim, *mem, "--workload", "hotset", "--hot-fraction",
+              f"{frac:.4f}", "--hot-weight", "1", "--checkpoint-every",
+              f"{every_ms}ms", "--checkpoint-epochs", str(epochs),
+              "--standby", f"tcp:127.0.0.1:{port}")
+    sb.communicate(timeout=600)
+    acked = re.findall(r"acked: pause ([\d.]+) ms .*?, (\d+) pages, "
+                       r"(\d+) bytes, send ([\d.]+) ms", out)
+    steady = acked[1:] or acked  # epoch 0 is the full copy
+    over = float(re.search(r"overhead (-?[\d.]+)%", out)[1])
+    n = len(steady)
+    return {"pause": sum(float(x[0]) for x in steady) / n,
+            "pages": sum(int(x[1]) for x in steady) / n,
+            "send": sum(float(x[3]) for x in steady) / n,
+            "overhead": over}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("sim")
@@ -89,6 +113,7 @@ def main():
     ap.add_argument("--ws", default="512M")
     ap.add_argument("--dir", default=None)
     ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--checkpoint-epochs", type=int, default=20)
     a = ap.parse_args()
     ram, ws = parse_size(a.ram), parse_size(a.ws)
     d = tempfile.mkdtemp(prefix="migram-bench-snap-", dir=a.dir)
@@ -117,6 +142,13 @@ def main():
             first, rate, faults = restore(a.sim, ram, files, lazy)
             print(f"| {'lazy' if lazy else 'eager'} | {first:.2f} | "
                   f"{rate:.0f} | {faults} |")
+        print("\n| checkpoint every | mean pause ms | pages/epoch | "
+              "send ms | guest progress overhead |")
+        print("|---|---|---|---|---|")
+        for every in (50, 200):
+            c = checkpoint(a.sim, ram, ws, every, a.checkpoint_epochs)
+            print(f"| {every} ms | {c['pause']:.2f} | {c['pages']:.0f} | "
+                  f"{c['send']:.1f} | {c['overhead']:.1f}% |")
     finally:
         shutil.rmtree(d, ignore_errors=True)
 

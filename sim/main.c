@@ -77,14 +77,51 @@ typedef struct {
 	gboolean no_return_path, no_handshake;
 	int io_timeout_ms;
 	gboolean version, check_source, lazy;
-	char *snapshot_after;
-	gint snapshot_epochs;
+	char *snapshot_after, *checkpoint_every;
+	gint snapshot_epochs, checkpoint_epochs;
 } Args;
 
 static bool fail_usage(GError **error, const char *fmt, const char *v)
 {
 	g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE, fmt, v);
 	return false;
+}
+
+/* --checkpoint-every, --standby, --role standby (sim/checkpoint.c). */
+static bool apply_checkpoint(const Args *a, SimOptions *o, GError **error)
+{
+	bool standby = o->role && strcmp(o->role, "standby") == 0;
+	if (a->checkpoint_every) {
+		uint64_t us;
+		if (!sim_parse_duration(a->checkpoint_every, 1000, &us) ||
+		    us < 1000)
+			return fail_usage(
+				error, "--checkpoint-every '%s': 1ms or more",
+				a->checkpoint_every);
+		o->checkpoint_every_ms = us / 1000;
+	}
+	if ((o->checkpoint_every_ms || standby) &&
+	    (!o->standby || strncmp(o->standby, "tcp:", 4) != 0))
+		return fail_usage(error,
+				  "--checkpoint-every and --role standby need "
+				  "--standby tcp:HOST:PORT%s",
+				  "");
+	if (o->standby && !o->checkpoint_every_ms && !standby)
+		return fail_usage(error,
+				  "--standby needs --checkpoint-every or "
+				  "--role standby%s",
+				  "");
+	if (a->checkpoint_epochs < 1 || a->checkpoint_epochs > 1000000)
+		return fail_usage(error, "--checkpoint-epochs: 1 to 1000000%s",
+				  "");
+	o->checkpoint_epochs = (unsigned int)a->checkpoint_epochs;
+	if ((o->checkpoint_every_ms || standby) &&
+	    (o->model || o->workload == SIM_WORKLOAD_KVM))
+		return fail_usage(error,
+				  "checkpoints run the writer workloads (not "
+				  "--model or kvm)%s",
+				  "");
+	return true;
 }
 
 /* --workload kvm and its options (kvm-guest.h). */
@@ -346,16 +383,20 @@ static bool apply(const Args *a, SimOptions *o, GError **error)
 					  a->transport);
 		}
 	}
+	if (!apply_checkpoint(a, o, error))
+		return false;
 	if (o->role && strcmp(o->role, "source") &&
-	    strcmp(o->role, "destination"))
-		return fail_usage(error, "--role '%s': source or destination",
+	    strcmp(o->role, "destination") && strcmp(o->role, "standby"))
+		return fail_usage(error,
+				  "--role '%s': source, destination or standby",
 				  o->role);
 	if (o->channels > 1 && o->transport == SIM_TRANSPORT_FILE)
 		return fail_usage(error,
 				  "--channels needs connections (socketpair "
 				  "or tcp), not a file%s",
 				  "");
-	if (o->role && o->transport != SIM_TRANSPORT_TCP)
+	if (o->role && strcmp(o->role, "standby") &&
+	    o->transport != SIM_TRANSPORT_TCP)
 		return fail_usage(error, "--role %s needs --transport tcp:...",
 				  o->role);
 	if (a->threads < 1 || a->threads > 64)
@@ -434,7 +475,10 @@ static bool apply(const Args *a, SimOptions *o, GError **error)
 
 static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
 {
-	Args a = { .threads = 2, .clear_shift = -1, .corrupt = -1 };
+	Args a = { .threads = 2,
+		   .clear_shift = -1,
+		   .corrupt = -1,
+		   .checkpoint_epochs = 10 };
 	GOptionEntry entries[] = {
 		{ "ram", 0, 0, G_OPTION_ARG_STRING, &a.ram,
 		  "One RAM block of this size (default 1G)", "SIZE" },
@@ -553,6 +597,24 @@ static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
 		  "FILES" },
 		{ "lazy", 0, 0, G_OPTION_ARG_NONE, &a.lazy,
 		  "With --restore: fault pages in through userfaultfd", NULL },
+		{ "checkpoint-every", 0, 0, G_OPTION_ARG_STRING,
+		  &a.checkpoint_every,
+		  "Checkpoint to --standby every TIME (COLO/Remus style)",
+		  "TIME" },
+		{ "standby", 0, 0, G_OPTION_ARG_STRING, &o->standby,
+		  "The standby's address (tcp:HOST:PORT; port 0 with --role "
+		  "standby: any)",
+		  "ADDR" },
+		{ "checkpoint-epochs", 0, 0, G_OPTION_ARG_INT,
+		  &a.checkpoint_epochs, "Checkpoints to take (10)", "N" },
+		{ "checkpoint-hashes", 0, 0, G_OPTION_ARG_FILENAME,
+		  &o->checkpoint_hashes,
+		  "Write every epoch's page hashes (and the standby's) here",
+		  "DIR" },
+		{ "checkpoint-kill-at", 0, 0, G_OPTION_ARG_STRING,
+		  &o->checkpoint_kill_at,
+		  "Test: SIGKILL the primary once epoch E has sent PAGES pages",
+		  "E:PAGES" },
 		{ "model", 0, 0, G_OPTION_ARG_NONE, &a.model,
 		  "Model mode: the real sender in virtual time, no page contents",
 		  NULL },
@@ -619,6 +681,7 @@ static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
 	g_free(a.link_bandwidth);
 	g_free(a.transport);
 	g_free(a.snapshot_after);
+	g_free(a.checkpoint_every);
 	g_free(a.mode);
 	g_free(a.working_set);
 	g_free(a.stride);
@@ -648,6 +711,9 @@ static void options_clear(SimOptions *o)
 	g_free(o->snapshot_path);
 	g_free(o->snapshot_mode);
 	g_free(o->restore_path);
+	g_free(o->standby);
+	g_free(o->checkpoint_hashes);
+	g_free(o->checkpoint_kill_at);
 }
 
 int main(int argc, char **argv)
@@ -667,9 +733,10 @@ int main(int argc, char **argv)
 		options_clear(&opt);
 		return SIM_EXIT_OK;
 	}
-	if (opt.snapshot_path || opt.restore_path) {
+	if (opt.snapshot_path || opt.restore_path || opt.standby) {
 		urcu_memb_register_thread();
-		rc = sim_snapshot_run(&opt);
+		rc = opt.standby ? sim_checkpoint_run(&opt)
+				 : sim_snapshot_run(&opt);
 		urcu_memb_unregister_thread();
 		options_clear(&opt);
 		return rc;

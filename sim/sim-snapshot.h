@@ -25,4 +25,13 @@ bool sim_snapshot_lazy(const SimOptions *opt, MigramSnapshotFile **chain,
 		       uint64_t *first_us, uint64_t *faults,
 		       MigramRestoreStats *rs, GError **error);
 
+/* The blocks of --ram / --block, filled (the workload's pattern) or
+ * zero; their pointers appended to @p blocks. */
+MigramRamList *sim_snapshot_make_list(const SimOptions *opt, bool fill,
+				      GPtrArray *blocks, GError **error);
+
+/* --checkpoint-every (the primary) or --role standby (sim/checkpoint.c);
+ * an exit code. */
+int sim_checkpoint_run(const SimOptions *opt);
+
 #endif

@@ -151,6 +151,15 @@ typedef struct {
 	char *restore_path;
 	bool lazy;
 
+	/* checkpoints to a standby (sim/checkpoint.c): the primary with
+	 * --checkpoint-every, the standby with --role standby; both name
+	 * the standby's address with --standby tcp:HOST:PORT */
+	uint64_t checkpoint_every_ms; /* 0: not a checkpointing primary */
+	char *standby;                /* "HOST:PORT" */
+	unsigned int checkpoint_epochs;
+	char *checkpoint_hashes;  /* directory for per-epoch page hashes */
+	char *checkpoint_kill_at; /* "E:PAGES": SIGKILL itself (tests) */
+
 	/* model mode */
 	bool model;
 	uint64_t link_latency_us; /* model: round-trip latency */

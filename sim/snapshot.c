@@ -32,8 +32,8 @@ static double ms(uint64_t ns)
 	return (double)ns / 1e6;
 }
 
-static MigramRamList *make_list(const SimOptions *opt, bool fill,
-				GPtrArray *blocks, GError **error)
+MigramRamList *sim_snapshot_make_list(const SimOptions *opt, bool fill,
+				      GPtrArray *blocks, GError **error)
 {
 	MigramRamList *list = migram_ram_list_new();
 	for (guint i = 0; i < opt->blocks->len; i++) {
@@ -218,7 +218,7 @@ static bool snapshot_epoch(const SimOptions *opt, unsigned e,
 static int run_snapshot(const SimOptions *opt, GError **error)
 {
 	g_autoptr(GPtrArray) blocks = g_ptr_array_new();
-	MigramRamList *list = make_list(opt, true, blocks, error);
+	MigramRamList *list = sim_snapshot_make_list(opt, true, blocks, error);
 	if (!list)
 		return SIM_EXIT_FAILED;
 	uint64_t end = 0;
@@ -332,7 +332,7 @@ static int run_restore(const SimOptions *opt, GError **error)
 	}
 	g_autoptr(GPtrArray) blocks = g_ptr_array_new();
 	uint64_t t0 = g_get_monotonic_time();
-	MigramRamList *list = make_list(opt, false, blocks, error);
+	MigramRamList *list = sim_snapshot_make_list(opt, false, blocks, error);
 	if (!list)
 		return SIM_EXIT_FAILED;
 	MigramSnapshotFile **chain = (MigramSnapshotFile **)files->pdata;

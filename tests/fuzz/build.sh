@@ -98,3 +98,17 @@ echo "fuzz: $cc -> $out/fuzz-snapshot"
 	"${pkg[@]}" -pthread -lm -o "$out/make-snap-corpus"
 rm -rf "$out/corpus-snap"
 "$out/make-snap-corpus" "$out/corpus-snap"
+
+echo "fuzz: $cc -> $out/fuzz-checkpoint"
+"$cc" "${common[@]}" -Isnapshot -O1 \
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	-fno-omit-frame-pointer \
+	"${lib_src[@]}" snapshot/*.c tests/fuzz/ckpt-harness.c \
+	tests/fuzz/fuzz-checkpoint.c \
+	"${pkg[@]}" -pthread -lm -o "$out/fuzz-checkpoint"
+"$cc" "${common[@]}" -Isnapshot -O1 -DCKPT_CORPUS=1 \
+	"${lib_src[@]}" snapshot/*.c tests/fuzz/ckpt-harness.c \
+	tests/fuzz/fuzz-checkpoint.c \
+	"${pkg[@]}" -pthread -lm -o "$out/make-ckpt-corpus"
+rm -rf "$out/corpus-ckpt"
+"$out/make-ckpt-corpus" "$out/corpus-ckpt"

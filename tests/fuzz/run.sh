@@ -10,7 +10,8 @@
 # verify (fuzz-verify: the source's half of verification, verify.h) or
 # handshake (fuzz-handshake: the destination's handshake, handshake.h)
 # or snapshot (fuzz-snapshot: the snapshot-file parser) or
-# multifd (fuzz-multifd: a data channel's packets, tests/fuzz/fuzz-multifd.c).
+# multifd (fuzz-multifd: a data channel's packets, tests/fuzz/fuzz-multifd.c)
+# or checkpoint (fuzz-checkpoint: the standby's checkpoint reader).
 #
 # New interesting inputs go to build-fuzz/work/ (receiver) or
 # build-fuzz/work-rp/ (return path); the seeds in build-fuzz/corpus/ and
@@ -48,11 +49,14 @@ snapshot)
 verify)
 	bin=fuzz-verify work=work-verify corpus=corpus-verify prefix=verify-
 	dict=tests/fuzz/verify.dict ;;
+checkpoint)
+	bin=fuzz-checkpoint work=work-ckpt corpus=corpus-ckpt prefix=ckpt-
+	dict=tests/fuzz/checkpoint.dict ;;
 handshake)
 	bin=fuzz-handshake work=work-hs corpus=corpus-hs prefix=hs-
 	dict=tests/fuzz/handshake.dict ;;
 *)
-	echo "fuzz: unknown target '$target' (receiver, return-path, verify, handshake, snapshot, multifd)" >&2
+	echo "fuzz: unknown target '$target' (receiver, return-path, verify, handshake, snapshot, multifd, checkpoint)" >&2
 	exit 2 ;;
 esac
 mkdir -p "$out/$work" "$out/artifacts"
