@@ -868,7 +868,10 @@ def verdict(s, res, opts, work):
             f"verified: {detail}"
     # it failed
     if "black-hole" in res["fired"] and not res["switched"] and \
-            j.get("status") != "completed":
+            j.get("status") != "completed" and \
+            not res.get("cancel_sig") and not res["src_killed"]:
+        # (a cancel or a kill -9 of the source may end it first: then
+        # the rules of those apply; campaign C, seed 30200118)
         # the oracle of a black hole before the switch: the source fails
         # with a "stalled" error within its io_timeout_ms (+ a margin for
         # the socket buffers to fill and a loaded machine), then the
