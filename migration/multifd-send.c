@@ -14,6 +14,8 @@
  * migration thread owns `cur`; a channel owns its job while busy.
  */
 #include <errno.h>
+#include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -54,6 +56,7 @@ typedef struct {
 
 struct MigramMultifdSend {
 	unsigned int n;
+	int timeout_ms; /* a write stalled this long fails; -1: never */
 	SendChan *ch;
 	Batch *cur;
 	Batch *spare;      /* n + 1 batches: one per channel and cur */
@@ -76,11 +79,40 @@ static bool write_all(SendChan *c, struct iovec *iov, int n, GError **error)
 		 * racily on purpose (a later write marks the log again), as
 		 * the main channel does; tell ThreadSanitizer. */
 		migram_tsan_ignore_reads_begin();
-		k = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
+		k = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
 		migram_tsan_ignore_reads_end();
 
 		if (k < 0 && errno == EINTR)
 			continue;
+		if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			/* A full socket: wait for room, at most io_timeout_ms
+			 * (a black-holed link never closes; cancel's shutdown
+			 * wakes the poll). */
+			struct pollfd p = { .fd = c->fd, .events = POLLOUT };
+			int r = poll(&p, 1, c->s->timeout_ms);
+
+			if (r < 0 && errno != EINTR) {
+				g_set_error(
+					error, MIGRAM_ERROR, MIGRAM_ERROR_IO,
+					"data channel %u, packet %" G_GUINT64_FORMAT
+					": poll: %s",
+					c->id, c->packet_num,
+					g_strerror(errno));
+				return false;
+			}
+			if (r == 0) {
+				g_set_error(
+					error, MIGRAM_ERROR, MIGRAM_ERROR_IO,
+					"data channel %u, packet %" G_GUINT64_FORMAT
+					": connection on fd %d stalled: it "
+					"could not write for %d ms "
+					"(io_timeout_ms)",
+					c->id, c->packet_num, c->fd,
+					c->s->timeout_ms);
+				return false;
+			}
+			continue;
+		}
 		if (k < 0) {
 			g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO,
 				    "data channel %u, packet %" G_GUINT64_FORMAT
@@ -311,6 +343,7 @@ bool migram_multifd_send_set_zstd(MigramMultifdSend *s, int level,
 
 MigramMultifdSend *migram_multifd_send_new(unsigned int n, const int *fds,
 					   const uint8_t uuid[16],
+					   unsigned int io_timeout_ms,
 					   GError **error)
 {
 	MigramMultifdSend *s;
@@ -323,6 +356,7 @@ MigramMultifdSend *migram_multifd_send_new(unsigned int n, const int *fds,
 	}
 	s = g_new0(MigramMultifdSend, 1);
 	s->n = n;
+	s->timeout_ms = io_timeout_ms ? (int)MIN(io_timeout_ms, INT_MAX) : -1;
 	s->ch = g_new0(SendChan, n);
 	s->spare = g_new0(Batch, n + 1);
 	s->cur = &s->spare[n];

@@ -64,7 +64,7 @@ bool migram_sender_multifd_start(MigramMigration *m, GError **error)
 		memcpy(uuid + i, &r, 4);
 	}
 	s = migram_multifd_send_new(m->cfg.multifd_channels, m->cfg.multifd_fds,
-				    uuid, error);
+				    uuid, m->cfg.io_timeout_ms, error);
 	if (!s)
 		return false;
 	if (m->cfg.multifd_compression == MIGRAM_MULTIFD_COMPRESSION_ZSTD &&

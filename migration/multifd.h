@@ -217,11 +217,15 @@ typedef struct MigramMultifdSend MigramMultifdSend;
  * Sending threads for @p n connected data sockets @p fds (borrowed until
  * free; shut down by cancel).  Writes each channel's initial packet (id i
  * on fds[i], @p uuid) on the calling thread, then starts one thread per
- * channel.  NULL with MIGRAM_ERROR_INVALID (n out of 1..255) or
- * MIGRAM_ERROR_IO.  Context: the migration thread.
+ * channel.  A write that makes no progress for @p io_timeout_ms (0:
+ * never) fails its channel with a "stalled" error, as the main channel's
+ * do (the sockets are written with MSG_DONTWAIT and polled).  NULL with
+ * MIGRAM_ERROR_INVALID (n out of 1..255) or MIGRAM_ERROR_IO.  Context:
+ * the migration thread.
  */
 MigramMultifdSend *migram_multifd_send_new(unsigned int n, const int *fds,
 					   const uint8_t uuid[16],
+					   unsigned int io_timeout_ms,
 					   GError **error);
 
 /*

@@ -107,7 +107,8 @@ bool migram_postcopy_src_lost(MigramMigration *m);
 
 /* postcopy-src-recover.c: wait (on cond) until the return path delivered
  * what; false when lost (*lost set) or failed or cancelled (*error
- * set). */
+ * set).  RECV, ACK and SHUT wait at most io_timeout_ms (if set): a stalled
+ * RECV or ACK is lost, a stalled SHUT an error. */
 typedef enum {
 	SRC_WAIT_RECV,  /* every RECV_BITMAP answered */
 	SRC_WAIT_ACK,   /* RESUME_ACK */

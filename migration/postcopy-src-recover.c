@@ -68,8 +68,13 @@ bool migram_postcopy_src_wait(MigramMigration *m, SrcWait what, bool *lost,
 			      GError **error)
 {
 	SrcPostcopy *pc = migram_postcopy_src_of(m);
-	/* The SHUT wait has the I/O timeout (completion.c). */
-	unsigned int ms = what == SRC_WAIT_SHUT ? m->cfg.io_timeout_ms : 0;
+	/* The SHUT wait has the I/O timeout (completion.c).  So do the
+	 * recovery handshake's: a new connection that stops moving (a black
+	 * hole, found by the torture campaign C) counts as lost, and the
+	 * source pauses again instead of waiting forever. */
+	bool timed = what == SRC_WAIT_SHUT || what == SRC_WAIT_RECV ||
+		     what == SRC_WAIT_ACK;
+	unsigned int ms = timed ? m->cfg.io_timeout_ms : 0;
 	struct timespec until = migram_deadline_after(ms);
 	bool ok, stalled = false;
 
@@ -87,10 +92,11 @@ bool migram_postcopy_src_wait(MigramMigration *m, SrcWait what, bool *lost,
 	}
 	ok = holds(pc, what);
 	if (!ok && !pc->rp_error && !g_atomic_int_get(&m->cancelled) &&
-	    !stalled)
+	    (!stalled || what != SRC_WAIT_SHUT))
 		*lost = true;
 	pthread_mutex_unlock(&pc->lock);
-	if (!ok && stalled && !g_atomic_int_get(&m->cancelled))
+	if (!ok && stalled && what == SRC_WAIT_SHUT &&
+	    !g_atomic_int_get(&m->cancelled))
 		return migram_sender_shut_stalled(m, ms, error);
 	if (!ok && !*lost)
 		migram_sender_check(m, error);

@@ -12,6 +12,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -109,16 +110,64 @@ int sim_link_tcp_listen(const SimOptions *opt, GError **error)
  * connect to a local port in the ephemeral range can be given that very
  * port and connect to itself (TCP simultaneous open); retried every 50 ms
  * for minutes that happens, so such a socket counts as refused.
+ *
+ * With a deadline (> 0), the connect waits no longer than it (-ETIMEDOUT)
+ * and ends when wake_fd is readable (-EINTR): a listener whose backlog is
+ * full (a peer that no longer accepts) otherwise holds a blocking connect
+ * for the kernel's SYN retries, minutes, whatever --recover-timeout says
+ * (found by the torture campaign C, seed 30200021).
  */
-static int connect_once(const struct sockaddr_in *a)
+static int connect_wait(int fd, gint64 deadline, int wake_fd)
 {
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), err;
+	struct pollfd p[2] = { { fd, POLLOUT, 0 }, { wake_fd, POLLIN, 0 } };
+	int err = 0;
+	socklen_t elen = sizeof(err);
+
+	for (;;) {
+		gint64 left = deadline - g_get_monotonic_time();
+		int n;
+
+		if (left <= 0)
+			return ETIMEDOUT;
+		n = poll(p, 2, (int)MIN((left + 999) / 1000, (gint64)1000));
+		if (n < 0 && errno != EINTR)
+			return errno;
+		if (n > 0 && p[1].revents)
+			return EINTR;
+		if (n > 0 && p[0].revents)
+			break;
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0)
+		return errno;
+	return err;
+}
+
+static int connect_once(const struct sockaddr_in *a, gint64 deadline,
+			int wake_fd)
+{
+	int fd = socket(AF_INET,
+			SOCK_STREAM | SOCK_CLOEXEC |
+				(deadline > 0 ? SOCK_NONBLOCK : 0),
+			0),
+	    err, r;
 	struct sockaddr_in me;
 	socklen_t len = sizeof(me);
 
 	if (fd < 0)
 		return -errno;
-	if (connect(fd, (const struct sockaddr *)a, sizeof(*a)) == 0) {
+	r = connect(fd, (const struct sockaddr *)a, sizeof(*a));
+	if (r != 0 && errno == EINPROGRESS && deadline > 0) {
+		err = connect_wait(fd, deadline, wake_fd);
+		if (err) {
+			close(fd);
+			return -err;
+		}
+		r = 0;
+	}
+	if (r == 0 && deadline > 0 &&
+	    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0)
+		r = -1;
+	if (r == 0) {
 		if (getsockname(fd, (struct sockaddr *)&me, &len) != 0 ||
 		    me.sin_port != a->sin_port ||
 		    me.sin_addr.s_addr != a->sin_addr.s_addr)
@@ -140,7 +189,7 @@ static int tcp_connect(const SimOptions *opt, GError **error)
 	if (!parse_hostport(opt->transport_arg, &a, error))
 		return -1;
 	for (int i = 0; i < 200; i++) {
-		fd = connect_once(&a);
+		fd = connect_once(&a, 0, -1);
 		if (fd >= 0)
 			return fd;
 		g_usleep(50 * 1000);
@@ -335,9 +384,9 @@ int sim_link_reconnect(const SimOptions *opt, SimLink *lk, gint64 deadline,
 	if (!lk->tcp || !parse_hostport(opt->transport_arg, &a, NULL))
 		return -ENOTCONN;
 	for (;;) {
-		int fd = connect_once(&a), rc;
+		int fd = connect_once(&a, deadline, wake_fd), rc;
 
-		if (fd >= 0)
+		if (fd >= 0 || fd == -ETIMEDOUT || fd == -EINTR)
 			return fd;
 		/* Not yet: try again in 50 ms, unless woken or out of time. */
 		rc = wait_fd(-1, wake_fd, deadline, 50);

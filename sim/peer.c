@@ -237,7 +237,7 @@ static void give_up(SimPeer *p, const char *why, bool timed_out)
 	pthread_mutex_unlock(&p->lock);
 }
 
-int sim_peer_await(SimPeer *p, const SimOptions *opt, SimLink *lk,
+int sim_peer_await(SimPeer *p, const SimOptions *opt, SimLink *lk, gint64 since,
 		   const char *side, MigramChannel *broken)
 {
 	const char *peer = strcmp(side, "source") ? "source" : "destination";
@@ -249,7 +249,7 @@ int sim_peer_await(SimPeer *p, const SimOptions *opt, SimLink *lk,
 					peer, cause->message)
 		      : g_strdup_printf("lost the connection to the %s", peer);
 	g_autofree char *why = NULL;
-	gint64 t0 = g_get_monotonic_time();
+	gint64 t0 = since > 0 ? since : g_get_monotonic_time();
 	int fd;
 
 	fprintf(stderr,

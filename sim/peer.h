@@ -39,12 +39,12 @@ void sim_peer_set_cancel(SimPeer *p, void (*fn)(void *), void *data);
  * For the postcopy_paused callbacks: print at once that the migration is
  * paused, why (the broken channel's error, if it has one) and for how long
  * it waits; then wait for a new connection (link.c) up to
- * --recover-timeout.  side is "source" or "destination".  The new fd, or -1
- * when it gave up (timed out, woken by a signal, or no way to reconnect): the
- * caller then cancels the run, and sim_peer_outcome() reports why.  p may be
- * NULL (no signals).
+ * --recover-timeout after since (a monotonic time in µs; 0: now).  side is
+ * "source" or "destination".  The new fd, or -1 when it gave up (timed out,
+ * woken by a signal, or no way to reconnect): the caller then cancels the run,
+ * and sim_peer_outcome() reports why.  p may be NULL (no signals).
  */
-int sim_peer_await(SimPeer *p, const SimOptions *opt, SimLink *lk,
+int sim_peer_await(SimPeer *p, const SimOptions *opt, SimLink *lk, gint64 since,
 		   const char *side, MigramChannel *broken);
 
 /*

@@ -110,7 +110,7 @@ static void dst_run(void *o)
 static void dst_paused(void *o)
 {
 	DstCtx *d = o;
-	int fd = sim_peer_await(d->opt->peer, d->opt, d->lk, "destination",
+	int fd = sim_peer_await(d->opt->peer, d->opt, d->lk, 0, "destination",
 				d->cur);
 	g_autoptr(GError) e = NULL;
 

@@ -57,6 +57,12 @@ typedef struct {
 	Monitor *mon;
 	MigramChannel *cur;  /* the current main channel */
 	GPtrArray *channels; /* every channel made, freed at the end */
+	/* --recover-timeout bounds a run of pauses without a recovery that
+	 * succeeded, not each attempt: a destination that accepts and never
+	 * answers otherwise holds the source for good (torture campaign C,
+	 * seed 30200178) */
+	gint64 paused_since;      /* first pause of the run; 0: none */
+	uint64_t recoveries_seen; /* postcopy_recoveries then */
 } SrcCtx;
 
 #define MAX_READERS 16

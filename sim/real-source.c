@@ -50,8 +50,19 @@ static void cancel_migration(void *m)
 static void src_paused(void *o)
 {
 	SrcCtx *c = o;
-	int fd = sim_peer_await(c->opt->peer, c->opt, c->lk, "source", c->cur);
+	MigramMigrationStats st;
 	g_autoptr(GError) e = NULL;
+	int fd;
+
+	/* Paused again with no recovery since the last pause: the same
+	 * --recover-timeout goes on. */
+	migram_migration_get_stats(c->mon->m, &st);
+	if (!c->paused_since || st.postcopy_recoveries != c->recoveries_seen) {
+		c->paused_since = g_get_monotonic_time();
+		c->recoveries_seen = st.postcopy_recoveries;
+	}
+	fd = sim_peer_await(c->opt->peer, c->opt, c->lk, c->paused_since,
+			    "source", c->cur);
 
 	if (fd < 0) {
 		migram_migration_cancel(c->mon->m);

@@ -178,8 +178,11 @@ typedef struct {
 	 * closing: a read or write on the migration's channels (main and
 	 * preempt) that makes no progress for this many milliseconds fails
 	 * with MIGRAM_ERROR_IO, naming the fd and the time, and TCP sockets
-	 * get TCP_USER_TIMEOUT too.  The wait for the destination's SHUT
-	 * (postcopy, or precopy with @c return_path) gets the same limit.
+	 * get TCP_USER_TIMEOUT too.  Writes on the data channels
+	 * (multifd_fds) get the same limit.  The wait for the destination's
+	 * SHUT (postcopy, or precopy with @c return_path) gets the same
+	 * limit, and so do the postcopy recovery handshake's waits (a
+	 * stalled one counts as a lost connection: paused again).
 	 * 0, the default, waits forever, as QEMU does (a stalled peer then
 	 * holds the migration until it is cancelled).  Choose it well above
 	 * the longest pause the destination may legitimately take

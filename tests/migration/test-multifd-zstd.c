@@ -119,7 +119,7 @@ static void test_transfer(Fixture *f, gconstpointer data)
 	GThread *t;
 	uint64_t pages, zero, bytes, rp, rz;
 
-	s = migram_multifd_send_new(tc->channels, f->snd, f->uuid, &error);
+	s = migram_multifd_send_new(tc->channels, f->snd, f->uuid, 0, &error);
 	g_assert_no_error(error);
 	g_assert_true(migram_multifd_send_set_zstd(s, 3, &error));
 	r = migram_multifd_recv_new(&f->block, 1, tc->channels, f->rcv, f->uuid,
@@ -232,7 +232,7 @@ static void test_bad_level(Fixture *f, gconstpointer data)
 	MigramMultifdSend *s;
 
 	(void)data;
-	s = migram_multifd_send_new(1, f->snd, f->uuid, &error);
+	s = migram_multifd_send_new(1, f->snd, f->uuid, 0, &error);
 	g_assert_no_error(error);
 	g_assert_false(migram_multifd_send_set_zstd(s, 1000, &error));
 	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID);

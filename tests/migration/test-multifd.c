@@ -385,7 +385,7 @@ static void test_transfer(Fixture *f, gconstpointer data)
 		rfds[i] = f->rcv[n - 1 - i];
 	fill(f, 1);
 	memset(f->dst_big + 5 * PAGE, 0x11, PAGE); /* stale: must be zeroed */
-	s = migram_multifd_send_new(n, f->snd, f->uuid, &error);
+	s = migram_multifd_send_new(n, f->snd, f->uuid, 0, &error);
 	g_assert_no_error(error);
 	r = migram_multifd_recv_new(f->blocks, 2, n, rfds, f->uuid, &error);
 	g_assert_no_error(error);
@@ -528,7 +528,7 @@ static void test_channel_dies(Fixture *f, gconstpointer data)
 
 	(void)data;
 	fill(f, 4);
-	s = migram_multifd_send_new(2, f->snd, f->uuid, &error);
+	s = migram_multifd_send_new(2, f->snd, f->uuid, 0, &error);
 	g_assert_no_error(error);
 	close(f->rcv[1]);
 	f->rcv[1] = -1;
@@ -546,6 +546,35 @@ static void test_channel_dies(Fixture *f, gconstpointer data)
 	migram_multifd_send_cancel(s);
 	migram_multifd_send_free(s);
 	g_thread_join(drain);
+}
+
+/* A black-holed data channel (open, never read; found by the torture
+ * campaign C): with an I/O timeout the send fails with a "stalled" error
+ * naming the channel instead of blocking in sendmsg() forever. */
+static void test_stalled(Fixture *f, gconstpointer data)
+{
+	g_autoptr(GError) error = NULL;
+	MigramMultifdSend *s;
+	bool ok = true;
+
+	(void)data;
+	fill(f, 6);
+	s = migram_multifd_send_new(2, f->snd, f->uuid, 100, &error);
+	g_assert_no_error(error);
+	/* nobody reads either channel: the socket buffers fill, then no
+	 * write makes progress */
+	for (int round = 0; ok && round < 1000; round++) {
+		for (uint64_t p = 0; ok && p < BIG_PAGES; p++)
+			ok = migram_multifd_send_queue(s, "pc.ram", f->src_big,
+						       p * PAGE, &error);
+		ok = ok && migram_multifd_send_sync(s, &error);
+	}
+	g_assert_false(ok);
+	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO);
+	g_assert_nonnull(strstr(error->message, "stalled"));
+	g_assert_nonnull(strstr(error->message, "data channel"));
+	migram_multifd_send_cancel(s);
+	migram_multifd_send_free(s);
 }
 
 static gpointer cancel_later(gpointer opaque)
@@ -566,7 +595,7 @@ static void test_cancel(Fixture *f, gconstpointer data)
 
 	(void)data;
 	fill(f, 5);
-	s = migram_multifd_send_new(4, f->snd, f->uuid, &error);
+	s = migram_multifd_send_new(4, f->snd, f->uuid, 0, &error);
 	g_assert_no_error(error);
 	/* nobody reads: the channels block once the socket buffers fill;
 	 * the cancel comes while they are blocked in writev() */
@@ -632,6 +661,8 @@ int main(int argc, char **argv)
 		   test_late_old_copy, fx_teardown);
 	g_test_add("/migration/multifd/channel-dies", Fixture, NULL, fx_setup,
 		   test_channel_dies, fx_teardown);
+	g_test_add("/migration/multifd/stalled", Fixture, NULL, fx_setup,
+		   test_stalled, fx_teardown);
 	g_test_add("/migration/multifd/cancel-send", Fixture, NULL, fx_setup,
 		   test_cancel, fx_teardown);
 	g_test_add("/migration/multifd/cancel-recv", Fixture, NULL, fx_setup,

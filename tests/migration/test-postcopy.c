@@ -437,6 +437,9 @@ typedef struct {
 	/* the destination never answers the recovery; the source is
 	 * cancelled while it waits for the receivedmaps */
 	bool silent_recovery;
+	/* config.io_timeout_ms; with silent_recovery the source must pause
+	 * again (the handshake stalled) before it is cancelled */
+	unsigned int io_timeout_ms;
 } Case;
 
 typedef struct {
@@ -485,7 +488,9 @@ typedef struct {
 	MigramMigration *m;
 	MigramChannel *ch;
 	int done;
-	bool cancel; /* cancel the migration once recover() took ch */
+	bool cancel;  /* cancel the migration once recover() took ch */
+	bool repause; /* first wait until it paused again */
+	int repaused;
 } RecoverArgs;
 
 static gpointer src_recover_main(gpointer p)
@@ -498,6 +503,16 @@ static gpointer src_recover_main(gpointer p)
 		if (st.status == MIGRAM_MIGRATION_POSTCOPY_PAUSED &&
 		    migram_migration_recover(a->m, a->ch, NULL)) {
 			g_atomic_int_set(&a->done, 1);
+			/* paused again: a stalled handshake (bounded: 20 s) */
+			for (int j = 0; a->repause && j < 20000; j++) {
+				migram_migration_get_stats(a->m, &st);
+				if (st.status ==
+				    MIGRAM_MIGRATION_POSTCOPY_PAUSED) {
+					a->repaused = 1;
+					break;
+				}
+				g_usleep(1000);
+			}
 			if (a->cancel) {
 				g_usleep(200 * 1000);
 				migram_migration_cancel(a->m);
@@ -558,6 +573,7 @@ static bool run_case(const Case *c, Src *s, Dst *d, MigramMigrationStats *st,
 					 .pause_guest = src_pause,
 					 .resume_guest = src_resume,
 					 .postcopy_paused = src_paused,
+					 .io_timeout_ms = c->io_timeout_ms,
 					 .opaque = s });
 	memset(s->events, 0, sizeof(s->events));
 	g_assert_true(
@@ -567,7 +583,9 @@ static bool run_case(const Case *c, Src *s, Dst *d, MigramMigrationStats *st,
 	if (!c->hybrid)
 		migram_migration_start_postcopy(m);
 	if (rs) {
-		ra = (RecoverArgs){ m, rs, 0, c->silent_recovery };
+		ra = (RecoverArgs){
+			m, rs, 0, c->silent_recovery, c->io_timeout_ms > 0, 0
+		};
 		recoverer = g_thread_new("recoverer", src_recover_main, &ra);
 	}
 	ok = migram_migration_run(m, sch, src_error);
@@ -598,6 +616,7 @@ static bool run_case(const Case *c, Src *s, Dst *d, MigramMigrationStats *st,
 		migram_channel_free(d->recover_ch);
 	d->recover_ch = NULL;
 	g_assert_cmpint(ok, ==, la.ok);
+	g_assert_cmpint(ra.repaused, ==, ra.repause);
 	return ok;
 }
 
@@ -709,6 +728,37 @@ static void test_cancel_in_recovery(Fixture *f, gconstpointer data)
 	g_assert_false(run_case(&c, s, d, &st, &se, &de));
 	g_assert_error(se, MIGRAM_ERROR, MIGRAM_ERROR_CANCELLED);
 	g_assert_cmpint(st.status, ==, MIGRAM_MIGRATION_CANCELLED);
+	g_clear_error(&se);
+	g_clear_error(&de);
+}
+
+/*
+ * The same with io_timeout_ms: the recovery connection stops moving (a
+ * black hole, found by the torture campaign C), and the source treats it
+ * as lost and pauses again, ready for another recover(), instead of
+ * waiting for the receivedmaps forever.  run_case() asserts the second
+ * pause; then the cancel ends it.
+ */
+static void test_recovery_stalled(Fixture *f, gconstpointer data)
+{
+	const Case c = { .cut = CUT_BACKGROUND,
+			 .cut_bytes = 4 << 20,
+			 .silent_recovery = true,
+			 .io_timeout_ms = 100 };
+	MigramMigrationStats st;
+	GError *se = NULL, *de = NULL;
+	Src *s = &f->s;
+	Dst *d = &f->d;
+
+	(void)data;
+	if (!have_uffd())
+		return;
+	src_init(s, false);
+	dst_init(d, s, 0);
+	g_assert_false(run_case(&c, s, d, &st, &se, &de));
+	g_assert_error(se, MIGRAM_ERROR, MIGRAM_ERROR_CANCELLED);
+	g_assert_cmpint(st.status, ==, MIGRAM_MIGRATION_CANCELLED);
+	g_assert_cmpuint(s->events[MIGRAM_MIGRATION_POSTCOPY_PAUSED], >=, 2);
 	g_clear_error(&se);
 	g_clear_error(&de);
 }
@@ -952,6 +1002,8 @@ int main(int argc, char **argv)
 	add("/migration/postcopy/recover/preempt", &cut_preempt, test_postcopy);
 	add("/migration/postcopy/recover/cancel-while-recovering", NULL,
 	    test_cancel_in_recovery);
+	add("/migration/postcopy/recovery-stalled", NULL,
+	    test_recovery_stalled);
 	add("/migration/postcopy/recover/cut-during-discard", NULL,
 	    test_cut_during_discard);
 	add("/migration/postcopy/return-path/unknown-type", NULL,

@@ -1,8 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The simulator's command-line units (sim/units.c): sizes, rates and
- * durations, with and without a unit, and what must be refused.
+ * durations, with and without a unit, and what must be refused; and a
+ * reconnect's deadline (sim/link.c).
  */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "link.h"
 #include "sim.h"
 
 #define US UINT64_C(1)
@@ -82,11 +90,60 @@ static void test_size_rate(void)
 	g_assert_cmpuint(sim_parse_rate("10Gbitps"), ==, 0);
 }
 
+/*
+ * A reconnect to a listener that no longer accepts (its backlog full:
+ * the kernel drops the SYN) ends at its deadline.  A blocking connect()
+ * held migram-sim's postcopy source past --recover-timeout for the SYN
+ * retries, minutes (torture campaign C, seed 30200021).
+ */
+static void test_reconnect_backlog_full(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET,
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t alen = sizeof(a);
+	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), rc;
+	int fill[8], nfill = 0;
+	SimOptions opt = { 0 };
+	SimLink lk = {
+		.fd = -1, .preempt_fd = -1, .listen_fd = -1, .tcp = true
+	};
+	g_autofree char *arg = NULL;
+
+	g_assert_cmpint(lfd, >=, 0);
+	g_assert_cmpint(bind(lfd, (struct sockaddr *)&a, sizeof(a)), ==, 0);
+	g_assert_cmpint(listen(lfd, 0), ==, 0);
+	g_assert_cmpint(getsockname(lfd, (struct sockaddr *)&a, &alen), ==, 0);
+	/* fill the accept queue until a connect stays in progress */
+	while (nfill < 8) {
+		int fd = socket(AF_INET,
+				SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		struct pollfd p = { fd, POLLOUT, 0 };
+
+		g_assert_cmpint(fd, >=, 0);
+		fill[nfill++] = fd;
+		if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0)
+			continue;
+		g_assert_cmpint(errno, ==, EINPROGRESS);
+		if (poll(&p, 1, 200) == 0)
+			break; /* the SYN was dropped: the queue is full */
+	}
+	arg = g_strdup_printf("127.0.0.1:%u", ntohs(a.sin_port));
+	opt.transport_arg = arg;
+	rc = sim_link_reconnect(&opt, &lk, g_get_monotonic_time() + 300 * 1000,
+				-1);
+	g_assert_cmpint(rc, ==, -ETIMEDOUT);
+	for (int i = 0; i < nfill; i++)
+		close(fill[i]);
+	close(lfd);
+}
+
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
 	g_test_add_func("/sim/units/duration", test_duration);
 	g_test_add_func("/sim/units/format-duration", test_format_duration);
 	g_test_add_func("/sim/units/size-rate", test_size_rate);
+	g_test_add_func("/sim/units/reconnect-backlog-full",
+			test_reconnect_backlog_full);
 	return g_test_run();
 }

@@ -40,6 +40,10 @@ MiB = 1 << 20
 FAULT_KINDS = ["cut-at-byte", "kill-source", "kill-destination",
                "stall-destination", "file-enospc", "file-short-write",
                "cancel", "hot-add", "resize", "postcopy-disconnect"]
+# Campaign C's kinds, drawn from a second generator (draw()) so that the
+# seeds of campaigns A and B keep their first draws
+NEW_FAULT_KINDS = ["black-hole", "cut-data-channel"]
+PROXY_FAULTS = ("cut-at-byte", "black-hole", "cut-data-channel")
 SAN_RE = re.compile(r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|"
                     r"runtime error:|ThreadSanitizer")
 
@@ -176,6 +180,32 @@ def draw(seed, caps):
             kinds, weights = ["anon"], [1]
     else:
         faults = [f for f in faults if not f["kind"].startswith("file-")]
+    # -- campaign C: data channels, an I/O timeout, and their faults, from
+    # a second generator so that the draws above stay those of A and B
+    r2 = random.Random(seed * 1000003 + 19)
+    channels = pick(r2, {1: 4, 2: 2, 3: 1, 4: 1})
+    io_timeout = pick(r2, {0: 2, 1: 1}) and r2.choice([1000, 2000, 3000])
+    if r2.random() < 0.3:
+        faults.append({"kind": r2.choice(NEW_FAULT_KINDS),
+                       "when": r2.random(), "post": r2.random() < 0.5,
+                       "arg": r2.random()})
+    if faults and faults[-1]["kind"] in NEW_FAULT_KINDS:
+        # one proxy fault per scenario: the new one
+        faults = [f for f in faults if f["kind"] != "cut-at-byte"]
+    kinds_now = [f["kind"] for f in faults]
+    if "cut-data-channel" in kinds_now:
+        channels = max(channels, 2)
+        faults = [f for f in faults if f["kind"] != "postcopy-disconnect"]
+    if "black-hole" in kinds_now and not io_timeout:
+        io_timeout = r2.choice([1000, 2000, 3000])   # else a hang
+    if any(k in kinds_now for k in NEW_FAULT_KINDS):
+        if transport == "file":
+            faults = [f for f in faults if not f["kind"].startswith("file-")]
+            s["notes"].append("a proxy fault: tcp-roles, not a file")
+        transport = "tcp-roles"
+    if transport == "file" or any(f["kind"] == "postcopy-disconnect"
+                                  for f in faults):
+        channels = 1   # sim/main.c refuses them together
     kinds_seen = set()
     faults = [f for f in faults if not (f["kind"] in kinds_seen or
                                         kinds_seen.add(f["kind"]))]
@@ -196,7 +226,8 @@ def draw(seed, caps):
              log=kvm_log if workload == "kvm" else log,
              mode=mode, bw_mib=bw_mib, downtime_ms=downtime,
              shift=shift, transport=transport,
-             auto_converge=auto_converge, faults=faults)
+             auto_converge=auto_converge, faults=faults,
+             channels=channels, io_timeout_ms=io_timeout)
     return s
 
 
@@ -211,7 +242,8 @@ def describe(s):
            f"fill={s['fill']} log={s['log']} mode={s['mode']} bw={bw} "
            f"downtime={s['downtime_ms']}ms shift={s['shift']} "
            f"{'auto-converge ' if s['auto_converge'] else ''}"
-           f"transport={s['transport']} faults={faults}")
+           f"transport={s['transport']} channels={s.get('channels', 1)} "
+           f"io-timeout={s.get('io_timeout_ms') or 0}ms faults={faults}")
     if s["notes"]:
         out += " (" + "; ".join(s["notes"]) + ")"
     return out
@@ -255,6 +287,8 @@ def source_args(s, work, faults=True):
     if s["auto_converge"]:
         a += ["--auto-converge"]
     a += ["--debug-check-source"]
+    if s.get("io_timeout_ms"):
+        a += ["--io-timeout-ms", str(s["io_timeout_ms"])]
     if faults:
         for f in s["faults"]:
             if f["kind"] in ("hot-add", "resize"):
@@ -279,6 +313,8 @@ def common_args(s, faults=True):
                           f"{int(f['arg'] * 300)}ms"]
     if s["workload"] == "kvm":
         a += ["--workload", "kvm"]
+    if s.get("channels", 1) > 1:
+        a += ["--channels", str(s["channels"])]   # both sides
     return a
 
 
@@ -305,6 +341,7 @@ class Proc:
         self.killed_by_us = False
         self.fault_killed = False   # kill -9 as a fault, not the watchdog
         self.stacks = ""
+        self.ended_at = None
         self.threads = [threading.Thread(target=self._pump,
                                          args=(self.p.stdout, self.out),
                                          daemon=True),
@@ -319,6 +356,8 @@ class Proc:
             with self.cond:
                 keep.append(line)
                 self.cond.notify_all()
+        if keep is self.err:
+            self.ended_at = time.monotonic()   # about when it exited
 
     def wait_line(self, needle, timeout):
         end = time.monotonic() + timeout
@@ -371,15 +410,28 @@ class Proc:
 
 
 class CutProxy:
-    """TCP proxy 127.0.0.1:port -> 127.0.0.1:target that shuts the
-    connection carrying source byte `at` (counted over every connection
-    from the source), once.  Later connections (preempt, a reconnect)
-    pass untouched."""
+    """TCP proxy 127.0.0.1:port -> 127.0.0.1:target that acts once, at
+    source byte `at`: counted over every connection from the source, or,
+    with `conn`, over the connection accepted conn-th only (0 is main,
+    then preempt, then the data channels, as sim/link.c connects them).
 
-    def __init__(self, target, at):
-        self.target, self.at = target, at
+    A cut shuts both ends of that connection, as a dead link's reset
+    would.  A black hole (`hole`) instead stops forwarding on every
+    connection open at that moment, both ways, and keeps their sockets
+    open: the peers see no error, only no progress.  Connections made
+    later (preempt, a reconnect) pass untouched.  release() closes what
+    the hole holds (the driver calls it once the source has ended, so
+    that a destination without an I/O timeout of its own ends too)."""
+
+    def __init__(self, target, at, conn=None, hole=False):
+        self.target, self.at, self.conn, self.hole = target, at, conn, hole
         self.sent = 0
         self.cut_done = False
+        self.hole_t = None      # monotonic time of the black hole
+        self.hole_upto = -1     # connections up to this one are held
+        self.nconn = 0
+        self.socks = []
+        self.released = threading.Event()
         self.lock = threading.Lock()
         self.ls = socket.socket()
         self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -402,19 +454,32 @@ class CutProxy:
             except OSError:
                 c.close()
                 continue
-            threading.Thread(target=self._pump, args=(c, d, True),
+            with self.lock:
+                cid = self.nconn
+                self.nconn += 1
+                self.socks += [c, d]
+            threading.Thread(target=self._pump, args=(c, d, True, cid),
                              daemon=True).start()
-            threading.Thread(target=self._pump, args=(d, c, False),
+            threading.Thread(target=self._pump, args=(d, c, False, cid),
                              daemon=True).start()
             del c, d   # the pumps own them: closed when both end
 
-    def _pump(self, a, b, counted):
+    def _held(self, cid):
+        with self.lock:
+            return self.hole_t is not None and cid <= self.hole_upto
+
+    def _pump(self, a, b, counted, cid):
         try:
             while True:
                 data = a.recv(1 << 18)
                 if not data:
                     break
-                if counted:
+                if self._held(cid):
+                    # black hole: this data never arrives, nor any more
+                    self.released.wait()
+                    return
+                cut = False
+                if counted and (self.conn is None or self.conn == cid):
                     with self.lock:
                         cut = (not self.cut_done and
                                self.sent + len(data) >= self.at)
@@ -422,18 +487,24 @@ class CutProxy:
                         self.sent += n
                         if cut:
                             self.cut_done = True
-                    if cut:
-                        # a cut: both ends closed, as a dead link's
-                        # reset would (an open socket that stops
-                        # reading would be a black hole instead)
-                        b.sendall(data[:n])
-                        for so in (a, b):
-                            try:
-                                so.shutdown(socket.SHUT_RDWR)
-                            except OSError:
-                                pass
-                            so.close()
-                        break
+                            if self.hole:
+                                self.hole_t = time.monotonic()
+                                self.hole_upto = self.nconn - 1
+                if cut and self.hole:
+                    b.sendall(data[:n])
+                    self.released.wait()
+                    return
+                if cut:
+                    # a cut: both ends closed, as a dead link's
+                    # reset would
+                    b.sendall(data[:n])
+                    for so in (a, b):
+                        try:
+                            so.shutdown(socket.SHUT_RDWR)
+                        except OSError:
+                            pass
+                        so.close()
+                    break
                 b.sendall(data)
         except OSError:
             pass
@@ -444,8 +515,13 @@ class CutProxy:
                 except OSError:
                     pass
 
+    def release(self):
+        """The held connections end (shut both ways)."""
+        self.released.set()
+
     def close(self):
         self.closed = True
+        self.released.set()
         self.ls.close()
 
 
@@ -503,6 +579,20 @@ def run_once(s, opts, work, faults=True):
             proxy = CutProxy(port, at)
             sport = proxy.port
             res["events"].append(f"cut at byte {at}")
+        elif "black-hole" in kinds:
+            at = max(1, int(kinds["black-hole"]["arg"] * s["total"] * 0.8))
+            proxy = CutProxy(port, at, hole=True)
+            sport = proxy.port
+            res["events"].append(f"black hole at byte {at}")
+        elif "cut-data-channel" in kinds:
+            f = kinds["cut-data-channel"]
+            nch = s["channels"]
+            conn = 1 + (s["mode"] == "preempt") + int(f["when"] * nch)
+            at = max(1, int(f["arg"] * s["total"] * 0.8 / nch))
+            proxy = CutProxy(port, at, conn=conn)
+            sport = proxy.port
+            res["events"].append(f"cut connection {conn} (a data "
+                                 f"channel) at its byte {at}")
         src = Proc([sim, "--role", "source", "--json", src_json,
                     "--transport", f"tcp:127.0.0.1:{sport}"] + a, env)
     else:
@@ -511,6 +601,8 @@ def run_once(s, opts, work, faults=True):
     res["switched"] = False
     inject(s, fl, src, dst, res, start)
     rc = src.finish(deadline)
+    if proxy:
+        proxy.release()
     drc = None
     if dst is None:
         # A forked destination outliving its source (one killed, or
@@ -558,7 +650,12 @@ def run_once(s, opts, work, faults=True):
     except (OSError, ValueError):
         pass
     if proxy and proxy.cut_done:
-        res["fired"].append("cut-at-byte")
+        k = "black-hole" if proxy.hole else \
+            "cut-data-channel" if proxy.conn is not None else "cut-at-byte"
+        res["fired"].append(k)
+        if proxy.hole:
+            res["hole_t"] = proxy.hole_t
+    res["src_end"] = src.ended_at or time.monotonic()
     if "hot-added block" in err:
         res["fired"].append("hot-add")
     if "resized block" in err:
@@ -724,6 +821,9 @@ def inject(s, faults, src, dst, res, start):
 # ---- the oracle ----------------------------------------------------------
 
 HUGE_SHORT = "hugetlb pages of 2 MiB, the host has"
+# seconds past io_timeout_ms within which a black-holed source must fail:
+# the socket buffers fill first (a few MiB), and a loaded machine is slow
+BLACK_HOLE_MARGIN = 6
 
 
 def verdict(s, res, opts, work):
@@ -767,8 +867,30 @@ def verdict(s, res, opts, work):
         return True, "recovered" if rec else "completed", \
             f"verified: {detail}"
     # it failed
+    if "black-hole" in res["fired"] and not res["switched"] and \
+            j.get("status") != "completed" and \
+            not res.get("cancel_sig") and not res["src_killed"]:
+        # (a cancel or a kill -9 of the source may end it first: then
+        # the rules of those apply; campaign C, seed 30200118)
+        # the oracle of a black hole before the switch: the source fails
+        # with a "stalled" error within its io_timeout_ms (+ a margin for
+        # the socket buffers to fill and a loaded machine), then the
+        # checks below (guest running, memory intact, a second attempt)
+        err = (j.get("error") or "") + res["src_err"]
+        took = res["src_end"] - res["hole_t"]
+        limit = s["io_timeout_ms"] / 1000 + BLACK_HOLE_MARGIN
+        res["events"].append(f"source ended {took:.1f}s after the hole")
+        others = set(res["fired"]) - {"black-hole"}
+        # another fault (a resize, a stalled destination) may end the
+        # migration first, with its own error (campaign C, seed 30200170)
+        if "stalled" not in err and not others:
+            return False, "wrong", ("black hole: no \"stalled\" error "
+                                    f"(exit {rc}): {err.strip()[-200:]}")
+        if took > limit:
+            return False, "wrong", (f"black hole: the source took {took:.1f}"
+                                    f" s to fail (limit {limit:.1f} s)")
     if j.get("status") == "completed" and rc == 1 and \
-            ("cut-at-byte" in res["fired"] or res["dst_killed"]):
+            (set(PROXY_FAULTS) & set(res["fired"]) or res["dst_killed"]):
         # The source completed, then the connection died before the
         # destination's hashes came back.  Every scenario over a socket
         # runs with a return path (migram-sim's default), so "completed"
@@ -776,7 +898,10 @@ def verdict(s, res, opts, work):
         # stream.  An unacknowledged completion (the destination's load
         # failed, yet the source completed) is wrong; it was accepted as
         # "unacked-completion" before the return path existed.
-        dst = res["dst_out"] + res["dst_err"]
+        # (a postcopy pause the destination recovered from names its end
+        # of stream too: not a failed load; campaign C, seed 30200195)
+        dst = "".join(x for x in (res["dst_out"] + res["dst_err"])
+                      .splitlines(True) if "postcopy paused" not in x)
         if s["transport"] == "file" or "end of stream" in dst or \
                 "stream byte" in dst:
             return False, "wrong", (
