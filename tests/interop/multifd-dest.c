@@ -63,6 +63,7 @@ int main(int argc, char **argv)
 	migram_receiver_free(r);
 	if (!ok) {
 		fprintf(stderr, "multifd-dest: %s\n", error->message);
+		migram_ram_list_free(list);
 		return 1;
 	}
 	/* the device state: read to the end so the source completes */
@@ -80,6 +81,8 @@ int main(int argc, char **argv)
 			fclose(f);
 	}
 	urcu_memb_read_unlock();
+	/* The blocks the load created belong to the list (LeakSanitizer). */
+	migram_ram_list_free(list);
 	if (!b || !ok) {
 		fprintf(stderr, "multifd-dest: no block '%s' or write failed\n",
 			argv[3]);
