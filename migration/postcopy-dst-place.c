@@ -36,12 +36,12 @@ void migram_postcopy_dst_set_place_hook(DstPostcopy *pc, DstPlaceHook hook,
 /*
  * Place one host page at b + off, atomically, waking every thread blocked
  * on it: UFFDIO_ZEROPAGE when zero and the range supports it, otherwise
- * UFFDIO_COPY from src (the zero buffer when zero).  The one retry policy
- * of every placement, the stream's and the fault thread's: EAGAIN (the
- * address space is changing under the copy) is retried until the kernel
- * gives an answer.  Returns 0, or the errno; EEXIST means the page is
- * already there (another channel or the fault thread won the race).
- * Any thread; never allocates or locks.
+ * UFFDIO_COPY from src (the zero buffer when zero), through
+ * migram_uffd_place(), whose EAGAIN policy is the one of every
+ * placement.  The test hook, when set, answers before the kernel does
+ * (its EAGAIN is retried the same way).  Returns 0, or the errno; EEXIST
+ * means the page is already there (another channel or the fault thread
+ * won the race).  Any thread; never allocates or locks.
  */
 int migram_postcopy_dst_place_page(DstPostcopy *pc, DstBlock *b, uint64_t off,
 				   const void *src, bool zero)
@@ -52,27 +52,13 @@ int migram_postcopy_dst_place_page(DstPostcopy *pc, DstBlock *b, uint64_t off,
 		err = pc->place_hook
 			      ? pc->place_hook(pc->place_hook_opaque, off, zero)
 			      : 0;
-		if (err)
-			continue;
-		if (zero && b->zeroable) {
-			struct uffdio_zeropage z = {
-				.range = { (uintptr_t)b->host + off,
-					   b->page_size },
-			};
-
-			err = ioctl(pc->uffd, UFFDIO_ZEROPAGE, &z) < 0 ? errno
-								       : 0;
-		} else {
-			struct uffdio_copy c = {
-				.dst = (uintptr_t)b->host + off,
-				.src = (uintptr_t)(zero ? pc->zero : src),
-				.len = b->page_size,
-			};
-
-			err = ioctl(pc->uffd, UFFDIO_COPY, &c) < 0 ? errno : 0;
-		}
 	} while (err == EAGAIN);
-	return err;
+	if (err)
+		return err;
+	if (zero)
+		src = b->zeroable ? NULL : pc->zero;
+	return migram_uffd_place(pc->uffd, (uintptr_t)b->host + off, src,
+				 b->page_size, true, NULL);
 }
 
 /* ---- placing pages ---- */

@@ -35,6 +35,15 @@
 #define SECTION_MAX_US ((gint64)50 * 1000) /* QEMU's MAX_WAIT for one pass */
 #define CHECK_EVERY 64 /* pages between cancel/rate checks */
 
+bool migram_sender_check_unchanged(MigramMigration *m, GError **error)
+{
+	if (!g_atomic_int_get(&m->changed))
+		return true;
+	g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
+		    "ramblock '%s' changed during migration", m->changed_block);
+	return false;
+}
+
 /* Cancel, list changes, time limit.  Any thread may set the flags. */
 bool migram_sender_check(MigramMigration *m, GError **error)
 {
@@ -43,12 +52,8 @@ bool migram_sender_check(MigramMigration *m, GError **error)
 			    "migration cancelled");
 		return false;
 	}
-	if (g_atomic_int_get(&m->changed)) {
-		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
-			    "ramblock '%s' changed during migration",
-			    m->changed_block);
+	if (!migram_sender_check_unchanged(m, error))
 		return false;
-	}
 	return migram_sender_hooks_check(m, error);
 }
 

@@ -215,6 +215,12 @@ bool migram_sender_page_is_zero(MigramMigration *m, SendBlock *sb, uint64_t p);
 bool migram_sender_section(MigramMigration *m, bool last, bool *pass_done,
 			   GError **error);
 bool migram_sender_check(MigramMigration *m, GError **error);
+/* The block list changed since it went out (the listener's `changed`):
+ * false with MIGRAM_ERROR_INVALID naming the block.  Part of
+ * migram_sender_check(), and run() asks again once precopy is done, so a
+ * change during the device stage fails the migration.  Migration
+ * thread; never allocates unless failing. */
+bool migram_sender_check_unchanged(MigramMigration *m, GError **error);
 /* Bytes written on the main channel and every data channel. */
 uint64_t migram_sender_bytes_sent(MigramMigration *m);
 /* Data channels (multifd): start them (setup) / a sync point / stop. */

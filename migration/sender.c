@@ -419,26 +419,6 @@ static bool save_device(MigramMigration *m, GError **error)
 }
 
 /* Pause, final sync, everything left in the END section, EOF. */
-/*
- * A block added, removed or resized after the block list went out and
- * before completion (the listener sets `changed`): the destination does
- * not have it as the source does, so the migration is not complete.
- * Fails it, as a change seen while iterating does; the caller resumes the
- * guest.  Found by the torture campaign (a hot-add during the device
- * stage reported completed; the verification then found a block the
- * destination lacked).
- */
-static bool unchanged_at_end(MigramMigration *m, GError **error)
-{
-	if (!g_atomic_int_get(&m->changed))
-		return true;
-	g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
-		    "ramblock '%s' changed during migration (before it "
-		    "completed)",
-		    m->changed_block);
-	return false;
-}
-
 static bool finish(MigramMigration *m, GError **error)
 {
 	bool pass_done;
@@ -527,7 +507,7 @@ MIGRAM_EXPORT bool migram_migration_run(MigramMigration *m, MigramChannel *ch,
 		else if (ok)
 			ok = finish(m, &err) &&
 			     migram_sender_hooks_precopy_done(m, &err) &&
-			     unchanged_at_end(m, &err);
+			     migram_sender_check_unchanged(m, &err);
 	}
 	/* A source's op that failed without saying why still gets a reason. */
 	if (!ok && !err)

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Opening a userfaultfd and its API handshake (uffd.h). */
+/* Opening a userfaultfd, its API handshake, placing pages (uffd.h). */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
@@ -38,4 +38,52 @@ bool migram_uffd_api(int fd, uint64_t features, uint64_t *offered,
 	if (ioctls)
 		*ioctls = api.ioctls;
 	return true;
+}
+
+int migram_uffd_place(int uffd, uintptr_t dst, const void *src, uint64_t len,
+		      bool wake, uint64_t *placed)
+{
+	uint64_t off = 0;
+
+	for (;;) {
+		int64_t done;
+		int rc;
+
+		if (src) {
+			struct uffdio_copy c = {
+				.dst = dst + off,
+				.src = (uintptr_t)src + off,
+				.len = len - off,
+				.mode = wake ? 0 : UFFDIO_COPY_MODE_DONTWAKE,
+			};
+
+			rc = ioctl(uffd, UFFDIO_COPY, &c);
+			done = c.copy;
+		} else {
+			struct uffdio_zeropage z = {
+				.range = { .start = dst + off,
+					   .len = len - off },
+				.mode = wake ? 0
+					     : UFFDIO_ZEROPAGE_MODE_DONTWAKE,
+			};
+
+			rc = ioctl(uffd, UFFDIO_ZEROPAGE, &z);
+			done = z.zeropage;
+		}
+		if (rc == 0) {
+			off = len;
+			break;
+		}
+		rc = errno;
+		if (done > 0)
+			off += (uint64_t)done;
+		if (rc != EAGAIN) {
+			if (placed)
+				*placed = off;
+			return rc;
+		}
+	}
+	if (placed)
+		*placed = off;
+	return 0;
 }

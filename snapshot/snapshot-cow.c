@@ -16,7 +16,6 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "migram-common.h"
@@ -24,6 +23,7 @@
 #include "migram/bitmap.h"
 #include "migram/migram.h"
 #include "snapshot-internal.h"
+#include "uffd.h"
 
 #ifndef UFFD_FEATURE_WP_HUGETLBFS_SHMEM
 #define UFFD_FEATURE_WP_HUGETLBFS_SHMEM (1 << 12)
@@ -48,14 +48,6 @@ struct MigramCowSnapshot {
 	MigramCowStats stats;
 	uint64_t wp_faults; /* atomic */
 };
-
-static bool cow_errno(GError **error, int code, const char *what)
-{
-	int e = errno;
-	g_set_error(error, MIGRAM_ERROR, code,
-		    "copy-before-write snapshot: %s: %s", what, g_strerror(e));
-	return false;
-}
 
 static bool wp(int uffd, uint8_t *at, uint64_t len, bool on)
 {
@@ -127,37 +119,36 @@ static void cow_free(MigramCowSnapshot *cow)
 
 static bool cow_open(MigramCowSnapshot *cow, GError **error)
 {
-	int probe = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
-	if (probe < 0)
-		return cow_errno(error, MIGRAM_ERROR_UNSUPPORTED,
-				 "userfaultfd");
-	struct uffdio_api api = { .api = UFFD_API };
-	int rc = ioctl(probe, UFFDIO_API, &api);
-	close(probe);
-	if (rc < 0)
-		return cow_errno(error, MIGRAM_ERROR_UNSUPPORTED, "UFFDIO_API");
+	const char *who = "copy-before-write snapshot";
 	uint64_t need = UFFD_FEATURE_PAGEFAULT_FLAG_WP |
 			UFFD_FEATURE_WP_UNPOPULATED;
-	if ((api.features & need) != need) {
+	uint64_t offered = 0;
+	/* What the kernel offers: a probe fd (one handshake per fd). */
+	int probe = migram_uffd_open(who, error);
+	if (probe < 0)
+		return false;
+	bool ok = migram_uffd_api(probe, 0, &offered, NULL, who,
+				  MIGRAM_ERROR_UNSUPPORTED, error);
+	close(probe);
+	if (!ok)
+		return false;
+	if ((offered & need) != need) {
 		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_UNSUPPORTED,
 			    "copy-before-write snapshot: the kernel lacks "
 			    "userfaultfd write-protect of unpopulated memory");
 		return false;
 	}
-	cow->uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-	if (cow->uffd < 0)
-		return cow_errno(error, MIGRAM_ERROR_UNSUPPORTED,
-				 "userfaultfd");
-	api = (struct uffdio_api){
-		.api = UFFD_API,
-		.features = need |
-			    (api.features & UFFD_FEATURE_WP_HUGETLBFS_SHMEM)
-	};
-	if (ioctl(cow->uffd, UFFDIO_API, &api) < 0)
-		return cow_errno(error, MIGRAM_ERROR_UNSUPPORTED, "UFFDIO_API");
+	cow->uffd = migram_uffd_open(who, error);
+	if (cow->uffd < 0 ||
+	    !migram_uffd_api(cow->uffd,
+			     need | (offered & UFFD_FEATURE_WP_HUGETLBFS_SHMEM),
+			     NULL, NULL, who, MIGRAM_ERROR_UNSUPPORTED, error))
+		return false;
 	cow->stopfd = eventfd(0, EFD_CLOEXEC);
 	if (cow->stopfd < 0)
-		return cow_errno(error, MIGRAM_ERROR_IO, "eventfd");
+		return migram_error_errno(
+			error, MIGRAM_ERROR_IO, errno,
+			"copy-before-write snapshot: eventfd");
 	return true;
 }
 
@@ -192,13 +183,15 @@ static bool cow_protect(MigramCowSnapshot *cow, MigramRamList *list,
 			.mode = UFFDIO_REGISTER_MODE_WP
 		};
 		if (ioctl(cow->uffd, UFFDIO_REGISTER, &reg) < 0) {
-			ok = cow_errno(error, MIGRAM_ERROR_UNSUPPORTED,
-				       "UFFDIO_REGISTER (write-protect)");
+			ok = migram_error_errno(
+				error, MIGRAM_ERROR_UNSUPPORTED, errno,
+				"copy-before-write snapshot: UFFDIO_REGISTER (write-protect)");
 		} else {
 			b.host = host;
 			if (!wp(cow->uffd, host, b.npages * SNAP_PAGE, true))
-				ok = cow_errno(error, MIGRAM_ERROR_IO,
-					       "UFFDIO_WRITEPROTECT");
+				ok = migram_error_errno(
+					error, MIGRAM_ERROR_IO, errno,
+					"copy-before-write snapshot: UFFDIO_WRITEPROTECT");
 		}
 		g_array_append_val(arr, b);
 	}

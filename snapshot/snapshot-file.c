@@ -15,6 +15,7 @@
 #include "migram-common.h"
 #include "migram/bitmap.h"
 #include "migram/migram.h"
+#include "migram/verify.h"
 #include "snapshot-internal.h"
 
 #define K1 0x9e3779b97f4a7c15ull
@@ -41,7 +42,8 @@ uint64_t snap_hash_bytes(uint64_t seed, const void *buf, size_t len)
 
 MIGRAM_EXPORT uint64_t migram_snapshot_page_hash(const void *page)
 {
-	return snap_hash_bytes(0x6d696772616dull, page, SNAP_PAGE);
+	/* the library's one page hash, the one verification uses */
+	return migram_verify_page_hash(page, SNAP_PAGE);
 }
 
 uint64_t snap_header_check(const uint8_t *header, const uint8_t *table,

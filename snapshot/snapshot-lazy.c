@@ -11,11 +11,11 @@
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "migram-common.h"
@@ -23,6 +23,7 @@
 #include "migram/bitmap.h"
 #include "migram/migram.h"
 #include "snapshot-internal.h"
+#include "uffd.h"
 
 #define RUN 32u /* pages per prefetch copy */
 
@@ -43,18 +44,18 @@ struct MigramLazyRestore {
 	uint64_t t0;
 	uint64_t faults, zero_faults, prefetched, first_fault_ns; /* atomic */
 	uint64_t prefetched_hot;
-	GMutex lock;
+	pthread_mutex_t lock;
 	GError *error; /* first, under lock */
 };
 
 static void lazy_fail(MigramLazyRestore *lr, GError *err)
 {
-	g_mutex_lock(&lr->lock);
+	pthread_mutex_lock(&lr->lock);
 	if (!lr->error)
 		lr->error = err;
 	else
 		g_error_free(err);
-	g_mutex_unlock(&lr->lock);
+	pthread_mutex_unlock(&lr->lock);
 }
 
 static int source_of(const MigramLazyRestore *lr, const LBlock *b, uint64_t p)
@@ -77,7 +78,8 @@ static int64_t place(MigramLazyRestore *lr, const LBlock *b, int src,
 		     uint64_t p, uint64_t np, uint8_t *buf, bool wake,
 		     GError **error)
 {
-	uint64_t len = np * SNAP_PAGE, off = 0;
+	uint64_t len = np * SNAP_PAGE, placed;
+	int err;
 	if (src >= 0) {
 		const MigramSnapshotFile *f = lr->chain[src];
 		const SnapBlock *sb = &f->blocks[b->index[src]];
@@ -86,50 +88,17 @@ static int64_t place(MigramLazyRestore *lr, const LBlock *b, int src,
 				    f->name, error))
 			return -1;
 	}
-	/*
-	 * EAGAIN: the kernel placed part of the range (or none, when the
-	 * address space was changing) and asks for the rest again; the
-	 * pages already placed are counted in copy/zeropage.
-	 */
-	for (;;) {
-		uintptr_t dst = (uintptr_t)(b->host + p * SNAP_PAGE + off);
-		int rc;
-		int64_t done;
-		if (src >= 0) {
-			struct uffdio_copy c = {
-				.dst = dst,
-				.src = (uintptr_t)(buf + off),
-				.len = len - off,
-				.mode = wake ? 0 : UFFDIO_COPY_MODE_DONTWAKE
-			};
-			rc = ioctl(lr->uffd, UFFDIO_COPY, &c);
-			done = c.copy;
-		} else {
-			struct uffdio_zeropage z = {
-				.range = { .start = dst, .len = len - off },
-				.mode = wake ? 0 : UFFDIO_ZEROPAGE_MODE_DONTWAKE
-			};
-			rc = ioctl(lr->uffd, UFFDIO_ZEROPAGE, &z);
-			done = z.zeropage;
-		}
-		if (rc == 0)
-			return (int64_t)np;
-		if (errno == EAGAIN) {
-			if (done > 0)
-				off += (uint64_t)done;
-			continue;
-		}
-		if (errno == EEXIST || done == -EEXIST)
-			return (int64_t)((off +
-					  (done > 0 ? (uint64_t)done : 0)) /
-					 SNAP_PAGE);
-		int e = errno;
-		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO,
-			    "lazy restore: placing pages [%" G_GUINT64_FORMAT
-			    ", +%" G_GUINT64_FORMAT "): %s",
-			    p, np, g_strerror(e));
-		return -1;
-	}
+	err = migram_uffd_place(lr->uffd, (uintptr_t)(b->host + p * SNAP_PAGE),
+				src >= 0 ? buf : NULL, len, wake, &placed);
+	if (!err)
+		return (int64_t)np;
+	if (err == EEXIST)
+		return (int64_t)(placed / SNAP_PAGE);
+	migram_error_errno(error, MIGRAM_ERROR_IO, err,
+			   "lazy restore: placing pages [%" G_GUINT64_FORMAT
+			   ", +%" G_GUINT64_FORMAT ")",
+			   p, np);
+	return -1;
 }
 
 static gpointer handler_main(gpointer data)
@@ -257,14 +226,6 @@ static gpointer prefetch_main(gpointer data)
 	return NULL;
 }
 
-static bool fail_errno(GError **error, int code, const char *what)
-{
-	int e = errno;
-	g_set_error(error, MIGRAM_ERROR, code, "lazy restore: %s: %s", what,
-		    g_strerror(e));
-	return false;
-}
-
 static void lazy_free(MigramLazyRestore *lr)
 {
 	for (guint i = 0; i < lr->nblocks; i++) {
@@ -283,7 +244,7 @@ static void lazy_free(MigramLazyRestore *lr)
 		close(lr->uffd);
 	if (lr->stopfd >= 0)
 		close(lr->stopfd);
-	g_mutex_clear(&lr->lock);
+	pthread_mutex_destroy(&lr->lock);
 	if (lr->error)
 		g_error_free(lr->error);
 	g_free(lr);
@@ -292,17 +253,15 @@ static void lazy_free(MigramLazyRestore *lr)
 static bool lazy_setup(MigramLazyRestore *lr, MigramRamList *list,
 		       GError **error)
 {
-	lr->uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-	if (lr->uffd < 0)
-		return fail_errno(error, MIGRAM_ERROR_UNSUPPORTED,
-				  "userfaultfd");
-	struct uffdio_api api = { .api = UFFD_API };
-	if (ioctl(lr->uffd, UFFDIO_API, &api) < 0)
-		return fail_errno(error, MIGRAM_ERROR_UNSUPPORTED,
-				  "UFFDIO_API");
+	lr->uffd = migram_uffd_open("lazy restore", error);
+	if (lr->uffd < 0 ||
+	    !migram_uffd_api(lr->uffd, 0, NULL, NULL, "lazy restore",
+			     MIGRAM_ERROR_UNSUPPORTED, error))
+		return false;
 	lr->stopfd = eventfd(0, EFD_CLOEXEC);
 	if (lr->stopfd < 0)
-		return fail_errno(error, MIGRAM_ERROR_IO, "eventfd");
+		return migram_error_errno(error, MIGRAM_ERROR_IO, errno,
+					  "lazy restore: eventfd");
 	bool ok = true;
 	urcu_memb_read_lock();
 	for (guint i = 0; i < lr->nblocks && ok; i++) {
@@ -332,8 +291,9 @@ static bool lazy_setup(MigramLazyRestore *lr, MigramRamList *list,
 			.mode = UFFDIO_REGISTER_MODE_MISSING
 		};
 		if (ioctl(lr->uffd, UFFDIO_REGISTER, &reg) < 0)
-			ok = fail_errno(error, MIGRAM_ERROR_UNSUPPORTED,
-					"UFFDIO_REGISTER");
+			ok = migram_error_errno(
+				error, MIGRAM_ERROR_UNSUPPORTED, errno,
+				"lazy restore: UFFDIO_REGISTER");
 		else
 			b->host = host;
 	}
@@ -354,7 +314,7 @@ migram_snapshot_lazy_start(MigramSnapshotFile *const *chain, guint n,
 	lr->nblocks = chain[0]->nblocks;
 	lr->blocks = g_new0(LBlock, lr->nblocks);
 	lr->uffd = lr->stopfd = -1;
-	g_mutex_init(&lr->lock);
+	pthread_mutex_init(&lr->lock, NULL);
 	lr->t0 = snap_now_ns();
 	if (!lazy_setup(lr, list, error)) {
 		lazy_free(lr);

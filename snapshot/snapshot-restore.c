@@ -8,6 +8,7 @@
  * from the newest file that holds it; runs of pages from the same file
  * are read with one pread straight into guest memory.
  */
+#include <pthread.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -34,7 +35,7 @@ typedef struct {
 	uint64_t next;                     /* atomic */
 	uint64_t pages_read, pages_zeroed; /* atomic */
 	GError *error;                     /* first one; under lock */
-	GMutex lock;
+	pthread_mutex_t lock;
 } Job;
 
 static bool layout_mismatch(GError **error, const MigramSnapshotFile *f,
@@ -197,12 +198,12 @@ static gpointer reader_main(gpointer data)
 		uint64_t end = MIN(start + CHUNK, rb->npages);
 		GError *err = NULL;
 		if (!restore_chunk(job, rb, start, end, &err)) {
-			g_mutex_lock(&job->lock);
+			pthread_mutex_lock(&job->lock);
 			if (!job->error)
 				job->error = err;
 			else
 				g_error_free(err);
-			g_mutex_unlock(&job->lock);
+			pthread_mutex_unlock(&job->lock);
 			/* Stop everyone: no more chunks. */
 			__atomic_store_n(&job->next, job->nchunks,
 					 __ATOMIC_RELAXED);
@@ -226,7 +227,7 @@ MIGRAM_EXPORT bool migram_snapshot_restore(MigramSnapshotFile *const *chain,
 		threads = MIN(g_get_num_processors(), 8u);
 	threads = CLAMP(threads, 1u, 64u);
 	Job job = { .chain = chain, .n = n, .nblocks = chain[0]->nblocks };
-	g_mutex_init(&job.lock);
+	pthread_mutex_init(&job.lock, NULL);
 	job.blocks = g_new0(RBlock, job.nblocks);
 	urcu_memb_read_lock();
 	for (guint i = 0; i < job.nblocks; i++) {
@@ -252,7 +253,7 @@ MIGRAM_EXPORT bool migram_snapshot_restore(MigramSnapshotFile *const *chain,
 	for (guint i = 0; i < job.nblocks; i++)
 		g_free(job.blocks[i].index);
 	g_free(job.blocks);
-	g_mutex_clear(&job.lock);
+	pthread_mutex_destroy(&job.lock);
 	if (job.error) {
 		g_propagate_error(error, job.error);
 		return false;
