@@ -37,7 +37,7 @@
 #include "migram/dirty-log-uffd.h"
 #include "migram/migram.h"
 #include "uffd-internal.h"
-#include "uffd.h"
+#include "migram-uffd.h"
 
 #ifndef PAGEMAP_SCAN
 struct page_region {

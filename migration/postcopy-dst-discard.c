@@ -22,7 +22,7 @@
 #include "return-path.h"
 #include "stream-error.h"
 #include "postcopy-dst-internal.h"
-#include "uffd.h"
+#include "migram-uffd.h"
 
 /* Drop [off, off+len) of b: receivedmap bits, then the memory. */
 static bool drop_range(DstPostcopy *pc, DstBlock *b, uint64_t off, uint64_t len,

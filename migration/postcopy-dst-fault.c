@@ -23,7 +23,7 @@
 #include "return-path.h"
 #include "stream-error.h"
 #include "postcopy-dst-internal.h"
-#include "uffd.h"
+#include "migram-uffd.h"
 
 void migram_postcopy_dst_stop_fault_thread(DstPostcopy *pc)
 {

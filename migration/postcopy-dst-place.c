@@ -22,7 +22,7 @@
 #include "return-path.h"
 #include "stream-error.h"
 #include "postcopy-dst-internal.h"
-#include "uffd.h"
+#include "migram-uffd.h"
 
 /* ---- faults ---- */
 

@@ -43,7 +43,7 @@
 #include "return-path.h"
 #include "stream-error.h"
 #include "postcopy-dst-internal.h"
-#include "uffd.h"
+#include "migram-uffd.h"
 
 /* A userfaultfd with the API handshake done; -1 with *error. */
 static int open_uffd(GError **error)

@@ -23,7 +23,7 @@
 #include "migram/bitmap.h"
 #include "migram/migram.h"
 #include "snapshot-internal.h"
-#include "uffd.h"
+#include "migram-uffd.h"
 
 #ifndef UFFD_FEATURE_WP_HUGETLBFS_SHMEM
 #define UFFD_FEATURE_WP_HUGETLBFS_SHMEM (1 << 12)

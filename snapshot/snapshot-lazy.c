@@ -23,7 +23,7 @@
 #include "migram/bitmap.h"
 #include "migram/migram.h"
 #include "snapshot-internal.h"
-#include "uffd.h"
+#include "migram-uffd.h"
 
 #define RUN 32u /* pages per prefetch copy */
 

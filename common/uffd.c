@@ -9,7 +9,7 @@
 
 #include "migram-common.h"
 #include "migram/migram.h"
-#include "uffd.h"
+#include "migram-uffd.h"
 
 int migram_uffd_open(const char *who, GError **error)
 {

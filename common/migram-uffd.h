@@ -3,11 +3,11 @@
  * userfaultfd helpers shared by the dirty log (dirty-log-uffd*.c),
  * postcopy on the destination (postcopy-dst*.c) and snapshots
  * (snapshot-cow.c, snapshot-lazy.c): opening the fd, the API handshake
- * (one wording for their errors) and placing pages (uffd.c).  Never
+ * (one wording for their errors) and placing pages (common/uffd.c).  Never
  * installed.
  */
-#ifndef MIGRAM_UFFD_H
-#define MIGRAM_UFFD_H
+#ifndef MIGRAM_COMMON_UFFD_H
+#define MIGRAM_COMMON_UFFD_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -45,4 +45,4 @@ bool migram_uffd_api(int fd, uint64_t features, uint64_t *offered,
 int migram_uffd_place(int uffd, uintptr_t dst, const void *src, uint64_t len,
 		      bool wake, uint64_t *placed);
 
-#endif /* MIGRAM_UFFD_H */
+#endif /* MIGRAM_COMMON_UFFD_H */
