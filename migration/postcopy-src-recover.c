@@ -71,9 +71,11 @@ bool migram_postcopy_src_wait(MigramMigration *m, SrcWait what, bool *lost,
 	/* The SHUT wait has the I/O timeout (completion.c).  So do the
 	 * recovery handshake's: a new connection that stops moving (a black
 	 * hole, found by the torture campaign C) counts as lost, and the
-	 * source pauses again instead of waiting forever. */
-	bool timed = what == SRC_WAIT_SHUT || what == SRC_WAIT_RECV ||
-		     what == SRC_WAIT_ACK;
+	 * source pauses again instead of waiting forever.  So does the
+	 * switch's PONG 2: a black hole there (torture seed 83756148) left
+	 * the source waiting forever with its guest paused; now it resumes
+	 * the guest after io_timeout_ms and fails with "stalled". */
+	bool timed = true; /* every wait: PONG 2 too (seed 83756148) */
 	unsigned int ms = timed ? m->cfg.io_timeout_ms : 0;
 	struct timespec until = migram_deadline_after(ms);
 	bool ok, stalled = false;
@@ -98,6 +100,16 @@ bool migram_postcopy_src_wait(MigramMigration *m, SrcWait what, bool *lost,
 	if (!ok && stalled && what == SRC_WAIT_SHUT &&
 	    !g_atomic_int_get(&m->cancelled))
 		return migram_sender_shut_stalled(m, ms, error);
+	if (!ok && stalled && what == SRC_WAIT_PONG2 &&
+	    !g_atomic_int_get(&m->cancelled)) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO,
+			    "return path on fd %d stalled: no PONG 2 from "
+			    "the destination for %u ms while switching to "
+			    "postcopy, before the destination could run: the "
+			    "source keeps the guest",
+			    migram_channel_fd(m->ch), ms);
+		return false;
+	}
 	if (!ok && !*lost)
 		migram_sender_check(m, error);
 	return ok;

@@ -134,7 +134,7 @@ bool migram_postcopy_src_switch(MigramMigration *m, GError **error)
 	if (!migram_channel_flush(m->ch, error))
 		return false;
 	if (!migram_postcopy_src_wait(m, SRC_WAIT_PONG2, &lost, error)) {
-		if (lost)
+		if (lost && !(error && *error))
 			g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO,
 				    "connection lost while switching to "
 				    "postcopy, before the destination could "

@@ -182,7 +182,9 @@ typedef struct {
 	 * (multifd_fds) get the same limit.  The wait for the destination's
 	 * SHUT (postcopy, or precopy with @c return_path) gets the same
 	 * limit, and so do the postcopy recovery handshake's waits (a
-	 * stalled one counts as a lost connection: paused again).
+	 * stalled one counts as a lost connection: paused again) and the
+	 * switch's wait for PONG 2 (stalled there, the migration fails
+	 * before the destination runs, and the source guest resumes).
 	 * 0, the default, waits forever, as QEMU does (a stalled peer then
 	 * holds the migration until it is cancelled).  Choose it well above
 	 * the longest pause the destination may legitimately take

@@ -346,12 +346,15 @@ static gpointer drain_main(gpointer p)
 }
 
 static MigramMigrationStatus migrate_stalled(Fixture *f, bool return_path,
-					     bool postcopy, GError **error)
+					     bool postcopy,
+					     unsigned int switch_at,
+					     GError **error)
 {
 	MigramMigrationConfig cfg = { .pause_guest = pause_guest,
 				      .resume_guest = resume_guest,
 				      .return_path = return_path,
 				      .postcopy = postcopy,
+				      .postcopy_after_passes = switch_at,
 				      .io_timeout_ms = 300,
 				      .opaque = f };
 	MigramLogSource src;
@@ -375,7 +378,7 @@ static void test_stall_write(Fixture *f, gconstpointer data)
 	g_autoptr(GError) error = NULL;
 
 	(void)data;
-	g_assert_cmpint(migrate_stalled(f, false, false, &error), ==,
+	g_assert_cmpint(migrate_stalled(f, false, false, 0, &error), ==,
 			MIGRAM_MIGRATION_FAILED);
 	g_test_message("source: %s", error->message);
 	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO);
@@ -395,7 +398,7 @@ static void test_stall_no_shut(Fixture *f, gconstpointer data)
 
 	(void)data;
 	t = g_thread_new("drain", drain_main, f);
-	g_assert_cmpint(migrate_stalled(f, true, false, &error), ==,
+	g_assert_cmpint(migrate_stalled(f, true, false, 0, &error), ==,
 			MIGRAM_MIGRATION_FAILED);
 	g_test_message("source: %s", error->message);
 	g_assert_nonnull(strstr(error->message, "did not confirm"));
@@ -414,12 +417,39 @@ static void test_stall_no_shut_postcopy(Fixture *f, gconstpointer data)
 
 	(void)data;
 	t = g_thread_new("drain", drain_main, f);
-	g_assert_cmpint(migrate_stalled(f, false, true, &error), ==,
+	g_assert_cmpint(migrate_stalled(f, false, true, 0, &error), ==,
 			MIGRAM_MIGRATION_FAILED);
 	g_test_message("source: %s", error->message);
 	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO);
 	g_assert_nonnull(strstr(error->message, "no SHUT"));
 	g_assert_nonnull(strstr(error->message, "300 ms"));
+	g_assert_cmpint(f->resumes, ==, 1);
+	shutdown(f->proxy.src_end, SHUT_RDWR);
+	g_thread_join(t);
+}
+
+/*
+ * Hybrid: the switch to postcopy waits for PONG 2 with the guest paused.
+ * A peer that never answers it (a black hole, torture seed 83756148) once
+ * held the source there forever; now the wait is timed, the migration
+ * fails before the destination could run, and the guest resumes.
+ */
+static void test_stall_no_pong2(Fixture *f, gconstpointer data)
+{
+	g_autoptr(GError) error = NULL;
+	GThread *t;
+
+	(void)data;
+	t = g_thread_new("drain", drain_main, f);
+	g_assert_cmpint(migrate_stalled(f, false, true, 1, &error), ==,
+			MIGRAM_MIGRATION_FAILED);
+	g_test_message("source: %s", error->message);
+	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO);
+	g_assert_nonnull(strstr(error->message, "stalled"));
+	g_assert_nonnull(strstr(error->message, "no PONG 2"));
+	g_assert_nonnull(strstr(error->message, "300 ms"));
+	g_assert_nonnull(strstr(error->message, "keeps the guest"));
+	g_assert_cmpint(f->pauses, ==, 1);
 	g_assert_cmpint(f->resumes, ==, 1);
 	shutdown(f->proxy.src_end, SHUT_RDWR);
 	g_thread_join(t);
@@ -447,5 +477,7 @@ int main(int argc, char **argv)
 	g_test_add("/migration/completion-ack/stall/no-shut-postcopy", Fixture,
 		   NULL, fixture_set_up, test_stall_no_shut_postcopy,
 		   fixture_tear_down);
+	g_test_add("/migration/completion-ack/stall/no-pong2", Fixture, NULL,
+		   fixture_set_up, test_stall_no_pong2, fixture_tear_down);
 	return g_test_run();
 }
