@@ -114,6 +114,23 @@ bool migram_postcopy_src_switch(MigramMigration *m, GError **error)
 	m->cfg.pause_guest(m->cfg.opaque);
 	t[1] = migram_sender_now(m);
 	m->last_stage = true; /* the guest stays paused: no more clears */
+	/*
+	 * From here the block set is fixed until the migration ends: the
+	 * guest will run on the destination with these blocks, and a block
+	 * added or resized here later could never reach it (torture seed
+	 * 20275405: a hot-add after the switch, then the verification found
+	 * a block the destination lacked).  A change that came before the
+	 * hold fails the switch while the source still has the guest.
+	 */
+	if (migram_ram_list_hold(m->list,
+				 "a migration is switching to "
+				 "postcopy: the guest runs on the "
+				 "destination with the blocks it has") !=
+	    m->version)
+		g_atomic_int_set(&m->changed, 1);
+	m->list_held = true;
+	if (!migram_sender_check_unchanged(m, error))
+		return false;
 	migram_channel_set_rate_limit(m->ch, 0);
 	if (!migram_sender_sync(m, error))
 		return false;

@@ -147,7 +147,8 @@ struct MigramMigration {
 	/* the public postcopy controls (read by the postcopy hooks) */
 	int postcopy_wanted;     /* atomic: start_postcopy() was called */
 	bool postcopy_committed; /* the package went out: never resume */
-	MigramChannel *preempt;  /* borrowed, optional */
+	bool list_held; /* migram_ram_list_hold() from the switch to cleanup */
+	MigramChannel *preempt; /* borrowed, optional */
 
 	/* clock and zero check (sender-env.h); all zero: the real ones */
 	MigramSenderEnv env;

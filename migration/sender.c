@@ -237,6 +237,10 @@ static void cleanup(MigramMigration *m)
 	migram_sender_multifd_stop(m); /* multifd */
 	if (m->listener)
 		migram_ram_list_remove_listener(m->list, m->listener);
+	if (m->list_held) {
+		migram_ram_list_release(m->list);
+		m->list_held = false;
+	}
 	migram_rcu_read_lock();
 	if (migram_ram_list_version(m->list) == m->version) {
 		for (guint i = 0; i < m->blocks->len; i++)

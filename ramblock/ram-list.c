@@ -57,6 +57,18 @@ static void bump_version(MigramRamList *list)
 	__atomic_add_fetch(&list->version, 1, __ATOMIC_RELEASE);
 }
 
+/* A held list refuses changes.  Mutex held; false with *error set. */
+static bool check_not_held(MigramRamList *list, const char *what,
+			   const char *idstr, GError **error)
+{
+	if (!list->held)
+		return true;
+	g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_BUSY,
+		    "cannot %s ram block '%s': the list is held (%s)", what,
+		    idstr, list->held_why);
+	return false;
+}
+
 static void notify(MigramRamList *list, MigramRamEvent event, MigramRamBlock *b)
 {
 	for (guint i = 0; i < list->listeners->len; i++) {
@@ -235,6 +247,11 @@ migram_ram_list_add(MigramRamList *list, const MigramRamBlockConfig *config,
 	b->resized_opaque = config->resized_opaque;
 
 	pthread_mutex_lock(&list->mutex);
+	if (!check_not_held(list, "add", b->idstr, error)) {
+		pthread_mutex_unlock(&list->mutex);
+		g_free(b);
+		return NULL;
+	}
 	if (find_locked(list, b->idstr)) {
 		pthread_mutex_unlock(&list->mutex);
 		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_EXISTS,
@@ -272,6 +289,10 @@ MIGRAM_EXPORT bool migram_ram_list_remove(MigramRamList *list,
 	g_return_val_if_fail(list != NULL && idstr != NULL, false);
 	MIGRAM_ASSERT_NOT_RCU_READER();
 	pthread_mutex_lock(&list->mutex);
+	if (!check_not_held(list, "remove", idstr, error)) {
+		pthread_mutex_unlock(&list->mutex);
+		return false;
+	}
 	b = find_locked(list, idstr);
 	if (!b) {
 		pthread_mutex_unlock(&list->mutex);
@@ -310,6 +331,11 @@ MIGRAM_EXPORT bool migram_ram_list_resize(MigramRamList *list,
 			    "no ram block '%s' to resize", idstr);
 		return false;
 	}
+	if (new_length != b->used_length &&
+	    !check_not_held(list, "resize", idstr, error)) {
+		pthread_mutex_unlock(&list->mutex);
+		return false;
+	}
 	if (!(b->flags & MIGRAM_RAM_RESIZEABLE) || new_length == 0 ||
 	    new_length > b->max_length || new_length % b->page_size) {
 		pthread_mutex_unlock(&list->mutex);
@@ -335,6 +361,33 @@ MIGRAM_EXPORT bool migram_ram_list_resize(MigramRamList *list,
 	}
 	pthread_mutex_unlock(&list->mutex);
 	return true;
+}
+
+MIGRAM_EXPORT uint64_t migram_ram_list_hold(MigramRamList *list,
+					    const char *why)
+{
+	uint64_t v;
+
+	g_return_val_if_fail(list != NULL, 0);
+	pthread_mutex_lock(&list->mutex);
+	if (list->held++ == 0)
+		g_strlcpy(list->held_why, why ? why : "no reason given",
+			  sizeof(list->held_why));
+	v = __atomic_load_n(&list->version, __ATOMIC_ACQUIRE);
+	pthread_mutex_unlock(&list->mutex);
+	return v;
+}
+
+MIGRAM_EXPORT void migram_ram_list_release(MigramRamList *list)
+{
+	g_return_if_fail(list != NULL);
+	pthread_mutex_lock(&list->mutex);
+	if (list->held == 0) {
+		pthread_mutex_unlock(&list->mutex);
+		g_return_if_reached();
+	}
+	list->held--;
+	pthread_mutex_unlock(&list->mutex);
 }
 
 MIGRAM_EXPORT guint migram_ram_list_add_listener(MigramRamList *list,

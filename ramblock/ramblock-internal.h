@@ -73,6 +73,8 @@ struct MigramRamList {
 	guint next_listener_id;
 	bool bitmaps_active;
 	unsigned int clear_bmap_shift;
+	guint held;         /* migram_ram_list_hold() count */
+	char held_why[160]; /* the first holder's reason */
 
 	/* RCU: written under mutex, read lock-free. */
 	struct cds_list_head blocks;

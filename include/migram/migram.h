@@ -53,6 +53,7 @@ typedef enum {
 	MIGRAM_ERROR_PROTOCOL = 7,    /**< the peer broke the stream rules */
 	MIGRAM_ERROR_CANCELLED = 8,   /**< the operation was cancelled */
 	MIGRAM_ERROR_NOT_CONVERGED = 9, /**< a migration cannot finish */
+	MIGRAM_ERROR_BUSY = 10, /**< held by another user (added in 0.3) */
 } MigramError;
 
 /**

@@ -283,6 +283,39 @@ bool migram_ram_list_resize(MigramRamList *list, const char *idstr,
 			    uint64_t new_length, GError **error);
 
 /**
+ * Hold the list: until the matching migram_ram_list_release(), add, remove
+ * and resize fail with MIGRAM_ERROR_BUSY and a message that names @p why.
+ *
+ * A migration holds the list from its switch to postcopy to its end: the
+ * guest then runs on the destination with the blocks of the switch, and a
+ * block added or resized on the source could never reach it (QEMU refuses
+ * device_add while migrating for the same reason).  An embedder may hold
+ * it too, around anything that needs the block set fixed.
+ *
+ * @param list the list.
+ * @param why what holds it, for the error of a refused change; copied
+ *        (the first holder's reason is kept while holds nest).
+ * @return the list version at the hold: a caller that saw version V
+ *         before and gets V back knows no change came in between.
+ *
+ * Context: Updater.  Takes and releases the list mutex; not from inside a
+ * listener.  Holds nest (a count); every hold needs one release.
+ * Added in 0.3.
+ */
+uint64_t migram_ram_list_hold(MigramRamList *list, const char *why);
+
+/**
+ * Release one hold of migram_ram_list_hold().  With the last one, changes
+ * are allowed again.
+ *
+ * @param list the list; a release without a hold is a programming error
+ *        (g_return_if_fail).
+ *
+ * Context: Updater.  Takes and releases the list mutex.  Added in 0.3.
+ */
+void migram_ram_list_release(MigramRamList *list);
+
+/**
  * Register a listener for list changes.
  *
  * @param list the list.

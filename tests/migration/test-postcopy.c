@@ -61,6 +61,8 @@ typedef struct {
 	int run_calls;
 	int paused_calls;
 	MigramChannel *recover_ch; /* given when paused */
+	MigramRamList *hot_add_to; /* the source's list, for Case.hot_add */
+	GError *hot_add_error;
 } Dst;
 
 /* ---- source ---- */
@@ -252,6 +254,14 @@ static void dst_run(void *o)
 	Dst *d = o;
 
 	d->run_calls++;
+	if (d->hot_add_to) {
+		MigramRamBlockConfig c = { .idstr = "hot0",
+					   .used_length = 1 * MiB };
+
+		/* the guest runs here now: the source refuses the add */
+		g_assert_null(migram_ram_list_add(d->hot_add_to, &c,
+						  &d->hot_add_error));
+	}
 	for (int i = 0; i < d->nworkers; i++) {
 		void **a = g_new(void *, 2);
 
@@ -440,6 +450,8 @@ typedef struct {
 	/* config.io_timeout_ms; with silent_recovery the source must pause
 	 * again (the handshake stalled) before it is cancelled */
 	unsigned int io_timeout_ms;
+	/* when the destination runs, a block is hot-added on the source */
+	bool hot_add;
 } Case;
 
 typedef struct {
@@ -647,6 +659,8 @@ static void test_postcopy(Fixture *f, gconstpointer data)
 	if (c->hybrid)
 		s->writer = g_thread_new("src-writer", src_writer, s);
 	dst_init(d, s, c->nworkers);
+	if (c->hot_add)
+		d->hot_add_to = s->list;
 	g_assert_true(run_case(c, s, d, &st, &se, &de));
 	g_assert_no_error(se);
 	g_assert_no_error(de);
@@ -668,6 +682,23 @@ static void test_postcopy(Fixture *f, gconstpointer data)
 		       ps.duplicate_pages, ps.preempt_pages, ps.latency_p50_us,
 		       ps.latency_p99_us, ps.recoveries);
 	g_assert_cmpint(st.status, ==, MIGRAM_MIGRATION_COMPLETED);
+	if (c->hot_add) {
+		/*
+		 * Refused while the migration held the list (torture seed
+		 * 20275405: accepted, the block never reached the guest on
+		 * the destination); the migration went on; after it, the
+		 * list takes changes again.
+		 */
+		MigramRamBlockConfig hc = { .idstr = "hot0",
+					    .used_length = 1 * MiB };
+
+		g_assert_error(d->hot_add_error, MIGRAM_ERROR,
+			       MIGRAM_ERROR_BUSY);
+		g_assert_nonnull(strstr(d->hot_add_error->message, "postcopy"));
+		g_clear_error(&d->hot_add_error);
+		g_assert_nonnull(migram_ram_list_add(s->list, &hc, NULL));
+		g_assert_true(migram_ram_list_remove(s->list, "hot0", NULL));
+	}
 	/* The events an embedder sees: postcopy-active, and a pause and a
 	 * recovery when the connection was cut. */
 	g_assert_cmpint(s->last_event, ==, MIGRAM_MIGRATION_COMPLETED);
@@ -964,6 +995,9 @@ static const Case huge = { .hybrid = true,
 static const Case huge_preempt = { .preempt = true,
 				   .hugetlb = true,
 				   .nworkers = NWORKERS };
+static const Case hot_add = { .hybrid = true,
+			      .nworkers = NWORKERS,
+			      .hot_add = true };
 static const Case cut_background = { .cut = CUT_BACKGROUND,
 				     .cut_bytes = 12 * MiB,
 				     .nworkers = NWORKERS };
@@ -992,6 +1026,7 @@ int main(int argc, char **argv)
 	add("/migration/postcopy/hybrid-preempt", &hybrid_preempt,
 	    test_postcopy);
 	add("/migration/postcopy/no-workload", &no_workload, test_postcopy);
+	add("/migration/postcopy/hot-add-refused", &hot_add, test_postcopy);
 	add("/migration/postcopy/hugetlb-hybrid", &huge, test_postcopy);
 	add("/migration/postcopy/hugetlb-preempt", &huge_preempt,
 	    test_postcopy);

@@ -550,6 +550,66 @@ static void test_resize(Fixture *f, gconstpointer data)
 	g_string_free(rec.log, TRUE);
 }
 
+/*
+ * A held list refuses add, remove and resize with MIGRAM_ERROR_BUSY naming
+ * the holder, nothing changes (no version bump, no listener call), holds
+ * nest, and the last release allows changes again.
+ */
+static void test_hold(Fixture *f, gconstpointer data)
+{
+	MigramRamList *list = f->list;
+	Recorder rec = { .log = g_string_new(NULL) };
+	MigramRamBlock *b = migram_ram_list_add(list,
+						&(MigramRamBlockConfig){
+							.idstr = "dimm0",
+							.used_length = 1 * MiB,
+							.max_length = 2 * MiB },
+						NULL);
+	guint id = migram_ram_list_add_listener(list, on_event, &rec);
+	uint64_t v = migram_ram_list_version(list);
+	MigramRamBlockConfig c = { .idstr = "hot0", .used_length = 1 * MiB };
+
+	(void)data;
+	g_assert_nonnull(b);
+	g_assert_cmpuint(migram_ram_list_hold(list, "test holder"), ==, v);
+	g_assert_cmpuint(migram_ram_list_hold(list, "second holder"), ==, v);
+	for (int round = 0; round < 2; round++) {
+		GError *e = NULL;
+
+		g_assert_null(migram_ram_list_add(list, &c, &e));
+		g_assert_error(e, MIGRAM_ERROR, MIGRAM_ERROR_BUSY);
+		g_assert_nonnull(strstr(e->message, "'hot0'"));
+		/* the first holder's reason is kept */
+		g_assert_nonnull(strstr(e->message, "test holder"));
+		g_clear_error(&e);
+		g_assert_false(migram_ram_list_remove(list, "dimm0", &e));
+		g_assert_error(e, MIGRAM_ERROR, MIGRAM_ERROR_BUSY);
+		g_clear_error(&e);
+		g_assert_false(
+			migram_ram_list_resize(list, "dimm0", 2 * MiB, &e));
+		g_assert_error(e, MIGRAM_ERROR, MIGRAM_ERROR_BUSY);
+		g_clear_error(&e);
+		/* the same length is no change: allowed */
+		g_assert_true(
+			migram_ram_list_resize(list, "dimm0", 1 * MiB, &e));
+		g_assert_no_error(e);
+		g_assert_cmpuint(migram_ram_list_version(list), ==, v);
+		urcu_memb_read_lock();
+		g_assert_null(migram_ram_list_find(list, "hot0"));
+		urcu_memb_read_unlock();
+		/* round 0 leaves one hold of two: still refused */
+		migram_ram_list_release(list);
+	}
+	g_assert_cmpstr(rec.log->str, ==, "");
+	/* released: changes go through again */
+	g_assert_nonnull(migram_ram_list_add(list, &c, NULL));
+	g_assert_true(migram_ram_list_resize(list, "dimm0", 2 * MiB, NULL));
+	remove_ok(list, "hot0");
+	g_assert_cmpuint(migram_ram_list_version(list), ==, v + 3);
+	migram_ram_list_remove_listener(list, id);
+	g_string_free(rec.log, TRUE);
+}
+
 static void test_iteration(Fixture *f, gconstpointer data)
 {
 	MigramRamList *list = f->list;
@@ -722,6 +782,8 @@ int main(int argc, char **argv)
 		   test_lookups, fx_tear_down);
 	g_test_add("/ramblock/ramblock/list/resize", Fixture, NULL, fx_set_up,
 		   test_resize, fx_tear_down);
+	g_test_add("/ramblock/ramblock/list/hold", Fixture, NULL, fx_set_up,
+		   test_hold, fx_tear_down);
 	g_test_add("/ramblock/ramblock/list/iteration", Fixture, NULL,
 		   fx_set_up, test_iteration, fx_tear_down);
 	g_test_add("/ramblock/ramblock/list/migration-bitmaps", Fixture, NULL,

@@ -944,7 +944,8 @@ def verdict(s, res, opts, work):
             # it all and runs the guest; the source says it was stopped
             return True, "split", ("after the switch: source cancelled, "
                                    "destination completed")
-        return False, "wrong", f"after the switch: exit {rc}/{drc}"
+        return False, "wrong", (f"after the switch: exit {rc}/{drc}: "
+                                f"{(j.get('error') or '')[:300]}")
     # before the switch, the source alive: it ran its self-check
     if rc not in (1, 3, 130, 143):
         return False, "wrong", f"source exit {rc} before the switch"
