@@ -22,6 +22,7 @@
 #include "migram/guest-layout.h"
 #include "migram/migram.h"
 #include "migram/soft-log.h"
+#include "guest-layout-internal.h"
 
 #define PAGE MIGRAM_TARGET_PAGE_SIZE
 
@@ -290,4 +291,24 @@ MIGRAM_EXPORT uint64_t migram_ram_list_ram_space(MigramRamList *list)
 				       migram_ram_block_max_length(b));
 	migram_rcu_read_unlock();
 	return end;
+}
+
+guint migram_guest_layout_block_ranges(MigramGuestLayout *l,
+				       const MigramRamBlock *block,
+				       MigramGpaRangeFunc fn, void *opaque)
+{
+	const GpaTable *t;
+	guint n = 0;
+
+	migram_rcu_read_lock();
+	t = __atomic_load_n(&l->table, __ATOMIC_ACQUIRE);
+	for (guint i = 0; i < t->n; i++) {
+		if (t->r[i].block != block)
+			continue;
+		n++;
+		if (fn)
+			fn(t->r[i].gpa, t->r[i].size, t->r[i].offset, opaque);
+	}
+	migram_rcu_read_unlock();
+	return n;
 }

@@ -37,6 +37,7 @@
 #include <glib.h>
 
 #include <migram/dirty-log.h>
+#include <migram/guest-layout.h>
 #include <migram/shared-log.h>
 
 G_BEGIN_DECLS
@@ -106,6 +107,52 @@ typedef struct MigramSharedLogAdapter MigramSharedLogAdapter;
 MigramSharedLogAdapter *migram_shared_log_adapter_new(MigramSharedLog *log,
 						      uint64_t ram_space_bytes,
 						      GError **error);
+
+/**
+ * Make a shared log numbered by guest-physical address usable as a
+ * dirty-log source: the layout vhost-user devices write (bit n of the log
+ * is guest-physical page n), translated through @p layout.  A block's sync
+ * collects the log at every range the layout maps the block at (several
+ * for x86 RAM split around the PCI hole; none for memory the guest cannot
+ * address) and reports the pages at their block offsets; clear re-arms
+ * exactly the masked pages at their guest-physical addresses.  Marks at
+ * addresses no range maps are never reported to a migration:
+ * migram_shared_log_adapter_take_unmapped() counts them.  Added in 0.3.
+ *
+ * @param log the shared log; borrowed, must outlive the adapter.
+ * @param layout where blocks appear in guest-physical memory; borrowed,
+ *        must outlive the adapter.  Ranges may be mapped and unmapped
+ *        while it is used (each sync reads the current table).
+ * @param gpa_space_bytes the guest-physical size the log covers (e.g. the
+ *        end of the highest range).
+ * @param error MIGRAM_ERROR_INVALID for a NULL @p log or @p layout or a
+ *        zero size, MIGRAM_ERROR_NO_MEMORY when the pending bitmap cannot
+ *        be allocated.
+ * @return a new adapter; caller frees with migram_shared_log_adapter_free().
+ *
+ * Context: Any thread.  A migration's start fails (MIGRAM_ERROR_INVALID,
+ * naming the block) when a range of a block passes @p gpa_space_bytes.
+ */
+MigramSharedLogAdapter *
+migram_shared_log_adapter_new_gpa(MigramSharedLog *log,
+				  MigramGuestLayout *layout,
+				  uint64_t gpa_space_bytes, GError **error);
+
+/**
+ * Take every mark the guest-physical adapter's log holds: marks at
+ * addresses the layout maps stay pending (the next sync reports them),
+ * marks at addresses no range maps are dropped and counted.  Anything but
+ * 0 means a device wrote memory that no migration tracks: a bug in the
+ * layout or the device, never something to pass over.  Added in 0.3.
+ *
+ * @param a the adapter; NULL or a RAM-address adapter gives 0.
+ * @return the number of unmapped pages that were marked.
+ *
+ * Context: The migration thread, or any thread while no migration uses
+ * the adapter (its pending bitmap is that thread's).  Registered with
+ * liburcu.  O(size of the log).
+ */
+uint64_t migram_shared_log_adapter_take_unmapped(MigramSharedLogAdapter *a);
 
 /**
  * Free an adapter (not its shared log).
