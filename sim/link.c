@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -283,6 +284,9 @@ bool sim_link_tcp_accept(const SimOptions *opt, int lfd, SimLink *lk,
 		if (!file_by_role(lk, fd, peer.role, error))
 			return false;
 	}
+	/* local now holds the adopted migration id */
+	lk->hello = local;
+	lk->greeted = !opt->no_handshake;
 	return true;
 }
 
@@ -332,7 +336,47 @@ bool sim_link_tcp_connect(const SimOptions *opt, SimLink *lk, GError **error)
 		else
 			lk->data_fd[role - MIGRAM_HANDSHAKE_DATA] = fd;
 	}
+	lk->hello = hs;
+	lk->greeted = !opt->no_handshake;
 	return true;
+}
+
+/*
+ * A reconnect's hello: the same migration id, role MAIN.  Bounded by the
+ * deadline (at most 10 s): a peer that connects and says nothing must not
+ * hold the recovery.  False with the reason printed.
+ */
+static bool greet_reconnect(SimLink *lk, int fd, gint64 deadline,
+			    bool accepting)
+{
+	g_autoptr(GError) e = NULL;
+	gint64 left = MIN(deadline - g_get_monotonic_time(),
+			  (gint64)10 * G_USEC_PER_SEC);
+	struct timeval tv = { .tv_sec = MAX(left, 1000) / G_USEC_PER_SEC,
+			      .tv_usec = MAX(left, 1000) % G_USEC_PER_SEC };
+	struct timeval none = { 0 };
+	MigramHandshake h = lk->hello, peer;
+	bool ok;
+
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	h.role = MIGRAM_HANDSHAKE_MAIN;
+	ok = accepting ? migram_handshake_accept_fd(fd, &lk->hello, &peer, &e)
+		       : migram_handshake_connect_fd(fd, &h, NULL, &e);
+	if (ok && accepting && peer.role != MIGRAM_HANDSHAKE_MAIN) {
+		char rb[16];
+
+		g_set_error(&e, MIGRAM_ERROR, MIGRAM_ERROR_PROTOCOL,
+			    "a %s connection where a reconnect was awaited",
+			    migram_handshake_role_name(peer.role, rb));
+		ok = false;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof(none));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof(none));
+	if (!ok)
+		fprintf(stderr, "migram-sim: reconnect refused: %s\n",
+			e->message);
+	return ok;
 }
 
 /*
@@ -377,8 +421,13 @@ int sim_link_reconnect(const SimOptions *opt, SimLink *lk, gint64 deadline,
 			if (rc < 0)
 				return rc;
 			fd = accept4(lk->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-			if (fd >= 0)
+			if (fd < 0)
+				continue;
+			/* a stranger's connection is refused; wait on */
+			if (!lk->greeted ||
+			    greet_reconnect(lk, fd, deadline, true))
 				return fd;
+			close(fd);
 		}
 	}
 	if (!lk->tcp || !parse_hostport(opt->transport_arg, &a, NULL))
@@ -386,6 +435,11 @@ int sim_link_reconnect(const SimOptions *opt, SimLink *lk, gint64 deadline,
 	for (;;) {
 		int fd = connect_once(&a, deadline, wake_fd), rc;
 
+		if (fd >= 0 && lk->greeted &&
+		    !greet_reconnect(lk, fd, deadline, false)) {
+			close(fd);
+			return -EPROTO;
+		}
 		if (fd >= 0 || fd == -ETIMEDOUT || fd == -EINTR)
 			return fd;
 		/* Not yet: try again in 50 ms, unless woken or out of time. */

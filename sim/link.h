@@ -7,6 +7,8 @@
 #ifndef MIGRAM_SIM_LINK_H
 #define MIGRAM_SIM_LINK_H
 
+#include <migram/handshake.h>
+
 #include "sim.h"
 
 #define SIM_LINK_MAX_SPARES 4
@@ -25,6 +27,10 @@ typedef struct {
 	int data_fd[SIM_MAX_CHANNELS]; /* --channels N > 1: N data sockets */
 	unsigned int ndata;
 	bool tcp; /* TCP source */
+	/* the hello of the first connections, when they greeted: a
+	 * reconnect greets with it too (same migration id, role MAIN) */
+	bool greeted;
+	MigramHandshake hello;
 } SimLink;
 
 /* Socketpairs for main, preempt and reconnects: src and dst ends. */

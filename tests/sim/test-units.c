@@ -2,13 +2,17 @@
 /*
  * The simulator's command-line units (sim/units.c): sizes, rates and
  * durations, with and without a unit, and what must be refused; and a
- * reconnect's deadline (sim/link.c).
+ * reconnect's deadline and hello (sim/link.c).
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <string.h>
 #include <unistd.h>
+
+#include <migram/handshake.h>
+#include <migram/migram.h>
 
 #include "link.h"
 #include "sim.h"
@@ -137,6 +141,145 @@ static void test_reconnect_backlog_full(void)
 	close(lfd);
 }
 
+/* ---- a reconnect greets with the first connections' hello ---------- */
+
+static int listener(uint16_t *port)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET,
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t alen = sizeof(a);
+	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	g_assert_cmpint(lfd, >=, 0);
+	g_assert_cmpint(bind(lfd, (struct sockaddr *)&a, sizeof(a)), ==, 0);
+	g_assert_cmpint(listen(lfd, 8), ==, 0);
+	g_assert_cmpint(getsockname(lfd, (struct sockaddr *)&a, &alen), ==, 0);
+	*port = ntohs(a.sin_port);
+	return lfd;
+}
+
+static int dial(uint16_t port)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET,
+				 .sin_port = htons(port),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	g_assert_cmpint(connect(fd, (struct sockaddr *)&a, sizeof(a)), ==, 0);
+	return fd;
+}
+
+typedef struct {
+	uint16_t port;
+	MigramHandshake stranger, source;
+} Dialers;
+
+/* A stranger (another migration's id) calls first, then the source, who
+ * says "R" after its hello. */
+static gpointer dialers_main(gpointer p)
+{
+	Dialers *d = p;
+	int fd = dial(d->port);
+	GError *e = NULL;
+
+	g_assert_false(migram_handshake_connect_fd(fd, &d->stranger, NULL, &e));
+	g_assert_error(e, MIGRAM_ERROR, MIGRAM_ERROR_INVALID);
+	g_clear_error(&e);
+	close(fd);
+	fd = dial(d->port);
+	g_assert_true(migram_handshake_connect_fd(fd, &d->source, NULL, &e));
+	g_assert_no_error(e);
+	g_assert_cmpint(write(fd, "R", 1), ==, 1);
+	close(fd);
+	return NULL;
+}
+
+/*
+ * The destination, paused, waits for the source: a connection with
+ * another migration's id is refused and the wait goes on; the source's
+ * reconnect (same id, role MAIN) is the one returned.
+ */
+static void test_reconnect_hello_accept(void)
+{
+	SimOptions opt = { 0 };
+	SimLink lk = { .fd = -1, .preempt_fd = -1, .greeted = true };
+	Dialers d;
+	GThread *t;
+	char c = 0;
+	int fd;
+
+	lk.listen_fd = listener(&d.port);
+	migram_handshake_init(&lk.hello); /* the adopted id */
+	d.source = lk.hello;
+	migram_handshake_init(&d.stranger); /* a fresh random id */
+	g_assert_true(memcmp(d.stranger.migration_id, d.source.migration_id,
+			     16) != 0);
+	t = g_thread_new("dialers", dialers_main, &d);
+	fd = sim_link_reconnect(&opt, &lk,
+				g_get_monotonic_time() + 10 * G_USEC_PER_SEC,
+				-1);
+	g_assert_cmpint(fd, >=, 0);
+	g_assert_cmpint(read(fd, &c, 1), ==, 1);
+	g_assert_cmpint(c, ==, 'R');
+	g_thread_join(t);
+	close(fd);
+	close(lk.listen_fd);
+}
+
+typedef struct {
+	int lfd;
+	MigramHandshake dest;
+} Answerer;
+
+static gpointer answerer_main(gpointer p)
+{
+	Answerer *a = p;
+	int fd = accept4(a->lfd, NULL, NULL, SOCK_CLOEXEC);
+	MigramHandshake peer;
+	GError *e = NULL;
+
+	g_assert_cmpint(fd, >=, 0);
+	/* it answers, and both sides see the difference */
+	g_assert_false(migram_handshake_accept_fd(fd, &a->dest, &peer, &e));
+	g_assert_error(e, MIGRAM_ERROR, MIGRAM_ERROR_INVALID);
+	g_assert_cmpuint(peer.role, ==, MIGRAM_HANDSHAKE_MAIN);
+	g_clear_error(&e);
+	close(fd);
+	return NULL;
+}
+
+/* The source's reconnect reaches a destination that disagrees (postcopy
+ * off there): -EPROTO, not a connection. */
+static void test_reconnect_hello_connect(void)
+{
+	SimOptions opt = { 0 };
+	SimLink lk = { .fd = -1,
+		       .preempt_fd = -1,
+		       .listen_fd = -1,
+		       .tcp = true,
+		       .greeted = true };
+	g_autofree char *arg = NULL;
+	Answerer a;
+	uint16_t port;
+	GThread *t;
+	int rc;
+
+	a.lfd = listener(&port);
+	migram_handshake_init(&lk.hello);
+	lk.hello.caps = MIGRAM_HANDSHAKE_CAP_POSTCOPY;
+	a.dest = lk.hello; /* same id, but no postcopy */
+	a.dest.caps = 0;
+	arg = g_strdup_printf("127.0.0.1:%u", port);
+	opt.transport_arg = arg;
+	t = g_thread_new("answerer", answerer_main, &a);
+	rc = sim_link_reconnect(&opt, &lk,
+				g_get_monotonic_time() + 10 * G_USEC_PER_SEC,
+				-1);
+	g_assert_cmpint(rc, ==, -EPROTO);
+	g_thread_join(t);
+	close(a.lfd);
+}
+
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
@@ -145,5 +288,9 @@ int main(int argc, char **argv)
 	g_test_add_func("/sim/units/size-rate", test_size_rate);
 	g_test_add_func("/sim/units/reconnect-backlog-full",
 			test_reconnect_backlog_full);
+	g_test_add_func("/sim/units/reconnect-hello-accept",
+			test_reconnect_hello_accept);
+	g_test_add_func("/sim/units/reconnect-hello-connect",
+			test_reconnect_hello_connect);
 	return g_test_run();
 }
