@@ -174,7 +174,6 @@ static const MigramLogSourceOps shared_ops = {
  * stack (the range callback runs under the RCU read lock: no allocation). */
 typedef struct {
 	MigramSharedLogAdapter *a;
-	MigramRamBlock *b;
 	uint64_t used;             /* the block's used_length */
 	unsigned long *collected;  /* sync: the caller's bitmap */
 	uint64_t newly;            /* sync: bits set in it */
@@ -210,7 +209,7 @@ static void gpa_check_range(uint64_t gpa, uint64_t size, uint64_t offset,
 
 static bool gpa_start(void *opaque, MigramRamBlock *b, GError **error)
 {
-	GpaPass p = { .a = opaque, .b = b };
+	GpaPass p = { .a = opaque };
 
 	migram_guest_layout_block_ranges(p.a->layout, b, gpa_check_range, &p);
 	if (p.bad) {
@@ -252,7 +251,6 @@ static bool gpa_sync(void *opaque, MigramRamBlock *b, unsigned long *collected,
 		     uint64_t *newly, GError **error)
 {
 	GpaPass p = { .a = opaque,
-		      .b = b,
 		      .used = migram_ram_block_used_length(b),
 		      .collected = collected };
 
@@ -284,7 +282,6 @@ static bool gpa_clear(void *opaque, MigramRamBlock *b, uint64_t first,
 		      GError **error)
 {
 	GpaPass p = { .a = opaque,
-		      .b = b,
 		      .used = migram_ram_block_used_length(b),
 		      .mask = mask,
 		      .first = first,

@@ -64,6 +64,7 @@ struct MigramMultifdSend {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	bool quit, cancelled;
+	bool whole; /* never list zero pages (set before the threads read) */
 	GError *error;
 };
 
@@ -144,7 +145,8 @@ static bool send_packet(SendChan *c, const Batch *b, bool sync, GError **error)
 	for (uint32_t i = 0; i < b->n; i++) {
 		const uint8_t *p = b->host + b->off[i];
 
-		if (migram_buffer_is_zero(p, MIGRAM_MULTIFD_PAGE)) {
+		if (!c->s->whole &&
+		    migram_buffer_is_zero(p, MIGRAM_MULTIFD_PAGE)) {
 			c->order[b->n - 1 - zero++] = b->off[i];
 		} else {
 			c->order[normal++] = b->off[i];
@@ -322,6 +324,13 @@ bool migram_multifd_send_sync(MigramMultifdSend *s, GError **error)
 	}
 	pthread_mutex_unlock(&s->lock);
 	return ok;
+}
+
+void migram_multifd_send_whole_pages(MigramMultifdSend *s)
+{
+	pthread_mutex_lock(&s->lock); /* the threads read it under it */
+	s->whole = true;
+	pthread_mutex_unlock(&s->lock);
 }
 
 bool migram_multifd_send_set_zstd(MigramMultifdSend *s, int level,

@@ -45,6 +45,14 @@ bool migram_sender_multifd_start(MigramMigration *m, GError **error)
 			    m->cfg.multifd_compression);
 		return false;
 	}
+	if (m->cfg.multifd_zero_pages != MIGRAM_MULTIFD_ZERO_LISTED &&
+	    m->cfg.multifd_zero_pages != MIGRAM_MULTIFD_ZERO_MAIN) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
+			    "migration config: multifd_zero_pages %u "
+			    "(0: listed, 1: main stream)",
+			    m->cfg.multifd_zero_pages);
+		return false;
+	}
 	if (m->cfg.multifd_zstd_level < 0 || m->cfg.multifd_zstd_level > 19) {
 		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
 			    "migration config: multifd_zstd_level %d (0..19)",
@@ -58,11 +66,12 @@ bool migram_sender_multifd_start(MigramMigration *m, GError **error)
 			    m->cfg.multifd_channels);
 		return false;
 	}
-	for (size_t i = 0; i < sizeof(uuid); i += 4) {
-		guint32 r = g_random_int();
-
-		memcpy(uuid + i, &r, 4);
-	}
+	/* the VM's UUID, which a QEMU 7.2 destination compares with its
+	 * own (-uuid; all zero by default) */
+	if (m->cfg.multifd_uuid)
+		memcpy(uuid, m->cfg.multifd_uuid, sizeof(uuid));
+	else
+		memset(uuid, 0, sizeof(uuid));
 	s = migram_multifd_send_new(m->cfg.multifd_channels, m->cfg.multifd_fds,
 				    uuid, m->cfg.io_timeout_ms, error);
 	if (!s)
@@ -76,6 +85,8 @@ bool migram_sender_multifd_start(MigramMigration *m, GError **error)
 		migram_multifd_send_free(s);
 		return false;
 	}
+	if (m->cfg.multifd_zero_pages == MIGRAM_MULTIFD_ZERO_MAIN)
+		migram_multifd_send_whole_pages(s);
 	pthread_mutex_lock(&m->cancel_lock);
 	m->mfd = s;
 	if (g_atomic_int_get(&m->cancelled))

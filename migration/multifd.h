@@ -238,6 +238,14 @@ bool migram_multifd_send_set_zstd(MigramMultifdSend *s, int level,
 				  GError **error);
 
 /*
+ * Send every later page whole, zero or not (QEMU 7.2's packets, whose
+ * destination ignores a zero list): the caller writes zero pages on the
+ * main stream instead.  Before the first queue.  Context: the migration
+ * thread.
+ */
+void migram_multifd_send_whole_pages(MigramMultifdSend *s);
+
+/*
  * Queue the page at @p offset of block @p name (borrowed until the next
  * sync returns) whose memory starts at @p host (mapped until then).  A
  * full batch, or a page of another block, hands the batch to an idle

@@ -191,7 +191,10 @@ static bool send_page(MigramMigration *m, SendBlock *sb, uint64_t p,
 		return false;
 	migram_bitmap_clear_bit(sb->bmap, (size_t)p);
 	m->dirty_pages--;
-	if (m->mfd) { /* multifd: a channel thread reads and sends it */
+	if (m->mfd && !(m->cfg.multifd_zero_pages == MIGRAM_MULTIFD_ZERO_MAIN &&
+			migram_sender_page_is_zero(m, sb, p))) {
+		/* multifd: a channel thread reads and sends it (QEMU 7.2's
+		 * form: zero pages stay on the main stream, below) */
 		if (++m->mfd_queued % MIGRAM_MULTIFD_PAGES_MAX == 0)
 			migram_sender_multifd_charge(m); /* shared budget */
 		return migram_multifd_send_queue(m->mfd, sb->idstr, sb->host,

@@ -238,7 +238,32 @@ typedef struct {
 	 * QEMU's default multifd-zstd-level).  Added in 0.3.
 	 */
 	int multifd_zstd_level;
+	/**
+	 * Where zero pages go with data channels (added in 0.3):
+	 * MIGRAM_MULTIFD_ZERO_LISTED (0, the default): a channel thread finds
+	 * them and lists their offsets in its packet (QEMU 9.0's zero_pages
+	 * field), 8 bytes each on the wire.  MIGRAM_MULTIFD_ZERO_MAIN: the
+	 * migration thread finds them and writes ZERO records on the main
+	 * stream, and the channels send every page they are given whole, as
+	 * QEMU 7.2 does: the form a QEMU 7.2 destination understands
+	 * (docs/wire-format.md, "QEMU 7.2").  Ignored without data channels.
+	 */
+	unsigned int multifd_zero_pages;
+	/**
+	 * The 16-byte UUID every data channel's initial packet carries:
+	 * QEMU's VM UUID (-uuid), which a QEMU 7.2 destination requires to
+	 * equal its own.  NULL, the default, sends all zero bytes, the UUID
+	 * of a QEMU VM started without -uuid.  Borrowed until
+	 * migram_migration_run() returns.  Added in 0.3.
+	 */
+	const uint8_t *multifd_uuid;
 } MigramMigrationConfig;
+
+/** MigramMigrationConfig.multifd_zero_pages values. */
+enum {
+	MIGRAM_MULTIFD_ZERO_LISTED = 0, /**< listed in packets (QEMU 9.0) */
+	MIGRAM_MULTIFD_ZERO_MAIN = 1,   /**< ZERO records on main (QEMU 7.2) */
+};
 
 /** MigramMigrationConfig.multifd_compression values (QEMU's names). */
 enum {

@@ -7,9 +7,12 @@ migram-stream must list it and extract each block byte for byte (compared
 with the prefilled memory backend file, QEMU's own pmemsave of guest RAM,
 and the firmware image).  migram -> QEMU: a stream migram-stream wrote is
 loaded by a QEMU destination started with -incoming "exec:cat FILE", whose
-memory must equal the image.
+memory must equal the image.  Multifd both ways: QEMU 7.2 with the
+multifd capability to multifd-dest (a migram destination), and
+multifd-src (a live migram source with zero pages on the main stream) to
+a QEMU 7.2 destination with the multifd capability.
 
-Usage: qemu-interop.py MIGRAM_STREAM
+Usage: qemu-interop.py MIGRAM_STREAM [MULTIFD_DEST [MULTIFD_SRC]]
 Skips (TAP "1..0 # SKIP") when qemu-system-x86_64 is missing.
 """
 import json
@@ -25,6 +28,7 @@ import time
 QEMU = shutil.which("qemu-system-x86_64")
 TOOL = sys.argv[1] if len(sys.argv) > 1 else "migram-stream"
 MULTIFD_DEST = sys.argv[2] if len(sys.argv) > 2 else None
+MULTIFD_SRC = sys.argv[3] if len(sys.argv) > 3 else None
 ACCEL = "kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "tcg"
 BIOS = "/usr/share/qemu/bios-256k.bin"
 
@@ -273,6 +277,44 @@ def qemu_multifd_to_migram(work, compression=None):
     return None
 
 
+def migram_multifd_to_qemu(work):
+    """A live migram source with 4 data channels and zero pages on the
+    main stream (QEMU 7.2's form) to a QEMU 7.2 destination with the
+    multifd capability: QEMU's memory equals the source's at the pause."""
+    if not MULTIFD_SRC:
+        return "SKIP multifd-src not built"
+    port = 47753
+    size = 8 << 20
+    img = os.path.join(work, "image.bin")
+    with open(img, "wb") as f:
+        f.write(os.urandom(size))
+        f.seek(600 * 4096)
+        f.write(bytes(100 * 4096))  # zero pages from the start
+    vm = Qemu(work, "dst-multifd", [
+        "-machine", "none", "-m", "8M", "-incoming", "defer"])
+    out = os.path.join(work, "src.final")
+    mem = os.path.join(work, "dst.pmemsave")
+    src = None
+    try:
+        vm.qmp.cmd("migrate-set-capabilities", capabilities=[
+            {"capability": "multifd", "state": True}])
+        vm.qmp.cmd("migrate-set-parameters", **{"multifd-channels": 4})
+        vm.qmp.cmd("migrate-incoming", uri=f"tcp:127.0.0.1:{port}")
+        src = subprocess.run([MULTIFD_SRC, str(port), "4", img, out],
+                             capture_output=True, text=True, timeout=60)
+        assert src.returncode == 0, f"multifd-src: {src.stderr}"
+        vm.wait_status(lambda st: st not in ("inmigrate",))
+        info = vm.qmp.cmd("query-migrate")
+        assert info.get("status") in (None, "completed"), info
+        vm.qmp.cmd("pmemsave", val=0, size=size, filename=mem)
+    finally:
+        vm.stop()
+    print(f"# {src.stderr.strip()}")
+    diff = first_diff(read(mem), read(out))
+    assert diff is None, f"QEMU's memory vs the source's: {diff}"
+    return None
+
+
 TESTS = [
     ("qemu-to-migram: -machine none, memory-backend-file",
      qemu_to_migram_backend),
@@ -284,6 +326,8 @@ TESTS = [
      qemu_multifd_to_migram),
     ("qemu-to-migram: multifd zstd with 4 channels, pc.ram equal",
      lambda work: qemu_multifd_to_migram(work, "zstd")),
+    ("migram-to-qemu: live, 4 data channels, zero pages on the main "
+     "stream, QEMU 7.2 multifd destination", migram_multifd_to_qemu),
 ]
 
 

@@ -351,6 +351,7 @@ typedef struct {
 	bool clear_at_sync;
 	unsigned int channels; /* data channels (multifd) */
 	bool zstd;             /* their payloads compressed */
+	bool zero_main;        /* zero pages on the main stream (QEMU 7.2) */
 } ShiftCase;
 
 static void test_end_to_end(gconstpointer data)
@@ -369,7 +370,9 @@ static void test_end_to_end(gconstpointer data)
 		.downtime_limit_ms = 30,
 		.max_bandwidth = 80 * 1000 * 1000,
 		.multifd_compression = c->zstd ? MIGRAM_MULTIFD_COMPRESSION_ZSTD
-					       : 0
+					       : 0,
+		.multifd_zero_pages = c->zero_main ? MIGRAM_MULTIFD_ZERO_MAIN
+						   : MIGRAM_MULTIFD_ZERO_LISTED
 	};
 	g_autoptr(GError) error = NULL;
 	MigramMigrationStats st;
@@ -905,37 +908,41 @@ static void test_multifd_rate_limit(gconstpointer data)
 int main(int argc, char **argv)
 {
 	static const ShiftCase shifts[] = {
-		{ 0, false, 0, false },
-		{ 6, false, 0, false },
-		{ 18, false, 0, false },
-		{ 6, true, 0, false },
+		{ 0, false, 0, false, false },
+		{ 6, false, 0, false, false },
+		{ 18, false, 0, false, false },
+		{ 6, true, 0, false, false },
 		/* data channels (multifd), every clear_bmap_shift family */
-		{ 0, false, 1, false },
-		{ 6, true, 1, false },
-		{ 0, false, 2, false },
-		{ 6, false, 2, false },
-		{ 18, false, 2, false },
-		{ 0, false, 4, false },
-		{ 6, false, 4, false },
-		{ 18, false, 4, false },
-		{ 6, true, 4, false },
+		{ 0, false, 1, false, false },
+		{ 6, true, 1, false, false },
+		{ 0, false, 2, false, false },
+		{ 6, false, 2, false, false },
+		{ 18, false, 2, false, false },
+		{ 0, false, 4, false, false },
+		{ 6, false, 4, false, false },
+		{ 18, false, 4, false, false },
+		{ 6, true, 4, false, false },
 		/* zstd payloads */
-		{ 6, false, 2, true },
-		{ 18, false, 4, true },
+		{ 6, false, 2, true, false },
+		{ 18, false, 4, true, false },
+		/* zero pages on the main stream, QEMU 7.2's form */
+		{ 6, false, 2, false, true },
+		{ 18, false, 4, false, true },
 	};
 
 	g_test_init(&argc, &argv, NULL);
 	urcu_memb_register_thread();
 	for (size_t i = 0; i < G_N_ELEMENTS(shifts); i++) {
 		g_autofree char *path = g_strdup_printf(
-			"/migration/sender/end-to-end/shift-%u%s%s%s",
+			"/migration/sender/end-to-end/shift-%u%s%s%s%s",
 			shifts[i].shift,
 			shifts[i].clear_at_sync ? "-clear-at-sync" : "",
 			shifts[i].channels == 0   ? ""
 			: shifts[i].channels == 1 ? "-multifd-1"
 			: shifts[i].channels == 2 ? "-multifd-2"
 						  : "-multifd-4",
-			shifts[i].zstd ? "-zstd" : "");
+			shifts[i].zstd ? "-zstd" : "",
+			shifts[i].zero_main ? "-zero-main" : "");
 
 		g_test_add_data_func(path, &shifts[i], test_end_to_end);
 	}
