@@ -399,6 +399,8 @@ bool migram_receiver_pause(MigramReceiver *r, GError **error)
 				    "postcopy load cancelled while paused");
 			return false;
 		}
+		if (r->cfg.io_timeout_ms)
+			migram_channel_set_io_timeout(ch, r->cfg.io_timeout_ms);
 		fd = dup(migram_channel_fd(ch));
 		if (fd >= 0)
 			break;

@@ -554,6 +554,8 @@ MIGRAM_EXPORT bool migram_receiver_load(MigramReceiver *r, MigramChannel *ch,
 	r->ch = ch;
 	r->cancelled = false;
 	pthread_mutex_unlock(&r->lock);
+	if (r->cfg.io_timeout_ms && r->on_socket)
+		migram_channel_set_io_timeout(ch, r->cfg.io_timeout_ms);
 	migram_postcopy_placer_init(&r->placer, false);
 	r->reader = migram_stream_reader_new(ch);
 	r->page_size = migram_stream_reader_page_size(r->reader);

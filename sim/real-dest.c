@@ -197,7 +197,8 @@ int real_run_destination(const SimOptions *opt, MigramRamList *list,
 				    .opaque = &d,
 				    .multifd_channels = lk->ndata,
 				    .multifd_fds = lk->ndata ? lk->data_fd
-							     : NULL };
+							     : NULL,
+				    .io_timeout_ms = opt->io_timeout_ms };
 
 	if (opt->workload == SIM_WORKLOAD_KVM)
 		rc.load_device = dst_load_device;

@@ -110,6 +110,20 @@ typedef struct {
 	 * must not be removed during the load.  Added in 0.3.
 	 */
 	const int *multifd_fds;
+	/**
+	 * A read of the main channel that makes no progress for this many
+	 * milliseconds fails it with a "stalled" error (MIGRAM_ERROR_IO,
+	 * naming the fd and the time), as the source's io_timeout_ms does:
+	 * before the postcopy switch the load fails; after it the stall is a
+	 * lost connection, and the load pauses for migram_receiver_recover()
+	 * (whose channel gets the same limit).  TCP sockets get
+	 * TCP_USER_TIMEOUT too.  The preempt and data channels have none:
+	 * they may be idle for a whole pass, or for good after the switch.
+	 * 0, the default, waits forever, as QEMU does.  Choose it above the
+	 * longest silence of a healthy source (its pause and device save).
+	 * Sockets only.  Added in 0.3.
+	 */
+	unsigned int io_timeout_ms;
 } MigramReceiverConfig;
 
 /** What a load did. */

@@ -679,6 +679,33 @@ static void test_socketpair_1g(Fixture *f, gconstpointer data)
 	migram_receiver_free(r);
 }
 
+/* A source that sends the stream's header, then nothing, never closing:
+ * with io_timeout_ms the load fails "stalled" instead of waiting
+ * forever (the destination had no limit of its own: docs/reliability.md). */
+static void test_stalled_source(Fixture *f, gconstpointer data)
+{
+	static const guint8 header[] = { 'Q', 'E', 'V', 'M', 0, 0, 0, 3 };
+	MigramReceiver *r = migram_receiver_new(
+		f->dst, &(MigramReceiverConfig){ .io_timeout_ms = 300 });
+	g_autoptr(GError) error = NULL;
+	MigramChannel *ch;
+	int fds[2];
+
+	(void)data;
+	g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), ==, 0);
+	g_assert_cmpint(write(fds[0], header, sizeof(header)), ==,
+			(ssize_t)sizeof(header));
+	ch = migram_channel_new(fds[1], true);
+	g_assert_false(migram_receiver_load(r, ch, &error));
+	g_test_message("%s", error->message);
+	g_assert_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO);
+	g_assert_nonnull(strstr(error->message, "stalled"));
+	g_assert_nonnull(strstr(error->message, "could not read for 300 ms"));
+	migram_channel_free(ch);
+	migram_receiver_free(r);
+	close(fds[0]);
+}
+
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
@@ -703,6 +730,8 @@ int main(int argc, char **argv)
 		   fx_tear_down);
 	g_test_add("/migration/receiver/device-sections", Fixture, NULL,
 		   fx_set_up, test_device_sections, fx_tear_down);
+	g_test_add("/migration/receiver/stalled-source", Fixture, NULL,
+		   fx_set_up, test_stalled_source, fx_tear_down);
 	g_test_add("/migration/receiver/socketpair-1g", Fixture, NULL,
 		   fx_set_up, test_socketpair_1g, fx_tear_down);
 	return g_test_run();
