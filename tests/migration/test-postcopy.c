@@ -62,6 +62,7 @@ typedef struct {
 	int paused_calls;
 	MigramChannel *recover_ch; /* given when paused */
 	MigramRamList *hot_add_to; /* the source's list, for Case.hot_add */
+	int started; /* atomic: workers running (dst_run waits for them) */
 	GError *hot_add_error;
 } Dst;
 
@@ -220,6 +221,7 @@ static gpointer dst_worker(gpointer p)
 	GRand *r = g_rand_new_with_seed((guint32)id + 7);
 
 	g_free(p);
+	g_atomic_int_inc(&d->started);
 	for (int bi = 0; bi < NBLOCKS; bi++) {
 		uint64_t n = sizes[bi] / P;
 		/* A stride prime to n visits each page once, scattered. */
@@ -268,6 +270,17 @@ static void dst_run(void *o)
 		a[0] = d;
 		a[1] = GINT_TO_POINTER(i);
 		d->workers[i] = g_thread_new("dst-worker", dst_worker, a);
+	}
+	/*
+	 * The load goes on placing pages only once every worker runs (CI
+	 * saw a loaded machine start them after the whole push: no fault).
+	 * A worker signals before its first touch, so this cannot wait on
+	 * a page only this thread would place.
+	 */
+	for (int t = 0; g_atomic_int_get(&d->started) < d->nworkers; t++) {
+		if (t > 100000)
+			g_error("the destination's workers did not start");
+		g_usleep(50);
 	}
 }
 
