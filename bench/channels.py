@@ -10,8 +10,10 @@ Each repetition runs, in this order:
   (--workload idle --fill random: RAM of random data, nothing writes,
   fresh destination memory; loopback TCP), and, where QEMU 7.2 and
   /dev/kvm exist, QEMU with the same RAM size and content (random bytes
-  from a /dev/shm file as its memory backend, the guest in its firmware,
-  destination -m with fresh memory): one stream, and multifd with 2 and 4
+  from a /dev/shm file as its memory backend, preallocated so that it is
+  mapped and resident as migram-sim's filled memory is; the guest in its
+  firmware,
+  destination memory-backend-ram with fresh memory): one stream, and multifd with 2 and 4
   channels (max-bandwidth unlimited, downtime-limit 300 ms).  QEMU's
   figure is RAM bytes / its own total-time, migram's RAM bytes / its
   total_time_ms: the same measure.
@@ -141,10 +143,16 @@ def run_qemu(size_arg, size, channels, work, shm):
     src = subprocess.Popen(base + [
         "-machine", "pc,memory-backend=mem", "-m", size_arg, "-object",
         f"memory-backend-file,id=mem,size={size_arg},mem-path={shm},"
-        "share=on", "-qmp", f"unix:{src_qmp},server=on,wait=off"],
+        # prealloc: mapped and resident before the clock starts, as
+        # migram-sim's source memory is after its fill (else QEMU's
+        # source pays a minor fault per page during the migration)
+        "share=on,prealloc=on",
+        "-qmp", f"unix:{src_qmp},server=on,wait=off"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     dst = subprocess.Popen(base + [
-        "-machine", "pc", "-m", size_arg, "-incoming", "defer",
+        # the same block name as the source's ("mem"), fresh memory
+        "-machine", "pc,memory-backend=mem", "-m", size_arg, "-object",
+        f"memory-backend-ram,id=mem,size={size_arg}", "-incoming", "defer",
         "-qmp", f"unix:{dst_qmp},server=on,wait=off"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
