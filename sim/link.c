@@ -11,6 +11,8 @@
  * SIGINT or SIGTERM arrives), so that no wait outlives the user's patience.
  */
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -23,6 +25,7 @@
 #include <migram/migram.h>
 
 #include "link.h"
+#include "stream-internal.h"
 
 bool sim_link_pairs(const SimOptions *opt, SimLink *src, SimLink *dst)
 {
@@ -343,8 +346,13 @@ bool sim_link_tcp_connect(const SimOptions *opt, SimLink *lk, GError **error)
 
 /*
  * A reconnect's hello: the same migration id, role MAIN.  Bounded by the
- * deadline (at most 10 s): a peer that connects and says nothing must not
- * hold the recovery.  False with the reason printed.
+ * deadline (at most 10 s) through the channel's I/O timeout: a peer that
+ * connects and says nothing, or a reconnect that lands in a listener the
+ * peer does not accept from (torture seed 20261264: the source waited
+ * for an answer forever; SO_RCVTIMEO does not help, the channel polls on
+ * EAGAIN), must not hold the recovery.  The channel reads exactly the
+ * hello, so nothing of the stream after it is taken.  False with the
+ * reason printed.
  */
 static bool greet_reconnect(SimLink *lk, int fd, gint64 deadline,
 			    bool accepting)
@@ -352,17 +360,16 @@ static bool greet_reconnect(SimLink *lk, int fd, gint64 deadline,
 	g_autoptr(GError) e = NULL;
 	gint64 left = MIN(deadline - g_get_monotonic_time(),
 			  (gint64)10 * G_USEC_PER_SEC);
-	struct timeval tv = { .tv_sec = MAX(left, 1000) / G_USEC_PER_SEC,
-			      .tv_usec = MAX(left, 1000) % G_USEC_PER_SEC };
-	struct timeval none = { 0 };
+	MigramChannel *ch = migram_channel_new(fd, false);
 	MigramHandshake h = lk->hello, peer;
+	int off = 0;
 	bool ok;
 
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	migram_channel_set_exact_reads(ch);
+	migram_channel_set_io_timeout(ch, (unsigned int)MAX(left / 1000, 1));
 	h.role = MIGRAM_HANDSHAKE_MAIN;
-	ok = accepting ? migram_handshake_accept_fd(fd, &lk->hello, &peer, &e)
-		       : migram_handshake_connect_fd(fd, &h, NULL, &e);
+	ok = accepting ? migram_handshake_accept(ch, &lk->hello, &peer, &e)
+		       : migram_handshake_connect(ch, &h, NULL, &e);
 	if (ok && accepting && peer.role != MIGRAM_HANDSHAKE_MAIN) {
 		char rb[16];
 
@@ -371,8 +378,9 @@ static bool greet_reconnect(SimLink *lk, int fd, gint64 deadline,
 			    migram_handshake_role_name(peer.role, rb));
 		ok = false;
 	}
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof(none));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof(none));
+	migram_channel_free(ch);
+	/* the timeout's TCP_USER_TIMEOUT goes with the hello */
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &off, sizeof(off));
 	if (!ok)
 		fprintf(stderr, "migram-sim: reconnect refused: %s\n",
 			e->message);

@@ -280,6 +280,30 @@ static void test_reconnect_hello_connect(void)
 	close(a.lfd);
 }
 
+/* The source's reconnect lands in a listener nobody accepts from (the
+ * destination still blocked on its dead connection): its hello is bounded
+ * by the deadline, not a wait forever (torture seed 20261264). */
+static void test_reconnect_hello_unanswered(void)
+{
+	SimOptions opt = { 0 };
+	SimLink lk = { .fd = -1,
+		       .preempt_fd = -1,
+		       .listen_fd = -1,
+		       .tcp = true,
+		       .greeted = true };
+	g_autofree char *arg = NULL;
+	uint16_t port;
+	int lfd = listener(&port), rc;
+
+	migram_handshake_init(&lk.hello);
+	arg = g_strdup_printf("127.0.0.1:%u", port);
+	opt.transport_arg = arg;
+	rc = sim_link_reconnect(&opt, &lk, g_get_monotonic_time() + 300 * 1000,
+				-1);
+	g_assert_cmpint(rc, ==, -EPROTO);
+	close(lfd);
+}
+
 int main(int argc, char **argv)
 {
 	g_test_init(&argc, &argv, NULL);
@@ -292,5 +316,7 @@ int main(int argc, char **argv)
 			test_reconnect_hello_accept);
 	g_test_add_func("/sim/units/reconnect-hello-connect",
 			test_reconnect_hello_connect);
+	g_test_add_func("/sim/units/reconnect-hello-unanswered",
+			test_reconnect_hello_unanswered);
 	return g_test_run();
 }
