@@ -3,6 +3,7 @@
  * Real mode: the source side (callbacks, the sender run).
  */
 #include "real-internal.h"
+#include "stream-internal.h"
 
 static void src_pause(void *o)
 {
@@ -204,6 +205,17 @@ int real_run_source(const SimOptions *opt, MigramRamList *list, SimLink *lk,
 					 st.postcopy_time_ms) /
 				1000.0;
 	migram_migration_free(mon.m);
+	/*
+	 * The migration is over: the verification exchange that follows is
+	 * migram-sim's, not the migration's.  A destination that pauses
+	 * longer than io_timeout_ms now (it runs its guest, or was stopped:
+	 * torture seed 75360515, SIGSTOP for 3.8 s with a 3 s timeout) must
+	 * not turn a completed migration into a failure; one that never
+	 * answers still ends it, after 30 s.
+	 */
+	if (ok && opt->io_timeout_ms)
+		migram_channel_set_io_timeout(ctx.cur,
+					      MAX(opt->io_timeout_ms, 30000u));
 	if (ok && opt->transport != SIM_TRANSPORT_FILE) {
 		unsigned long *skip = NULL;
 
