@@ -184,7 +184,19 @@ int real_run_source(const SimOptions *opt, MigramRamList *list, SimLink *lk,
 	torture = sim_torture_start(opt, list);
 	ok = migram_migration_run(mon.m, ctx.cur, error);
 	rep->cpu_src_ms = (real_cpu_us() - cpu0) / 1000;
-	sim_torture_stop(torture);
+	if (sim_torture_stop(torture) && ok) {
+		/*
+		 * A completed migration with the hot-add through: the add came
+		 * after the end (one before fails the migration, one after a
+		 * postcopy switch is refused), between run() returning and the
+		 * thread's stop (CI's ASan slice, seed 251135414).  The block
+		 * was never part of the migration: leave it out of the
+		 * verification.
+		 */
+		fprintf(stderr, "migram-sim: torture: block 'hot0' was added "
+				"after the migration ended: not verified\n");
+		migram_ram_list_remove(list, "hot0", NULL);
+	}
 	if (!ok && guest && opt->debug_check_source)
 		sim_torture_check_source(opt, guest);
 	sim_peer_set_cancel(opt->peer, NULL, NULL);

@@ -28,6 +28,8 @@ struct SimTorture {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	bool stop;
+	bool added; /* the hot-add went through (the thread's; read after join)
+		     */
 };
 
 bool sim_torture_log(const SimOptions *opt, MigramLogSource *src,
@@ -105,9 +107,11 @@ static gpointer hotplug_main(gpointer p)
 		MigramRamBlockConfig c = { .idstr = "hot0",
 					   .used_length = 1u << 20 };
 
-		if (migram_ram_list_add(t->list, &c, &e))
+		if (migram_ram_list_add(t->list, &c, &e)) {
+			t->added = true;
 			fprintf(stderr, "migram-sim: torture: hot-added block "
 					"'hot0' (1 MiB)\n");
+		}
 		goto out;
 	}
 	urcu_memb_read_lock();
@@ -162,18 +166,22 @@ SimTorture *sim_torture_start(const SimOptions *opt, MigramRamList *list)
 	return t;
 }
 
-void sim_torture_stop(SimTorture *t)
+bool sim_torture_stop(SimTorture *t)
 {
+	bool added;
+
 	if (!t)
-		return;
+		return false;
 	pthread_mutex_lock(&t->lock);
 	t->stop = true;
 	pthread_cond_signal(&t->cond);
 	pthread_mutex_unlock(&t->lock);
 	g_thread_join(t->thread);
+	added = t->added;
 	pthread_mutex_destroy(&t->lock);
 	pthread_cond_destroy(&t->cond);
 	g_free(t);
+	return added;
 }
 
 void sim_torture_check_source(const SimOptions *opt, SimGuest *guest)

@@ -53,8 +53,9 @@ bool sim_torture_log(const SimOptions *opt, MigramLogSource *src,
  */
 SimTorture *sim_torture_start(const SimOptions *opt, MigramRamList *list);
 
-/* Stop and join the hotplug thread; t may be NULL. */
-void sim_torture_stop(SimTorture *t);
+/* Stop and join the hotplug thread; t may be NULL.  True when it
+ * hot-added its block 'hot0'. */
+bool sim_torture_stop(SimTorture *t);
 
 /*
  * --debug-check-source, after a failed migration and before the guest is
