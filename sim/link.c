@@ -11,8 +11,6 @@
  * SIGINT or SIGTERM arrives), so that no wait outlives the user's patience.
  */
 #include <arpa/inet.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -362,7 +360,6 @@ static bool greet_reconnect(SimLink *lk, int fd, gint64 deadline,
 			  (gint64)10 * G_USEC_PER_SEC);
 	MigramChannel *ch = migram_channel_new(fd, false);
 	MigramHandshake h = lk->hello, peer;
-	int off = 0;
 	bool ok;
 
 	migram_channel_set_exact_reads(ch);
@@ -378,9 +375,9 @@ static bool greet_reconnect(SimLink *lk, int fd, gint64 deadline,
 			    migram_handshake_role_name(peer.role, rb));
 		ok = false;
 	}
+	/* the limit (and its TCP_USER_TIMEOUT) goes with the hello */
+	migram_channel_set_io_timeout(ch, 0);
 	migram_channel_free(ch);
-	/* the timeout's TCP_USER_TIMEOUT goes with the hello */
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &off, sizeof(off));
 	if (!ok)
 		fprintf(stderr, "migram-sim: reconnect refused: %s\n",
 			e->message);
