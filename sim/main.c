@@ -77,8 +77,8 @@ typedef struct {
 	gboolean no_return_path, no_handshake;
 	int io_timeout_ms;
 	gboolean version, check_source, lazy;
-	char *snapshot_after, *checkpoint_every;
-	gint snapshot_epochs, checkpoint_epochs;
+	char *snapshot_after, *checkpoint_every, *snapshot_bridge;
+	gint snapshot_epochs, checkpoint_epochs, snapshot_writers;
 } Args;
 
 static bool fail_usage(GError **error, const char *fmt, const char *v)
@@ -435,6 +435,21 @@ static bool apply(const Args *a, SimOptions *o, GError **error)
 	if (a->snapshot_epochs < 0 || a->snapshot_epochs > 1000)
 		return fail_usage(error, "--snapshot-epochs: 0 to 1000%s", "");
 	o->snapshot_epochs = (unsigned int)a->snapshot_epochs;
+	if (a->snapshot_writers < 0 || a->snapshot_writers > 64)
+		return fail_usage(error, "--snapshot-writers: 0 to 64%s", "");
+	o->snapshot_writers = (unsigned int)a->snapshot_writers;
+	uint64_t bridge = 64 * 1024; /* sim_parse_size: 0 is a failure */
+	if (a->snapshot_bridge)
+		bridge = strcmp(a->snapshot_bridge, "0") == 0
+				 ? 0
+				 : sim_parse_size(a->snapshot_bridge);
+	if ((a->snapshot_bridge && bridge == 0 &&
+	     strcmp(a->snapshot_bridge, "0") != 0) ||
+	    bridge % 4096 || bridge > 1024 * 1024)
+		return fail_usage(error,
+				  "--snapshot-bridge '%s': 0 to 1M in 4K steps",
+				  a->snapshot_bridge);
+	o->snapshot_bridge_pages = bridge / 4096;
 	o->lazy = a->lazy;
 	o->snapshot_after_ms = 200;
 	if (a->snapshot_after) {
@@ -588,6 +603,14 @@ static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
 		  "How: staging (default) or cow (copy-before-write)", "MODE" },
 		{ "snapshot-epochs", 0, 0, G_OPTION_ARG_INT, &a.snapshot_epochs,
 		  "Diff snapshots after the first (0)", "N" },
+		{ "snapshot-writers", 0, 0, G_OPTION_ARG_INT,
+		  &a.snapshot_writers,
+		  "Threads writing the staging out (0: one per CPU, up to 8)",
+		  "N" },
+		{ "snapshot-bridge", 0, 0, G_OPTION_ARG_STRING,
+		  &a.snapshot_bridge,
+		  "Write zero gaps up to SIZE between staged runs (64K)",
+		  "SIZE" },
 		{ "snapshot-after", 0, 0, G_OPTION_ARG_STRING,
 		  &a.snapshot_after,
 		  "Run the workload this long before each snapshot (200ms)",
@@ -681,6 +704,7 @@ static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
 	g_free(a.link_bandwidth);
 	g_free(a.transport);
 	g_free(a.snapshot_after);
+	g_free(a.snapshot_bridge);
 	g_free(a.checkpoint_every);
 	g_free(a.mode);
 	g_free(a.working_set);

@@ -172,16 +172,27 @@ static bool snapshot_epoch(const SimOptions *opt, unsigned e,
 	} else if (!migram_snapshot_writer_start(w, error)) {
 		return false;
 	}
-	for (guint i = 0; i < blocks->len; i++) {
-		uint64_t n = 0;
-		if ((!cow && !migram_snapshot_writer_put_staging(
-				     w, i, bs[i].st, 256, true, &n, error)) ||
-		    !migram_snapshot_writer_set_hashes(w, i, bs[i].hashes,
+	MigramSnapshotWriteStats ws = { 0 };
+	if (!cow) {
+		g_autofree MigramStaging **sts = g_new(MigramStaging *,
+						       blocks->len);
+		for (guint i = 0; i < blocks->len; i++)
+			sts[i] = bs[i].st;
+		MigramSnapshotWriteOptions wo = {
+			.threads = opt->snapshot_writers,
+			.bridge_pages = opt->snapshot_bridge_pages,
+			.release = true,
+		};
+		if (!migram_snapshot_writer_put_staging_all(w, sts, blocks->len,
+							    &wo, &ws, error))
+			return false;
+		written = ws.pages_written;
+	}
+	for (guint i = 0; i < blocks->len; i++)
+		if (!migram_snapshot_writer_set_hashes(w, i, bs[i].hashes,
 						       error) ||
 		    !migram_snapshot_writer_set_hot(w, i, bs[i].dirty, error))
 			return false;
-		written += n;
-	}
 	if (!migram_snapshot_writer_finish(w, parent_id, error))
 		return false;
 	uint64_t t4 = g_get_monotonic_time() * 1000;
@@ -208,6 +219,12 @@ static bool snapshot_epoch(const SimOptions *opt, unsigned e,
 		       " pages in %.1f ms (%.1f MiB/s), fsync included\n",
 		       written, wsec * 1e3,
 		       wsec > 0 ? (double)written * PAGE / wsec / 1048576 : 0);
+		if (!cow)
+			printf("  write-out:       %u thread(s), %" G_GUINT64_FORMAT
+			       " writes, %" G_GUINT64_FORMAT
+			       " zero pages bridged, %.1f ms before fsync\n",
+			       ws.threads, ws.writes, ws.pages_bridged,
+			       ms(ws.elapsed_ns));
 		printf("  guest writes:    %" G_GUINT64_FORMAT
 		       " from the pause to the end of the write-out\n",
 		       w1 - w0);

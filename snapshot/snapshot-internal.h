@@ -99,6 +99,15 @@ bool snap_pread_all(int fd, void *buf, size_t len, uint64_t off,
 bool snap_pwrite_all(int fd, const void *buf, size_t len, uint64_t off,
 		     const char *what, const char *file, GError **error);
 
+/* The writer's file and its block @p index, for the parallel write-out
+ * (snapshot-write-out.c): NULL with an error when @p w is not started,
+ * already finished, or has no block @p index. */
+SnapBlock *snap_writer_block(MigramSnapshotWriter *w, guint index,
+			     GError **error);
+guint snap_writer_block_count(const MigramSnapshotWriter *w);
+int snap_writer_fd(const MigramSnapshotWriter *w);
+const char *snap_writer_path(const MigramSnapshotWriter *w);
+
 /* Monotonic nanoseconds. */
 uint64_t snap_now_ns(void);
 

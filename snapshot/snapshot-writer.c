@@ -185,8 +185,8 @@ MIGRAM_EXPORT bool migram_snapshot_writer_start(MigramSnapshotWriter *w,
 	return true;
 }
 
-static SnapBlock *started_block(MigramSnapshotWriter *w, guint index,
-				GError **error)
+SnapBlock *snap_writer_block(MigramSnapshotWriter *w, guint index,
+			     GError **error)
 {
 	if (!w->started || w->finished) {
 		winvalid(error, w, "not started, or already finished");
@@ -200,6 +200,21 @@ static SnapBlock *started_block(MigramSnapshotWriter *w, guint index,
 	return &g_array_index(w->blocks, WBlock, index).b;
 }
 
+guint snap_writer_block_count(const MigramSnapshotWriter *w)
+{
+	return w->blocks->len;
+}
+
+int snap_writer_fd(const MigramSnapshotWriter *w)
+{
+	return w->fd;
+}
+
+const char *snap_writer_path(const MigramSnapshotWriter *w)
+{
+	return w->path;
+}
+
 MIGRAM_EXPORT bool migram_snapshot_writer_put_pages(MigramSnapshotWriter *w,
 						    guint index, uint64_t first,
 						    uint64_t npages,
@@ -207,7 +222,7 @@ MIGRAM_EXPORT bool migram_snapshot_writer_put_pages(MigramSnapshotWriter *w,
 						    GError **error)
 {
 	g_return_val_if_fail(w != NULL && data != NULL, false);
-	SnapBlock *b = started_block(w, index, error);
+	SnapBlock *b = snap_writer_block(w, index, error);
 	if (!b)
 		return false;
 	if (npages == 0 || first > b->npages || npages > b->npages - first) {
@@ -231,7 +246,7 @@ MIGRAM_EXPORT bool migram_snapshot_writer_put_staging(
 	uint64_t max_run, bool release, uint64_t *written, GError **error)
 {
 	g_return_val_if_fail(w != NULL && st != NULL && max_run > 0, false);
-	SnapBlock *b = started_block(w, index, error);
+	SnapBlock *b = snap_writer_block(w, index, error);
 	if (!b)
 		return false;
 	uint64_t from = 0, first, n, total = 0;
@@ -264,7 +279,7 @@ MIGRAM_EXPORT bool migram_snapshot_writer_set_hashes(MigramSnapshotWriter *w,
 						     GError **error)
 {
 	g_return_val_if_fail(w != NULL && hashes != NULL, false);
-	if (!started_block(w, index, error))
+	if (!snap_writer_block(w, index, error))
 		return false;
 	WBlock *wb = &g_array_index(w->blocks, WBlock, index);
 	g_free(wb->hashes);
@@ -278,7 +293,7 @@ MIGRAM_EXPORT bool migram_snapshot_writer_set_hot(MigramSnapshotWriter *w,
 						  GError **error)
 {
 	g_return_val_if_fail(w != NULL && hot != NULL, false);
-	if (!started_block(w, index, error))
+	if (!snap_writer_block(w, index, error))
 		return false;
 	WBlock *wb = &g_array_index(w->blocks, WBlock, index);
 	if (!wb->hot)

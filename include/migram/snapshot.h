@@ -189,6 +189,65 @@ bool migram_snapshot_writer_put_staging(MigramSnapshotWriter *w, guint index,
 					bool release, uint64_t *written,
 					GError **error);
 
+/** Options of migram_snapshot_writer_put_staging_all(). */
+typedef struct {
+	/** writer threads, 1 to 64 (0: one per online CPU, up to 8) */
+	guint threads;
+	/** bytes in one write at most, rounded down to whole pages
+	 *  (0: 1 MiB; at least one page) */
+	uint64_t max_io;
+	/** a gap of at most this many absent pages between two present
+	 *  runs is written as zeros, so both runs go out in one write; the
+	 *  gap stays absent in the bitmap, and a restore never reads it.
+	 *  It costs file space (those pages are no longer holes) and saves
+	 *  a system call and an extent per gap.  0: never; at most 256. */
+	uint64_t bridge_pages;
+	/** clear each written run from its staging (its memory goes back) */
+	bool release;
+} MigramSnapshotWriteOptions;
+
+/** What migram_snapshot_writer_put_staging_all() did. */
+typedef struct {
+	uint64_t pages_written; /**< present pages written (and marked) */
+	uint64_t pages_bridged; /**< absent pages written as zeros */
+	uint64_t writes;        /**< pwritev() calls that completed a batch */
+	uint64_t elapsed_ns;    /**< wall time of the call, no fsync */
+	guint threads;          /**< threads that wrote */
+} MigramSnapshotWriteStats;
+
+/**
+ * Write every present page of every staging in @p staging into the
+ * block of the same index, with @p opts->threads writers in parallel.
+ * Work is cut into chunks of 16 MiB of one block, taken from an atomic
+ * counter; inside a chunk, present runs (and gaps of up to
+ * @p opts->bridge_pages absent pages between them) are gathered into
+ * writes of up to @p opts->max_io bytes, one pwritev() each, at the pages'
+ * fixed offsets.  Page i of staging i's block goes to page i of block i.
+ *
+ * On failure some pages may be written and marked; the writer must then
+ * be freed without migram_snapshot_writer_finish(), which leaves a file
+ * without magic (refused by migram_snapshot_open()).
+ *
+ * @param w a started writer.
+ * @param staging one per block of @p w, in index order; NULL entries are
+ *        skipped.  Borrowed; nobody may add pages to them during the call.
+ * @param n_staging the writer's block count.
+ * @param opts options; NULL means all defaults (release off).
+ * @param stats filled in on success; may be NULL.
+ * @param error MIGRAM_ERROR_INVALID for a bad count or options, or a
+ *        staging longer than its block; MIGRAM_ERROR_IO naming the file,
+ *        the block and the offset when a write fails.
+ * @return true on success.
+ *
+ * Context: The writer's thread, which must not be inside an RCU read-side
+ * section; the writer threads it starts touch no RCU-protected data.
+ * Other threads may read the stagings meanwhile.
+ */
+bool migram_snapshot_writer_put_staging_all(
+	MigramSnapshotWriter *w, MigramStaging *const *staging, guint n_staging,
+	const MigramSnapshotWriteOptions *opts, MigramSnapshotWriteStats *stats,
+	GError **error);
+
 /**
  * Record the per-page hashes of block @p index (one per page of
  * used_length: the memory at the snapshot instant, present or not).
