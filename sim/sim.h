@@ -148,7 +148,7 @@ typedef struct {
 	char *snapshot_mode; /* "staging" (default) */
 	unsigned int snapshot_epochs;
 	uint64_t snapshot_after_ms;
-	/* staging write-out: threads (0: one per CPU, up to 8) and the
+	/* staging write-out: threads (0: one) and the
 	 * longest absent gap written as zeros, in pages */
 	unsigned int snapshot_writers;
 	uint64_t snapshot_bridge_pages;

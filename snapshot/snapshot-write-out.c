@@ -276,8 +276,8 @@ MIGRAM_EXPORT bool migram_snapshot_writer_put_staging_all(
 		}
 		job.nchunks += (b->npages + CHUNK - 1) / CHUNK;
 	}
-	guint threads = o.threads ? o.threads : MIN(g_get_num_processors(), 8u);
-	threads = (guint)MAX(MIN((uint64_t)threads, job.nchunks), 1);
+	guint threads =
+		(guint)MAX(MIN((uint64_t)MAX(o.threads, 1u), job.nchunks), 1);
 	g_autofree uint8_t *zeros = job.bridge
 					    ? g_malloc0(job.bridge * SNAP_PAGE)
 					    : NULL;

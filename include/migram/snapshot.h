@@ -191,7 +191,11 @@ bool migram_snapshot_writer_put_staging(MigramSnapshotWriter *w, guint index,
 
 /** Options of migram_snapshot_writer_put_staging_all(). */
 typedef struct {
-	/** writer threads, 1 to 64 (0: one per online CPU, up to 8) */
+	/** writer threads, 1 to 64 (0: one).  More than one pays only
+	 *  where one thread's copy into the page cache is the limit: on
+	 *  ext4 and tmpfs one file's buffered writes serialize on its
+	 *  inode, and two writers measured slower than one
+	 *  (docs/snapshots.md, "Writing the file") */
 	guint threads;
 	/** bytes in one write at most, rounded down to whole pages
 	 *  (0: 1 MiB; at least one page) */

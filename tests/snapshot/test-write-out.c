@@ -175,7 +175,7 @@ static void test_options(Fixture *f, gconstpointer data)
 		if (o->threads)
 			g_assert_cmpuint(s.threads, ==, MIN(o->threads, 7u));
 		else
-			g_assert_cmpuint(s.threads, >=, 1);
+			g_assert_cmpuint(s.threads, ==, 1);
 		if (o->bridge_pages == 0)
 			g_assert_cmpuint(s.pages_bridged, ==, 0);
 		/* One page per write: nothing can join. */
