@@ -573,8 +573,8 @@ static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
 		  "Re-arm the whole dirty log at each sync (no postponed clear)",
 		  NULL },
 		{ "io-timeout-ms", 0, 0, G_OPTION_ARG_INT, &a.io_timeout_ms,
-		  "Source: fail when a connection makes no progress for MS "
-		  "milliseconds (0: wait forever, the default)",
+		  "Either side: fail when a connection makes no progress for "
+		  "MS milliseconds (0: wait forever, the default)",
 		  "MS" },
 		{ "no-return-path", 0, 0, G_OPTION_ARG_NONE, &a.no_return_path,
 		  "Precopy over a socket: complete at the last byte, without "

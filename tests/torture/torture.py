@@ -306,8 +306,6 @@ def source_args(s, work, faults=True):
     if s["auto_converge"]:
         a += ["--auto-converge"]
     a += ["--debug-check-source"]
-    if s.get("io_timeout_ms"):
-        a += ["--io-timeout-ms", str(s["io_timeout_ms"])]
     if faults:
         for f in s["faults"]:
             if f["kind"] in ("hot-add", "resize"):
@@ -334,6 +332,10 @@ def common_args(s, faults=True):
         a += ["--workload", "kvm"]
     if s.get("channels", 1) > 1:
         a += ["--channels", str(s["channels"])]   # both sides
+    if s.get("io_timeout_ms"):
+        # both sides: the receiver's io_timeout_ms too (a destination
+        # that hears nothing for that long fails and closes)
+        a += ["--io-timeout-ms", str(s["io_timeout_ms"])]
     return a
 
 
