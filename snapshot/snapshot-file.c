@@ -137,29 +137,70 @@ static gint region_cmp(gconstpointer a, gconstpointer b)
 	return x->start < y->start ? -1 : x->start > y->start;
 }
 
+#define NOT_A_BLOCK G_MAXUINT /* Region.block of the file's own parts */
+
+static char *region_name(const Region *r)
+{
+	return r->block == NOT_A_BLOCK
+		       ? g_strdup(r->what)
+		       : g_strdup_printf("block %u's %s", r->block, r->what);
+}
+
 /* Every region inside the file and none overlapping another. */
 static bool check_regions(MigramSnapshotFile *f, GArray *regions,
 			  GError **error)
 {
 	for (guint i = 0; i < regions->len; i++) {
 		Region *r = &g_array_index(regions, Region, i);
-		if (r->start > f->file_size || r->len > f->file_size - r->start)
+		if (r->start > f->file_size ||
+		    r->len > f->file_size - r->start) {
+			g_autofree char *n = region_name(r);
 			return bad(
 				error, f, r->start,
-				"block %u's %s (%" G_GUINT64_FORMAT
+				"%s (%" G_GUINT64_FORMAT
 				" bytes) runs past the end of the file (%" G_GUINT64_FORMAT
 				" bytes): truncated?",
-				r->block, r->what, r->len, f->file_size);
+				n, r->len, f->file_size);
+		}
 	}
 	g_array_sort(regions, region_cmp);
 	for (guint i = 1; i < regions->len; i++) {
 		Region *p = &g_array_index(regions, Region, i - 1);
 		Region *r = &g_array_index(regions, Region, i);
-		if (p->start + p->len > r->start)
-			return bad(error, f, r->start,
-				   "block %u's %s overlaps block %u's %s",
-				   r->block, r->what, p->block, p->what);
+		if (p->start + p->len > r->start) {
+			g_autofree char *rn = region_name(r);
+			g_autofree char *pn = region_name(p);
+			return bad(error, f, r->start, "%s overlaps %s", rn,
+				   pn);
+		}
 	}
+	return true;
+}
+
+/* The device descriptor at file offset @p at. */
+static bool parse_device(MigramSnapshotFile *f, const uint8_t *d, uint64_t at,
+			 GArray *regions, GError **error)
+{
+	f->device_offset = snap_get64(d);
+	f->device_len = snap_get64(d + 8);
+	f->device_hash = snap_get64(d + 16);
+	if (f->device_offset % 8 || f->device_offset == 0)
+		return bad(error, f, at,
+			   "device state offset %" G_GUINT64_FORMAT
+			   " is not a positive multiple of 8",
+			   f->device_offset);
+	if (f->device_len == 0 ||
+	    f->device_len > MIGRAM_SNAPSHOT_MAX_DEVICE_BYTES)
+		return bad(error, f, at + 8,
+			   "device state of %" G_GUINT64_FORMAT
+			   " bytes (1 to %u)",
+			   f->device_len, MIGRAM_SNAPSHOT_MAX_DEVICE_BYTES);
+	if (snap_get64(d + 24) != 0)
+		return bad(error, f, at + 24,
+			   "reserved device descriptor field not zero");
+	Region r = { f->device_offset, f->device_len, "the device state",
+		     NOT_A_BLOCK };
+	g_array_append_val(regions, r);
 	return true;
 }
 
@@ -291,7 +332,7 @@ static bool parse(MigramSnapshotFile *f, GError **error)
 		return bad(error, f, 8, "version %u, this library reads %u",
 			   version, MIGRAM_SNAPSHOT_VERSION);
 	f->flags = snap_get32(h + 12);
-	if (f->flags & ~SNAP_FLAG_DIFF)
+	if (f->flags & ~(SNAP_FLAG_DIFF | SNAP_FLAG_DEVICE))
 		return bad(error, f, 12, "unknown flags 0x%x", f->flags);
 	f->nblocks = snap_get32(h + 16);
 	if (f->nblocks == 0 || f->nblocks > MIGRAM_SNAPSHOT_MAX_BLOCKS)
@@ -311,7 +352,9 @@ static bool parse(MigramSnapshotFile *f, GError **error)
 			   f->parent_id,
 			   f->flags & SNAP_FLAG_DIFF ? "diff" : "full");
 	uint64_t table_len = snap_get64(h + 48);
-	if (table_len != (uint64_t)f->nblocks * SNAP_ENTRY_LEN)
+	uint64_t entries = (uint64_t)f->nblocks * SNAP_ENTRY_LEN;
+	if (table_len !=
+	    entries + (f->flags & SNAP_FLAG_DEVICE ? SNAP_DEVICE_LEN : 0))
 		return bad(error, f, 48,
 			   "table length %" G_GUINT64_FORMAT " for %u blocks",
 			   table_len, f->nblocks);
@@ -330,8 +373,13 @@ static bool parse(MigramSnapshotFile *f, GError **error)
 			   "table corrupted");
 	f->blocks = g_new0(SnapBlock, f->nblocks);
 	g_autoptr(GArray) regions = g_array_new(FALSE, FALSE, sizeof(Region));
-	Region hdr = { 0, SNAP_HEADER_LEN + table_len, "header and table", 0 };
+	Region hdr = { 0, SNAP_HEADER_LEN + table_len, "the header and table",
+		       NOT_A_BLOCK };
 	g_array_append_val(regions, hdr);
+	if ((f->flags & SNAP_FLAG_DEVICE) &&
+	    !parse_device(f, table + entries, SNAP_HEADER_LEN + entries,
+			  regions, error))
+		return false;
 	for (guint i = 0; i < f->nblocks; i++) {
 		uint64_t at = SNAP_HEADER_LEN + (uint64_t)i * SNAP_ENTRY_LEN;
 		if (!parse_entry(f, i, table + (size_t)i * SNAP_ENTRY_LEN, at,
@@ -550,6 +598,11 @@ MIGRAM_EXPORT char *migram_snapshot_describe(const MigramSnapshotFile *f)
 		MIGRAM_SNAPSHOT_VERSION,
 		f->flags & SNAP_FLAG_DIFF ? "diff (needs its parent)" : "full",
 		f->id, f->parent_id, f->epoch, f->file_size, f->nblocks);
+	if (f->device_len)
+		g_string_append_printf(s,
+				       "  device state: %" G_GUINT64_FORMAT
+				       " bytes @%" G_GUINT64_FORMAT "\n",
+				       f->device_len, f->device_offset);
 	for (guint i = 0; i < f->nblocks; i++) {
 		const SnapBlock *b = &f->blocks[i];
 		g_string_append_printf(
@@ -570,4 +623,37 @@ MIGRAM_EXPORT char *migram_snapshot_describe(const MigramSnapshotFile *f)
 			       : 0);
 	}
 	return g_string_free(s, FALSE);
+}
+
+MIGRAM_EXPORT uint64_t
+migram_snapshot_device_state_size(const MigramSnapshotFile *f)
+{
+	g_return_val_if_fail(f != NULL, 0);
+	return f->device_len;
+}
+
+MIGRAM_EXPORT GBytes *
+migram_snapshot_read_device_state(const MigramSnapshotFile *f, GError **error)
+{
+	g_return_val_if_fail(f != NULL, NULL);
+	if (!f->device_len) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_NOT_FOUND,
+			    "%s: no device state in this snapshot", f->name);
+		return NULL;
+	}
+	uint8_t *buf = g_malloc((gsize)f->device_len);
+	if (!snap_pread_all(f->fd, buf, (size_t)f->device_len, f->device_offset,
+			    "the device state", f->name, error)) {
+		g_free(buf);
+		return NULL;
+	}
+	if (snap_hash_bytes(0, buf, (size_t)f->device_len) != f->device_hash) {
+		g_free(buf);
+		bad(error, f, f->device_offset,
+		    "device state (%" G_GUINT64_FORMAT
+		    " bytes) does not match its hash: corrupted",
+		    f->device_len);
+		return NULL;
+	}
+	return g_bytes_new_take(buf, (gsize)f->device_len);
 }

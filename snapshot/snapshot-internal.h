@@ -17,6 +17,9 @@
  *    56  name, 256 bytes, NUL-padded
  *   312  u64 hot bitmap offset (0: none): pages written in the
  *        interval before the snapshot, prefetched first by a lazy restore
+ *   with flag bit 1 (device state), 32 more table bytes after the
+ *   entries: u64 offset (8-aligned), u64 length (1 B to 64 MiB), u64 hash
+ *   of the bytes (snap_hash_bytes, seed 0), u64 zero
  *   then the bitmaps (ceil(npages / 64) u64 words each), hash arrays
  *   (npages u64 each) and hot bitmaps, then each block's pages region, 1 MiB
  * aligned.
@@ -34,6 +37,8 @@
 #define SNAP_NAME_AT 56u
 #define SNAP_CHECK_AT 56u
 #define SNAP_FLAG_DIFF 1u
+#define SNAP_FLAG_DEVICE 2u /* the table ends with a device descriptor */
+#define SNAP_DEVICE_LEN 32u /* u64 offset, u64 length, u64 hash, u64 0 */
 #define SNAP_PAGE MIGRAM_TARGET_PAGE_SIZE
 
 typedef struct {
@@ -58,6 +63,7 @@ struct MigramSnapshotFile {
 	uint64_t id, parent_id, epoch;
 	guint nblocks;
 	SnapBlock *blocks;
+	uint64_t device_offset, device_len, device_hash; /* len 0: none */
 };
 
 static inline uint64_t snap_get64(const uint8_t *p)

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Snapshot files: the writer.  start() fixes the layout (header and table,
- * bitmaps and hash arrays, then each block's pages 1 MiB aligned) and
+ * Snapshot files: the writer.  start() fixes the layout (header and table
+ * with room for a device descriptor, bitmaps and hash arrays, then each
+ * block's pages 1 MiB aligned; the device state goes after them) and
  * sizes the file, sparse; pages go straight to their fixed offsets; finish
  * writes the metadata and, last, the header with its magic, then fsyncs.
  */
@@ -29,6 +30,7 @@ struct MigramSnapshotWriter {
 	GArray *blocks; /* WBlock */
 	bool started, finished;
 	uint64_t file_size;
+	GBytes *device; /* or NULL */
 };
 
 static uint64_t align_up(uint64_t v, uint64_t a)
@@ -73,6 +75,8 @@ MIGRAM_EXPORT void migram_snapshot_writer_free(MigramSnapshotWriter *w)
 		g_free(wb->hashes);
 	}
 	g_array_unref(w->blocks);
+	if (w->device)
+		g_bytes_unref(w->device);
 	g_free(w->path);
 	g_free(w);
 }
@@ -156,8 +160,11 @@ MIGRAM_EXPORT bool migram_snapshot_writer_start(MigramSnapshotWriter *w,
 		return winvalid(error, w, "started twice");
 	if (w->blocks->len == 0)
 		return winvalid(error, w, "no blocks");
+	/* Room for the device descriptor, used or not: the state may be
+	 * set until finish(). */
 	uint64_t at = SNAP_HEADER_LEN +
-		      (uint64_t)w->blocks->len * SNAP_ENTRY_LEN;
+		      (uint64_t)w->blocks->len * SNAP_ENTRY_LEN +
+		      SNAP_DEVICE_LEN;
 	for (guint i = 0; i < w->blocks->len; i++) {
 		SnapBlock *b = &g_array_index(w->blocks, WBlock, i).b;
 		b->bitmap_offset = at;
@@ -350,6 +357,39 @@ static bool write_metadata(MigramSnapshotWriter *w, GError **error)
 	return true;
 }
 
+MIGRAM_EXPORT bool migram_snapshot_writer_set_device_state(
+	MigramSnapshotWriter *w, const void *data, size_t len, GError **error)
+{
+	g_return_val_if_fail(w != NULL && (data != NULL || len == 0), false);
+	if (w->finished)
+		return winvalid(error, w, "set_device_state after finish");
+	if (len == 0 || len > MIGRAM_SNAPSHOT_MAX_DEVICE_BYTES) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
+			    "%s: device state of %zu bytes (1 to %u)", w->path,
+			    len, MIGRAM_SNAPSHOT_MAX_DEVICE_BYTES);
+		return false;
+	}
+	if (w->device)
+		g_bytes_unref(w->device);
+	w->device = g_bytes_new(data, len);
+	return true;
+}
+
+/* The device descriptor (after the entries) and the state itself, at the
+ * end of the file. */
+static bool write_device(MigramSnapshotWriter *w, uint8_t *desc, GError **error)
+{
+	gsize len;
+	const uint8_t *data = g_bytes_get_data(w->device, &len);
+	uint64_t off = align_up(w->file_size, SNAP_PAGE);
+	snap_put64(desc, off);
+	snap_put64(desc + 8, len);
+	snap_put64(desc + 16, snap_hash_bytes(0, data, len));
+	snap_put64(desc + 24, 0);
+	return snap_pwrite_all(w->fd, data, len, off, "the device state",
+			       w->path, error);
+}
+
 MIGRAM_EXPORT bool migram_snapshot_writer_finish(MigramSnapshotWriter *w,
 						 uint64_t *snapshot_id,
 						 GError **error)
@@ -360,11 +400,14 @@ MIGRAM_EXPORT bool migram_snapshot_writer_finish(MigramSnapshotWriter *w,
 	w->finished = true;
 	if (!write_metadata(w, error))
 		return false;
-	size_t table_len = (size_t)w->blocks->len * SNAP_ENTRY_LEN;
-	uint8_t *table = g_malloc0(table_len);
+	size_t entries = (size_t)w->blocks->len * SNAP_ENTRY_LEN;
+	size_t table_len = entries + (w->device ? SNAP_DEVICE_LEN : 0);
+	g_autofree uint8_t *table = g_malloc0(table_len);
 	for (guint i = 0; i < w->blocks->len; i++)
 		put_entry(table + (size_t)i * SNAP_ENTRY_LEN,
 			  &g_array_index(w->blocks, WBlock, i));
+	if (w->device && !write_device(w, table + entries, error))
+		return false;
 	uint64_t id;
 	do
 		id = ((uint64_t)g_random_int() << 32) | g_random_int();
@@ -373,7 +416,8 @@ MIGRAM_EXPORT bool migram_snapshot_writer_finish(MigramSnapshotWriter *w,
 	for (int i = 0; i < 8; i++)
 		h[i] = (uint8_t)MIGRAM_SNAPSHOT_MAGIC[i];
 	snap_put32(h + 8, MIGRAM_SNAPSHOT_VERSION);
-	snap_put32(h + 12, w->params.diff ? SNAP_FLAG_DIFF : 0);
+	snap_put32(h + 12, (w->params.diff ? SNAP_FLAG_DIFF : 0) |
+				   (w->device ? SNAP_FLAG_DEVICE : 0));
 	snap_put32(h + 16, w->blocks->len);
 	snap_put32(h + 20, SNAP_PAGE);
 	snap_put64(h + 24, id);
@@ -381,10 +425,8 @@ MIGRAM_EXPORT bool migram_snapshot_writer_finish(MigramSnapshotWriter *w,
 	snap_put64(h + 40, w->params.epoch);
 	snap_put64(h + 48, table_len);
 	snap_put64(h + SNAP_CHECK_AT, snap_header_check(h, table, table_len));
-	bool wrote = snap_pwrite_all(w->fd, table, table_len, SNAP_HEADER_LEN,
-				     "the block table", w->path, error);
-	g_free(table);
-	if (!wrote)
+	if (!snap_pwrite_all(w->fd, table, table_len, SNAP_HEADER_LEN,
+			     "the block table", w->path, error))
 		return false;
 	/* Everything else reaches the disk before the magic does. */
 	if (fdatasync(w->fd) < 0 ||

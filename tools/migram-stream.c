@@ -379,6 +379,9 @@ static int snapshot_info(const char *path, gboolean json)
 	json_builder_add_int_value(jb, (gint64)migram_snapshot_parent_id(f));
 	json_builder_set_member_name(jb, "epoch");
 	json_builder_add_int_value(jb, (gint64)migram_snapshot_epoch(f));
+	json_builder_set_member_name(jb, "device_state_bytes");
+	json_builder_add_int_value(
+		jb, (gint64)migram_snapshot_device_state_size(f));
 	json_builder_set_member_name(jb, "blocks");
 	json_builder_begin_array(jb);
 	for (guint i = 0; i < migram_snapshot_block_count(f); i++) {

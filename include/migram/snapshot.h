@@ -61,6 +61,8 @@ G_BEGIN_DECLS
 #define MIGRAM_SNAPSHOT_MAX_BLOCKS 1024u
 /** Largest block (used_length) a file may describe: 1 TiB. */
 #define MIGRAM_SNAPSHOT_MAX_BLOCK_BYTES (1ull << 40)
+/** Largest device state a file may carry: 64 MiB. */
+#define MIGRAM_SNAPSHOT_MAX_DEVICE_BYTES (64u << 20)
 
 /** How to write a snapshot; zero-initialize, then fill. */
 typedef struct {
@@ -284,6 +286,25 @@ bool migram_snapshot_writer_set_hot(MigramSnapshotWriter *w, guint index,
 				    const unsigned long *hot, GError **error);
 
 /**
+ * Store the embedder's device state (vCPU registers, device models: any
+ * bytes) with the snapshot.  It is written at finish(), after the pages,
+ * with a 64-bit hash the reader checks.  A diff carries the whole device
+ * state of its own instant (device state is never diffed); a restore
+ * takes the last file's.
+ *
+ * @param w a writer, before migram_snapshot_writer_finish().
+ * @param data @p len bytes (copied); replaces an earlier call's.
+ * @param len 1 to MIGRAM_SNAPSHOT_MAX_DEVICE_BYTES.
+ * @param error MIGRAM_ERROR_INVALID for a bad length or a finished writer.
+ * @return true on success.
+ *
+ * Context: The writer's thread.
+ */
+bool migram_snapshot_writer_set_device_state(MigramSnapshotWriter *w,
+					     const void *data, size_t len,
+					     GError **error);
+
+/**
  * Write bitmaps, hashes, the block table and last the header, fsync.
  *
  * @param w a started writer; unusable afterwards (free it).
@@ -419,6 +440,28 @@ typedef struct {
  */
 void migram_snapshot_block_info(const MigramSnapshotFile *f, guint index,
 				MigramSnapshotBlockInfo *info);
+
+/**
+ * The size of the file's device state, without reading it.
+ * @param f the file.
+ * @return bytes, or 0 when the file has none.
+ * Context: Any thread.
+ */
+uint64_t migram_snapshot_device_state_size(const MigramSnapshotFile *f);
+
+/**
+ * The device state stored with migram_snapshot_writer_set_device_state().
+ *
+ * @param f the file.
+ * @param error MIGRAM_ERROR_NOT_FOUND when the file has none;
+ *        MIGRAM_ERROR_PROTOCOL naming the offset when its hash does not
+ *        match; MIGRAM_ERROR_IO.
+ * @return the bytes (free with g_bytes_unref()), or NULL.
+ *
+ * Context: Any thread.
+ */
+GBytes *migram_snapshot_read_device_state(const MigramSnapshotFile *f,
+					  GError **error);
 
 /**
  * Whether page @p page of block @p index is stored in the file.

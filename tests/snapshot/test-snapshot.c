@@ -549,6 +549,97 @@ static void test_bad_files(Fixture *f, gconstpointer data)
 	expect_bad(f->diff, "hot bits past its 300 pages");
 }
 
+/* Device state: stored with its hash, read back whole, refused when its
+ * bytes, its descriptor or the file's length are wrong. */
+static void test_device_state(Fixture *f, gconstpointer data)
+{
+	(void)data;
+	g_autoptr(GError) err = NULL;
+	/* None: NOT_FOUND. */
+	take(f->src, f->base, 0, NULL, NULL);
+	g_autoptr(MigramSnapshotFile) none = migram_snapshot_open(f->base,
+								  &err);
+	g_assert_no_error(err);
+	g_assert_cmpuint(migram_snapshot_device_state_size(none), ==, 0);
+	g_assert_null(migram_snapshot_read_device_state(none, &err));
+	g_assert_error(err, MIGRAM_ERROR, MIGRAM_ERROR_NOT_FOUND);
+	g_clear_error(&err);
+
+	/* Set before start, replaced after it: the second one is stored. */
+	uint8_t state[3000];
+	for (guint i = 0; i < sizeof(state); i++)
+		state[i] = (uint8_t)(i * 7 + 1);
+	MigramSnapshotParams p = { 0 };
+	MigramSnapshotWriter *w = migram_snapshot_writer_new(f->base, &p, &err);
+	g_assert_true(migram_snapshot_writer_add_list(w, f->src, &err));
+	g_assert_true(
+		migram_snapshot_writer_set_device_state(w, "old", 3, &err));
+	g_assert_true(migram_snapshot_writer_start(w, &err));
+	const uint8_t *src7 = host_of(f->src, "pc.ram") + 7 * PAGE;
+	g_assert_true(migram_snapshot_writer_put_pages(w, 0, 7, 1, src7, &err));
+	g_assert_false(
+		migram_snapshot_writer_set_device_state(w, state, 0, &err));
+	g_assert_error(err, MIGRAM_ERROR, MIGRAM_ERROR_INVALID);
+	g_clear_error(&err);
+	g_assert_false(migram_snapshot_writer_set_device_state(
+		w, state, MIGRAM_SNAPSHOT_MAX_DEVICE_BYTES + 1, &err));
+	g_assert_error(err, MIGRAM_ERROR, MIGRAM_ERROR_INVALID);
+	g_clear_error(&err);
+	g_assert_true(migram_snapshot_writer_set_device_state(
+		w, state, sizeof(state), &err));
+	g_assert_true(migram_snapshot_writer_finish(w, NULL, &err));
+	g_assert_false(
+		migram_snapshot_writer_set_device_state(w, state, 1, &err));
+	g_assert_error(err, MIGRAM_ERROR, MIGRAM_ERROR_INVALID);
+	g_clear_error(&err);
+	migram_snapshot_writer_free(w);
+
+	g_autoptr(MigramSnapshotFile) sf = migram_snapshot_open(f->base, &err);
+	g_assert_no_error(err);
+	g_assert_cmpuint(migram_snapshot_device_state_size(sf), ==,
+			 sizeof(state));
+	g_autoptr(GBytes) got = migram_snapshot_read_device_state(sf, &err);
+	g_assert_no_error(err);
+	gsize len;
+	const uint8_t *bytes = g_bytes_get_data(got, &len);
+	g_assert_cmpmem(bytes, len, state, sizeof(state));
+	g_autofree char *desc = migram_snapshot_describe(sf);
+	g_assert_nonnull(strstr(desc, "device state: 3000 bytes @"));
+	/* The pages are unaffected. */
+	uint8_t page[PAGE];
+	g_assert_true(migram_snapshot_read_pages(sf, 0, 7, 1, page, &err));
+	g_assert_cmpmem(page, PAGE, src7, PAGE);
+
+	/* Its offset, from the descriptor after the two entries. */
+	int fd = open(f->base, O_RDONLY);
+	uint8_t d[8];
+	g_assert_cmpint(pread(fd, d, 8, 64 + 2 * 320), ==, 8);
+	close(fd);
+	uint64_t off = 0;
+	for (int i = 7; i >= 0; i--)
+		off = off << 8 | d[i];
+	g_assert_cmpuint(off % 8, ==, 0);
+
+	/* A byte of the state flipped: its hash says so, naming the offset. */
+	poke(f->base, (off_t)off + 100, 0x01);
+	g_autoptr(MigramSnapshotFile) bad = migram_snapshot_open(f->base, &err);
+	g_assert_no_error(err);
+	g_assert_null(migram_snapshot_read_device_state(bad, &err));
+	g_assert_error(err, MIGRAM_ERROR, MIGRAM_ERROR_PROTOCOL);
+	g_autofree char *at = g_strdup_printf("offset %" G_GUINT64_FORMAT, off);
+	g_assert_nonnull(strstr(err->message, at));
+	g_assert_nonnull(strstr(err->message, "does not match its hash"));
+	g_clear_error(&err);
+	poke(f->base, (off_t)off + 100, 0x01);
+	/* The descriptor is under the header check. */
+	poke(f->base, 64 + 2 * 320 + 9, 0x01);
+	expect_bad(f->base, "check does not match");
+	poke(f->base, 64 + 2 * 320 + 9, 0x01);
+	/* Truncated inside the state. */
+	g_assert_cmpint(truncate(f->base, (off_t)off + 10), ==, 0);
+	expect_bad(f->base, "the device state (3000 bytes) runs past the end");
+}
+
 /* Random byte corruption of the metadata: errors, never a crash. */
 static void test_random_corruption(Fixture *f, gconstpointer data)
 {
@@ -653,6 +744,7 @@ int main(int argc, char **argv)
 	ADD("bad-files", test_bad_files);
 	ADD("random-corruption", test_random_corruption);
 	ADD("writer-misuse", test_writer_misuse);
+	ADD("device-state", test_device_state);
 #undef ADD
 	int rc = g_test_run();
 	urcu_memb_unregister_thread();
