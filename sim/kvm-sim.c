@@ -204,7 +204,7 @@ void sim_kvm_source_free(SimKvmSource *s)
  * Check, run, check; the verdict as "1..." or "0...".  Frees @k.  @when
  * names the first check ("at the pause", "after postcopy").
  */
-static char *verdict_of(SimKvm *k, const char *when)
+char *sim_kvm_verdict(SimKvm *k, const char *when)
 {
 	g_autoptr(GError) error = NULL;
 	g_autofree char *at_pause = NULL, *after = NULL;
@@ -243,7 +243,7 @@ static char *dest_verdict(guint8 *mem, uint64_t bytes, GByteArray *state)
 
 	if (!k)
 		return g_strdup_printf("0%s", error->message);
-	return verdict_of(k, "at the pause");
+	return sim_kvm_verdict(k, "at the pause");
 }
 
 unsigned long *sim_kvm_source_written(SimKvmSource *s, uint64_t npages)
@@ -275,6 +275,18 @@ SimKvm *sim_kvm_dest_start(MigramRamList *list, GByteArray *state,
 	return k;
 }
 
+SimKvm *sim_kvm_restore_new(MigramRamList *list, const guint8 *state,
+			    size_t len, GError **error)
+{
+	MigramRamBlock *b = only_block(list, error);
+
+	if (!b)
+		return NULL;
+	return sim_kvm_dest_new(migram_ram_block_host(b),
+				migram_ram_block_used_length(b), state, len,
+				error);
+}
+
 void sim_kvm_dest_pause(SimKvm *k)
 {
 	sim_kvm_pause(k);
@@ -284,7 +296,7 @@ bool sim_kvm_dest_verdict_postcopy(SimKvm *k, MigramChannel *ch, GError **error)
 {
 	g_autofree char *e = sim_kvm_take_error(k);
 	g_autofree char *v = e ? g_strdup_printf("0during postcopy: %s", e)
-			       : verdict_of(k, "after postcopy");
+			       : sim_kvm_verdict(k, "after postcopy");
 
 	if (e)
 		sim_kvm_free(k);

@@ -58,6 +58,20 @@ unsigned long *sim_kvm_source_written(SimKvmSource *s, uint64_t npages);
 SimKvm *sim_kvm_dest_start(MigramRamList *list, GByteArray *state,
 			   GError **error);
 /*
+ * Restore (sim/snapshot.c): a VM over the list's only block with the vCPU
+ * registers a snapshot recorded (@state, @len), paused.  NULL with error
+ * set on failure.
+ */
+SimKvm *sim_kvm_restore_new(MigramRamList *list, const guint8 *state,
+			    size_t len, GError **error);
+/*
+ * Check the guest's invariant, let it run DEST_RUN_MS, check again and
+ * that it made progress: "1<what>" or "0<what failed>" (g_free it).
+ * @when names the first check ("at the pause").  Frees @k.
+ */
+char *sim_kvm_verdict(SimKvm *k, const char *when);
+
+/*
  * Postcopy, destination, after the load: pause the guest that ran during
  * postcopy (its memory is complete now).
  */

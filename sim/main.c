@@ -425,12 +425,10 @@ static bool apply(const Args *a, SimOptions *o, GError **error)
 				  o->snapshot_mode);
 	if (a->lazy && !o->restore_path)
 		return fail_usage(error, "--lazy needs --restore%s", "");
-	if ((o->snapshot_path || o->restore_path) &&
-	    (o->model || o->workload == SIM_WORKLOAD_KVM || o->role))
+	if ((o->snapshot_path || o->restore_path) && (o->model || o->role))
 		return fail_usage(error,
-				  "--snapshot/--restore run the writer "
-				  "workloads in one process (not --model, "
-				  "kvm or --role)%s",
+				  "--snapshot/--restore run the workload in "
+				  "one process (not --model or --role)%s",
 				  "");
 	if (a->snapshot_epochs < 0 || a->snapshot_epochs > 1000)
 		return fail_usage(error, "--snapshot-epochs: 0 to 1000%s", "");
@@ -615,7 +613,8 @@ static bool parse_args(int *argc, char ***argv, SimOptions *o, GError **error)
 		  "Run the workload this long before each snapshot (200ms)",
 		  "TIME" },
 		{ "restore", 0, 0, G_OPTION_ARG_STRING, &o->restore_path,
-		  "Restore FILE[,DIFF...] into fresh memory and verify it",
+		  "Restore FILE[,DIFF...] into fresh memory and verify it "
+		  "(kvm: then resume the guest)",
 		  "FILES" },
 		{ "lazy", 0, 0, G_OPTION_ARG_NONE, &a.lazy,
 		  "With --restore: fault pages in through userfaultfd", NULL },

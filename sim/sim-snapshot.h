@@ -8,6 +8,7 @@
 
 #include <migram/snapshot.h>
 
+#include "kvm-guest.h"
 #include "sim.h"
 
 /* --snapshot or --restore: run it, print the figures; an exit code. */
@@ -18,12 +19,17 @@ int sim_snapshot_run(const SimOptions *opt);
  * userfaultfd (missing mode), serve faults from the files, prefetch the
  * rest in the background, touch every page as a guest would and wait
  * until all are in.  *first_us: time from the start to the first page
- * the guest touched; *faults: faults served.
+ * the guest touched; *faults: faults served.  With @kvm_state (vCPU
+ * registers), a VM is built over the only block once the blocks are
+ * registered, runs until all pages are in and is paused again
+ * (*kvm_out; the caller frees it); *first_us is then the time to its
+ * first page write.
  */
 bool sim_snapshot_lazy(const SimOptions *opt, MigramSnapshotFile **chain,
 		       guint n, MigramRamList *list, GPtrArray *blocks,
-		       uint64_t *first_us, uint64_t *faults,
-		       MigramRestoreStats *rs, GError **error);
+		       GBytes *kvm_state, SimKvm **kvm_out, uint64_t *first_us,
+		       uint64_t *faults, MigramRestoreStats *rs,
+		       GError **error);
 
 /* The blocks of --ram / --block, filled (the workload's pattern) or
  * zero; their pointers appended to @p blocks. */
