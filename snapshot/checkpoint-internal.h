@@ -21,6 +21,7 @@
 	 (uint32_t)(d) << 24)
 #define CK_TAG_EPOCH CK_TAG('E', 'P', 'O', 'C')
 #define CK_TAG_PAGE CK_TAG('P', 'A', 'G', 'E')
+#define CK_TAG_DEVS CK_TAG('D', 'E', 'V', 'S')
 #define CK_TAG_DONE CK_TAG('D', 'O', 'N', 'E')
 #define CK_TAG_ACK CK_TAG('A', 'C', 'K', 'D')
 #define CK_SEED 0x636b7074ull

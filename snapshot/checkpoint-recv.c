@@ -29,6 +29,8 @@ struct MigramCheckpointReceiver {
 	uint64_t last_epoch;
 	uint64_t offset; /* stream bytes consumed */
 	uint8_t *buf;    /* one PAGE record's data */
+	GBytes *pending; /* the epoch being received: its device state */
+	GBytes *device;  /* the last applied one, or NULL */
 };
 
 static bool bad(GError **error, uint64_t offset, const char *fmt, ...)
@@ -148,6 +150,10 @@ MIGRAM_EXPORT void migram_checkpoint_receiver_free(MigramCheckpointReceiver *r)
 		migram_staging_free(r->blocks[i].cache);
 	g_free(r->blocks);
 	g_free(r->buf);
+	if (r->pending)
+		g_bytes_unref(r->pending);
+	if (r->device)
+		g_bytes_unref(r->device);
 	g_free(r);
 }
 
@@ -166,6 +172,41 @@ static void discard(MigramCheckpointReceiver *r)
 	for (guint i = 0; i < r->nblocks; i++)
 		(void)migram_staging_clear_range(r->blocks[i].cache, 0,
 						 r->blocks[i].npages, NULL);
+	g_clear_pointer(&r->pending, g_bytes_unref);
+}
+
+/* A DEVS record at @p at (already read into @p rec): its bytes into
+ * r->pending, under the epoch's checksum. */
+static bool receive_device(MigramCheckpointReceiver *r, uint64_t e, uint64_t at,
+			   const CkRecord *rec, uint64_t *sum,
+			   MigramCheckpointStats *st, GError **error)
+{
+	if (r->pending)
+		return bad(error, at,
+			   "epoch %" G_GUINT64_FORMAT ": a second device state",
+			   e);
+	if (rec->block != 0 || rec->b != 0 || rec->a == 0 ||
+	    rec->a > MIGRAM_SNAPSHOT_MAX_DEVICE_BYTES)
+		return bad(error, at,
+			   "epoch %" G_GUINT64_FORMAT
+			   ": device state record (block %u, %" G_GUINT64_FORMAT
+			   " bytes, %" G_GUINT64_FORMAT
+			   "): 1 to %u bytes, block and b 0",
+			   e, rec->block, rec->a, rec->b,
+			   MIGRAM_SNAPSHOT_MAX_DEVICE_BYTES);
+	uint8_t b[CK_REC_LEN];
+	ck_rec_put(b, rec);
+	*sum = snap_hash_bytes(*sum, b, CK_REC_LEN);
+	size_t len = (size_t)rec->a;
+	uint8_t *data = g_malloc(len);
+	if (!rd(r, data, len, "the device state", error)) {
+		g_free(data);
+		return false;
+	}
+	*sum = snap_hash_bytes(*sum, data, len);
+	r->pending = g_bytes_new_take(data, len);
+	st->bytes += len;
+	return true;
 }
 
 /* The records after EPOC up to and including DONE, into the cache. */
@@ -201,6 +242,11 @@ static bool receive_pages(MigramCheckpointReceiver *r, uint64_t e, uint64_t sum,
 					" pages",
 					e, st->pages);
 			return true;
+		}
+		if (rec.tag == CK_TAG_DEVS) {
+			if (!receive_device(r, e, at, &rec, &sum, st, error))
+				return false;
+			continue;
 		}
 		if (rec.tag != CK_TAG_PAGE)
 			return bad(error, at,
@@ -301,6 +347,11 @@ MIGRAM_EXPORT bool migram_checkpoint_receiver_next(MigramCheckpointReceiver *r,
 	}
 	uint64_t t1 = snap_now_ns();
 	apply(r);
+	if (r->pending) {
+		if (r->device)
+			g_bytes_unref(r->device);
+		r->device = g_steal_pointer(&r->pending);
+	}
 	st.send_ns = t1 - t0;
 	st.ack_ns = snap_now_ns() - t1;
 	r->have_epoch = true;
@@ -319,4 +370,11 @@ MIGRAM_EXPORT bool migram_checkpoint_receiver_next(MigramCheckpointReceiver *r,
 		}
 	}
 	return true;
+}
+
+MIGRAM_EXPORT GBytes *
+migram_checkpoint_receiver_device_state(const MigramCheckpointReceiver *r)
+{
+	g_return_val_if_fail(r != NULL, NULL);
+	return r->device ? g_bytes_ref(r->device) : NULL;
 }

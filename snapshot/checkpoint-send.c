@@ -31,6 +31,7 @@ struct MigramCheckpointSender {
 	bool staged, broken;
 	MigramCheckpointRunHook hook;
 	void *hook_opaque;
+	GBytes *device; /* the staged epoch's device state, or NULL */
 };
 
 bool ck_write_all(int fd, const void *buf, size_t len, const char *what,
@@ -156,6 +157,8 @@ MIGRAM_EXPORT void migram_checkpoint_sender_free(MigramCheckpointSender *s)
 	for (guint i = 0; i < s->nblocks; i++)
 		migram_staging_free(s->blocks[i].st);
 	g_free(s->blocks);
+	if (s->device)
+		g_bytes_unref(s->device);
 	g_free(s);
 }
 
@@ -219,6 +222,33 @@ MIGRAM_EXPORT void migram_checkpoint_sender_set_run_hook(
 	s->hook_opaque = opaque;
 }
 
+MIGRAM_EXPORT bool migram_checkpoint_sender_set_device_state(
+	MigramCheckpointSender *s, const void *data, size_t len, GError **error)
+{
+	g_return_val_if_fail(s != NULL && (data != NULL || len == 0), false);
+	if (!s->staged || s->broken) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
+			    "checkpoint epoch %" G_GUINT64_FORMAT
+			    ": device state with %s",
+			    s->next_epoch,
+			    s->broken ? "the connection failed"
+				      : "nothing staged");
+		return false;
+	}
+	if (len == 0 || len > MIGRAM_SNAPSHOT_MAX_DEVICE_BYTES) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
+			    "checkpoint epoch %" G_GUINT64_FORMAT
+			    ": device state of %zu bytes (1 to %u)",
+			    s->next_epoch, len,
+			    MIGRAM_SNAPSHOT_MAX_DEVICE_BYTES);
+		return false;
+	}
+	if (s->device)
+		g_bytes_unref(s->device);
+	s->device = g_bytes_new(data, len);
+	return true;
+}
+
 MIGRAM_EXPORT uint64_t
 migram_checkpoint_sender_next_epoch(const MigramCheckpointSender *s)
 {
@@ -272,6 +302,16 @@ static bool ship(MigramCheckpointSender *s, MigramCheckpointStats *st,
 				s->hook(e, st->pages, s->hook_opaque);
 		}
 	}
+	if (s->device) {
+		gsize len;
+		const void *d = g_bytes_get_data(s->device, &len);
+		r = (CkRecord){ .tag = CK_TAG_DEVS, .a = len };
+		if (!send_record(s, &r, &sum, &st->bytes, error) ||
+		    !ck_write_all(s->fd, d, len, "the device state", error))
+			return false;
+		sum = snap_hash_bytes(sum, d, len);
+		st->bytes += len;
+	}
 	r = (CkRecord){ .tag = CK_TAG_DONE, .a = st->pages, .b = sum };
 	if (!send_record(s, &r, NULL, &st->bytes, error))
 		return false;
@@ -317,6 +357,7 @@ MIGRAM_EXPORT bool migram_checkpoint_sender_ship(MigramCheckpointSender *s,
 	}
 	s->staged = false;
 	s->next_epoch++;
+	g_clear_pointer(&s->device, g_bytes_unref);
 	if (stats)
 		*stats = st;
 	return true;

@@ -34,7 +34,11 @@
  *       "EPOC" begin epoch a (b = 0); epochs count 0, 1, 2, ...
  *       "PAGE" pages [a, a + b) of block (1 <= b <= 256), followed by
  *              b * 4096 bytes
+ *       "DEVS" the epoch's device state: a = its length (1 byte to
+ *              MIGRAM_SNAPSHOT_MAX_DEVICE_BYTES), b = 0, followed by the
+ *              bytes; at most one per epoch, anywhere before DONE
  *       "DONE" end of epoch: a = pages in it, b = checksum of its records
+ *              and data (the device state's too)
  *     ack (standby to primary): a record "ACKD", a = epoch, b = pages
  */
 #ifndef MIGRAM_CHECKPOINT_H
@@ -132,6 +136,26 @@ typedef void (*MigramCheckpointRunHook)(uint64_t epoch, uint64_t pages_sent,
 					void *opaque);
 
 /**
+ * Attach the embedder's device state (vCPU registers, device models) to
+ * the staged epoch: it is shipped after the epoch's pages, under the
+ * epoch's checksum, and the standby applies it with the pages or not at
+ * all.  Call it after migram_checkpoint_sender_stage(), normally with the
+ * state saved in the same pause.
+ *
+ * @param s the sender, with an epoch staged.
+ * @param data @p len bytes (copied); replaces an earlier call's for this
+ *        epoch.
+ * @param len 1 to MIGRAM_SNAPSHOT_MAX_DEVICE_BYTES.
+ * @param error MIGRAM_ERROR_INVALID for a bad length or nothing staged.
+ * @return true on success.
+ *
+ * Context: The owning thread.
+ */
+bool migram_checkpoint_sender_set_device_state(MigramCheckpointSender *s,
+					       const void *data, size_t len,
+					       GError **error);
+
+/**
  * Install @p hook (NULL removes it); it runs on the thread calling
  * migram_checkpoint_sender_ship().
  *
@@ -212,6 +236,20 @@ void migram_checkpoint_receiver_free(MigramCheckpointReceiver *r);
 bool migram_checkpoint_receiver_next(MigramCheckpointReceiver *r,
 				     MigramCheckpointStats *stats, bool *closed,
 				     GError **error);
+
+/**
+ * The device state of the last applied epoch that carried one (an epoch
+ * without one leaves the earlier state in place).  It always belongs to
+ * an epoch whose pages are in memory: both are applied together.
+ *
+ * @param r the receiver.
+ * @return a new reference (g_bytes_unref()), or NULL when no applied
+ *         epoch carried a device state.
+ *
+ * Context: The owning thread.
+ */
+GBytes *
+migram_checkpoint_receiver_device_state(const MigramCheckpointReceiver *r);
 
 /**
  * The last applied epoch.

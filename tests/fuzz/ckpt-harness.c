@@ -35,6 +35,7 @@ bool ckpt_fuzz_one(const uint8_t *data, size_t size, unsigned *applied,
 	g_assert(lseek(fd, 0, SEEK_SET) == 0);
 	unsigned n = 0;
 	bool closed = false;
+	GBytes *good_dev = NULL; /* the device state of the last applied */
 	MigramCheckpointReceiver *r = migram_checkpoint_receiver_new(list, fd,
 								     -1, error);
 	while (r && !closed) {
@@ -47,6 +48,9 @@ bool ckpt_fuzz_one(const uint8_t *data, size_t size, unsigned *applied,
 		n++;
 		for (int i = 0; i < NB; i++)
 			memcpy(good[i], host[i], npages[i] * 4096);
+		if (good_dev)
+			g_bytes_unref(good_dev);
+		good_dev = migram_checkpoint_receiver_device_state(r);
 	}
 	if (!closed)
 		g_assert(error == NULL ||
@@ -56,6 +60,14 @@ bool ckpt_fuzz_one(const uint8_t *data, size_t size, unsigned *applied,
 		g_assert(memcmp(good[i], host[i], npages[i] * 4096) == 0);
 		g_free(good[i]);
 	}
+	/* Nor a device state from an epoch that was not applied. */
+	GBytes *dev = r ? migram_checkpoint_receiver_device_state(r) : NULL;
+	g_assert((dev == NULL) == (good_dev == NULL));
+	g_assert(!dev || g_bytes_equal(dev, good_dev));
+	if (dev)
+		g_bytes_unref(dev);
+	if (good_dev)
+		g_bytes_unref(good_dev);
 	uint64_t e = 0;
 	g_assert(!r || migram_checkpoint_receiver_epoch(r, &e) == (n > 0));
 	g_assert(n == 0 || e == n - 1);
@@ -110,6 +122,11 @@ uint8_t *ckpt_fuzz_sample(size_t *size, size_t *epoch1_at)
 	put_rec(b, CK_TAG_EPOCH, 0, 0, 0, &sum);
 	put_pages(b, 0, 0, 3, 0x11, &sum, &count);
 	put_pages(b, 1, 7, 1, 0x22, &sum, &count);
+	/* Epoch 0 carries a device state (40 bytes). */
+	static const char dev[41] = "vcpu0 rip=7c00 rsp=7000 cr0=11 --------";
+	put_rec(b, CK_TAG_DEVS, 0, 40, 0, &sum);
+	sum = snap_hash_bytes(sum, dev, 40);
+	g_byte_array_append(b, (const uint8_t *)dev, 40);
 	put_rec(b, CK_TAG_DONE, 0, count, sum, NULL);
 	*epoch1_at = b->len;
 	sum = CK_SEED;

@@ -27,8 +27,8 @@ bool ckpt_fuzz_one(const uint8_t *data, size_t size, unsigned *applied,
 		   GError **error);
 
 /*
- * A valid stream of two epochs (free with g_free); *epoch1_at: where the
- * second epoch's first record starts.
+ * A valid stream of two epochs, the first with a device state (free with
+ * g_free); *epoch1_at: where the second epoch's first record starts.
  */
 uint8_t *ckpt_fuzz_sample(size_t *size, size_t *epoch1_at);
 
