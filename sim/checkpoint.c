@@ -3,7 +3,8 @@
  * migram-sim's continuous checkpoints (docs/snapshots.md, "Checkpoints").
  *
  * Primary (--checkpoint-every TIME --standby tcp:HOST:PORT): the writer
- * workload runs; every TIME the writers pause, the software dirty log is
+ * workload (or a KVM guest: its dirty log, and its vCPU registers as each
+ * epoch's device state) runs; every TIME the writers pause, the dirty log is
  * collected, the dirty pages (epoch 0: every non-zero page) are staged,
  * every page is hashed (verification only, timed on its own), the writers
  * resume and the epoch is shipped and acknowledged.  With
@@ -13,7 +14,9 @@
  * Standby (--role standby --standby tcp:HOST:PORT): zeroed blocks of the
  * same layout; applies epochs until the primary goes away, then writes
  * the hashes of its memory to DIR/standby.hashes and the last applied
- * epoch to DIR/standby.epoch.
+ * epoch to DIR/standby.epoch.  With --workload kvm it then fails over:
+ * resumes the guest from that epoch's memory and registers, checks its
+ * invariant, runs it, checks again.
  */
 #include <netdb.h>
 #include <signal.h>
@@ -26,6 +29,8 @@
 #include <migram/dirty-log.h>
 #include <migram/migram.h>
 
+#include "kvm-guest.h"
+#include "kvm-sim.h"
 #include "sim-snapshot.h"
 #include "workload.h"
 
@@ -139,9 +144,32 @@ typedef struct {
 	unsigned long **dirty;
 	uint64_t *hashes;
 	MigramLogSource src;
-	SimGuest *guest;
+	SimGuest *guest;   /* the writer workloads, or */
+	SimKvmSource *kvm; /* a KVM guest: its registers ride each epoch */
 	MigramCheckpointSender *s;
 } Primary;
+
+static void primary_pause(Primary *p)
+{
+	if (p->kvm)
+		sim_kvm_pause(sim_kvm_source_guest(p->kvm));
+	else
+		sim_guest_pause(p->guest);
+}
+
+static void primary_resume(Primary *p)
+{
+	if (p->kvm)
+		sim_kvm_resume(sim_kvm_source_guest(p->kvm));
+	else
+		sim_guest_resume(p->guest);
+}
+
+static uint64_t primary_writes(Primary *p)
+{
+	return p->kvm ? sim_kvm_progress(sim_kvm_source_guest(p->kvm))
+		      : sim_guest_writes(p->guest);
+}
 
 /* One epoch: pause, collect, stage, hash, resume, save hashes, ship. */
 static bool primary_epoch(const SimOptions *opt, Primary *p, uint64_t e,
@@ -151,7 +179,7 @@ static bool primary_epoch(const SimOptions *opt, Primary *p, uint64_t e,
 		return false;
 	MigramStageStats ss = { 0 };
 	uint64_t t0 = now_ns();
-	sim_guest_pause(p->guest);
+	primary_pause(p);
 	uint64_t t1 = now_ns();
 	for (guint i = 0; i < p->blocks->len; i++) {
 		uint64_t np =
@@ -163,17 +191,24 @@ static bool primary_epoch(const SimOptions *opt, Primary *p, uint64_t e,
 				      p->dirty[i], &newly, error) ||
 		    !p->src.ops->clear(p->src.opaque, p->blocks->pdata[i], 0,
 				       np, p->dirty[i], error)) {
-			sim_guest_resume(p->guest);
+			primary_resume(p);
 			return false;
 		}
 	}
 	uint64_t t2 = now_ns();
 	bool ok = migram_checkpoint_sender_stage(
 		p->s, (const unsigned long *const *)p->dirty, &ss, error);
+	if (ok && p->kvm) {
+		/* The vCPU registers at this pause go with the epoch. */
+		g_autoptr(GByteArray) dev = g_byte_array_new();
+		ok = sim_kvm_source_save(p->kvm, dev, error) &&
+		     migram_checkpoint_sender_set_device_state(p->s, dev->data,
+							       dev->len, error);
+	}
 	uint64_t t3 = now_ns();
 	hash_all(p->blocks, p->hashes);
 	uint64_t t4 = now_ns();
-	sim_guest_resume(p->guest);
+	primary_resume(p);
 	if (!ok)
 		return false;
 	uint64_t pause = (t4 - t0) - (t4 - t3);
@@ -205,9 +240,9 @@ static bool primary_loop(const SimOptions *opt, Primary *p, GError **error)
 {
 	/* The guest's progress without checkpoints, for the overhead. */
 	uint64_t base_ms = MAX(opt->checkpoint_every_ms, 200);
-	uint64_t w0 = sim_guest_writes(p->guest), t0 = now_ns();
+	uint64_t w0 = primary_writes(p), t0 = now_ns();
 	g_usleep(base_ms * 1000);
-	uint64_t w1 = sim_guest_writes(p->guest), t1 = now_ns();
+	uint64_t w1 = primary_writes(p), t1 = now_ns();
 	double base_rate = (double)(w1 - w0) / ((double)(t1 - t0) / 1e9);
 	uint64_t pause_sum = 0, next = t1;
 	for (uint64_t e = 0; e < opt->checkpoint_epochs; e++) {
@@ -220,7 +255,7 @@ static bool primary_loop(const SimOptions *opt, Primary *p, GError **error)
 		else
 			next = now;
 	}
-	uint64_t w2 = sim_guest_writes(p->guest), t2 = now_ns();
+	uint64_t w2 = primary_writes(p), t2 = now_ns();
 	double rate = (double)(w2 - w1) / ((double)(t2 - t1) / 1e9);
 	if (!opt->quiet)
 		printf("checkpoints:       %u every %" G_GUINT64_FORMAT
@@ -236,8 +271,9 @@ static bool primary_loop(const SimOptions *opt, Primary *p, GError **error)
 
 static int run_primary(const SimOptions *opt, GError **error)
 {
+	bool kvm = opt->workload == SIM_WORKLOAD_KVM;
 	g_autoptr(GPtrArray) blocks = g_ptr_array_new();
-	MigramRamList *list = sim_snapshot_make_list(opt, true, blocks, error);
+	MigramRamList *list = sim_snapshot_make_list(opt, !kvm, blocks, error);
 	if (!list)
 		return SIM_EXIT_FAILED;
 	Primary p = { .blocks = blocks };
@@ -264,24 +300,41 @@ static int run_primary(const SimOptions *opt, GError **error)
 	p.s = fd >= 0 ? migram_checkpoint_sender_new(list, fd, error) : NULL;
 	if (p.s && opt->checkpoint_kill_at)
 		migram_checkpoint_sender_set_run_hook(p.s, kill_hook, &kill);
-	MigramSoftLog *log = p.s ? migram_soft_log_new(end, error) : NULL;
-	bool ok = log != NULL;
-	if (log) {
-		migram_soft_log_source(log, &p.src);
-		for (guint i = 0; i < blocks->len && ok; i++)
-			ok = p.src.ops->start(p.src.opaque, blocks->pdata[i],
-					      error);
-		p.guest = ok ? sim_guest_start(opt,
-					       (MigramRamBlock **)blocks->pdata,
-					       blocks->len,
-					       migram_soft_log_bitmap(log))
-			     : NULL;
-		ok = p.guest && primary_loop(opt, &p, error);
-		if (p.guest)
-			sim_guest_stop(p.guest);
-		for (guint i = 0; i < blocks->len; i++)
-			p.src.ops->stop(p.src.opaque, blocks->pdata[i]);
+	MigramSoftLog *log = NULL;
+	SimReport rep;
+	sim_report_init(&rep);
+	if (p.s && kvm) {
+		p.kvm = sim_kvm_source_start(opt, list, &p.src, &rep, error);
+	} else if (p.s) {
+		log = migram_soft_log_new(end, error);
+		if (log)
+			migram_soft_log_source(log, &p.src);
 	}
+	bool started = log || p.kvm, ok = started;
+	for (guint i = 0; i < blocks->len && ok; i++)
+		ok = p.src.ops->start(p.src.opaque, blocks->pdata[i], error);
+	if (ok && !kvm) {
+		p.guest = sim_guest_start(opt, (MigramRamBlock **)blocks->pdata,
+					  blocks->len,
+					  migram_soft_log_bitmap(log));
+		ok = p.guest != NULL;
+	}
+	ok = ok && primary_loop(opt, &p, error);
+	if (p.guest)
+		sim_guest_stop(p.guest);
+	for (guint i = 0; started && i < blocks->len; i++)
+		p.src.ops->stop(p.src.opaque, blocks->pdata[i]);
+	if (p.kvm) {
+		g_autofree char *verr =
+			sim_kvm_take_error(sim_kvm_source_guest(p.kvm));
+		if (verr && ok) {
+			g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO, "%s",
+				    verr);
+			ok = false;
+		}
+		sim_kvm_source_free(p.kvm);
+	}
+	sim_report_clear(&rep);
 	migram_checkpoint_sender_free(p.s);
 	if (fd >= 0)
 		close(fd);
@@ -292,6 +345,34 @@ static int run_primary(const SimOptions *opt, GError **error)
 	g_free(p.hashes);
 	migram_ram_list_free(list);
 	return ok ? SIM_EXIT_OK : SIM_EXIT_FAILED;
+}
+
+static bool failover(MigramRamList *list, MigramCheckpointReceiver *r,
+		     bool have, uint64_t e, GError **error)
+{
+	g_autoptr(GBytes) dev = migram_checkpoint_receiver_device_state(r);
+	if (!have || !dev) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
+			    "standby: cannot resume the KVM guest: %s",
+			    have ? "no epoch carried its vCPU state"
+				 : "no complete epoch");
+		return false;
+	}
+	gsize len;
+	const guint8 *st = g_bytes_get_data(dev, &len);
+	SimKvm *k = sim_kvm_restore_new(list, st, len, error);
+	if (!k)
+		return false;
+	g_autofree char *v = sim_kvm_verdict(k, "at the epoch");
+	printf("standby: resumed the guest from epoch %" G_GUINT64_FORMAT
+	       ": %s\n",
+	       e, v + 1);
+	if (v[0] != '1') {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_INVALID,
+			    "standby: the resumed KVM guest failed: %s", v + 1);
+		return false;
+	}
+	return true;
 }
 
 static int run_standby(const SimOptions *opt, GError **error)
@@ -366,6 +447,11 @@ static int run_standby(const SimOptions *opt, GError **error)
 		    !g_file_set_contents(ep, es, -1, error))
 			rc = SIM_EXIT_FAILED;
 	}
+	/* Failover: a KVM guest resumes from the last complete epoch, its
+	 * memory and the vCPU registers that came with it. */
+	if (r && opt->workload == SIM_WORKLOAD_KVM && rc == SIM_EXIT_OK &&
+	    !failover(list, r, have, e, error))
+		rc = SIM_EXIT_FAILED;
 	migram_checkpoint_receiver_free(r);
 	if (fd >= 0)
 		close(fd);

@@ -115,11 +115,10 @@ static bool apply_checkpoint(const Args *a, SimOptions *o, GError **error)
 		return fail_usage(error, "--checkpoint-epochs: 1 to 1000000%s",
 				  "");
 	o->checkpoint_epochs = (unsigned int)a->checkpoint_epochs;
-	if ((o->checkpoint_every_ms || standby) &&
-	    (o->model || o->workload == SIM_WORKLOAD_KVM))
+	if ((o->checkpoint_every_ms || standby) && o->model)
 		return fail_usage(error,
-				  "checkpoints run the writer workloads (not "
-				  "--model or kvm)%s",
+				  "checkpoints run real workloads (not "
+				  "--model)%s",
 				  "");
 	return true;
 }
