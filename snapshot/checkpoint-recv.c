@@ -172,7 +172,10 @@ static void discard(MigramCheckpointReceiver *r)
 	for (guint i = 0; i < r->nblocks; i++)
 		(void)migram_staging_clear_range(r->blocks[i].cache, 0,
 						 r->blocks[i].npages, NULL);
-	g_clear_pointer(&r->pending, g_bytes_unref);
+	if (r->pending) {
+		g_bytes_unref(r->pending);
+		r->pending = NULL;
+	}
 }
 
 /* A DEVS record at @p at (already read into @p rec): its bytes into

@@ -357,7 +357,10 @@ MIGRAM_EXPORT bool migram_checkpoint_sender_ship(MigramCheckpointSender *s,
 	}
 	s->staged = false;
 	s->next_epoch++;
-	g_clear_pointer(&s->device, g_bytes_unref);
+	if (s->device) {
+		g_bytes_unref(s->device);
+		s->device = NULL;
+	}
 	if (stats)
 		*stats = st;
 	return true;
