@@ -353,7 +353,7 @@ bool sim_link_tcp_connect(const SimOptions *opt, SimLink *lk, GError **error)
  * reason printed.
  */
 static bool greet_reconnect(SimLink *lk, int fd, gint64 deadline,
-			    bool accepting)
+			    bool accepting, bool *answered)
 {
 	g_autoptr(GError) e = NULL;
 	gint64 left = MIN(deadline - g_get_monotonic_time(),
@@ -378,8 +378,17 @@ static bool greet_reconnect(SimLink *lk, int fd, gint64 deadline,
 	/* the limit (and its TCP_USER_TIMEOUT) goes with the hello */
 	migram_channel_set_io_timeout(ch, 0);
 	migram_channel_free(ch);
+	/* INVALID: the peer answered and disagrees.  Anything else (a reset,
+	 * an end of stream, no answer in time) may be a destination that is
+	 * dying or not yet listening for real. */
+	if (answered)
+		*answered = ok || g_error_matches(e, MIGRAM_ERROR,
+						  MIGRAM_ERROR_INVALID);
 	if (!ok)
-		fprintf(stderr, "migram-sim: reconnect refused: %s\n",
+		fprintf(stderr, "migram-sim: reconnect %s: %s\n",
+			g_error_matches(e, MIGRAM_ERROR, MIGRAM_ERROR_INVALID)
+				? "refused"
+				: "hello not answered",
 			e->message);
 	return ok;
 }
@@ -430,7 +439,7 @@ int sim_link_reconnect(const SimOptions *opt, SimLink *lk, gint64 deadline,
 				continue;
 			/* a stranger's connection is refused; wait on */
 			if (!lk->greeted ||
-			    greet_reconnect(lk, fd, deadline, true))
+			    greet_reconnect(lk, fd, deadline, true, NULL))
 				return fd;
 			close(fd);
 		}
@@ -439,11 +448,17 @@ int sim_link_reconnect(const SimOptions *opt, SimLink *lk, gint64 deadline,
 		return -ENOTCONN;
 	for (;;) {
 		int fd = connect_once(&a, deadline, wake_fd), rc;
+		bool answered = true;
 
 		if (fd >= 0 && lk->greeted &&
-		    !greet_reconnect(lk, fd, deadline, false)) {
+		    !greet_reconnect(lk, fd, deadline, false, &answered)) {
 			close(fd);
-			return -EPROTO;
+			/* A refusal is final; a hello the peer did not answer
+			 * (it was still dying: reset, closed) is tried again
+			 * until the deadline (CI, test-sim case 26). */
+			if (answered || g_get_monotonic_time() >= deadline)
+				return -EPROTO;
+			fd = -EAGAIN;
 		}
 		if (fd >= 0 || fd == -ETIMEDOUT || fd == -EINTR)
 			return fd;
