@@ -11,6 +11,8 @@
 
 #include <stdbool.h>
 
+#include <sys/uio.h>
+
 #include <glib.h>
 
 #define MIGRAM_EXPORT __attribute__((visibility("default")))
@@ -40,5 +42,23 @@
  */
 bool migram_error_errno(GError **error, int code, int err, const char *fmt, ...)
 	G_GNUC_PRINTF(4, 5);
+
+/*
+ * After a readv/writev/pwritev moved @p done bytes of the @p *n iovecs at
+ * @p *iov: drop the iovecs it covered and trim a partly moved one, so the
+ * next call goes on where this one stopped.  Never allocates or locks.
+ */
+static inline void migram_iov_advance(struct iovec **iov, int *n, size_t done)
+{
+	while (*n > 0 && done >= (*iov)->iov_len) {
+		done -= (*iov)->iov_len;
+		(*iov)++;
+		(*n)--;
+	}
+	if (*n > 0) {
+		(*iov)->iov_base = (guint8 *)(*iov)->iov_base + done;
+		(*iov)->iov_len -= done;
+	}
+}
 
 #endif /* MIGRAM_COMMON_H */

@@ -310,16 +310,7 @@ MIGRAM_EXPORT bool migram_channel_flush(MigramChannel *ch, GError **error)
 		}
 		__atomic_add_fetch(&ch->sent, (uint64_t)w, __ATOMIC_RELAXED);
 		charge(ch, (size_t)w);
-		/* Drop fully written iovecs, trim a partly written one. */
-		while (n > 0 && (size_t)w >= iov->iov_len) {
-			w -= (ssize_t)iov->iov_len;
-			iov++;
-			n--;
-		}
-		if (n > 0) {
-			iov->iov_base = (guint8 *)iov->iov_base + w;
-			iov->iov_len -= (size_t)w;
-		}
+		migram_iov_advance(&iov, &n, (size_t)w);
 	}
 	ch->niov = 0;
 	ch->stage_len = 0;

@@ -119,15 +119,7 @@ static bool readv_full(RecvChan *c, struct iovec *iov, int n,
 				    k < 0 ? g_strerror(errno) : "stream ended");
 			return false;
 		}
-		while (n > 0 && (size_t)k >= iov->iov_len) {
-			k -= (ssize_t)iov->iov_len;
-			iov++;
-			n--;
-		}
-		if (n > 0) {
-			iov->iov_base = (uint8_t *)iov->iov_base + k;
-			iov->iov_len -= (size_t)k;
-		}
+		migram_iov_advance(&iov, &n, (size_t)k);
 	}
 	return true;
 }

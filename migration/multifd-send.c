@@ -122,15 +122,7 @@ static bool write_all(SendChan *c, struct iovec *iov, int n, GError **error)
 			return false;
 		}
 		__atomic_fetch_add(&c->bytes, (uint64_t)k, __ATOMIC_RELAXED);
-		while (n > 0 && (size_t)k >= iov->iov_len) {
-			k -= (ssize_t)iov->iov_len;
-			iov++;
-			n--;
-		}
-		if (n > 0) {
-			iov->iov_base = (uint8_t *)iov->iov_base + k;
-			iov->iov_len -= (size_t)k;
-		}
+		migram_iov_advance(&iov, &n, (size_t)k);
 	}
 	return true;
 }

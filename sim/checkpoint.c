@@ -144,32 +144,9 @@ typedef struct {
 	unsigned long **dirty;
 	uint64_t *hashes;
 	MigramLogSource src;
-	SimGuest *guest;   /* the writer workloads, or */
-	SimKvmSource *kvm; /* a KVM guest: its registers ride each epoch */
+	SimSnapGuest g; /* a KVM guest's registers ride each epoch */
 	MigramCheckpointSender *s;
 } Primary;
-
-static void primary_pause(Primary *p)
-{
-	if (p->kvm)
-		sim_kvm_pause(sim_kvm_source_guest(p->kvm));
-	else
-		sim_guest_pause(p->guest);
-}
-
-static void primary_resume(Primary *p)
-{
-	if (p->kvm)
-		sim_kvm_resume(sim_kvm_source_guest(p->kvm));
-	else
-		sim_guest_resume(p->guest);
-}
-
-static uint64_t primary_writes(Primary *p)
-{
-	return p->kvm ? sim_kvm_progress(sim_kvm_source_guest(p->kvm))
-		      : sim_guest_writes(p->guest);
-}
 
 /* One epoch: pause, collect, stage, hash, resume, save hashes, ship. */
 static bool primary_epoch(const SimOptions *opt, Primary *p, uint64_t e,
@@ -179,7 +156,7 @@ static bool primary_epoch(const SimOptions *opt, Primary *p, uint64_t e,
 		return false;
 	MigramStageStats ss = { 0 };
 	uint64_t t0 = now_ns();
-	primary_pause(p);
+	sim_snap_guest_pause(&p->g);
 	uint64_t t1 = now_ns();
 	for (guint i = 0; i < p->blocks->len; i++) {
 		uint64_t np =
@@ -191,24 +168,24 @@ static bool primary_epoch(const SimOptions *opt, Primary *p, uint64_t e,
 				      p->dirty[i], &newly, error) ||
 		    !p->src.ops->clear(p->src.opaque, p->blocks->pdata[i], 0,
 				       np, p->dirty[i], error)) {
-			primary_resume(p);
+			sim_snap_guest_resume(&p->g);
 			return false;
 		}
 	}
 	uint64_t t2 = now_ns();
 	bool ok = migram_checkpoint_sender_stage(
 		p->s, (const unsigned long *const *)p->dirty, &ss, error);
-	if (ok && p->kvm) {
+	if (ok && p->g.kvm) {
 		/* The vCPU registers at this pause go with the epoch. */
 		g_autoptr(GByteArray) dev = g_byte_array_new();
-		ok = sim_kvm_source_save(p->kvm, dev, error) &&
+		ok = sim_kvm_source_save(p->g.kvm, dev, error) &&
 		     migram_checkpoint_sender_set_device_state(p->s, dev->data,
 							       dev->len, error);
 	}
 	uint64_t t3 = now_ns();
 	hash_all(p->blocks, p->hashes);
 	uint64_t t4 = now_ns();
-	primary_resume(p);
+	sim_snap_guest_resume(&p->g);
 	if (!ok)
 		return false;
 	uint64_t pause = (t4 - t0) - (t4 - t3);
@@ -240,9 +217,9 @@ static bool primary_loop(const SimOptions *opt, Primary *p, GError **error)
 {
 	/* The guest's progress without checkpoints, for the overhead. */
 	uint64_t base_ms = MAX(opt->checkpoint_every_ms, 200);
-	uint64_t w0 = primary_writes(p), t0 = now_ns();
+	uint64_t w0 = sim_snap_guest_writes(&p->g), t0 = now_ns();
 	g_usleep(base_ms * 1000);
-	uint64_t w1 = primary_writes(p), t1 = now_ns();
+	uint64_t w1 = sim_snap_guest_writes(&p->g), t1 = now_ns();
 	double base_rate = (double)(w1 - w0) / ((double)(t1 - t0) / 1e9);
 	uint64_t pause_sum = 0, next = t1;
 	for (uint64_t e = 0; e < opt->checkpoint_epochs; e++) {
@@ -255,7 +232,7 @@ static bool primary_loop(const SimOptions *opt, Primary *p, GError **error)
 		else
 			next = now;
 	}
-	uint64_t w2 = primary_writes(p), t2 = now_ns();
+	uint64_t w2 = sim_snap_guest_writes(&p->g), t2 = now_ns();
 	double rate = (double)(w2 - w1) / ((double)(t2 - t1) / 1e9);
 	if (!opt->quiet)
 		printf("checkpoints:       %u every %" G_GUINT64_FORMAT
@@ -304,36 +281,28 @@ static int run_primary(const SimOptions *opt, GError **error)
 	SimReport rep;
 	sim_report_init(&rep);
 	if (p.s && kvm) {
-		p.kvm = sim_kvm_source_start(opt, list, &p.src, &rep, error);
+		p.g.kvm = sim_kvm_source_start(opt, list, &p.src, &rep, error);
 	} else if (p.s) {
 		log = migram_soft_log_new(end, error);
 		if (log)
 			migram_soft_log_source(log, &p.src);
 	}
-	bool started = log || p.kvm, ok = started;
+	bool started = log || p.g.kvm, ok = started;
 	for (guint i = 0; i < blocks->len && ok; i++)
 		ok = p.src.ops->start(p.src.opaque, blocks->pdata[i], error);
 	if (ok && !kvm) {
-		p.guest = sim_guest_start(opt, (MigramRamBlock **)blocks->pdata,
-					  blocks->len,
-					  migram_soft_log_bitmap(log));
-		ok = p.guest != NULL;
+		p.g.writers = sim_guest_start(opt,
+					      (MigramRamBlock **)blocks->pdata,
+					      blocks->len,
+					      migram_soft_log_bitmap(log));
+		ok = p.g.writers != NULL;
 	}
 	ok = ok && primary_loop(opt, &p, error);
-	if (p.guest)
-		sim_guest_stop(p.guest);
+	if (p.g.writers)
+		sim_guest_stop(p.g.writers);
 	for (guint i = 0; started && i < blocks->len; i++)
 		p.src.ops->stop(p.src.opaque, blocks->pdata[i]);
-	if (p.kvm) {
-		g_autofree char *verr =
-			sim_kvm_take_error(sim_kvm_source_guest(p.kvm));
-		if (verr && ok) {
-			g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO, "%s",
-				    verr);
-			ok = false;
-		}
-		sim_kvm_source_free(p.kvm);
-	}
+	ok = sim_snap_guest_free_kvm(&p.g, ok, error);
 	sim_report_clear(&rep);
 	migram_checkpoint_sender_free(p.s);
 	if (fd >= 0)

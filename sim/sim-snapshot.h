@@ -9,6 +9,8 @@
 #include <migram/snapshot.h>
 
 #include "kvm-guest.h"
+#include "kvm-sim.h"
+#include "workload.h"
 #include "sim.h"
 
 /* --snapshot or --restore: run it, print the figures; an exit code. */
@@ -30,6 +32,24 @@ bool sim_snapshot_lazy(const SimOptions *opt, MigramSnapshotFile **chain,
 		       GBytes *kvm_state, SimKvm **kvm_out, uint64_t *first_us,
 		       uint64_t *faults, MigramRestoreStats *rs,
 		       GError **error);
+
+/*
+ * The guest a snapshot or a checkpoint pauses: the writer threads, or a
+ * KVM VM whose vCPU registers are each file's or epoch's device state.
+ * Exactly one is set.  All on the thread that runs the mode.
+ */
+typedef struct {
+	SimGuest *writers;
+	SimKvmSource *kvm;
+} SimSnapGuest;
+
+void sim_snap_guest_pause(SimSnapGuest *g);
+void sim_snap_guest_resume(SimSnapGuest *g);
+/* The guest's page writes so far (a KVM guest's progress counter). */
+uint64_t sim_snap_guest_writes(SimSnapGuest *g);
+/* Free the KVM guest (if any, after its dirty log stopped); a vCPU's
+ * failure becomes *error when @p ok.  Returns @p ok, or false then. */
+bool sim_snap_guest_free_kvm(SimSnapGuest *g, bool ok, GError **error);
 
 /* The blocks of --ram / --block, filled (the workload's pattern) or
  * zero; their pointers appended to @p blocks. */

@@ -67,14 +67,7 @@ static char *epoch_path(const char *base, unsigned e)
 	return e ? g_strdup_printf("%s.%u", base, e) : g_strdup(base);
 }
 
-/* The guest being snapshotted: writer threads, or a KVM VM whose vCPU
- * registers go into each file as its device state. */
-typedef struct {
-	SimGuest *writers;
-	SimKvmSource *kvm;
-} SnapGuest;
-
-static void guest_pause(SnapGuest *g)
+void sim_snap_guest_pause(SimSnapGuest *g)
 {
 	if (g->kvm)
 		sim_kvm_pause(sim_kvm_source_guest(g->kvm));
@@ -82,7 +75,7 @@ static void guest_pause(SnapGuest *g)
 		sim_guest_pause(g->writers);
 }
 
-static void guest_resume(SnapGuest *g)
+void sim_snap_guest_resume(SimSnapGuest *g)
 {
 	if (g->kvm)
 		sim_kvm_resume(sim_kvm_source_guest(g->kvm));
@@ -90,10 +83,25 @@ static void guest_resume(SnapGuest *g)
 		sim_guest_resume(g->writers);
 }
 
-static uint64_t guest_writes(SnapGuest *g)
+uint64_t sim_snap_guest_writes(SimSnapGuest *g)
 {
 	return g->kvm ? sim_kvm_progress(sim_kvm_source_guest(g->kvm))
 		      : sim_guest_writes(g->writers);
+}
+
+bool sim_snap_guest_free_kvm(SimSnapGuest *g, bool ok, GError **error)
+{
+	if (!g->kvm)
+		return ok;
+	g_autofree char *verr =
+		sim_kvm_take_error(sim_kvm_source_guest(g->kvm));
+	if (verr && ok) {
+		g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO, "%s", verr);
+		ok = false;
+	}
+	sim_kvm_source_free(g->kvm);
+	g->kvm = NULL;
+	return ok;
 }
 
 typedef struct {
@@ -107,7 +115,7 @@ typedef struct {
 static bool snapshot_epoch(const SimOptions *opt, unsigned e,
 			   MigramRamList *list, GPtrArray *blocks,
 			   SnapBlockState *bs, MigramLogSource *src,
-			   SnapGuest *guest, uint64_t *parent_id,
+			   SimSnapGuest *guest, uint64_t *parent_id,
 			   GError **error)
 {
 	MigramStageStats ss = { 0 };
@@ -118,8 +126,8 @@ static bool snapshot_epoch(const SimOptions *opt, unsigned e,
 		if (!migram_staging_populate(bs[i].st, 0, bs[i].npages, error))
 			return false;
 	uint64_t t0 = g_get_monotonic_time() * 1000;
-	uint64_t w0 = guest_writes(guest);
-	guest_pause(guest);
+	uint64_t w0 = sim_snap_guest_writes(guest);
+	sim_snap_guest_pause(guest);
 	uint64_t t1 = g_get_monotonic_time() * 1000;
 	for (guint i = 0; i < blocks->len; i++) {
 		uint64_t newly = 0;
@@ -147,7 +155,7 @@ static bool snapshot_epoch(const SimOptions *opt, unsigned e,
 		ss.hash_ns = g_get_monotonic_time() * 1000 - t2;
 		cow = migram_snapshot_cow_start(list, error);
 		if (!cow) {
-			guest_resume(guest);
+			sim_snap_guest_resume(guest);
 			return false;
 		}
 	} else {
@@ -163,12 +171,12 @@ static bool snapshot_epoch(const SimOptions *opt, unsigned e,
 	g_autoptr(GByteArray) dev = g_byte_array_new();
 	uint64_t t_dev = g_get_monotonic_time() * 1000;
 	if (guest->kvm && !sim_kvm_source_save(guest->kvm, dev, error)) {
-		guest_resume(guest);
+		sim_snap_guest_resume(guest);
 		migram_snapshot_cow_finish(cow, NULL);
 		return false;
 	}
 	uint64_t t3 = g_get_monotonic_time() * 1000;
-	guest_resume(guest);
+	sim_snap_guest_resume(guest);
 	uint64_t pause = t3 - t0;
 	if (cow)
 		ss.copy_ns = t_dev - t2 - ss.hash_ns; /* protecting */
@@ -239,7 +247,7 @@ static bool snapshot_epoch(const SimOptions *opt, unsigned e,
 	if (!migram_snapshot_writer_finish(w, parent_id, error))
 		return false;
 	uint64_t t4 = g_get_monotonic_time() * 1000;
-	uint64_t w1 = guest_writes(guest);
+	uint64_t w1 = sim_snap_guest_writes(guest);
 	double wsec = (double)(t4 - t3) / 1e9;
 	if (!opt->quiet) {
 		printf("epoch %u -> %s (%s)\n", e, path, e ? "diff" : "full");
@@ -302,7 +310,7 @@ static int run_snapshot(const SimOptions *opt, GError **error)
 	}
 	MigramSoftLog *log = NULL;
 	MigramLogSource src = { 0 };
-	SnapGuest guest = { 0 };
+	SimSnapGuest guest = { 0 };
 	SimReport rep;
 	sim_report_init(&rep);
 	if (ok && kvm) {
@@ -339,7 +347,7 @@ static int run_snapshot(const SimOptions *opt, GError **error)
 			if (ok && e < opt->snapshot_epochs)
 				g_usleep(opt->snapshot_after_ms * 1000);
 		}
-		uint64_t writes = guest.kvm ? guest_writes(&guest)
+		uint64_t writes = guest.kvm ? sim_snap_guest_writes(&guest)
 					    : sim_guest_stop(guest.writers);
 		if (!opt->quiet)
 			printf("guest writes:      %" G_GUINT64_FORMAT
@@ -348,16 +356,7 @@ static int run_snapshot(const SimOptions *opt, GError **error)
 	}
 	for (guint i = 0; started && i < blocks->len; i++)
 		src.ops->stop(src.opaque, blocks->pdata[i]);
-	if (guest.kvm) {
-		g_autofree char *verr =
-			sim_kvm_take_error(sim_kvm_source_guest(guest.kvm));
-		if (verr && ok) {
-			g_set_error(error, MIGRAM_ERROR, MIGRAM_ERROR_IO, "%s",
-				    verr);
-			ok = false;
-		}
-		sim_kvm_source_free(guest.kvm);
-	}
+	ok = sim_snap_guest_free_kvm(&guest, ok, error);
 	sim_report_clear(&rep);
 	for (guint i = 0; i < blocks->len; i++) {
 		migram_staging_free(bs[i].st);
@@ -440,12 +439,15 @@ bool sim_snapshot_lazy(const SimOptions *opt, MigramSnapshotFile **chain,
 }
 
 /* Compare every page with the last file's hashes, except those in @skip
- * (pages a restored KVM guest wrote since; NULL: none). */
-static bool verify_skipping(MigramSnapshotFile *f, GPtrArray *blocks,
-			    const unsigned long *skip, uint64_t *bad,
-			    uint64_t *skipped, GError **error)
+ * (pages a restored KVM guest wrote since, in its only block); without
+ * @skip it is migram_snapshot_verify(). */
+static bool verify_skipping(MigramSnapshotFile *f, MigramRamList *list,
+			    GPtrArray *blocks, const unsigned long *skip,
+			    uint64_t *bad, uint64_t *skipped, GError **error)
 {
 	*bad = *skipped = 0;
+	if (!skip)
+		return migram_snapshot_verify(f, list, bad, error);
 	for (guint i = 0; i < blocks->len; i++) {
 		MigramRamBlock *b = blocks->pdata[i];
 		guint fi;
@@ -523,8 +525,8 @@ static int run_restore(const SimOptions *opt, GError **error)
 	}
 	uint64_t bad = 0, skipped = 0;
 	if (ok)
-		ok = verify_skipping(chain[n - 1], blocks, skip, &bad, &skipped,
-				     error);
+		ok = verify_skipping(chain[n - 1], list, blocks, skip, &bad,
+				     &skipped, error);
 	if (ok && !opt->quiet) {
 		double sec = (double)rs.elapsed_ns / 1e9;
 		printf("restore:           %s, %u file(s)\n",

@@ -79,15 +79,7 @@ static bool pwritev_all(int fd, struct iovec *iov, int cnt, uint64_t off,
 			return false;
 		}
 		off += (uint64_t)n;
-		while (cnt > 0 && (size_t)n >= iov->iov_len) {
-			n -= (ssize_t)iov->iov_len;
-			iov++;
-			cnt--;
-		}
-		if (cnt > 0) {
-			iov->iov_base = (uint8_t *)iov->iov_base + n;
-			iov->iov_len -= (size_t)n;
-		}
+		migram_iov_advance(&iov, &cnt, (size_t)n);
 	}
 	return true;
 }
